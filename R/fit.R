@@ -1,0 +1,207 @@
+# From a model design (h_model_design()) to a fitted "lmm" object: one call
+# into Rust, then assembly of plain R data.
+
+#' Call the Rust fitting kernel on a design
+#' @noRd
+h_fit_design <- function(design, REML, control, theta = NULL,
+                         optimize = TRUE) {
+  terms <- design$re$terms
+  theta_start <- if (!is.null(theta)) theta else control$theta_start
+  if (!is.null(theta_start)) {
+    n_theta <- sum(vapply(terms, function(t) ncol(t$Z) * (ncol(t$Z) + 1) / 2,
+                          numeric(1)))
+    if (length(theta_start) != n_theta) {
+      h_abort(sprintf("`theta` must have length %d (one value per element of the lower triangle of each term's relative covariance factor), not %d.",
+                      n_theta, length(theta_start)), "argument")
+    }
+    theta_start <- as.numeric(theta_start)
+  }
+  x <- design$X
+  storage.mode(x) <- "double"
+  res <- rs_fit_lmm(
+    x = x,
+    y = as.numeric(design$y - design$offset),
+    weights = as.numeric(design$weights),
+    codes = lapply(terms, function(t) as.integer(t$codes)),
+    n_levels = vapply(terms, function(t) as.integer(t$n_levels), integer(1)),
+    z = lapply(terms, function(t) {
+      z <- t$Z
+      storage.mode(z) <- "double"
+      z
+    }),
+    k = vapply(terms, function(t) ncol(t$Z), integer(1)),
+    factor_id = vapply(terms, function(t) as.integer(t$factor_id), integer(1)),
+    reml = REML,
+    max_iter = control$max_iter,
+    tol = control$tol,
+    theta_start = theta_start,
+    optimize = optimize
+  )
+  h_check_rust_result(res)
+}
+
+#' Turn an error list returned by Rust into a classed R error
+#' @noRd
+h_check_rust_result <- function(res) {
+  if (!is.null(res$error_kind)) {
+    msg <- res$error_message
+    if (identical(res$error_kind, "not_positive_definite")) {
+      msg <- paste(msg, "This usually means the fixed-effects design is (nearly) rank deficient or the data are degenerate; check for collinear predictors or rescale them.")
+    }
+    h_abort(msg, res$error_kind)
+  }
+  res
+}
+
+#' Names of the theta parameters, as lme4 (`Subject.Days.(Intercept)`)
+#' @noRd
+h_theta_names <- function(terms) {
+  unlist(lapply(terms, function(t) {
+    cn <- t$cnms
+    k <- length(cn)
+    out <- character(0)
+    for (j in seq_len(k)) {
+      for (i in j:k) {
+        out <- c(out, if (i == j) paste(t$group, cn[i], sep = ".")
+                      else paste(t$group, cn[i], cn[j], sep = "."))
+      }
+    }
+    out
+  }))
+}
+
+#' Lower-triangular k x k matrix from its column-major lower triangle
+#' @noRd
+h_lower_tri <- function(values, k) {
+  m <- matrix(0, k, k)
+  m[lower.tri(m, diag = TRUE)] <- values
+  m
+}
+
+#' Per-term results: covariance, relative factor, BLUPs, conditional variances
+#' @noRd
+h_term_results <- function(terms, res) {
+  sigma <- res$sigma
+  th_pos <- 0L
+  b_pos <- 0L
+  out <- vector("list", length(terms))
+  for (t in seq_along(terms)) {
+    term <- terms[[t]]
+    k <- ncol(term$Z)
+    G <- term$n_levels
+    nth <- k * (k + 1L) / 2L
+    lambda <- h_lower_tri(res$theta[th_pos + seq_len(nth)], k)
+    th_pos <- th_pos + nth
+    b <- matrix(res$b[b_pos + seq_len(G * k)], nrow = G, ncol = k,
+                byrow = TRUE, dimnames = list(levels(term$factor), term$cnms))
+    b_pos <- b_pos + G * k
+    cov <- sigma^2 * tcrossprod(lambda)
+    dimnames(cov) <- list(term$cnms, term$cnms)
+    cond_var <- array(res$cond_var[[t]], dim = c(k, k, G))
+    out[[t]] <- list(
+      group = term$group, cnms = term$cnms, factor_id = term$factor_id,
+      levels = levels(term$factor), n_levels = G, k = k, lhs = term$lhs,
+      codes = as.integer(term$codes), Z = term$Z,
+      lambda = lambda, cov = cov, b = b, cond_var = cond_var,
+      info = term[setdiff(names(term), c("factor", "codes", "Z"))]
+    )
+  }
+  out
+}
+
+#' Assemble the "lmm" object (plain R data only)
+#' @noRd
+h_build_lmm <- function(design, res, REML, call, control) {
+  X <- design$X
+  p <- ncol(X)
+  n <- length(design$y)
+  beta <- stats::setNames(as.numeric(res$beta), colnames(X))
+  vc <- matrix(res$vcov_beta, p, p, dimnames = list(colnames(X), colnames(X)))
+  terms <- h_term_results(design$re$terms, res)
+  theta <- stats::setNames(as.numeric(res$theta), h_theta_names(design$re$terms))
+  lower <- as.numeric(res$lower)
+  fitted <- as.numeric(res$fitted) + design$offset
+  singular <- any(theta[lower == 0] < control$singular_tol)
+  fit <- structure(list(
+    call = call,
+    formula = design$formula,
+    fixed_formula = design$fixed_formula,
+    REML = REML,
+    beta = beta,
+    dropped = design$dropped,
+    vcov = vc,
+    sigma = as.numeric(res$sigma),
+    theta = theta,
+    lower = lower,
+    objective = as.numeric(res$objective),
+    pwrss = as.numeric(res$pwrss),
+    ldl2 = as.numeric(res$ldl2),
+    ldrx2 = as.numeric(res$ldrx2),
+    re_terms = terms,
+    X = X,
+    y = as.numeric(design$y),
+    weights = as.numeric(design$weights),
+    has_weights = isTRUE(design$has_weights),
+    offset = as.numeric(design$offset),
+    fitted = fitted,
+    frame = design$frame,
+    design_info = design[intersect(names(design),
+      c("fixed_terms", "xlevels", "contrasts", "X_full_colnames", "fixed_formula"))],
+    na_action = design$na_action,
+    optinfo = list(converged = isTRUE(res$converged), gradient = res$gradient,
+                   at_bound = res$at_bound, n_eval = res$n_eval,
+                   message = res$message),
+    singular = singular,
+    n = n, p = p, q = sum(vapply(terms, function(t) t$n_levels * t$k, numeric(1))),
+    control = control
+  ), class = "lmm")
+  h_report_fit_problems(fit)
+  fit
+}
+
+#' Tell the user about boundary fits and convergence trouble
+#' @noRd
+h_report_fit_problems <- function(fit) {
+  if (!fit$optinfo$converged) {
+    h_warn(sprintf("The optimiser did not converge (%s) after %d evaluations; the estimates may be inaccurate. Try rescaling predictors, simplifying the random effects, or raising `max_iter` in lmm_control().",
+                   fit$optinfo$message, as.integer(fit$optinfo$n_eval)),
+           "convergence")
+  }
+  if (fit$singular) {
+    h_inform("boundary (singular) fit: a random-effect variance is estimated as (nearly) zero or a correlation as +/-1; see ?is_singular",
+             "singular")
+  }
+  invisible(fit)
+}
+
+#' Is a fit singular?
+#'
+#' A fit is singular (on the boundary of the parameter space) when a
+#' random-effect variance is estimated as zero or the covariance matrix of a
+#' term is not of full rank (a correlation of +/-1), as in
+#' `lme4::isSingular()`: some diagonal element of the relative covariance
+#' factor `theta` is below `tol`. Such fits are legitimate estimates, but
+#' usually mean the random-effects structure is richer than the data support.
+#'
+#' @param x an `"lmm"` fit.
+#' @param tol tolerance for a diagonal element of the relative covariance
+#'   factor to count as zero.
+#' @return `TRUE` or `FALSE`.
+#' @examples
+#' d <- sleepstudy
+#' d$noise <- factor(rep(1:2, length.out = nrow(d)))
+#' fit <- lmm(Reaction ~ Days + (1 | Subject) + (1 | noise), data = d)
+#' is_singular(fit)
+#' @export
+is_singular <- function(x, tol = 1e-4) {
+  h_check_lmm(x)
+  any(x$theta[x$lower == 0] < tol)
+}
+
+#' @noRd
+h_check_lmm <- function(x, name = "object") {
+  if (!inherits(x, "lmm")) {
+    h_abort(sprintf("`%s` must be a model fitted by lmm().", name), "argument")
+  }
+  invisible(x)
+}

@@ -1,0 +1,103 @@
+#' Fit a linear mixed model
+#'
+#' Fits a linear mixed model written in the formula language of `lme4` by
+#' restricted (REML) or full maximum likelihood. The profiled criterion is
+#' optimised in Rust over the relative covariance factor of the random
+#' effects; fixed effects and the residual standard deviation are profiled
+#' out, as in `lme4::lmer()`, so the estimates agree with lme4's.
+#'
+#' @param formula a two-sided formula with fixed effects and random-effect
+#'   terms in lme4 syntax: `(1 | g)`, `(x | g)`, `(0 + x | g)`, `(x || g)`
+#'   (uncorrelated), `(1 | a/b)` (nested), `(1 | a:b)`, crossed terms, and
+#'   `offset()` terms.
+#' @param data a data frame containing the variables in `formula`.
+#' @param REML logical: `TRUE` (default) for REML estimates, `FALSE` for
+#'   maximum likelihood.
+#' @param weights optional prior weights (a numeric vector or a column name
+#'   of `data`), as in `lme4::lmer()`: the residual variance of observation
+#'   i is `sigma^2 / weights[i]`.
+#' @param subset optional expression selecting the rows of `data` to use.
+#' @param na.action how to handle missing values: `na.omit` (default),
+#'   `na.exclude` (fitted values and residuals are padded with `NA`) or
+#'   `na.fail`.
+#' @param offset optional numeric vector added to the linear predictor (in
+#'   addition to any `offset()` terms in the formula).
+#' @param contrasts optional list of contrasts for factors of the fixed part,
+#'   as in [stats::model.matrix()].
+#' @param control a list from [lmm_control()].
+#' @return An object of class `"lmm"`: a list of plain R data (so it can be
+#'   saved with [saveRDS()]) with methods for [print()], [summary()],
+#'   [fixef()], [ranef()], [VarCorr()], [coef()], [fitted()],
+#'   [residuals()], [predict()], [logLik()], [AIC()], [BIC()],
+#'   [deviance()], [nobs()], [sigma()], [vcov()], [formula()],
+#'   [model.matrix()], [update()] and [confint()].
+#' @seealso [lmm_control()], [summary.lmm()], [ranef.lmm()], [VarCorr.lmm()]
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' fit
+#' fixef(fit)
+#' VarCorr(fit)
+#' # maximum likelihood instead of REML
+#' fit_ml <- update(fit, REML = FALSE)
+#' logLik(fit_ml)
+#' @export
+lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
+                na.action, offset = NULL, contrasts = NULL,
+                control = lmm_control()) {
+  mc <- match.call(expand.dots = FALSE)
+  h_check_flag(REML, "REML")
+  if (!inherits(control, "lmm_control")) {
+    h_abort("`control` must be created by lmm_control().", "argument")
+  }
+  design <- h_model_design_from_call(mc, parent.frame())
+  res <- h_fit_design(design, REML = REML, control = control)
+  h_build_lmm(design, res, REML = REML, call = mc, control = control)
+}
+
+#' Control settings for lmm()
+#'
+#' @param max_iter maximum number of optimiser iterations.
+#' @param tol convergence tolerance of the optimiser (on the relative change
+#'   of the profiled criterion and the projected gradient).
+#' @param singular_tol a fit is reported as singular (on the boundary of the
+#'   parameter space) when a diagonal element of the relative covariance
+#'   factor is below this value, as `lme4::isSingular()`.
+#' @param theta_start optional starting values for the relative covariance
+#'   factor (lme4's `theta`, in lme4's order).
+#' @return A list of class `"lmm_control"`.
+#' @examples
+#' ctrl <- lmm_control(max_iter = 500)
+#' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, control = ctrl)
+#' @export
+lmm_control <- function(max_iter = 1000L, tol = 1e-10, singular_tol = 1e-4,
+                        theta_start = NULL) {
+  h_check_number(max_iter, "max_iter", lower = 1)
+  h_check_number(tol, "tol", lower = 0)
+  h_check_number(singular_tol, "singular_tol", lower = 0)
+  if (!is.null(theta_start) &&
+      (!is.numeric(theta_start) || anyNA(theta_start))) {
+    h_abort("`theta_start` must be NULL or a numeric vector without NA.",
+            "argument")
+  }
+  structure(list(max_iter = as.integer(max_iter), tol = as.numeric(tol),
+                 singular_tol = as.numeric(singular_tol),
+                 theta_start = theta_start),
+            class = "lmm_control")
+}
+
+#' @noRd
+h_check_flag <- function(x, name) {
+  if (!is.logical(x) || length(x) != 1L || is.na(x)) {
+    h_abort(sprintf("`%s` must be TRUE or FALSE.", name), "argument")
+  }
+  invisible(x)
+}
+
+#' @noRd
+h_check_number <- function(x, name, lower = -Inf) {
+  if (!is.numeric(x) || length(x) != 1L || !is.finite(x) || x < lower) {
+    h_abort(sprintf("`%s` must be a single finite number >= %s.", name, lower),
+            "argument")
+  }
+  invisible(x)
+}

@@ -1,0 +1,359 @@
+# Extractor methods for "lmm" fits, with lme4's names and shapes.
+
+#' Fixed-effect estimates of a linear mixed model
+#'
+#' @param object an `"lmm"` fit.
+#' @param add.dropped logical: include columns of the fixed-effects design
+#'   that were dropped because they were aliased (as `NA`), as lme4 does.
+#' @param ... unused.
+#' @return A named numeric vector.
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' fixef(fit)
+#' @export
+fixef.lmm <- function(object, add.dropped = FALSE, ...) {
+  if (!add.dropped || length(object$dropped) == 0L) {
+    return(object$beta)
+  }
+  all_names <- object$design_info$X_full_colnames
+  out <- stats::setNames(rep(NA_real_, length(all_names)), all_names)
+  out[names(object$beta)] <- object$beta
+  out
+}
+
+#' Conditional modes (BLUPs) of the random effects
+#'
+#' @param object an `"lmm"` fit.
+#' @param condVar logical: attach the conditional variances as attribute
+#'   `"postVar"` of each data frame: an array `k x k x levels` when the
+#'   grouping factor has one term, and a list of such arrays (one per term)
+#'   when it has several, as in lme4.
+#' @param ... unused.
+#' @return A list of class `"ranef.lmm"` with one data frame per grouping
+#'   factor (rows: levels, columns: random-effect coefficients).
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' re <- ranef(fit)
+#' head(re$Subject)
+#' dim(attr(re$Subject, "postVar"))
+#' @export
+ranef.lmm <- function(object, condVar = TRUE, ...) {
+  terms <- object$re_terms
+  fids <- vapply(terms, function(t) t$factor_id, integer(1))
+  out <- list()
+  for (f in unique(fids)) {
+    idx <- which(fids == f)
+    df <- as.data.frame(do.call(cbind, lapply(terms[idx], function(t) t$b)),
+                        check.names = FALSE)
+    rownames(df) <- terms[[idx[1]]]$levels
+    if (condVar) {
+      pv <- lapply(terms[idx], function(t) t$cond_var)
+      if (length(pv) == 1L) {
+        pv <- pv[[1]]
+      } else {
+        names(pv) <- vapply(terms[idx], function(t) paste(t$cnms, collapse = ":"),
+                            character(1))
+      }
+      attr(df, "postVar") <- pv
+    }
+    out[[terms[[idx[1]]]$group]] <- df
+  }
+  structure(out, class = "ranef.lmm")
+}
+
+#' @export
+print.ranef.lmm <- function(x, ...) {
+  print(lapply(unclass(x), function(d) {
+    attr(d, "postVar") <- NULL
+    d
+  }), ...)
+  invisible(x)
+}
+
+#' @export
+as.data.frame.ranef.lmm <- function(x, ...) {
+  rows <- list()
+  for (g in names(x)) {
+    d <- x[[g]]
+    pv <- attr(d, "postVar")
+    sds <- h_cond_sd(pv, ncol(d), nrow(d))
+    for (j in seq_len(ncol(d))) {
+      rows[[length(rows) + 1L]] <- data.frame(
+        grpvar = g, term = names(d)[j], grp = rownames(d),
+        condval = d[[j]], condsd = if (is.null(sds)) NA_real_ else sds[, j],
+        stringsAsFactors = FALSE)
+    }
+  }
+  out <- do.call(rbind, rows)
+  out$term <- factor(out$term, levels = unique(out$term))
+  out$grp <- factor(out$grp, levels = unique(out$grp))
+  rownames(out) <- NULL
+  out
+}
+
+#' Conditional SDs (levels x columns) from a postVar array or list of arrays
+#' @noRd
+h_cond_sd <- function(pv, k, G) {
+  if (is.null(pv)) return(NULL)
+  if (!is.list(pv)) pv <- list(pv)
+  do.call(cbind, lapply(pv, function(a) {
+    kk <- dim(a)[1]
+    matrix(sqrt(vapply(seq_len(G), function(g) diag(a[, , g, drop = TRUE], nrow = kk),
+                       numeric(kk))), ncol = kk, byrow = TRUE)
+  }))
+}
+
+#' Estimated variances, standard deviations and correlations of random effects
+#'
+#' @param x an `"lmm"` fit.
+#' @param sigma unused (for compatibility with the generic).
+#' @param ... unused.
+#' @return A list of class `"VarCorr.lmm"` with one covariance matrix per
+#'   random-effect term (attributes `"stddev"` and `"correlation"`) and the
+#'   residual standard deviation in attribute `"sc"`. Use
+#'   `as.data.frame()` for lme4's long format (`grp`, `var1`, `var2`,
+#'   `vcov`, `sdcor`).
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' VarCorr(fit)
+#' as.data.frame(VarCorr(fit))
+#' @export
+VarCorr.lmm <- function(x, sigma = 1, ...) {
+  out <- lapply(x$re_terms, function(t) {
+    cov <- t$cov
+    sd <- sqrt(diag(cov))
+    cor <- cov / outer(sd, sd)
+    cor[!is.finite(cor)] <- 0
+    diag(cor) <- 1
+    attr(cov, "stddev") <- sd
+    attr(cov, "correlation") <- cor
+    cov
+  })
+  names(out) <- vapply(x$re_terms, function(t) t$group, character(1))
+  attr(out, "sc") <- x$sigma
+  attr(out, "useSc") <- TRUE
+  class(out) <- "VarCorr.lmm"
+  out
+}
+
+#' @export
+as.data.frame.VarCorr.lmm <- function(x, row.names = NULL, optional = FALSE,
+                                      order = c("cov.last", "lower.tri"), ...) {
+  order <- match.arg(order)
+  rows <- list()
+  for (i in seq_along(x)) {
+    cov <- x[[i]]
+    cn <- colnames(cov)
+    k <- length(cn)
+    sd <- attr(cov, "stddev")
+    cor <- attr(cov, "correlation")
+    var_rows <- data.frame(grp = names(x)[i], var1 = cn, var2 = NA_character_,
+                           vcov = diag(cov), sdcor = sd,
+                           stringsAsFactors = FALSE)
+    cov_rows <- NULL
+    if (k > 1) {
+      ij <- which(lower.tri(cov), arr.ind = TRUE)
+      ij <- ij[order(ij[, 2], ij[, 1]), , drop = FALSE]
+      cov_rows <- data.frame(grp = names(x)[i], var1 = cn[ij[, 2]],
+                             var2 = cn[ij[, 1]], vcov = cov[ij],
+                             sdcor = cor[ij], stringsAsFactors = FALSE)
+    }
+    rows[[i]] <- rbind(var_rows, cov_rows)
+  }
+  sc <- attr(x, "sc")
+  rows[[length(rows) + 1L]] <- data.frame(grp = "Residual", var1 = NA_character_,
+                                          var2 = NA_character_, vcov = sc^2,
+                                          sdcor = sc, stringsAsFactors = FALSE)
+  out <- do.call(rbind, rows)
+  rownames(out) <- NULL
+  out
+}
+
+#' @export
+print.VarCorr.lmm <- function(x, digits = max(3, getOption("digits") - 2),
+                              comp = "Std.Dev.", ...) {
+  print(h_format_varcorr(x, digits = digits, comp = comp), quote = FALSE,
+        right = FALSE)
+  invisible(x)
+}
+
+#' Coefficients per level of each grouping factor (fixed + random effects)
+#'
+#' @param object an `"lmm"` fit.
+#' @param ... unused.
+#' @return A list with one data frame per grouping factor: for every level,
+#'   the fixed effects plus that level's random effects.
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' head(coef(fit)$Subject)
+#' @export
+coef.lmm <- function(object, ...) {
+  re <- ranef(object, condVar = FALSE)
+  fe <- object$beta
+  out <- lapply(re, function(d) {
+    res <- as.data.frame(matrix(fe, nrow = nrow(d), ncol = length(fe),
+                                byrow = TRUE, dimnames = list(rownames(d), names(fe))),
+                         check.names = FALSE)
+    for (nm in names(d)) {
+      if (nm %in% names(res)) res[[nm]] <- res[[nm]] + d[[nm]]
+      else res[[nm]] <- d[[nm]]
+    }
+    res
+  })
+  structure(out, class = "coef.lmm")
+}
+
+#' @export
+print.coef.lmm <- function(x, ...) {
+  print(unclass(x), ...)
+  invisible(x)
+}
+
+#' @export
+fitted.lmm <- function(object, ...) {
+  out <- stats::setNames(object$fitted, rownames(object$frame))
+  stats::napredict(object$na_action, out)
+}
+
+#' Residuals of a linear mixed model
+#'
+#' @param object an `"lmm"` fit.
+#' @param type `"response"` (observed minus fitted, conditional on the
+#'   random effects) or `"pearson"` (response residuals times the square
+#'   root of the prior weights, as lme4).
+#' @param scaled logical: divide by the residual standard deviation.
+#' @param ... unused.
+#' @return A numeric vector (padded with `NA` when the fit used
+#'   `na.action = na.exclude`).
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' summary(residuals(fit, scaled = TRUE))
+#' @export
+residuals.lmm <- function(object, type = c("response", "pearson"),
+                          scaled = FALSE, ...) {
+  type <- match.arg(type)
+  r <- object$y - object$fitted
+  if (type == "pearson") r <- r * sqrt(object$weights)
+  if (scaled) r <- r / object$sigma
+  r <- stats::setNames(r, rownames(object$frame))
+  stats::naresid(object$na_action, r)
+}
+
+#' @export
+logLik.lmm <- function(object, REML = NULL, ...) {
+  reml <- if (is.null(REML)) object$REML else isTRUE(REML)
+  val <- if (reml) {
+    if (!object$REML) {
+      h_abort("The REML log-likelihood of an ML fit is not available; refit with REML = TRUE.",
+              "argument")
+    }
+    -object$objective / 2
+  } else {
+    -h_ml_deviance(object) / 2
+  }
+  structure(val, df = length(object$beta) + length(object$theta) + 1L,
+            nobs = object$n, nall = object$n, class = "logLik")
+}
+
+#' ML deviance at the stored estimates (for a REML fit: at the REML estimates)
+#' @noRd
+h_ml_deviance <- function(object) {
+  if (!object$REML) return(object$objective)
+  n <- object$n
+  object$ldl2 - sum(log(object$weights)) +
+    n * (1 + log(2 * pi * object$pwrss / n))
+}
+
+#' @export
+deviance.lmm <- function(object, REML = NULL, ...) {
+  if (is.null(REML)) REML <- object$REML
+  if (isTRUE(REML)) return(h_remlcrit(object))
+  h_ml_deviance(object)
+}
+
+#' @noRd
+h_remlcrit <- function(object) {
+  if (!object$REML) {
+    h_abort("The REML criterion of an ML fit is not available; refit with REML = TRUE.",
+            "argument")
+  }
+  object$objective
+}
+
+#' @export
+nobs.lmm <- function(object, ...) object$n
+
+#' @export
+sigma.lmm <- function(object, ...) object$sigma
+
+#' @export
+vcov.lmm <- function(object, ...) object$vcov
+
+#' @export
+formula.lmm <- function(x, ...) x$formula
+
+#' @export
+model.frame.lmm <- function(formula, ...) formula$frame
+
+#' Design matrices of a linear mixed model
+#'
+#' @param object an `"lmm"` fit.
+#' @param type `"fixed"` for the fixed-effects design X, `"random"` for the
+#'   (dense) random-effects design Z, columns ordered term by term and, within
+#'   a term, level by level.
+#' @param ... unused.
+#' @return A numeric matrix.
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' head(model.matrix(fit))
+#' dim(model.matrix(fit, type = "random"))
+#' @export
+model.matrix.lmm <- function(object, type = c("fixed", "random"), ...) {
+  type <- match.arg(type)
+  if (type == "fixed") return(object$X)
+  blocks <- lapply(object$re_terms, function(t) {
+    z <- matrix(0, object$n, t$n_levels * t$k)
+    for (c in seq_len(t$k)) {
+      z[cbind(seq_len(object$n), t$codes * t$k + c)] <- t$Z[, c]
+    }
+    colnames(z) <- paste(rep(t$levels, each = t$k), t$cnms, sep = ":")
+    z
+  })
+  do.call(cbind, blocks)
+}
+
+#' Wald confidence intervals for fixed effects
+#'
+#' @param object an `"lmm"` fit.
+#' @param parm names or indices of fixed effects (default all).
+#' @param level confidence level.
+#' @param method `"Wald"`: estimate +/- normal quantile x standard error, as
+#'   `confint(lme4_fit, method = "Wald")`.
+#' @param ... unused.
+#' @return A matrix with one row per parameter and columns for the lower and
+#'   upper limits.
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' confint(fit)
+#' @export
+confint.lmm <- function(object, parm, level = 0.95, method = "Wald", ...) {
+  method <- match.arg(method)
+  h_check_number(level, "level", lower = 0)
+  if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
+  beta <- object$beta
+  se <- sqrt(diag(object$vcov))
+  if (missing(parm)) parm <- names(beta)
+  if (is.numeric(parm)) parm <- names(beta)[parm]
+  bad <- setdiff(parm, names(beta))
+  if (length(bad) || anyNA(parm)) {
+    h_abort(sprintf("Unknown fixed effect(s) in `parm`: %s.",
+                    paste(bad, collapse = ", ")), "argument")
+  }
+  a <- (1 - level) / 2
+  z <- stats::qnorm(1 - a)
+  out <- cbind(beta[parm] - z * se[parm], beta[parm] + z * se[parm])
+  colnames(out) <- sprintf("%s %%", format(100 * c(a, 1 - a), trim = TRUE,
+                                           scientific = FALSE, digits = 3))
+  rownames(out) <- parm
+  out
+}

@@ -1,0 +1,99 @@
+#' Summarise a linear mixed model fit
+#'
+#' @param object an `"lmm"` fit.
+#' @param ddf method for the denominator degrees of freedom of the t tests:
+#'   `"Satterthwaite"` (default, as lmerTest), `"Kenward-Roger"` (as
+#'   pbkrtest/lmerTest) or `"none"` (no df and p-values, as lme4).
+#' @param ... unused.
+#' @return An object of class `"summary.lmm"` whose `coefficients` (see
+#'   [coef()]) is a matrix with columns `Estimate`, `Std. Error`, `df`,
+#'   `t value` and `Pr(>|t|)` (the last three only when `ddf` is not
+#'   `"none"`).
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' summary(fit, ddf = "none")
+#' @export
+summary.lmm <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"), ...) {
+  ddf <- h_match_ddf(ddf)
+  beta <- object$beta
+  se <- sqrt(diag(object$vcov))
+  coefs <- cbind(Estimate = beta, `Std. Error` = se, `t value` = beta / se)
+  if (ddf != "none") {
+    inf <- h_coef_ddf(object, ddf)
+    coefs <- cbind(Estimate = beta, `Std. Error` = inf$se, df = inf$df,
+                   `t value` = beta / inf$se,
+                   `Pr(>|t|)` = 2 * stats::pt(abs(beta / inf$se), inf$df,
+                                              lower.tail = FALSE))
+  }
+  structure(list(
+    object = object, ddf = ddf, coefficients = coefs,
+    varcor = VarCorr(object),
+    scaled_residuals = residuals(object, type = "pearson", scaled = TRUE),
+    vcov = object$vcov
+  ), class = "summary.lmm")
+}
+
+#' @noRd
+h_match_ddf <- function(ddf) {
+  choices <- c("Satterthwaite", "Kenward-Roger", "none")
+  if (!is.character(ddf) || length(ddf) < 1L || !(ddf[1] %in% choices)) {
+    h_abort(sprintf("`ddf` must be one of %s; got %s.",
+                    paste0('"', choices, '"', collapse = ", "),
+                    paste(deparse(ddf), collapse = " ")), "ddf")
+  }
+  ddf[1]
+}
+
+#' @export
+coef.summary.lmm <- function(object, ...) object$coefficients
+
+#' @export
+vcov.summary.lmm <- function(object, ...) object$vcov
+
+#' @export
+print.summary.lmm <- function(x, digits = max(3, getOption("digits") - 3), ...) {
+  obj <- x$object
+  h_fit_header(obj)
+  cat("\n")
+  if (obj$REML) {
+    cat(sprintf("REML criterion at convergence: %s\n\n", format(obj$objective, digits = 5, nsmall = 1)))
+  } else {
+    ll <- logLik(obj)
+    tab <- c(AIC = stats::AIC(obj), BIC = stats::BIC(obj), logLik = as.numeric(ll),
+             deviance = obj$objective, df.resid = obj$n - length(ll) - 0)
+    tab["df.resid"] <- obj$n - attr(ll, "df")
+    print(round(tab, 1))
+    cat("\n")
+  }
+  cat("Scaled residuals: \n")
+  q <- stats::quantile(x$scaled_residuals, na.rm = TRUE)
+  names(q) <- c("Min", "1Q", "Median", "3Q", "Max")
+  print(q, digits = digits)
+  cat("\nRandom effects:\n")
+  print(h_format_varcorr(x$varcor, digits = digits), quote = FALSE, right = FALSE)
+  cat(h_groups_line(obj), "\n")
+  cat("\nFixed effects:\n")
+  if (x$ddf != "none") {
+    cat(sprintf("(t tests use %s's method for the degrees of freedom)\n",
+                x$ddf))
+  }
+  stats::printCoefmat(x$coefficients, digits = digits,
+                      has.Pvalue = x$ddf != "none", P.values = x$ddf != "none")
+  p <- length(obj$beta)
+  if (p > 1 && p <= 12) {
+    cat("\nCorrelation of Fixed Effects:\n")
+    v <- obj$vcov
+    cr <- v / outer(sqrt(diag(v)), sqrt(diag(v)))
+    ab <- abbreviate(colnames(cr), minlength = 6)
+    out <- format(round(cr, 3), nsmall = 3)
+    out[upper.tri(out, diag = TRUE)] <- ""
+    dimnames(out) <- list(ab, ab)
+    print(out[-1, -p, drop = FALSE], quote = FALSE, right = TRUE)
+  }
+  if (length(obj$dropped)) {
+    cat(sprintf("fixed-effect model matrix is rank deficient so dropping %d column(s): %s\n",
+                length(obj$dropped), paste(obj$dropped, collapse = ", ")))
+  }
+  h_fit_footer(obj)
+  invisible(x)
+}

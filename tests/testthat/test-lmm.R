@@ -1,0 +1,159 @@
+# Core engine: estimates against lme4 1.1-31 (lmer, REML and ML).
+
+test_that("Dyestuff matches lme4 (REML and ML) and the reference values", {
+  skip_if_not_installed("lme4")
+  data("Dyestuff", package = "lme4", envir = environment())
+  for (reml in c(TRUE, FALSE)) expect_matches_lme4(Yield ~ 1 + (1 | Batch), Dyestuff, REML = reml)
+  fit <- lmm(Yield ~ 1 + (1 | Batch), Dyestuff)
+  # lme4@32b5bfd tests/testthat/test-lmer.R: REMLcrit 319.654276842342
+  expect_lte(-2 * as.numeric(logLik(fit)), 319.654276842342 + 1e-7)
+  expect_equal(unname(fit$theta), 0.8483237982, tolerance = 1e-5)
+  expect_false(is_singular(fit))
+})
+
+test_that("Dyestuff2 is a boundary (singular) fit as in lme4", {
+  skip_if_not_installed("lme4")
+  data("Dyestuff2", package = "lme4", envir = environment())
+  expect_message(fit <- lmm(Yield ~ 1 + (1 | Batch), Dyestuff2),
+                 class = "lmmr_message_singular")
+  expect_true(is_singular(fit))
+  expect_equal(unname(fit$theta), 0, tolerance = 1e-6)
+  # lme4@32b5bfd tests/testthat/test-lmer.R: fixef 5.6656, SE 0.67838803150
+  expect_equal(unname(fixef(fit)), 5.6656, tolerance = 1e-6)
+  expect_equal(unname(sqrt(diag(vcov(fit)))), 0.67838803150, tolerance = 1e-5)
+  for (reml in c(TRUE, FALSE)) expect_matches_lme4(Yield ~ 1 + (1 | Batch), Dyestuff2, REML = reml)
+})
+
+test_that("sleepstudy random-slope structures match lme4", {
+  skip_if_not_installed("lme4")
+  ss <- lme4::sleepstudy
+  for (reml in c(TRUE, FALSE)) {
+    expect_matches_lme4(Reaction ~ Days + (Days | Subject), ss, REML = reml)
+    expect_matches_lme4(Reaction ~ Days + (Days || Subject), ss, REML = reml)
+    expect_matches_lme4(Reaction ~ Days + (1 | Subject) + (0 + Days | Subject), ss, REML = reml)
+  }
+  fit <- lmm(Reaction ~ Days + (Days | Subject), ss)
+  # lme4@32b5bfd tests/testthat/test-ranef.R (lme4.0 values): postVar[,,1]
+  expect_equal(attr(ranef(fit)$Subject, "postVar")[, , 1],
+               matrix(c(145.71273, -21.440414, -21.44041, 5.310927), 2, 2),
+               tolerance = 2e-4)
+})
+
+test_that("crossed (Penicillin), nested (Pastes) and cake designs match lme4", {
+  skip_if_not_installed("lme4")
+  for (reml in c(TRUE, FALSE)) {
+    expect_matches_lme4(diameter ~ 1 + (1 | plate) + (1 | sample), lme4::Penicillin, REML = reml)
+    expect_matches_lme4(strength ~ 1 + (1 | batch/cask), lme4::Pastes, REML = reml)
+    expect_matches_lme4(angle ~ recipe * temperature + (1 | recipe:replicate), lme4::cake,
+                        REML = reml)
+  }
+})
+
+test_that("prior weights, offsets, NAs and a rank-deficient X match lme4", {
+  skip_if_not_installed("lme4")
+  set.seed(42)
+  d <- data.frame(g = factor(rep(1:15, each = 8)), x = rnorm(120), z = runif(120))
+  d$y <- 1 + 0.5 * d$x + rnorm(15)[d$g] + rnorm(120)
+  d$w <- runif(120, 0.3, 3)
+  for (reml in c(TRUE, FALSE)) {
+    expect_matches_lme4(y ~ x + (1 | g), d, REML = reml, weights = w)
+    expect_matches_lme4(y ~ x + (x | g), d, REML = reml, weights = w)
+    expect_matches_lme4(y ~ x + offset(2 * z) + (1 | g), d, REML = reml)
+  }
+  dna <- d
+  dna$y[c(3, 50)] <- NA
+  dna$x[7] <- NA
+  expect_matches_lme4(y ~ x + (1 | g), dna)
+  dr <- d
+  dr$x2 <- 2 * dr$x
+  expect_message(fit <- lmm(y ~ x + x2 + (1 | g), dr), class = "lmmr_message_rank_deficient")
+  ref <- suppressMessages(lme4::lmer(y ~ x + x2 + (1 | g), dr))
+  expect_equal(fixef(fit), lme4::fixef(ref), tolerance = 1e-5)
+  expect_equal(names(fixef(fit, add.dropped = TRUE)), c("(Intercept)", "x", "x2"))
+  expect_equal(lme4::REMLcrit(ref), -2 * as.numeric(logLik(fit)), tolerance = 1e-7)
+})
+
+test_that("the offset argument equals an offset() term", {
+  set.seed(3)
+  d <- data.frame(g = factor(rep(1:10, each = 6)), x = rnorm(60))
+  d$y <- 2 + d$x + rnorm(10)[d$g] + rnorm(60)
+  f1 <- lmm(y ~ x + offset(3 * x) + (1 | g), d)
+  f2 <- lmm(y ~ x + (1 | g), d, offset = 3 * d$x)
+  f3 <- lmm(y ~ x + (1 | g), d)
+  expect_equal(fixef(f1), fixef(f2))
+  expect_equal(unname(fixef(f1)["x"]), unname(fixef(f3)["x"]) - 3, tolerance = 1e-6)
+  expect_equal(predict(f1), predict(f3), tolerance = 1e-6)
+})
+
+test_that("na.exclude pads fitted values and residuals", {
+  d <- sleepstudy
+  d$Reaction[c(2, 10)] <- NA
+  fit <- lmm(Reaction ~ Days + (1 | Subject), d, na.action = na.exclude)
+  expect_length(fitted(fit), 180)
+  expect_length(residuals(fit), 180)
+  expect_true(is.na(residuals(fit)[2]))
+  expect_equal(nobs(fit), 178)
+  fit2 <- lmm(Reaction ~ Days + (1 | Subject), d)
+  expect_length(fitted(fit2), 178)
+})
+
+test_that("likelihood methods follow lme4's conventions", {
+  skip_if_not_installed("lme4")
+  ss <- lme4::sleepstudy
+  fit <- lmm(Reaction ~ Days + (Days | Subject), ss)
+  ref <- lme4::lmer(Reaction ~ Days + (Days | Subject), ss)
+  expect_equal(as.numeric(logLik(fit)), as.numeric(logLik(ref)), tolerance = 1e-7)
+  expect_equal(attr(logLik(fit), "df"), attr(logLik(ref), "df"))
+  expect_equal(AIC(fit), AIC(ref), tolerance = 1e-7)
+  expect_equal(BIC(fit), BIC(ref), tolerance = 1e-7)
+  expect_equal(deviance(fit, REML = FALSE), deviance(ref, REML = FALSE), tolerance = 1e-7)
+  expect_equal(nobs(fit), 180L)
+  expect_equal(sigma(fit), sigma(ref), tolerance = 1e-5)
+  expect_equal(coef(fit)$Subject, coef(ref)$Subject, tolerance = 1e-4, ignore_attr = TRUE)
+  expect_equal(confint(fit), confint(ref, method = "Wald", parm = "beta_"), tolerance = 1e-5,
+               ignore_attr = TRUE)
+  expect_equal(unname(model.matrix(fit)), unname(model.matrix(ref)))
+  expect_equal(unname(model.matrix(fit, type = "random")),
+               unname(as.matrix(lme4::getME(ref, "Z"))))
+  fml <- update(fit, REML = FALSE)
+  expect_false(fml$REML)
+  expect_equal(deviance(fml), deviance(lme4::refitML(ref)), tolerance = 1e-7)
+})
+
+test_that("predict handles newdata, re.form and new levels", {
+  skip_if_not_installed("lme4")
+  ss <- lme4::sleepstudy
+  fit <- lmm(Reaction ~ Days + (Days | Subject), ss)
+  ref <- lme4::lmer(Reaction ~ Days + (Days | Subject), ss)
+  nd <- data.frame(Days = c(0, 5, 9), Subject = factor(c("308", "309", "372")))
+  expect_equal(predict(fit, nd), predict(ref, nd), tolerance = 1e-5, ignore_attr = TRUE)
+  expect_equal(predict(fit, nd, re.form = NA), predict(ref, nd, re.form = NA),
+               tolerance = 1e-5, ignore_attr = TRUE)
+  expect_equal(predict(fit, re.form = NA), predict(ref, re.form = NA),
+               tolerance = 1e-5, ignore_attr = TRUE)
+  nd2 <- data.frame(Days = 1, Subject = "999")
+  expect_error(predict(fit, nd2), class = "lmmr_error_new_levels")
+  expect_equal(predict(fit, nd2, allow.new.levels = TRUE),
+               predict(ref, nd2, allow.new.levels = TRUE), tolerance = 1e-5,
+               ignore_attr = TRUE)
+})
+
+test_that("fits survive saveRDS()/readRDS()", {
+  fit <- lmm(Reaction ~ Days + (Days | Subject), sleepstudy)
+  f <- tempfile(fileext = ".rds")
+  saveRDS(fit, f)
+  fit2 <- readRDS(f)
+  expect_equal(fixef(fit2), fixef(fit))
+  expect_equal(predict(fit2, sleepstudy[1:3, ]), predict(fit, sleepstudy[1:3, ]))
+  expect_equal(VarCorr(fit2), VarCorr(fit))
+})
+
+test_that("bad arguments give classed errors", {
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), sleepstudy, REML = "yes"),
+               class = "lmmr_error_argument")
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), sleepstudy, control = list()),
+               class = "lmmr_error_argument")
+  expect_error(lmm_control(max_iter = -1), class = "lmmr_error_argument")
+  expect_error(summary(lmm(Reaction ~ Days + (1 | Subject), sleepstudy), ddf = "KR"),
+               class = "lmmr_error_ddf")
+})
