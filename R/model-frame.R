@@ -1,0 +1,303 @@
+# Model frame and fixed-effects design of a linear mixed model.
+
+#' Evaluate the `data` argument safely.
+#'
+#' @param data `NULL`, a data frame / list / environment, or an unevaluated
+#'   expression (symbol or call) evaluated in `env`.
+#' @param env environment.
+#' @return `NULL`, a data frame, list or environment.
+#' @noRd
+h_eval_data <- function(data, env) {
+  if (is.language(data)) {
+    expr <- data
+    data <- tryCatch(
+      eval(expr, env),
+      error = function(e) {
+        h_abort(
+          sprintf("bad 'data': could not evaluate '%s': %s", h_deparse(expr), conditionMessage(e)),
+          "data"
+        )
+      }
+    )
+  }
+  if (is.null(data) || is.data.frame(data) || is.environment(data)) return(data)
+  if (is.matrix(data)) return(as.data.frame(data))
+  if (is.list(data)) return(data)
+  h_abort(sprintf("'data' must be a data frame, list or environment, not of class '%s'.", class(data)[1L]), "data")
+}
+
+#' Evaluate an argument such as `subset`, `weights` or `offset` in the data,
+#' then in `env`.
+#'
+#' @param expr `NULL`, a value, or an unevaluated expression.
+#' @param data `NULL`, data frame, list or environment.
+#' @param env enclosing environment.
+#' @param what argument name for messages.
+#' @return the value.
+#' @noRd
+h_eval_arg <- function(expr, data, env, what) {
+  if (!is.language(expr)) return(expr)
+  tryCatch(
+    if (is.null(data)) eval(expr, env) else eval(expr, data, env),
+    error = function(e) {
+      h_abort(sprintf("could not evaluate '%s' (%s): %s", what, h_deparse(expr), conditionMessage(e)), "data")
+    }
+  )
+}
+
+#' Check the evaluated `weights` argument.
+#' @noRd
+h_check_weights_arg <- function(weights) {
+  if (is.null(weights)) return(invisible(NULL))
+  if (!is.numeric(weights) || is.matrix(weights) && ncol(weights) > 1L) {
+    h_abort("'weights' must be a numeric vector.", "argument")
+  }
+  if (any(weights < 0, na.rm = TRUE)) h_abort("negative weights are not allowed", "argument")
+  invisible(NULL)
+}
+
+#' Check the evaluated `offset` argument.
+#' @noRd
+h_check_offset_arg <- function(offset) {
+  if (is.null(offset)) return(invisible(NULL))
+  if (!is.numeric(offset)) h_abort("'offset' must be a numeric vector.", "argument")
+  invisible(NULL)
+}
+
+#' Resolve the `na.action` argument to a function.
+#' @param na.action `NULL` (use `getOption("na.action")`, default `na.omit`), a
+#'   function or the name of one.
+#' @return a function.
+#' @noRd
+h_na_action_fun <- function(na.action) {
+  if (is.null(na.action)) na.action <- getOption("na.action", "na.omit")
+  if (is.null(na.action)) na.action <- "na.omit"
+  if (is.character(na.action)) {
+    na.action <- tryCatch(
+      match.fun(na.action),
+      error = function(e) h_abort(sprintf("unknown na.action '%s'.", na.action), "argument")
+    )
+  }
+  if (!is.function(na.action)) h_abort("'na.action' must be a function or the name of one.", "argument")
+  na.action
+}
+
+#' Turn character columns of a model frame into factors (attributes kept).
+#' @noRd
+h_factorize_characters <- function(frame) {
+  for (v in names(frame)) {
+    if (is.character(frame[[v]])) frame[[v]] <- factor(frame[[v]])
+  }
+  frame
+}
+
+#' Build the single model frame with all variables of the fixed and random parts.
+#'
+#' @param frame_formula formula from [h_frame_formula()].
+#' @param data evaluated data (or `NULL`).
+#' @param subset,weights,offset evaluated values or `NULL`.
+#' @param na.action function.
+#' @return a model frame with "terms" (and "na.action" if rows were removed).
+#' @noRd
+h_build_frame <- function(frame_formula, data, subset, weights, offset, na.action) {
+  args <- list(formula = frame_formula, data = data)
+  if (!is.null(subset)) args$subset <- subset
+  if (!is.null(weights)) args$weights <- weights
+  if (!is.null(offset)) args$offset <- offset
+  args$na.action <- na.action
+  args$drop.unused.levels <- TRUE
+  frame <- tryCatch(
+    do.call(stats::model.frame, args),
+    error = function(e) h_abort(conditionMessage(e), "data")
+  )
+  if (nrow(frame) == 0L) h_abort("0 (non-NA) cases: no observations left after removing missing values.", "no_data")
+  h_factorize_characters(frame)
+}
+
+#' Extract and check the response from a model frame.
+#' @return numeric vector.
+#' @noRd
+h_frame_response <- function(frame) {
+  y <- stats::model.response(frame)
+  if (is.null(y)) h_abort("The formula must have a response (left-hand side).", "response")
+  if (is.matrix(y) || is.data.frame(y)) h_abort("The response must be a numeric vector, not a matrix.", "response")
+  if (!is.numeric(y)) {
+    h_abort(sprintf("The response must be numeric, not of class '%s'.", class(y)[1L]), "response")
+  }
+  if (any(!is.finite(y))) h_abort("NA/NaN/Inf in the response.", "response")
+  nms <- names(y)
+  y <- as.numeric(y)
+  names(y) <- nms
+  y
+}
+
+#' Drop linearly dependent columns of the fixed-effects model matrix.
+#'
+#' Uses a pivoted QR decomposition (LINPACK, tolerance `tol`): the columns
+#' kept are the first `rank` pivoted columns, i.e. aliased columns are dropped
+#' from the right as lme4 does. A message of kind "rank_deficient" names the
+#' dropped columns.
+#' @param X model matrix.
+#' @param tol tolerance.
+#' @return list(X = reduced matrix with "assign" and "contrasts", dropped =
+#'   character names of dropped columns).
+#' @noRd
+h_drop_rank_deficient <- function(X, tol = 1e-7) {
+  p <- ncol(X)
+  if (p == 0L) return(list(X = X, dropped = character()))
+  qx <- qr(X, tol = tol, LAPACK = FALSE)
+  if (qx$rank == p) return(list(X = X, dropped = character()))
+  keep <- sort(qx$pivot[seq_len(qx$rank)])
+  dropped <- colnames(X)[-keep]
+  n_drop <- p - qx$rank
+  msg <- sprintf(
+    "fixed-effect model matrix is rank deficient so dropping %d %s (%s)",
+    n_drop,
+    if (n_drop == 1L) "column / coefficient" else "columns / coefficients",
+    paste(dropped, collapse = ", ")
+  )
+  h_inform(msg, "rank_deficient")
+  X_new <- X[, keep, drop = FALSE]
+  attr(X_new, "assign") <- attr(X, "assign")[keep]
+  attr(X_new, "contrasts") <- attr(X, "contrasts")
+  list(X = X_new, dropped = dropped)
+}
+
+#' Warn, as lme4, if the continuous predictors are on very different scales.
+#' @noRd
+h_check_scale_x <- function(X, tol = 1000) {
+  if (!ncol(X) || nrow(X) < 2L) return(invisible(FALSE))
+  continuous <- apply(X, 2L, function(z) !all(z %in% c(0, 1)))
+  if (!any(continuous)) return(invisible(FALSE))
+  sds <- apply(X[, continuous, drop = FALSE], 2L, stats::sd)
+  ratios <- outer(sds, sds, "/")
+  logs <- c(abs(log(ratios[lower.tri(ratios)])), abs(log(sds)))
+  if (any(logs > log(tol), na.rm = TRUE)) {
+    h_warn("Some predictor variables are on very different scales: consider rescaling", "scale")
+    return(invisible(TRUE))
+  }
+  invisible(FALSE)
+}
+
+#' Fixed-effects model matrix from the model frame.
+#' @param fixed_terms terms object of the fixed-effects formula.
+#' @param frame model frame.
+#' @param contrasts the `contrasts` argument (or `NULL`).
+#' @return the full model matrix (before dropping aliased columns).
+#' @noRd
+h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
+  X <- stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts)
+  if (any(!is.finite(X))) {
+    h_abort("Non-finite values (NA/NaN/Inf) in the fixed-effects model matrix.", "non_finite")
+  }
+  rownames(X) <- NULL
+  X
+}
+
+#' Weights from the model frame (1s if none).
+#' @noRd
+h_frame_weights <- function(frame) {
+  w <- stats::model.weights(frame)
+  if (is.null(w)) return(rep(1, nrow(frame)))
+  w <- as.numeric(w)
+  if (any(!is.finite(w))) h_abort("NA/NaN/Inf in the weights.", "argument")
+  if (any(w < 0)) h_abort("negative weights are not allowed", "argument")
+  w
+}
+
+#' Offset from the model frame: formula `offset()` terms plus the `offset`
+#' argument (0s if none).
+#' @noRd
+h_frame_offset <- function(frame) {
+  off <- stats::model.offset(frame)
+  if (is.null(off)) return(rep(0, nrow(frame)))
+  off <- as.numeric(off)
+  if (any(!is.finite(off))) h_abort("NA/NaN/Inf in the offset.", "non_finite")
+  off
+}
+
+#' Model frame and design matrices of a linear mixed model.
+#'
+#' Called from `lmm()` as
+#' `mc <- match.call(); h_model_design(formula, data = mc$data, subset = mc$subset,
+#' weights = mc$weights, na.action = na.action, offset = mc$offset,
+#' contrasts = contrasts, env = parent.frame())`, i.e. `data`, `subset`,
+#' `weights` and `offset` may be unevaluated expressions (they are evaluated in
+#' the data, then in `env`) or values.
+#'
+#' @param formula lme4-style formula.
+#' @param data,subset,weights,offset see above.
+#' @param na.action `NULL`, a function or a function name.
+#' @param contrasts `NULL` or a list for `model.matrix(contrasts.arg = )`.
+#' @param env environment in which to evaluate the arguments.
+#' @return list(y, X, dropped, X_full_colnames, weights, offset, has_weights,
+#'   re, frame, fixed_formula, fixed_terms, xlevels, contrasts, formula,
+#'   na_action, n).
+#' @noRd
+h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
+                           na.action = NULL, offset = NULL, contrasts = NULL,
+                           env = parent.frame()) {
+  formula <- h_as_formula(formula, env)
+  if (is.null(environment(formula))) environment(formula) <- env
+  if (length(formula) != 3L) h_abort("The formula must have a response (left-hand side).", "response")
+  bars <- h_find_bars(formula, expand = TRUE)
+  if (!length(bars)) h_abort("No random effects terms specified in formula", "formula")
+  data <- h_eval_data(data, env)
+  subset <- h_eval_arg(subset, data, env, "subset")
+  weights <- h_eval_arg(weights, data, env, "weights")
+  offset <- h_eval_arg(offset, data, env, "offset")
+  h_check_weights_arg(weights)
+  h_check_offset_arg(offset)
+  frame <- h_build_frame(h_frame_formula(formula), data, subset, weights, offset, h_na_action_fun(na.action))
+  n <- nrow(frame)
+  y <- h_frame_response(frame)
+  re <- h_re_terms(bars, frame, env = environment(formula))
+  fixed_formula <- h_no_bars(formula)
+  fixed_terms <- h_attach_predvars(stats::terms(fixed_formula), h_predvars_map(attr(frame, "terms")))
+  X_full <- h_fixed_matrix(fixed_terms, frame, contrasts)
+  reduced <- h_drop_rank_deficient(X_full)
+  h_check_scale_x(reduced$X)
+  weights <- h_frame_weights(frame)
+  list(
+    y = y,
+    X = reduced$X,
+    dropped = reduced$dropped,
+    X_full_colnames = colnames(X_full),
+    weights = weights,
+    offset = h_frame_offset(frame),
+    has_weights = !is.null(stats::model.weights(frame)),
+    re = re,
+    frame = frame,
+    fixed_formula = fixed_formula,
+    fixed_terms = fixed_terms,
+    xlevels = stats::.getXlevels(fixed_terms, frame),
+    contrasts = attr(X_full, "contrasts"),
+    formula = h_expanded_formula(formula),
+    na_action = attr(frame, "na.action"),
+    n = n
+  )
+}
+
+#' Fixed-effects design for new data.
+#'
+#' @param design_info result of [h_model_design()] (uses `fixed_terms`,
+#'   `xlevels`, `contrasts` and `colnames(X)`).
+#' @param newdata data frame (the response is not needed).
+#' @return list(X = m x p matrix of the kept columns, offset = numeric m, the
+#'   formula `offset()` terms evaluated on `newdata`, 0s if none).
+#' @noRd
+h_newdata_X <- function(design_info, newdata) {
+  tt <- stats::delete.response(design_info$fixed_terms)
+  newdata <- as.data.frame(newdata)
+  mf <- tryCatch(
+    stats::model.frame(tt, newdata, na.action = stats::na.pass, xlev = design_info$xlevels),
+    error = function(e) h_abort(conditionMessage(e), "data")
+  )
+  if (nrow(mf) != nrow(newdata)) mf <- mf[rep(1L, nrow(newdata)), , drop = FALSE]
+  X <- stats::model.matrix(tt, mf, contrasts.arg = design_info$contrasts)
+  X <- X[, colnames(design_info$X), drop = FALSE]
+  rownames(X) <- NULL
+  off <- stats::model.offset(mf)
+  off <- if (is.null(off)) rep(0, nrow(X)) else as.numeric(off)
+  list(X = X, offset = off)
+}
