@@ -258,6 +258,7 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   reduced <- h_drop_rank_deficient(X_full)
   h_check_scale_x(reduced$X)
   weights <- h_frame_weights(frame)
+  attr(fixed_terms, "lmmr_kept_columns") <- colnames(reduced$X)
   list(
     y = y,
     X = reduced$X,
@@ -278,10 +279,48 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   )
 }
 
+#' Model design from the matched call of `lmm()`.
+#'
+#' `formula`, `na.action` and `contrasts` are evaluated in `env`; `data`,
+#' `subset`, `weights` and `offset` are passed on unevaluated so that they are
+#' looked up in the data first (as `lm()` and `lme4::lmer()` do).
+#' @param mc result of `match.call()` in `lmm()`.
+#' @param env the environment `lmm()` was called from.
+#' @return see [h_model_design()].
+#' @noRd
+h_model_design_from_call <- function(mc, env) {
+  if (is.null(mc$formula)) h_abort("argument 'formula' is missing.", "formula")
+  formula <- tryCatch(
+    eval(mc$formula, env),
+    error = function(e) h_abort(sprintf("could not evaluate 'formula': %s", conditionMessage(e)), "formula")
+  )
+  h_model_design(
+    formula,
+    data = mc$data,
+    subset = mc$subset,
+    weights = mc$weights,
+    na.action = if (!is.null(mc$na.action)) eval(mc$na.action, env),
+    offset = mc$offset,
+    contrasts = if (!is.null(mc$contrasts)) eval(mc$contrasts, env),
+    env = env
+  )
+}
+
+#' Names of the kept fixed-effects columns stored with the design.
+#' @noRd
+h_kept_colnames <- function(design_info) {
+  if (!is.null(design_info$X)) return(colnames(design_info$X))
+  kept <- attr(design_info$fixed_terms, "lmmr_kept_columns")
+  if (!is.null(kept)) return(kept)
+  setdiff(design_info$X_full_colnames, design_info$dropped)
+}
+
 #' Fixed-effects design for new data.
 #'
-#' @param design_info result of [h_model_design()] (uses `fixed_terms`,
-#'   `xlevels`, `contrasts` and `colnames(X)`).
+#' @param design_info result of [h_model_design()] or a subset of it with
+#'   `fixed_terms`, `xlevels`, `contrasts` (the kept columns are taken from
+#'   `X`, else from attribute "lmmr_kept_columns" of `fixed_terms`, else
+#'   `X_full_colnames` minus `dropped`).
 #' @param newdata data frame (the response is not needed).
 #' @return list(X = m x p matrix of the kept columns, offset = numeric m, the
 #'   formula `offset()` terms evaluated on `newdata`, 0s if none).
@@ -295,7 +334,8 @@ h_newdata_X <- function(design_info, newdata) {
   )
   if (nrow(mf) != nrow(newdata)) mf <- mf[rep(1L, nrow(newdata)), , drop = FALSE]
   X <- stats::model.matrix(tt, mf, contrasts.arg = design_info$contrasts)
-  X <- X[, colnames(design_info$X), drop = FALSE]
+  kept <- h_kept_colnames(design_info)
+  if (!is.null(kept)) X <- X[, kept, drop = FALSE]
   rownames(X) <- NULL
   off <- stats::model.offset(mf)
   off <- if (is.null(off)) rep(0, nrow(X)) else as.numeric(off)

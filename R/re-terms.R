@@ -329,29 +329,44 @@ h_newdata_group_labels <- function(group, newdata, env) {
   out
 }
 
+#' A field of a stored term, looked up at the top level, then in `$info`
+#' (the fitted object keeps the builder's term record there).
+#' @noRd
+h_term_field <- function(term, name) {
+  if (!is.null(term[[name]])) term[[name]] else term$info[[name]]
+}
+
 #' Random-effects model matrix of one term on new data.
 #' @noRd
 h_newdata_term_Z <- function(term, newdata) {
-  tt <- term$lhs_terms
-  mf <- stats::model.frame(tt, newdata, na.action = stats::na.pass, xlev = term$xlevels)
+  tt <- h_term_field(term, "lhs_terms")
+  if (is.null(tt)) tt <- stats::terms(h_term_field(term, "lhs"))
+  mf <- tryCatch(
+    stats::model.frame(tt, newdata, na.action = stats::na.pass, xlev = h_term_field(term, "xlevels")),
+    error = function(e) h_abort(conditionMessage(e), "data")
+  )
   if (nrow(mf) != nrow(newdata)) mf <- mf[rep(1L, nrow(newdata)), , drop = FALSE]
-  Z <- stats::model.matrix(tt, mf, contrasts.arg = term$contrasts)
+  Z <- stats::model.matrix(tt, mf, contrasts.arg = h_term_field(term, "contrasts"))
   Z <- matrix(as.numeric(Z), nrow = nrow(Z), ncol = ncol(Z), dimnames = list(NULL, colnames(Z)))
-  Z[, term$cnms, drop = FALSE]
+  Z[, h_term_field(term, "cnms"), drop = FALSE]
 }
 
 #' Codes of the grouping factor of one term on new data.
 #' @return 0-based integer codes into the original levels, NA for new levels/NA.
 #' @noRd
 h_newdata_term_codes <- function(term, newdata, allow_new_levels, env) {
-  lab <- h_newdata_group_labels(term$group_expr, newdata, env)
+  group_expr <- h_term_field(term, "group_expr")
+  if (is.null(group_expr)) group_expr <- str2lang(term$group)
+  lab <- h_newdata_group_labels(group_expr, newdata, env)
   if (anyNA(lab) && !allow_new_levels) {
     h_abort(
       sprintf("NAs are not allowed in prediction data (grouping factor '%s')", term$group),
       "data"
     )
   }
-  codes <- match(lab, term$levels) - 1L
+  levs <- h_term_field(term, "levels")
+  if (is.null(levs)) levs <- levels(term$factor)
+  codes <- match(lab, levs) - 1L
   new <- unique(lab[!is.na(lab) & is.na(codes)])
   if (length(new) && !allow_new_levels) {
     h_abort(
@@ -378,7 +393,7 @@ h_newdata_re <- function(term_info, newdata, allow_new_levels = FALSE) {
   terms <- if (!is.null(term_info$terms)) term_info$terms else term_info
   newdata <- as.data.frame(newdata)
   lapply(terms, function(t) {
-    env <- environment(t$lhs)
+    env <- environment(h_term_field(t, "lhs"))
     if (is.null(env)) env <- parent.frame()
     list(
       group = t$group,
