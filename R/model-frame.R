@@ -309,10 +309,13 @@ h_model_design_from_call <- function(mc, env) {
 #' Names of the kept fixed-effects columns stored with the design.
 #' @noRd
 h_kept_colnames <- function(design_info) {
-  if (!is.null(design_info$X)) return(colnames(design_info$X))
-  kept <- attr(design_info$fixed_terms, "lmmr_kept_columns")
+  X <- design_info[["X"]]
+  if (!is.null(X)) return(colnames(X))
+  kept <- attr(design_info[["fixed_terms"]], "lmmr_kept_columns")
   if (!is.null(kept)) return(kept)
-  setdiff(design_info$X_full_colnames, design_info$dropped)
+  full <- design_info[["X_full_colnames"]]
+  if (is.null(full)) return(NULL)
+  setdiff(full, design_info[["dropped"]])
 }
 
 #' Fixed-effects design for new data.

@@ -1,0 +1,351 @@
+# Model frame, fixed-effects design, checks and newdata.
+
+mf_sim_data <- function(seed = 2) {
+  set.seed(seed)
+  n <- 100
+  d <- data.frame(
+    x = rnorm(n),
+    z = runif(n),
+    f = factor(sample(c("a", "b", "c"), n, TRUE)),
+    g = factor(rep(sprintf("s%02d", 1:10), each = 10)),
+    o = rnorm(n, sd = 0.1),
+    w = runif(n, 0.5, 2)
+  )
+  d$y <- d$x + as.integer(d$g) / 3 + rnorm(n)
+  d
+}
+
+design_q <- function(...) suppressWarnings(suppressMessages(h_model_design(...)))
+
+test_that("h_model_design() returns the documented structure", {
+  d <- mf_sim_data()
+  des <- design_q(y ~ x + (1 | g), data = d)
+  expect_named(
+    des,
+    c(
+      "y", "X", "dropped", "X_full_colnames", "weights", "offset", "has_weights",
+      "re", "frame", "fixed_formula", "fixed_terms", "xlevels", "contrasts",
+      "formula", "na_action", "n"
+    )
+  )
+  expect_identical(des$n, 100L)
+  expect_equal(unname(des$y), d$y)
+  expect_identical(colnames(des$X), c("(Intercept)", "x"))
+  expect_identical(attr(des$X, "assign"), c(0L, 1L))
+  expect_identical(des$dropped, character())
+  expect_identical(des$weights, rep(1, 100))
+  expect_identical(des$offset, rep(0, 100))
+  expect_false(des$has_weights)
+  expect_s3_class(des$frame, "data.frame")
+  expect_s3_class(des$fixed_terms, "terms")
+  expect_identical(h_deparse(des$fixed_formula), "y ~ x")
+  expect_null(des$na_action)
+})
+
+test_that("X matches lme4::lFormula()", {
+  skip_if_not_installed("lme4")
+  d <- mf_sim_data()
+  cases <- list(
+    y ~ x + (1 | g),
+    y ~ x * f + (1 | g),
+    y ~ 0 + f + x + (1 | g),
+    y ~ -1 + x + (x | g),
+    y ~ f:x + (1 | g),
+    y ~ poly(x, 2) + scale(z) + I(z^2) + (1 | g),
+    y ~ x + offset(o) + (1 | g),
+    y ~ (1 | g)
+  )
+  for (f in cases) {
+    des <- design_q(f, data = d)
+    lf <- suppressMessages(lme4::lFormula(f, data = d))
+    expect_equal(des$X, lf$X, ignore_attr = TRUE, info = h_deparse(f))
+    expect_identical(colnames(des$X), colnames(lf$X), info = h_deparse(f))
+    expect_identical(attr(des$X, "assign"), attr(lf$X, "assign"), info = h_deparse(f))
+    expect_equal(unname(des$y), unname(lf$fr[[1]]), info = h_deparse(f))
+  }
+})
+
+test_that("X uses the contrasts argument as model.matrix() does", {
+  skip_if_not_installed("lme4")
+  d <- mf_sim_data()
+  ctr <- list(f = "contr.sum")
+  des <- design_q(y ~ f + (1 | g), data = d, contrasts = ctr)
+  lf <- lme4::lFormula(y ~ f + (1 | g), data = d, contrasts = ctr)
+  expect_equal(des$X, lf$X, ignore_attr = TRUE)
+  expect_identical(colnames(des$X), colnames(lf$X))
+  expect_identical(des$contrasts, list(f = "contr.sum"))
+})
+
+test_that("rank-deficient X drops aliased columns as lme4 with a message", {
+  skip_if_not_installed("lme4")
+  s <- lme4::sleepstudy
+  s$Days2 <- 2 * s$Days
+  expect_message(
+    des <- h_model_design(Reaction ~ Days + Days2 + (1 | Subject), data = s),
+    class = "lmmr_message_rank_deficient"
+  )
+  expect_message(
+    h_model_design(Reaction ~ Days + Days2 + (1 | Subject), data = s),
+    "rank deficient so dropping 1 column / coefficient \\(Days2\\)"
+  )
+  lf <- suppressMessages(lme4::lFormula(Reaction ~ Days + Days2 + (1 | Subject), data = s))
+  expect_equal(des$X, lf$X, ignore_attr = TRUE)
+  expect_identical(colnames(des$X), colnames(lf$X))
+  expect_identical(attr(des$X, "assign"), attr(lf$X, "assign"))
+  expect_identical(des$dropped, "Days2")
+  expect_identical(des$X_full_colnames, c("(Intercept)", "Days", "Days2"))
+})
+
+test_that("rank deficiency from empty factor cells drops the aliased interaction columns", {
+  skip_if_not_installed("lme4")
+  d <- mf_sim_data()
+  d$f2 <- factor(ifelse(d$f == "a", "p", sample(c("p", "q"), nrow(d), TRUE)))
+  d$f3 <- interaction(d$f, d$f2)
+  d$dup <- d$x
+  f <- y ~ f * f2 + dup + x + (1 | g)
+  des <- suppressMessages(h_model_design(f, data = d))
+  lf <- suppressMessages(lme4::lFormula(f, data = d))
+  expect_identical(colnames(des$X), colnames(lf$X))
+  expect_identical(attr(des$X, "assign"), attr(lf$X, "assign"))
+  expect_identical(des$dropped, names(attr(lf$X, "col.dropped")))
+})
+
+test_that("h_drop_rank_deficient() keeps full-rank matrices unchanged", {
+  X <- cbind(1, 1:5)
+  expect_silent(out <- h_drop_rank_deficient(X))
+  expect_identical(out$X, X)
+  expect_identical(out$dropped, character())
+})
+
+test_that("a missing data object is an error of kind 'data' naming it", {
+  f <- y ~ x + (1 | g)
+  expect_error(h_model_design(f, data = quote(ddd_does_not_exist)), class = "lmmr_error_data")
+  expect_error(h_model_design(f, data = quote(ddd_does_not_exist)), "ddd_does_not_exist")
+  expect_error(h_model_design(f, data = 42), class = "lmmr_error_data")
+})
+
+test_that("a missing variable is an error of kind 'data'", {
+  d <- mf_sim_data()
+  expect_error(h_model_design(y ~ nope + (1 | g), data = d), class = "lmmr_error_data")
+  expect_error(h_model_design(y ~ x + (1 | nope_group), data = d), class = "lmmr_error_data")
+})
+
+test_that("bad responses are errors of kind 'response'", {
+  d <- mf_sim_data()
+  d$yf <- factor(d$y > 0)
+  d$yc <- as.character(d$y)
+  d$yl <- d$y > 0
+  d$yi <- d$y
+  d$yi[4] <- Inf
+  expect_error(h_model_design(yf ~ x + (1 | g), data = d), class = "lmmr_error_response")
+  expect_error(h_model_design(yc ~ x + (1 | g), data = d), class = "lmmr_error_response")
+  expect_error(h_model_design(yl ~ x + (1 | g), data = d), class = "lmmr_error_response")
+  expect_error(h_model_design(cbind(y, x) ~ z + (1 | g), data = d), class = "lmmr_error_response")
+  expect_error(h_model_design(yi ~ x + (1 | g), data = d), class = "lmmr_error_response")
+  expect_error(h_model_design(~ x + (1 | g), data = d), class = "lmmr_error_response")
+})
+
+test_that("Inf in X is an error of kind 'non_finite'", {
+  d <- mf_sim_data()
+  d$x[7] <- Inf
+  expect_error(h_model_design(y ~ x + (1 | g), data = d), class = "lmmr_error_non_finite")
+  d <- mf_sim_data()
+  d$z[7] <- -Inf
+  expect_error(h_model_design(y ~ x + (z | g), data = d), class = "lmmr_error_non_finite")
+})
+
+test_that("no rows left is an error of kind 'no_data'", {
+  d <- mf_sim_data()
+  d$x <- NA_real_
+  expect_error(h_model_design(y ~ x + (1 | g), data = d), class = "lmmr_error_no_data")
+  d <- mf_sim_data()
+  expect_error(
+    h_model_design(y ~ x + (1 | g), data = d, subset = quote(x > 100)),
+    class = "lmmr_error_no_data"
+  )
+})
+
+test_that("formula errors are of kind 'formula'", {
+  d <- mf_sim_data()
+  expect_error(h_model_design(y ~ x, data = d), class = "lmmr_error_formula")
+  expect_error(h_model_design(y ~ x + (1 | g * f), data = d), class = "lmmr_error_formula")
+  expect_error(h_model_design(y ~ x | g + z, data = d), class = "lmmr_error_formula")
+})
+
+test_that("bad weights are errors of kind 'argument'", {
+  d <- mf_sim_data()
+  expect_error(
+    h_model_design(y ~ x + (1 | g), data = d, weights = -d$w),
+    class = "lmmr_error_argument"
+  )
+  expect_error(
+    h_model_design(y ~ x + (1 | g), data = d, weights = rep("a", 100)),
+    class = "lmmr_error_argument"
+  )
+  expect_error(
+    h_model_design(y ~ x + (1 | g), data = d, offset = rep("a", 100)),
+    class = "lmmr_error_argument"
+  )
+})
+
+test_that("NA weights drop the row as in lme4 (na.omit), or fail with na.fail", {
+  d <- mf_sim_data()
+  w <- d$w
+  w[3] <- NA
+  des <- design_q(y ~ x + (1 | g), data = d, weights = w)
+  expect_identical(des$n, 99L)
+  expect_equal(des$weights, d$w[-3])
+  expect_error(
+    h_model_design(y ~ x + (1 | g), data = d, weights = w, na.action = na.fail),
+    class = "lmmr_error_data"
+  )
+})
+
+test_that("subset and weights are evaluated in the data, then in env", {
+  d <- mf_sim_data()
+  des <- design_q(y ~ x + (1 | g), data = d, subset = quote(z > 0.3), weights = quote(w))
+  keep <- d$z > 0.3
+  expect_identical(des$n, sum(keep))
+  expect_equal(des$weights, d$w[keep])
+  expect_true(des$has_weights)
+  local({
+    ww <- rep(2, 100)
+    env <- environment()
+    des2 <- design_q(y ~ x + (1 | g), data = d, weights = quote(ww), env = env)
+    expect_equal(des2$weights, rep(2, 100))
+  })
+  # values are accepted too
+  des3 <- design_q(y ~ x + (1 | g), data = d, subset = d$z > 0.3, weights = d$w)
+  expect_equal(des3$weights, d$w[keep])
+})
+
+test_that("subset and weights agree with lme4 (same rows, same weights)", {
+  skip_if_not_installed("lme4")
+  d <- mf_sim_data()
+  des <- design_q(y ~ x + (1 | g), data = d, subset = quote(z > 0.3), weights = quote(w))
+  lf <- lme4::lFormula(y ~ x + (1 | g), data = d, subset = z > 0.3, weights = w)
+  expect_equal(des$X, lf$X, ignore_attr = TRUE)
+  expect_equal(des$weights, unname(lf$fr[["(weights)"]]))
+})
+
+test_that("an evaluation error in subset or weights is of kind 'data'", {
+  d <- mf_sim_data()
+  expect_error(
+    h_model_design(y ~ x + (1 | g), data = d, weights = quote(no_such_w)),
+    class = "lmmr_error_data"
+  )
+})
+
+test_that("offsets add formula offset() terms and the offset argument", {
+  d <- mf_sim_data()
+  des <- design_q(y ~ x + offset(o) + (1 | g), data = d, offset = quote(z))
+  expect_equal(des$offset, d$o + d$z)
+  des2 <- design_q(y ~ x + offset(2 * o) + (1 | g), data = d)
+  expect_equal(des2$offset, 2 * d$o)
+  expect_identical(colnames(des2$X), c("(Intercept)", "x"))
+})
+
+test_that("na.omit is the default and na.exclude is recorded", {
+  d <- mf_sim_data()
+  d$x[c(3, 10)] <- NA
+  d$z[20] <- NA
+  des <- design_q(y ~ x + (z | g), data = d)
+  expect_identical(des$n, 97L)
+  expect_s3_class(des$na_action, "omit")
+  des2 <- design_q(y ~ x + (z | g), data = d, na.action = na.exclude)
+  expect_s3_class(des2$na_action, "exclude")
+  expect_identical(unname(as.integer(des2$na_action)), c(3L, 10L, 20L))
+  expect_identical(attr(des2$frame, "na.action"), des2$na_action)
+  des3 <- design_q(y ~ x + (z | g), data = d, na.action = "na.exclude")
+  expect_s3_class(des3$na_action, "exclude")
+  expect_error(
+    h_model_design(y ~ x + (z | g), data = d, na.action = na.fail),
+    class = "lmmr_error_data"
+  )
+})
+
+test_that("missing values in a grouping variable drop the row", {
+  d <- mf_sim_data()
+  d$g[5] <- NA
+  des <- design_q(y ~ x + (1 | g), data = d)
+  expect_identical(des$n, 99L)
+  expect_length(des$re$terms[[1]]$codes, 99L)
+})
+
+test_that("character columns become factors", {
+  d <- mf_sim_data()
+  d$fc <- as.character(d$f)
+  d$gc <- as.character(d$g)
+  des <- design_q(y ~ fc + (1 | gc), data = d)
+  expect_identical(colnames(des$X), c("(Intercept)", "fcb", "fcc"))
+  expect_identical(des$xlevels, list(fc = c("a", "b", "c")))
+})
+
+test_that("the stored formula is the expanded one", {
+  d <- mf_sim_data()
+  des <- design_q(y ~ x + (x || g), data = d)
+  expect_identical(h_deparse(des$formula), "y ~ x + ((1 | g) + (0 + x | g))")
+})
+
+test_that("data may be omitted (variables from the formula environment)", {
+  d <- mf_sim_data()
+  y <- d$y
+  x <- d$x
+  g <- d$g
+  des <- design_q(y ~ x + (1 | g))
+  expect_identical(des$n, 100L)
+})
+
+test_that("h_newdata_X() rebuilds X (kept columns) and offsets on new data", {
+  d <- mf_sim_data()
+  des <- design_q(y ~ poly(x, 2) + f + offset(o) + (1 | g), data = d)
+  nd <- d[c(4, 8, 15), c("x", "f", "o", "g")]
+  nd$f <- as.character(nd$f)
+  nx <- h_newdata_X(des, nd)
+  expect_equal(nx$X, des$X[c(4, 8, 15), ], ignore_attr = TRUE)
+  expect_identical(colnames(nx$X), colnames(des$X))
+  expect_equal(nx$offset, d$o[c(4, 8, 15)])
+})
+
+test_that("h_newdata_X() drops the same columns as the fit", {
+  d <- mf_sim_data()
+  d$x2 <- 3 * d$x
+  des <- suppressMessages(h_model_design(y ~ x + x2 + (1 | g), data = d))
+  # the fitted object keeps only part of the design
+  info <- des[c("fixed_terms", "xlevels", "contrasts", "X_full_colnames", "fixed_formula")]
+  nx <- h_newdata_X(info, d[1:3, ])
+  expect_identical(colnames(nx$X), c("(Intercept)", "x"))
+  expect_identical(nx$offset, rep(0, 3))
+})
+
+test_that("h_newdata_X() works for an intercept-only fixed part", {
+  d <- mf_sim_data()
+  des <- design_q(y ~ (1 | g), data = d)
+  nx <- h_newdata_X(des, d[1:4, "g", drop = FALSE])
+  expect_identical(dim(nx$X), c(4L, 1L))
+})
+
+test_that("h_model_design_from_call() evaluates the call as lmm() would", {
+  d <- mf_sim_data()
+  fake_lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
+                       na.action, offset = NULL, contrasts = NULL) {
+    mc <- match.call(expand.dots = FALSE)
+    h_model_design_from_call(mc, parent.frame())
+  }
+  des <- suppressMessages(fake_lmm(y ~ x + (1 | g), data = d, weights = w, subset = z > 0.2))
+  expect_identical(des$n, sum(d$z > 0.2))
+  expect_equal(des$weights, d$w[d$z > 0.2])
+  expect_error(fake_lmm(y ~ x + (1 | g), data = ddd), class = "lmmr_error_data")
+  expect_error(fake_lmm(y ~ x + (1 | g), data = ddd), "ddd")
+  des2 <- suppressMessages(fake_lmm(y ~ x + (1 | g), data = d, na.action = na.exclude))
+  expect_null(des2$na_action)
+})
+
+test_that("predictors on very different scales give lme4's warning", {
+  d <- mf_sim_data()
+  d$big <- d$x * 1e5
+  expect_warning(
+    h_model_design(y ~ big + (1 | g), data = d),
+    class = "lmmr_warning_scale"
+  )
+})
