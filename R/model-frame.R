@@ -45,6 +45,12 @@ h_eval_arg <- function(expr, data, env, what) {
   )
 }
 
+#' A single string naming a column of the data is taken as that column.
+#' @noRd
+h_column_by_name <- function(x, data) {
+  if (is.character(x) && length(x) == 1L && !is.null(data) && x %in% names(data)) data[[x]] else x
+}
+
 #' Check the evaluated `weights` argument.
 #' @noRd
 h_check_weights_arg <- function(weights) {
@@ -93,6 +99,10 @@ h_factorize_characters <- function(frame) {
 
 #' Build the single model frame with all variables of the fixed and random parts.
 #'
+#' The evaluated `subset`, `weights` and `offset` are handed to
+#' `model.frame()` through a child of the formula environment (so the call
+#' holds no copies of the data); the environment of the frame's terms is reset
+#' to the formula environment afterwards.
 #' @param frame_formula formula from [h_frame_formula()].
 #' @param data evaluated data (or `NULL`).
 #' @param subset,weights,offset evaluated values or `NULL`.
@@ -100,16 +110,29 @@ h_factorize_characters <- function(frame) {
 #' @return a model frame with "terms" (and "na.action" if rows were removed).
 #' @noRd
 h_build_frame <- function(frame_formula, data, subset, weights, offset, na.action) {
-  args <- list(formula = frame_formula, data = data)
-  if (!is.null(subset)) args$subset <- subset
-  if (!is.null(weights)) args$weights <- weights
-  if (!is.null(offset)) args$offset <- offset
-  args$na.action <- na.action
-  args$drop.unused.levels <- TRUE
+  fenv <- environment(frame_formula)
+  local_env <- new.env(parent = fenv)
+  local_env$.lmmr_data <- data
+  local_env$.lmmr_na_action <- na.action
+  environment(frame_formula) <- local_env
+  mf <- call("model.frame", formula = frame_formula, data = quote(.lmmr_data))
+  extras <- list(subset = subset, weights = weights, offset = offset)
+  for (nm in names(extras)) {
+    if (!is.null(extras[[nm]])) {
+      assign(paste0(".lmmr_", nm), extras[[nm]], envir = local_env)
+      mf[[nm]] <- as.name(paste0(".lmmr_", nm))
+    }
+  }
+  mf$na.action <- quote(.lmmr_na_action)
+  mf$drop.unused.levels <- TRUE
+  mf[[1L]] <- quote(stats::model.frame)
   frame <- tryCatch(
-    do.call(stats::model.frame, args),
+    eval(mf, local_env),
     error = function(e) h_abort(conditionMessage(e), "data")
   )
+  tt <- attr(frame, "terms")
+  environment(tt) <- fenv
+  attr(frame, "terms") <- tt
   if (nrow(frame) == 0L) h_abort("0 (non-NA) cases: no observations left after removing missing values.", "no_data")
   h_factorize_characters(frame)
 }
@@ -179,6 +202,17 @@ h_check_scale_x <- function(X, tol = 1000) {
   invisible(FALSE)
 }
 
+#' Terms object of the fixed-effects formula (a `.` is expanded with the data,
+#' as `lm()` and `lme4::lmer()` do).
+#' @noRd
+h_fixed_terms <- function(fixed_formula, data) {
+  if (!"." %in% all.names(fixed_formula)) return(stats::terms(fixed_formula))
+  if (!is.data.frame(data)) {
+    h_abort("'.' in the formula needs a data frame in 'data'.", "formula")
+  }
+  stats::terms(fixed_formula, data = data)
+}
+
 #' Fixed-effects model matrix from the model frame.
 #' @param fixed_terms terms object of the fixed-effects formula.
 #' @param frame model frame.
@@ -244,8 +278,8 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   if (!length(bars)) h_abort("No random effects terms specified in formula", "formula")
   data <- h_eval_data(data, env)
   subset <- h_eval_arg(subset, data, env, "subset")
-  weights <- h_eval_arg(weights, data, env, "weights")
-  offset <- h_eval_arg(offset, data, env, "offset")
+  weights <- h_column_by_name(h_eval_arg(weights, data, env, "weights"), data)
+  offset <- h_column_by_name(h_eval_arg(offset, data, env, "offset"), data)
   h_check_weights_arg(weights)
   h_check_offset_arg(offset)
   frame <- h_build_frame(h_frame_formula(formula), data, subset, weights, offset, h_na_action_fun(na.action))
@@ -253,7 +287,7 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   y <- h_frame_response(frame)
   re <- h_re_terms(bars, frame, env = environment(formula))
   fixed_formula <- h_no_bars(formula)
-  fixed_terms <- h_attach_predvars(stats::terms(fixed_formula), h_predvars_map(attr(frame, "terms")))
+  fixed_terms <- h_attach_predvars(h_fixed_terms(fixed_formula, data), h_predvars_map(attr(frame, "terms")))
   X_full <- h_fixed_matrix(fixed_terms, frame, contrasts)
   reduced <- h_drop_rank_deficient(X_full)
   h_check_scale_x(reduced$X)

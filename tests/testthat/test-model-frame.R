@@ -349,3 +349,36 @@ test_that("predictors on very different scales give lme4's warning", {
     class = "lmmr_warning_scale"
   )
 })
+
+test_that("weights and offset may name a column of the data", {
+  d <- mf_sim_data()
+  des <- design_q(y ~ x + (1 | g), data = d, weights = "w", offset = "o")
+  expect_equal(des$weights, d$w)
+  expect_equal(des$offset, d$o)
+})
+
+test_that("data may be a list", {
+  d <- as.list(mf_sim_data())
+  des <- design_q(y ~ x + (1 | g), data = d)
+  expect_identical(des$n, 100L)
+})
+
+test_that("'.' in the fixed part expands to the data columns as lme4", {
+  skip_if_not_installed("lme4")
+  s <- lme4::sleepstudy
+  des <- design_q(Reaction ~ . + (1 | Subject), data = s)
+  lf <- lme4::lFormula(Reaction ~ . + (1 | Subject), data = s)
+  expect_equal(des$X, lf$X, ignore_attr = TRUE)
+  expect_identical(colnames(des$X), colnames(lf$X))
+  expect_identical(dim(h_newdata_X(des, s[1:3, ])$X), c(3L, ncol(des$X)))
+})
+
+test_that("the frame's terms keep the formula environment", {
+  d <- mf_sim_data()
+  env <- new.env()
+  f <- y ~ x + (1 | g)
+  environment(f) <- env
+  des <- design_q(f, data = d)
+  expect_identical(environment(attr(des$frame, "terms")), env)
+  expect_identical(environment(des$fixed_terms), env)
+})

@@ -240,3 +240,14 @@ test_that("h_term_dense_Z() uses level-major then covariate columns", {
   expect_equal(out[1, ], c(0, 0, 1, 10))
   expect_equal(out[2, ], c(1, 20, 0, 0))
 })
+
+test_that("three-level nesting (1 | a/b/c) matches lme4", {
+  skip_if_not_installed("lme4")
+  set.seed(3)
+  d <- data.frame(y = rnorm(96), a = gl(2, 48), b = gl(4, 12, 96), c = gl(3, 4, 96), x = rnorm(96))
+  des <- expect_re_like_lme4(y ~ x + (1 | a / b / c), d)
+  expect_identical(
+    vapply(des$re$terms, `[[`, "", "group"),
+    c("c:(b:a)", "b:a", "a")
+  )
+})
