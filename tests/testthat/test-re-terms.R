@@ -251,3 +251,30 @@ test_that("three-level nesting (1 | a/b/c) matches lme4", {
     c("c:(b:a)", "b:a", "a")
   )
 })
+
+test_that("newdata designs reproduce lme4's predictions (poly(), nesting)", {
+  skip_if_not_installed("lme4")
+  predict_with <- function(des, m, nd) {
+    eta <- drop(h_newdata_X(des, nd)$X %*% lme4::fixef(m))
+    re <- h_newdata_re(des$re, nd)
+    rl <- lme4::ranef(m)
+    for (i in seq_along(re)) {
+      t <- des$re$terms[[i]]
+      b <- as.matrix(rl[[t$group]])[, t$cnms, drop = FALSE]
+      eta <- eta + rowSums(re[[i]]$Z * b[re[[i]]$codes + 1L, , drop = FALSE])
+    }
+    eta
+  }
+  f <- Reaction ~ poly(Days, 2) + (poly(Days, 2) | Subject)
+  s <- lme4::sleepstudy
+  m <- suppressWarnings(lme4::lmer(f, s))
+  des <- design_quiet(f, s)
+  nd <- data.frame(Days = c(0.5, 10, 3), Subject = c("308", "309", "372"))
+  expect_equal(unname(predict_with(des, m, nd)), unname(predict(m, nd)), tolerance = 1e-10)
+
+  f2 <- strength ~ (1 | batch / cask)
+  m2 <- lme4::lmer(f2, lme4::Pastes)
+  des2 <- design_quiet(f2, lme4::Pastes)
+  nd2 <- lme4::Pastes[c(1, 17, 60), ]
+  expect_equal(unname(predict_with(des2, m2, nd2)), unname(predict(m2, nd2)), tolerance = 1e-10)
+})
