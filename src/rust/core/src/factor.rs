@@ -1,0 +1,453 @@
+//! Blocked factorisation of the penalised system at a given theta and the
+//! profiled criteria (ML deviance, REML criterion).
+
+use crate::blocks::Blocks;
+use crate::error::LmmError;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
+use faer::{MatMut, Par};
+
+/// Dense size above which faer's blocked Cholesky is used.
+const FAER_CHOL_MIN: usize = 48;
+
+/// Quantities of one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Criterion {
+    /// log |L|^2 (random-effects part of the factor).
+    pub ldl2: f64,
+    /// log |R_X|^2.
+    pub ldrx2: f64,
+    /// Penalised weighted residual sum of squares.
+    pub pwrss: f64,
+    /// ML deviance or REML criterion (as requested).
+    pub value: f64,
+}
+
+/// Preallocated buffers for repeated evaluations.
+pub(crate) struct Workspace {
+    /// Lambda_t for each term, k x k column-major, at `lam_off[t]`.
+    pub lam: Vec<f64>,
+    pub lam_off: Vec<usize>,
+    /// Dense Lambda of one primary level block (k1 x k1).
+    pub lam1: Vec<f64>,
+    /// Dense system / its lower Cholesky factor after `evaluate` (d x d).
+    pub s: Vec<f64>,
+    /// Per-level scratch.
+    pub m: Vec<f64>,
+    pub t: Vec<f64>,
+    pub c: Vec<f64>,
+    pub idx: Vec<usize>,
+    stack: MemBuffer,
+}
+
+impl Workspace {
+    pub fn new(bl: &Blocks) -> Workspace {
+        let mut lam_off = Vec::with_capacity(bl.terms.len());
+        let mut tot = 0;
+        for t in &bl.terms {
+            lam_off.push(tot);
+            tot += t.k * t.k;
+        }
+        let d = bl.d();
+        let mcols = bl.max_level_cols + bl.p + 1;
+        let req = cholesky_in_place_scratch::<f64>(d, Par::Seq, Default::default());
+        Workspace {
+            lam: vec![0.0; tot],
+            lam_off,
+            lam1: vec![0.0; bl.k1 * bl.k1],
+            s: vec![0.0; d * d],
+            m: vec![0.0; bl.k1 * bl.k1],
+            t: vec![0.0; bl.k1 * bl.k1.max(mcols)],
+            c: vec![0.0; bl.k1 * mcols],
+            idx: vec![0; mcols],
+            stack: MemBuffer::new(req),
+        }
+    }
+
+    /// Fills the Lambda_t blocks from theta (term after term, lower triangle
+    /// column-major).
+    pub fn set_theta(&mut self, bl: &Blocks, theta: &[f64]) {
+        let mut pos = 0;
+        for (t, ti) in bl.terms.iter().enumerate() {
+            let k = ti.k;
+            let lt = &mut self.lam[self.lam_off[t]..self.lam_off[t] + k * k];
+            lt.iter_mut().for_each(|v| *v = 0.0);
+            for c in 0..k {
+                for r in c..k {
+                    lt[c * k + r] = theta[pos];
+                    pos += 1;
+                }
+            }
+        }
+        let k1 = bl.k1;
+        self.lam1.iter_mut().for_each(|v| *v = 0.0);
+        for &t in &bl.prim_terms {
+            let ti = &bl.terms[t];
+            let off = ti.prim_offset.unwrap_or(0);
+            let k = ti.k;
+            for c in 0..k {
+                for r in c..k {
+                    self.lam1[(off + c) * k1 + off + r] = self.lam[self.lam_off[t] + c * k + r];
+                }
+            }
+        }
+    }
+}
+
+/// In-place Cholesky of a small dense column-major `k x k` matrix (lower
+/// triangle used and overwritten). Returns `false` if not positive definite.
+pub(crate) fn chol_small(a: &mut [f64], k: usize) -> bool {
+    for j in 0..k {
+        let mut dj = a[j * k + j];
+        for l in 0..j {
+            dj -= a[l * k + j] * a[l * k + j];
+        }
+        if dj.is_nan() || dj <= 0.0 {
+            return false;
+        }
+        let ljj = dj.sqrt();
+        a[j * k + j] = ljj;
+        for i in (j + 1)..k {
+            let mut v = a[j * k + i];
+            for l in 0..j {
+                v -= a[l * k + i] * a[l * k + j];
+            }
+            a[j * k + i] = v / ljj;
+        }
+    }
+    true
+}
+
+/// Computes, for primary level `j`, the factor `L_j` (into `ws.m`) and
+/// `C_j = L_j^{-1} [Lambda1' A1r Lambda_r, Lambda1' A1X, Lambda1' A1y]` (into
+/// `ws.c`, k1 x m, with the target rows of the dense system in `ws.idx`).
+/// Returns `(m, log|L_j|^2)`.
+pub(crate) fn level_block(
+    bl: &Blocks,
+    ws: &mut Workspace,
+    j: usize,
+) -> Result<(usize, f64), LmmError> {
+    let k1 = bl.k1;
+    let p = bl.p;
+    let kk = k1 * k1;
+    let a = &bl.a11[j * kk..(j + 1) * kk];
+    let r0 = bl.r_ptr[j];
+    let nc = bl.r_ptr[j + 1] - r0;
+    let m = nc + p + 1;
+    let q2 = bl.q2;
+    if k1 == 1 {
+        let lam = ws.lam1[0];
+        let l = (lam * lam * a[0] + 1.0).sqrt();
+        ws.m[0] = l;
+        let f = lam / l;
+        for cc in 0..nc {
+            let col = bl.r_cols[r0 + cc];
+            let (t, ci) = bl.rest_col_term[col];
+            let k = bl.terms[t].k;
+            // (A1r Lambda_r)[col] = sum_{c' >= ci} A1r[col - ci + c'] Lambda_t[c', ci]
+            let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
+            let mut v = 0.0;
+            for c2 in ci..k {
+                v += bl.r_dat[r0 + cc - ci + c2] * lt[ci * k + c2];
+            }
+            ws.c[cc] = f * v;
+            ws.idx[cc] = col;
+        }
+        for c in 0..p {
+            ws.c[nc + c] = f * bl.a1x[j * p + c];
+            ws.idx[nc + c] = q2 + c;
+        }
+        ws.c[nc + p] = f * bl.a1y[j];
+        ws.idx[nc + p] = q2 + p;
+        return Ok((m, 2.0 * l.ln()));
+    }
+    // T = A11_j Lambda1 ; M = Lambda1' T + I
+    let lam1 = &ws.lam1;
+    for c in 0..k1 {
+        for r in 0..k1 {
+            let mut v = 0.0;
+            for l in c..k1 {
+                v += a[l * k1 + r] * lam1[c * k1 + l];
+            }
+            ws.t[c * k1 + r] = v;
+        }
+    }
+    for c in 0..k1 {
+        for r in c..k1 {
+            let mut v = 0.0;
+            for l in r..k1 {
+                v += lam1[r * k1 + l] * ws.t[c * k1 + l];
+            }
+            ws.m[c * k1 + r] = v + if r == c { 1.0 } else { 0.0 };
+        }
+    }
+    if !chol_small(&mut ws.m[..kk], k1) {
+        return Err(LmmError::NotPositiveDefinite(format!(
+            "random-effects block of level {j} (non-finite theta or data?)"
+        )));
+    }
+    let mut ld = 0.0;
+    for i in 0..k1 {
+        ld += 2.0 * ws.m[i * k1 + i].ln();
+    }
+    // Raw right-hand block B = [A1r_j Lambda_r, A1X_j, A1y_j] into ws.t (k1 x m).
+    for cc in 0..nc {
+        let col = bl.r_cols[r0 + cc];
+        let (t, ci) = bl.rest_col_term[col];
+        let k = bl.terms[t].k;
+        let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
+        for r in 0..k1 {
+            let mut v = 0.0;
+            for c2 in ci..k {
+                v += bl.r_dat[(r0 + cc - ci + c2) * k1 + r] * lt[ci * k + c2];
+            }
+            ws.t[cc * k1 + r] = v;
+        }
+        ws.idx[cc] = col;
+    }
+    let xb = j * k1 * p;
+    ws.t[nc * k1..(nc + p) * k1].copy_from_slice(&bl.a1x[xb..xb + k1 * p]);
+    for c in 0..p {
+        ws.idx[nc + c] = q2 + c;
+    }
+    ws.t[(nc + p) * k1..(nc + p + 1) * k1].copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
+    ws.idx[nc + p] = q2 + p;
+    // C = L^{-1} Lambda1' B
+    for col in 0..m {
+        let bcol = &ws.t[col * k1..(col + 1) * k1];
+        let ccol = &mut ws.c[col * k1..(col + 1) * k1];
+        for r in 0..k1 {
+            let mut v = 0.0;
+            for l in r..k1 {
+                v += lam1[r * k1 + l] * bcol[l];
+            }
+            ccol[r] = v;
+        }
+        for r in 0..k1 {
+            let mut v = ccol[r];
+            for l in 0..r {
+                v -= ws.m[l * k1 + r] * ccol[l];
+            }
+            ccol[r] = v / ws.m[r * k1 + r];
+        }
+    }
+    Ok((m, ld))
+}
+
+/// Fills `ws.s` with `Lt' D Lt` (`Lt = blockdiag(Lambda_r, I)`) plus the
+/// identity on the rest block. Full storage.
+fn fill_dense(bl: &Blocks, ws: &mut Workspace) {
+    let d = bl.d();
+    let q2 = bl.q2;
+    ws.s.copy_from_slice(&bl.dense);
+    if q2 == 0 {
+        return;
+    }
+    // Column pass: S[:, blk] = S[:, blk] Lambda_t (in increasing covariate order).
+    let mut col = 0;
+    while col < q2 {
+        let (t, _) = bl.rest_col_term[col];
+        let k = bl.terms[t].k;
+        let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
+        if k == 1 {
+            let l = lt[0];
+            ws.s[col * d..(col + 1) * d]
+                .iter_mut()
+                .for_each(|v| *v *= l);
+        } else {
+            for c in 0..k {
+                for r in 0..d {
+                    let mut v = 0.0;
+                    for c2 in c..k {
+                        v += ws.s[(col + c2) * d + r] * lt[c * k + c2];
+                    }
+                    ws.s[(col + c) * d + r] = v;
+                }
+            }
+        }
+        col += k;
+    }
+    // Row pass: S[blk, :] = Lambda_t' S[blk, :].
+    let mut row = 0;
+    while row < q2 {
+        let (t, _) = bl.rest_col_term[row];
+        let k = bl.terms[t].k;
+        let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
+        for cidx in 0..d {
+            let colv = &mut ws.s[cidx * d..(cidx + 1) * d];
+            for c in 0..k {
+                let mut v = 0.0;
+                for c2 in c..k {
+                    v += lt[c * k + c2] * colv[row + c2];
+                }
+                colv[row + c] = v;
+            }
+        }
+        row += k;
+    }
+    for i in 0..q2 {
+        ws.s[i * d + i] += 1.0;
+    }
+}
+
+/// Evaluates the factorisation at the theta already loaded into `ws`
+/// (`set_theta`). On return `ws.s` holds the lower Cholesky factor of the
+/// dense (rest, X, y) system.
+pub(crate) fn evaluate(bl: &Blocks, ws: &mut Workspace, reml: bool) -> Result<Criterion, LmmError> {
+    let d = bl.d();
+    let q2 = bl.q2;
+    let p = bl.p;
+    fill_dense(bl, ws);
+    let mut ldl2 = 0.0;
+    let k1 = bl.k1;
+    for j in 0..bl.g1 {
+        let (m, ld) = level_block(bl, ws, j)?;
+        ldl2 += ld;
+        // S[idx, idx] -= C' C (lower triangle; idx is increasing).
+        if k1 == 1 {
+            for b in 0..m {
+                let cb = ws.c[b];
+                if cb == 0.0 {
+                    continue;
+                }
+                let base = ws.idx[b] * d;
+                for a in b..m {
+                    ws.s[base + ws.idx[a]] -= ws.c[a] * cb;
+                }
+            }
+        } else {
+            for b in 0..m {
+                let cb = &ws.c[b * k1..(b + 1) * k1];
+                let base = ws.idx[b] * d;
+                for a in b..m {
+                    let ca = &ws.c[a * k1..(a + 1) * k1];
+                    let mut v = 0.0;
+                    for r in 0..k1 {
+                        v += ca[r] * cb[r];
+                    }
+                    ws.s[base + ws.idx[a]] -= v;
+                }
+            }
+        }
+    }
+    // Keep the diagonal of the X part to detect rank deficiency.
+    let mut xdiag_max = 0.0f64;
+    for i in q2..q2 + p {
+        xdiag_max = xdiag_max.max(ws.s[i * d + i].abs());
+    }
+    let ok = if d < FAER_CHOL_MIN {
+        chol_small_index(&mut ws.s, d)
+    } else {
+        let stack = MemStack::new(&mut ws.stack);
+        let mat = MatMut::from_column_major_slice_mut(&mut ws.s, d, d);
+        match cholesky_in_place(mat, Default::default(), Par::Seq, stack, Default::default()) {
+            Ok(_) => None,
+            Err(faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index }) => {
+                Some(index)
+            }
+        }
+    };
+    if let Some(index) = ok {
+        return Err(pivot_error(index, q2, p));
+    }
+    let mut ld22 = 0.0;
+    for i in 0..q2 {
+        ld22 += 2.0 * ws.s[i * d + i].ln();
+    }
+    let mut ldrx2 = 0.0;
+    for i in q2..q2 + p {
+        let l = ws.s[i * d + i];
+        if l.is_nan() || l * l <= 1e-13 * xdiag_max {
+            return Err(pivot_error(i, q2, p));
+        }
+        ldrx2 += 2.0 * l.ln();
+    }
+    let ly = ws.s[(d - 1) * d + d - 1];
+    let pwrss = ly * ly;
+    let ldl2 = ldl2 + ld22;
+    if !(ldl2.is_finite() && ldrx2.is_finite() && pwrss.is_finite()) {
+        return Err(LmmError::NonFinite(
+            "the factorisation produced non-finite values".into(),
+        ));
+    }
+    if pwrss <= 0.0 {
+        return Err(LmmError::NonFinite(
+            "penalised residual sum of squares is zero (perfect fit)".into(),
+        ));
+    }
+    let n = bl.n as f64;
+    let value = if reml {
+        let nmp = n - p as f64;
+        ldl2 + ldrx2 - bl.ldw + nmp * (1.0 + (2.0 * std::f64::consts::PI * pwrss / nmp).ln())
+    } else {
+        ldl2 - bl.ldw + n * (1.0 + (2.0 * std::f64::consts::PI * pwrss / n).ln())
+    };
+    if !value.is_finite() {
+        return Err(LmmError::NonFinite("criterion is not finite".into()));
+    }
+    Ok(Criterion {
+        ldl2,
+        ldrx2,
+        pwrss,
+        value,
+    })
+}
+
+fn pivot_error(index: usize, q2: usize, p: usize) -> LmmError {
+    if index < q2 {
+        LmmError::NotPositiveDefinite(format!(
+            "random-effects block not positive definite at column {index}"
+        ))
+    } else if index < q2 + p {
+        LmmError::NotPositiveDefinite(format!(
+            "fixed-effects model matrix is rank deficient (column {} is collinear with earlier \
+             columns given the random effects)",
+            index - q2 + 1
+        ))
+    } else {
+        LmmError::NonFinite(
+            "penalised residual sum of squares is not positive (perfect fit)".into(),
+        )
+    }
+}
+
+/// Small dense Cholesky returning the failing pivot index, if any.
+fn chol_small_index(a: &mut [f64], k: usize) -> Option<usize> {
+    for j in 0..k {
+        let mut dj = a[j * k + j];
+        for l in 0..j {
+            dj -= a[l * k + j] * a[l * k + j];
+        }
+        if dj.is_nan() || dj <= 0.0 {
+            return Some(j);
+        }
+        let ljj = dj.sqrt();
+        a[j * k + j] = ljj;
+        for i in (j + 1)..k {
+            let mut v = a[j * k + i];
+            for l in 0..j {
+                v -= a[l * k + i] * a[l * k + j];
+            }
+            a[j * k + i] = v / ljj;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_cholesky() {
+        let mut a = vec![4.0, 2.0, 2.0, 5.0];
+        assert!(chol_small(&mut a, 2));
+        assert!((a[0] - 2.0).abs() < 1e-15);
+        assert!((a[1] - 1.0).abs() < 1e-15);
+        assert!((a[3] - 2.0).abs() < 1e-15);
+        let mut b = vec![1.0, 2.0, 2.0, 1.0];
+        assert!(!chol_small(&mut b, 2));
+        let mut c = vec![1.0, 2.0, 2.0, 1.0];
+        assert_eq!(chol_small_index(&mut c, 2), Some(1));
+    }
+}

@@ -1,0 +1,257 @@
+//! Public input types and their validation.
+
+use crate::error::LmmError;
+
+/// One random-effects term `(z | factor)`.
+#[derive(Debug, Clone)]
+pub struct ReTermInput<'a> {
+    /// 0-based level codes of the grouping factor, length `n`.
+    pub codes: &'a [i32],
+    /// Number of levels of the grouping factor.
+    pub n_levels: usize,
+    /// `n x k` model matrix of the term, column-major.
+    pub z: &'a [f64],
+    /// Number of covariates of the term.
+    pub k: usize,
+    /// Terms with the same `factor_id` share one grouping factor.
+    pub factor_id: usize,
+}
+
+/// A linear mixed model's data.
+#[derive(Debug, Clone)]
+pub struct FitInput<'a> {
+    /// Number of observations.
+    pub n: usize,
+    /// Number of fixed-effects columns.
+    pub p: usize,
+    /// `n x p` fixed-effects model matrix, column-major.
+    pub x: &'a [f64],
+    /// Response, length `n`.
+    pub y: &'a [f64],
+    /// Prior weights, length `n` (all > 0); an empty slice means all ones.
+    pub weights: &'a [f64],
+    /// Random-effects terms, in the order that defines `theta` and `b`.
+    pub terms: Vec<ReTermInput<'a>>,
+}
+
+/// Number of covariance parameters of a term with `k` covariates.
+pub(crate) fn n_theta(k: usize) -> usize {
+    k * (k + 1) / 2
+}
+
+fn all_finite(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+/// Checks lengths, codes, finiteness and shared factors. Returns nothing on
+/// success; every later stage may rely on these invariants.
+pub(crate) fn validate(input: &FitInput) -> Result<(), LmmError> {
+    let n = input.n;
+    let p = input.p;
+    let bad = |m: String| Err(LmmError::InvalidInput(m));
+    if n == 0 {
+        return bad("n must be positive".into());
+    }
+    if n <= p {
+        return bad(format!("n ({n}) must be larger than p ({p})"));
+    }
+    let np = n.checked_mul(p);
+    if np != Some(input.x.len()) {
+        return bad(format!(
+            "x has length {} but n * p = {n} * {p}",
+            input.x.len()
+        ));
+    }
+    if input.y.len() != n {
+        return bad(format!("y has length {} but n = {n}", input.y.len()));
+    }
+    if !input.weights.is_empty() && input.weights.len() != n {
+        return bad(format!(
+            "weights has length {} but n = {n}",
+            input.weights.len()
+        ));
+    }
+    if !all_finite(input.x) {
+        return bad("x contains non-finite values".into());
+    }
+    if !all_finite(input.y) {
+        return bad("y contains non-finite values".into());
+    }
+    if !input.weights.iter().all(|w| w.is_finite() && *w > 0.0) {
+        return bad("weights must be finite and strictly positive".into());
+    }
+    if input.terms.is_empty() {
+        return bad("at least one random-effects term is required".into());
+    }
+    for (t, term) in input.terms.iter().enumerate() {
+        if term.k == 0 {
+            return bad(format!("term {t}: k must be at least 1"));
+        }
+        if term.n_levels == 0 {
+            return bad(format!("term {t}: n_levels must be at least 1"));
+        }
+        if term.n_levels > i32::MAX as usize {
+            return bad(format!("term {t}: too many levels"));
+        }
+        if term.codes.len() != n {
+            return bad(format!(
+                "term {t}: codes has length {} but n = {n}",
+                term.codes.len()
+            ));
+        }
+        if term.k.checked_mul(n) != Some(term.z.len()) {
+            return bad(format!(
+                "term {t}: z has length {} but n * k = {n} * {}",
+                term.z.len(),
+                term.k
+            ));
+        }
+        let nl = term.n_levels as i64;
+        if let Some(c) = term.codes.iter().find(|&&c| c < 0 || (c as i64) >= nl) {
+            return bad(format!(
+                "term {t}: level code {c} outside 0..{}",
+                term.n_levels
+            ));
+        }
+        if !all_finite(term.z) {
+            return bad(format!("term {t}: z contains non-finite values"));
+        }
+        // Terms sharing a factor must agree on it.
+        if let Some(s) = input.terms[..t]
+            .iter()
+            .position(|o| o.factor_id == term.factor_id)
+        {
+            let other = &input.terms[s];
+            if other.n_levels != term.n_levels || other.codes != term.codes {
+                return bad(format!(
+                    "terms {s} and {t} share factor_id {} but their codes differ",
+                    term.factor_id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Total number of covariance parameters.
+pub(crate) fn total_theta(input: &FitInput) -> usize {
+    input.terms.iter().map(|t| n_theta(t.k)).sum()
+}
+
+/// Lower bounds of theta: 0 for diagonal entries of each Lambda_t, -inf else.
+pub(crate) fn lower_bounds(input: &FitInput) -> Vec<f64> {
+    let mut lb = Vec::with_capacity(total_theta(input));
+    for t in &input.terms {
+        for c in 0..t.k {
+            for r in c..t.k {
+                lb.push(if r == c { 0.0 } else { f64::NEG_INFINITY });
+            }
+        }
+    }
+    lb
+}
+
+/// lme4's default start: 1 on the diagonals, 0 elsewhere.
+pub(crate) fn default_start(input: &FitInput) -> Vec<f64> {
+    lower_bounds(input)
+        .into_iter()
+        .map(|b| if b == 0.0 { 1.0 } else { 0.0 })
+        .collect()
+}
+
+pub(crate) fn check_theta(input: &FitInput, theta: &[f64]) -> Result<(), LmmError> {
+    let m = total_theta(input);
+    if theta.len() != m {
+        return Err(LmmError::InvalidInput(format!(
+            "theta has length {} but the model has {m} covariance parameters",
+            theta.len()
+        )));
+    }
+    if !all_finite(theta) {
+        return Err(LmmError::InvalidInput(
+            "theta contains non-finite values".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base<'a>(codes: &'a [i32], z: &'a [f64], x: &'a [f64], y: &'a [f64]) -> FitInput<'a> {
+        FitInput {
+            n: 4,
+            p: 1,
+            x,
+            y,
+            weights: &[],
+            terms: vec![ReTermInput {
+                codes,
+                n_levels: 2,
+                z,
+                k: 1,
+                factor_id: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn accepts_valid_and_rejects_bad() {
+        let codes = [0, 0, 1, 1];
+        let z = [1.0; 4];
+        let x = [1.0; 4];
+        let y = [1.0, 2.0, 3.0, 4.0];
+        assert!(validate(&base(&codes, &z, &x, &y)).is_ok());
+
+        let bad_codes = [0, 0, 2, 1];
+        let e = validate(&base(&bad_codes, &z, &x, &y)).unwrap_err();
+        assert_eq!(e.kind(), "invalid_input");
+
+        let ynan = [1.0, f64::NAN, 3.0, 4.0];
+        assert!(validate(&base(&codes, &z, &x, &ynan)).is_err());
+
+        let short = [1.0; 3];
+        assert!(validate(&base(&codes, &z, &short, &y)).is_err());
+
+        let mut inp = base(&codes, &z, &x, &y);
+        let w = [1.0, 0.0, 1.0, 1.0];
+        inp.weights = &w;
+        assert!(validate(&inp).is_err());
+
+        let mut inp = base(&codes, &z, &x, &y);
+        inp.terms[0].k = 0;
+        assert!(validate(&inp).is_err());
+
+        let mut inp = base(&codes, &z, &x, &y);
+        inp.p = 4;
+        assert!(validate(&inp).is_err());
+
+        // shared factor with different codes
+        let codes2 = [1, 0, 1, 1];
+        let mut inp = base(&codes, &z, &x, &y);
+        inp.terms.push(ReTermInput {
+            codes: &codes2,
+            n_levels: 2,
+            z: &z,
+            k: 1,
+            factor_id: 0,
+        });
+        assert!(validate(&inp).is_err());
+    }
+
+    #[test]
+    fn bounds_and_start() {
+        let codes = [0, 0, 1, 1];
+        let z = [1.0; 8];
+        let x = [1.0; 4];
+        let y = [1.0, 2.0, 3.0, 4.0];
+        let mut inp = base(&codes, &z, &x, &y);
+        inp.terms[0].k = 2;
+        let lb = lower_bounds(&inp);
+        assert_eq!(lb, vec![0.0, f64::NEG_INFINITY, 0.0]);
+        assert_eq!(default_start(&inp), vec![1.0, 0.0, 1.0]);
+        assert!(check_theta(&inp, &[1.0, 0.0]).is_err());
+        assert!(check_theta(&inp, &[1.0, 0.0, 1.0]).is_ok());
+    }
+}

@@ -1,0 +1,178 @@
+//! R-free numerics of `lmmr`: profiled (RE)ML fitting of linear mixed models
+//! with lme4's parameterisation (Bates et al. 2015), using a blocked
+//! factorisation.
+//!
+//! Model: `y = X beta + Z b + e`, `b = Lambda u`, `u ~ N(0, sigma^2 I)`,
+//! `e ~ N(0, sigma^2 W^{-1})`. The random-effects columns on the grouping
+//! factor with the most columns are handled level by level (block diagonal);
+//! all other random-effects columns are kept in a dense block together with
+//! `X` and `y`. Crossed designs with several large factors therefore need a
+//! dense matrix of the size of the smaller factors' columns; more than
+//! [`MAX_REST_COLUMNS`] such columns is refused with [`LmmError::TooLarge`].
+
+#![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
+
+mod blocks;
+mod error;
+mod factor;
+mod input;
+mod optim;
+mod solve;
+
+#[cfg(test)]
+mod reference;
+
+pub use blocks::MAX_REST_COLUMNS;
+pub use error::LmmError;
+pub use input::{FitInput, ReTermInput};
+
+use blocks::Blocks;
+use factor::{evaluate, Workspace};
+
+/// Options of [`fit_lmm`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitControl {
+    /// REML (true) or ML (false).
+    pub reml: bool,
+    /// Maximum number of optimiser iterations (Newton steps).
+    pub max_iter: usize,
+    /// Relative tolerance on the predicted decrease of a Newton step.
+    pub tol: f64,
+    /// Starting value; lme4's default (1 on diagonals, 0 elsewhere) if `None`.
+    pub theta_start: Option<Vec<f64>>,
+    /// If false, only evaluate at `theta_start` (or the default start).
+    pub optimize: bool,
+}
+
+impl Default for FitControl {
+    fn default() -> Self {
+        FitControl {
+            reml: true,
+            max_iter: 200,
+            tol: 1e-12,
+            theta_start: None,
+            optimize: true,
+        }
+    }
+}
+
+/// Result of [`fit_lmm`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitOutput {
+    pub theta: Vec<f64>,
+    pub lower: Vec<f64>,
+    pub beta: Vec<f64>,
+    pub sigma: f64,
+    /// REML criterion or ML deviance at `theta`.
+    pub objective: f64,
+    /// log |L|^2.
+    pub ldl2: f64,
+    /// log |R_X|^2.
+    pub ldrx2: f64,
+    /// Penalised weighted residual sum of squares.
+    pub pwrss: f64,
+    /// `p x p` column-major, scaled by sigma^2.
+    pub vcov_beta: Vec<f64>,
+    /// Random effects `Lambda u`, length q, term-major then level-major.
+    pub b: Vec<f64>,
+    /// Per term: `k*k*G`, column-major `k x k` blocks level after level.
+    pub cond_var: Vec<Vec<f64>>,
+    pub fitted: Vec<f64>,
+    /// Finite-difference gradient of the objective at `theta`.
+    pub gradient: Vec<f64>,
+    pub at_bound: Vec<bool>,
+    pub n_eval: usize,
+    pub converged: bool,
+    pub message: String,
+}
+
+/// A prepared model: validated input, cross-product blocks and workspace.
+struct Prepared {
+    blocks: Blocks,
+    ws: Workspace,
+}
+
+impl Prepared {
+    fn new(input: &FitInput) -> Result<Prepared, LmmError> {
+        input::validate(input)?;
+        let blocks = Blocks::build(input)?;
+        let ws = Workspace::new(&blocks);
+        Ok(Prepared { blocks, ws })
+    }
+
+    fn eval(&mut self, theta: &[f64], reml: bool) -> Result<factor::Criterion, LmmError> {
+        if theta.iter().any(|t| !t.is_finite()) {
+            return Err(LmmError::NonFinite("theta is not finite".into()));
+        }
+        self.ws.set_theta(&self.blocks, theta);
+        evaluate(&self.blocks, &mut self.ws, reml)
+    }
+}
+
+/// Profiled REML criterion or ML deviance at a fixed `theta`.
+pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result<f64, LmmError> {
+    input::validate(input)?;
+    input::check_theta(input, theta)?;
+    let mut prep = Prepared::new(input)?;
+    Ok(prep.eval(theta, reml)?.value)
+}
+
+/// Fits the model: optimises the profiled criterion over theta (unless
+/// `control.optimize` is false) and returns the estimates at the optimum.
+pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmError> {
+    let mut prep = Prepared::new(input)?;
+    let lower = input::lower_bounds(input);
+    let start = match &control.theta_start {
+        Some(t) => {
+            input::check_theta(input, t)?;
+            t.clone()
+        }
+        None => input::default_start(input),
+    };
+    let reml = control.reml;
+    let opt = if control.optimize {
+        optim::minimize(
+            |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
+            &start,
+            &lower,
+            control.max_iter,
+            control.tol,
+        )?
+    } else {
+        let mut n_eval = 0;
+        let grad = optim::fd_gradient(
+            &mut |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
+            &start,
+            &mut n_eval,
+        )?;
+        optim::OptResult {
+            at_bound: start.iter().zip(&lower).map(|(a, b)| a <= b).collect(),
+            x: start,
+            grad,
+            n_eval,
+            converged: true,
+            message: "evaluated at theta_start without optimisation".into(),
+        }
+    };
+    let crit = prep.eval(&opt.x, reml)?;
+    let sol = solve::solve(input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
+    Ok(FitOutput {
+        theta: opt.x,
+        lower,
+        beta: sol.beta,
+        sigma: sol.sigma,
+        objective: crit.value,
+        ldl2: crit.ldl2,
+        ldrx2: crit.ldrx2,
+        pwrss: crit.pwrss,
+        vcov_beta: sol.vcov_beta,
+        b: sol.b,
+        cond_var: sol.cond_var,
+        fitted: sol.fitted,
+        gradient: opt.grad,
+        at_bound: opt.at_bound,
+        n_eval: opt.n_eval + 1,
+        converged: opt.converged,
+        message: opt.message,
+    })
+}

@@ -1,0 +1,299 @@
+//! Solutions at a given theta: beta, spherical and original random effects,
+//! vcov(beta), conditional variances and fitted values.
+
+use crate::blocks::Blocks;
+use crate::error::LmmError;
+use crate::factor::{level_block, Workspace};
+use crate::input::FitInput;
+use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::{Accum, Mat, MatRef, Par};
+
+/// Everything derived from the factorisation at the final theta.
+#[derive(Debug, Clone)]
+pub(crate) struct Solution {
+    pub beta: Vec<f64>,
+    pub sigma: f64,
+    pub vcov_beta: Vec<f64>,
+    pub b: Vec<f64>,
+    pub cond_var: Vec<Vec<f64>>,
+    pub fitted: Vec<f64>,
+}
+
+/// Inverse of a small lower-triangular matrix stored column-major with leading
+/// dimension `ld` (returns a dense `k x k` column-major lower triangle).
+fn lower_inverse(l: &[f64], ld: usize, k: usize) -> Vec<f64> {
+    let mut inv = vec![0.0; k * k];
+    for c in 0..k {
+        // Solve L x = e_c.
+        inv[c * k + c] = 1.0 / l[c * ld + c];
+        for r in (c + 1)..k {
+            let mut v = 0.0;
+            for m in c..r {
+                v -= l[m * ld + r] * inv[c * k + m];
+            }
+            inv[c * k + r] = v / l[r * ld + r];
+        }
+    }
+    inv
+}
+
+/// `Linv' H Linv` for small dense `k x k` (H symmetric, full storage).
+fn sandwich_t(linv: &[f64], h: &[f64], k: usize) -> Vec<f64> {
+    // T = H Linv
+    let mut t = vec![0.0; k * k];
+    for c in 0..k {
+        for r in 0..k {
+            let mut v = 0.0;
+            for m in c..k {
+                v += h[m * k + r] * linv[c * k + m];
+            }
+            t[c * k + r] = v;
+        }
+    }
+    let mut out = vec![0.0; k * k];
+    for c in 0..k {
+        for r in 0..k {
+            let mut v = 0.0;
+            for m in r..k {
+                v += linv[r * k + m] * t[c * k + m];
+            }
+            out[c * k + r] = v;
+        }
+    }
+    out
+}
+
+/// `s2 * Lam Q Lam'` for a k x k block `q` (full storage) and lower `lam`.
+fn scale_block(lam: &[f64], q: &[f64], k: usize, s2: f64, out: &mut [f64]) {
+    for c in 0..k {
+        for r in 0..k {
+            let mut v = 0.0;
+            for a in 0..=r {
+                for b in 0..=c {
+                    v += lam[a * k + r] * q[b * k + a] * lam[b * k + c];
+                }
+            }
+            out[c * k + r] = s2 * v;
+        }
+    }
+}
+
+/// Computes the solution. `ws` must hold the factorisation at the final theta
+/// (i.e. `evaluate` was the last call on it) and `ws.lam` that theta.
+pub(crate) fn solve(
+    input: &FitInput,
+    bl: &Blocks,
+    ws: &mut Workspace,
+    pwrss: f64,
+    reml: bool,
+) -> Result<Solution, LmmError> {
+    let d = bl.d();
+    let q2 = bl.q2;
+    let p = bl.p;
+    let k1 = bl.k1;
+    let n = bl.n;
+    let mdim = q2 + p;
+    // [u2; beta] from the upper triangle of the dense factor.
+    let mut x = vec![0.0; mdim];
+    for i in (0..mdim).rev() {
+        let mut v = ws.s[i * d + d - 1];
+        let col = &ws.s[i * d..(i + 1) * d];
+        for k in (i + 1)..mdim {
+            v -= col[k] * x[k];
+        }
+        x[i] = v / col[i];
+    }
+    let beta = x[q2..].to_vec();
+    let s2 = pwrss / if reml { (n - p) as f64 } else { n as f64 };
+    let sigma = s2.sqrt();
+
+    // vcov(beta) = s2 * (L_X L_X')^{-1}.
+    let mut vcov_beta = vec![0.0; p * p];
+    if p > 0 {
+        let lx = &ws.s[q2 * d + q2..];
+        let linv = lower_inverse(lx, d, p);
+        let ident: Vec<f64> = (0..p * p)
+            .map(|i| if i % (p + 1) == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let v = sandwich_t(&linv, &ident, p);
+        for (o, vi) in vcov_beta.iter_mut().zip(v) {
+            *o = s2 * vi;
+        }
+    }
+
+    // P = (L22 L22')^{-1}.
+    let mut pmat = Mat::<f64>::zeros(q2, q2);
+    if q2 > 0 {
+        let mut l22 = Mat::<f64>::zeros(q2, q2);
+        for c in 0..q2 {
+            for r in c..q2 {
+                l22[(r, c)] = ws.s[c * d + r];
+            }
+        }
+        let mut linv = Mat::<f64>::identity(q2, q2);
+        solve_lower_triangular_in_place(l22.as_ref(), linv.as_mut(), Par::Seq);
+        matmul(
+            pmat.as_mut(),
+            Accum::Replace,
+            linv.transpose(),
+            linv.as_ref(),
+            1.0,
+            Par::Seq,
+        );
+    }
+
+    // Spherical random effects u (internal layout) and conditional variances.
+    let q1 = bl.g1 * k1;
+    let mut u1 = vec![0.0; q1];
+    let mut cv1 = vec![0.0; q1 * k1]; // per level k1 x k1 blocks of (LL')^{-1}
+    let mut rhs = vec![0.0; k1];
+    let mut tmp = Vec::new();
+    let mut g = vec![0.0; k1 * k1];
+    for j in 0..bl.g1 {
+        let (m, _) = level_block(bl, ws, j)?;
+        let nc = m - p - 1;
+        for (a, r) in rhs.iter_mut().enumerate() {
+            let mut v = ws.c[(m - 1) * k1 + a];
+            for cc in 0..m - 1 {
+                v -= ws.c[cc * k1 + a] * x[ws.idx[cc]];
+            }
+            *r = v;
+        }
+        // u1_j = L_j^{-T} rhs
+        for a in (0..k1).rev() {
+            let mut v = rhs[a];
+            for l in (a + 1)..k1 {
+                v -= ws.m[a * k1 + l] * u1[j * k1 + l];
+            }
+            u1[j * k1 + a] = v / ws.m[a * k1 + a];
+        }
+        // G = C_r P_sub C_r'
+        g.iter_mut().for_each(|v| *v = 0.0);
+        if nc > 0 {
+            tmp.clear();
+            tmp.resize(k1 * nc, 0.0);
+            for b in 0..nc {
+                let pb = ws.idx[b];
+                for a in 0..nc {
+                    let pab = pmat[(ws.idx[a], pb)];
+                    for r in 0..k1 {
+                        tmp[b * k1 + r] += ws.c[a * k1 + r] * pab;
+                    }
+                }
+            }
+            for c in 0..k1 {
+                for r in 0..k1 {
+                    let mut v = 0.0;
+                    for b in 0..nc {
+                        v += tmp[b * k1 + r] * ws.c[b * k1 + c];
+                    }
+                    g[c * k1 + r] = v;
+                }
+            }
+        }
+        for a in 0..k1 {
+            g[a * k1 + a] += 1.0;
+        }
+        let linv = lower_inverse(&ws.m, k1, k1);
+        let q = sandwich_t(&linv, &g, k1);
+        cv1[j * k1 * k1..(j + 1) * k1 * k1].copy_from_slice(&q);
+    }
+
+    // u2 = x[..q2]; b = Lambda u in the user's layout; conditional variances.
+    let mut b = vec![0.0; bl.q];
+    let mut cond_var = Vec::with_capacity(bl.terms.len());
+    for (t, ti) in bl.terms.iter().enumerate() {
+        let k = ti.k;
+        let lam = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
+        let mut cv = vec![0.0; k * k * ti.n_levels];
+        let mut qb = vec![0.0; k * k];
+        for l in 0..ti.n_levels {
+            // u block and (LL')^{-1} block for (t, l).
+            let ublk: &[f64] = if let Some(o) = ti.prim_offset {
+                for c in 0..k {
+                    for r in 0..k {
+                        qb[c * k + r] = cv1[l * k1 * k1 + (o + c) * k1 + o + r];
+                    }
+                }
+                &u1[l * k1 + o..l * k1 + o + k]
+            } else {
+                let o = ti.rest_offset.unwrap_or(0) + l * k;
+                for c in 0..k {
+                    for r in 0..k {
+                        qb[c * k + r] = pmat[(o + r, o + c)];
+                    }
+                }
+                &x[o..o + k]
+            };
+            let bo = ti.b_offset + l * k;
+            for r in 0..k {
+                let mut v = 0.0;
+                for c in 0..=r {
+                    v += lam[c * k + r] * ublk[c];
+                }
+                b[bo + r] = v;
+            }
+            scale_block(lam, &qb, k, s2, &mut cv[l * k * k..(l + 1) * k * k]);
+        }
+        cond_var.push(cv);
+    }
+
+    // Fitted values X beta + Z b.
+    let mut fitted = vec![0.0; n];
+    if p > 0 {
+        let xm = MatRef::from_column_major_slice(input.x, n, p);
+        let bm = MatRef::from_column_major_slice(&beta, p, 1);
+        let fm = faer::MatMut::from_column_major_slice_mut(&mut fitted, n, 1);
+        matmul(fm, Accum::Replace, xm, bm, 1.0, Par::Seq);
+    }
+    for (t, term) in input.terms.iter().enumerate() {
+        let ti = &bl.terms[t];
+        for c in 0..ti.k {
+            let zc = &term.z[c * n..(c + 1) * n];
+            for i in 0..n {
+                fitted[i] += zc[i] * b[ti.b_offset + term.codes[i] as usize * ti.k + c];
+            }
+        }
+    }
+    if !(sigma.is_finite() && beta.iter().all(|v| v.is_finite()) && b.iter().all(|v| v.is_finite()))
+    {
+        return Err(LmmError::NonFinite(
+            "solution contains non-finite values".into(),
+        ));
+    }
+    Ok(Solution {
+        beta,
+        sigma,
+        vcov_beta,
+        b,
+        cond_var,
+        fitted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_inverse_and_sandwich() {
+        // L = [2 0; 1 3]
+        let l = [2.0, 1.0, 0.0, 3.0];
+        let inv = lower_inverse(&l, 2, 2);
+        assert!((inv[0] - 0.5).abs() < 1e-15);
+        assert!((inv[1] + 1.0 / 6.0).abs() < 1e-15);
+        assert!((inv[3] - 1.0 / 3.0).abs() < 1e-15);
+        // (L L')^{-1} = Linv' Linv
+        let id = [1.0, 0.0, 0.0, 1.0];
+        let s = sandwich_t(&inv, &id, 2);
+        // L L' = [4 2; 2 10], inverse = [10 -2; -2 4] / 36
+        assert!((s[0] - 10.0 / 36.0).abs() < 1e-15);
+        assert!((s[1] + 2.0 / 36.0).abs() < 1e-15);
+        assert!((s[2] + 2.0 / 36.0).abs() < 1e-15);
+        assert!((s[3] - 4.0 / 36.0).abs() < 1e-15);
+        let mut out = [0.0; 4];
+        scale_block(&l, &id, 2, 2.0, &mut out);
+        assert_eq!(out, [8.0, 4.0, 4.0, 20.0]);
+    }
+}
