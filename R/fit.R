@@ -146,7 +146,7 @@ h_build_lmm <- function(design, res, REML, call, control) {
     fitted = fitted,
     frame = design$frame,
     design_info = design[intersect(names(design),
-      c("fixed_terms", "xlevels", "contrasts", "X_full_colnames", "fixed_formula"))],
+      c("fixed_terms", "xlevels", "contrasts", "X_full_colnames", "fixed_formula", "dropped"))],
     na_action = design$na_action,
     optinfo = list(converged = isTRUE(res$converged), gradient = res$gradient,
                    at_bound = res$at_bound, n_eval = res$n_eval,

@@ -129,7 +129,8 @@ VarCorr.lmm <- function(x, sigma = 1, ...) {
     attr(cov, "correlation") <- cor
     cov
   })
-  names(out) <- vapply(x$re_terms, function(t) t$group, character(1))
+  # lme4 makes repeated group names unique ("Subject", "Subject.1")
+  names(out) <- make.unique(vapply(x$re_terms, function(t) t$group, character(1)))
   attr(out, "sc") <- x$sigma
   attr(out, "useSc") <- TRUE
   class(out) <- "VarCorr.lmm"

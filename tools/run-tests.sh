@@ -23,7 +23,7 @@ cf=$(grep -E '^test result:' "$LOG/cargo.txt" | sed -E 's/.* ([0-9]+) passed; ([
 passed=$((passed + ${cp:-0})); failed=$((failed + ${cf:-0}))
 
 echo "== roxygen2 documentation in sync"
-Rscript -e 'roxygen2::roxygenise(roclets = c("rd", "namespace"))' >/dev/null 2>&1
+Rscript tools/roxygenise.R >/dev/null 2>&1
 if ! git diff --quiet -- man NAMESPACE 2>/dev/null; then
   echo "man/ or NAMESPACE out of date with roxygen comments:"; git diff --stat -- man NAMESPACE
   status=1

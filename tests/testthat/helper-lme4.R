@@ -2,14 +2,15 @@
 
 # Fit the same model with lmm() and lme4::lmer() and compare every estimate
 # with the tolerances of the core-engine issue.
-expect_matches_lme4 <- function(formula, data, REML = TRUE, ...,
+expect_matches_lme4 <- function(formula, data, REML = TRUE, weights = NULL,
                                 tol_fixef = 1e-5, tol_se = 1e-4,
                                 tol_vc = 1e-3, tol_re = 1e-3) {
-  fit <- suppressMessages(lmm(formula, data = data, REML = REML, ...))
-  ref <- suppressMessages(suppressWarnings(
-    lme4::lmer(formula, data = data, REML = REML, ...,
-               control = lme4::lmerControl(optimizer = "bobyqa",
-                                           optCtrl = list(maxfun = 1e5)))))
+  # do.call() so that the weights reach both fitters as values
+  fit <- suppressMessages(do.call(lmm, list(formula, data = data, REML = REML,
+                                            weights = weights)))
+  ref <- suppressMessages(suppressWarnings(do.call(lme4::lmer, list(
+    formula, data = data, REML = REML, weights = weights,
+    control = lme4::lmerControl(optimizer = "bobyqa", optCtrl = list(maxfun = 1e5))))))
   # criterion: ours equal to lme4's or lower, by at most 1e-7 relative
   crit_ref <- if (REML) lme4::REMLcrit(ref) else deviance(ref)
   crit <- if (REML) -2 * as.numeric(logLik(fit)) else deviance(fit)

@@ -1,0 +1,4 @@
+library(testthat)
+library(lmmr)
+
+test_check("lmmr")
