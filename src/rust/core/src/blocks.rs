@@ -58,6 +58,8 @@ pub(crate) struct Blocks {
     /// Dense symmetric `d x d` matrix (`d = q2 + p + 1`), full storage:
     /// `[Zr'WZr, Zr'WX, Zr'Wy; ., X'WX, X'Wy; ., ., y'Wy]`.
     pub dense: Vec<f64>,
+    /// All rest terms have k = 1 (Lambda_r diagonal).
+    pub rest_all_k1: bool,
     /// Largest number of touched rest columns of any primary level.
     pub max_level_cols: usize,
     /// `sum(log(w))`.
@@ -368,6 +370,7 @@ impl Blocks {
         } else {
             input.weights.iter().map(|w| w.ln()).sum()
         };
+        let rest_all_k1 = terms.iter().all(|t| t.prim_offset.is_some() || t.k == 1);
         Ok(Blocks {
             n,
             p,
@@ -386,6 +389,7 @@ impl Blocks {
             rest_col_term,
             dense,
             max_level_cols,
+            rest_all_k1,
             ldw,
         })
     }

@@ -9,6 +9,8 @@ use faer::{MatMut, Par};
 
 /// Dense size above which faer's blocked Cholesky is used.
 const FAER_CHOL_MIN: usize = 48;
+/// Dense size above which the Cholesky runs on several threads.
+const FAER_PAR_MIN: usize = 384;
 
 /// Quantities of one evaluation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +39,8 @@ pub(crate) struct Workspace {
     pub t: Vec<f64>,
     pub c: Vec<f64>,
     pub idx: Vec<usize>,
+    /// Diagonal of the X part of the dense system before factorisation.
+    xdiag: Vec<f64>,
     stack: MemBuffer,
 }
 
@@ -50,7 +54,7 @@ impl Workspace {
         }
         let d = bl.d();
         let mcols = bl.max_level_cols + bl.p + 1;
-        let req = cholesky_in_place_scratch::<f64>(d, Par::Seq, Default::default());
+        let req = cholesky_in_place_scratch::<f64>(d, Par::rayon(0), Default::default());
         Workspace {
             lam: vec![0.0; tot],
             lam_off,
@@ -60,6 +64,7 @@ impl Workspace {
             t: vec![0.0; bl.k1 * bl.k1.max(mcols)],
             c: vec![0.0; bl.k1 * mcols],
             idx: vec![0; mcols],
+            xdiag: vec![0.0; bl.p],
             stack: MemBuffer::new(req),
         }
     }
@@ -239,10 +244,33 @@ pub(crate) fn level_block(
 fn fill_dense(bl: &Blocks, ws: &mut Workspace) {
     let d = bl.d();
     let q2 = bl.q2;
-    ws.s.copy_from_slice(&bl.dense);
     if q2 == 0 {
+        ws.s.copy_from_slice(&bl.dense);
         return;
     }
+    if bl.rest_all_k1 {
+        // Diagonal Lambda_r: one pass over the lower triangle.
+        for c in 0..d {
+            let sc = if c < q2 {
+                ws.lam[ws.lam_off[bl.rest_col_term[c].0]]
+            } else {
+                1.0
+            };
+            let src = &bl.dense[c * d..(c + 1) * d];
+            let dst = &mut ws.s[c * d..(c + 1) * d];
+            for r in c..q2 {
+                dst[r] = src[r] * sc * ws.lam[ws.lam_off[bl.rest_col_term[r].0]];
+            }
+            for r in c.max(q2)..d {
+                dst[r] = src[r] * sc;
+            }
+            if c < q2 {
+                dst[c] += 1.0;
+            }
+        }
+        return;
+    }
+    ws.s.copy_from_slice(&bl.dense);
     // Column pass: S[:, blk] = S[:, blk] Lambda_t (in increasing covariate order).
     let mut col = 0;
     while col < q2 {
@@ -331,16 +359,20 @@ pub(crate) fn evaluate(bl: &Blocks, ws: &mut Workspace, reml: bool) -> Result<Cr
         }
     }
     // Keep the diagonal of the X part to detect rank deficiency.
-    let mut xdiag_max = 0.0f64;
-    for i in q2..q2 + p {
-        xdiag_max = xdiag_max.max(ws.s[i * d + i].abs());
+    for i in 0..p {
+        ws.xdiag[i] = ws.s[(q2 + i) * d + q2 + i];
     }
     let ok = if d < FAER_CHOL_MIN {
         chol_small_index(&mut ws.s, d)
     } else {
         let stack = MemStack::new(&mut ws.stack);
         let mat = MatMut::from_column_major_slice_mut(&mut ws.s, d, d);
-        match cholesky_in_place(mat, Default::default(), Par::Seq, stack, Default::default()) {
+        let par = if d >= FAER_PAR_MIN {
+            Par::rayon(0)
+        } else {
+            Par::Seq
+        };
+        match cholesky_in_place(mat, Default::default(), par, stack, Default::default()) {
             Ok(_) => None,
             Err(faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index }) => {
                 Some(index)
@@ -357,7 +389,8 @@ pub(crate) fn evaluate(bl: &Blocks, ws: &mut Workspace, reml: bool) -> Result<Cr
     let mut ldrx2 = 0.0;
     for i in q2..q2 + p {
         let l = ws.s[i * d + i];
-        if l.is_nan() || l * l <= 1e-13 * xdiag_max {
+        // l^2 / S_ii = 1 - R^2 of this column on the previous ones.
+        if l.is_nan() || l * l <= 1e-13 * ws.xdiag[i - q2] {
             return Err(pivot_error(i, q2, p));
         }
         ldrx2 += 2.0 * l.ln();

@@ -288,8 +288,69 @@ where
             }
             alpha *= 0.5;
         }
+        // Along directions of negative curvature the quadratic model is no
+        // guide to the step length: extrapolate while the criterion keeps
+        // decreasing (e.g. leaving a saddle at a variance of zero).
+        if let (true, true, Some((xb, fb))) = (negative, alpha == 1.0, accepted.as_ref()) {
+            let (mut xb, mut fb) = (xb.clone(), *fb);
+            for _ in 0..40 {
+                let a2 = alpha * 2.0;
+                let mut xn: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + a2 * b).collect();
+                project(&mut xn, lb);
+                if xn == xb {
+                    break;
+                }
+                n_eval += 1;
+                match f(&xn) {
+                    Ok(f2) if f2 < fb => {
+                        xb = xn;
+                        fb = f2;
+                        alpha = a2;
+                    }
+                    _ => break,
+                }
+            }
+            accepted = Some((xb, fb));
+        }
+        // A negative-curvature direction along which the gradient vanishes
+        // (typically a variance parameter at zero, where the criterion is
+        // even) is not explored by the modified Newton step: search it.
+        if let (true, false, Some((xb, fb))) = (negative, small, accepted.as_ref()) {
+            let vk = &evec[kmin * nf..(kmin + 1) * nf];
+            let gv: f64 = vk.iter().zip(&free).map(|(v, &i)| v * g[i]).sum();
+            if gv.abs() / (-lmin) < 1e-3 {
+                let mut sign = if gv > 0.0 { -1.0 } else { 1.0 };
+                for (a, &i) in free.iter().enumerate() {
+                    if xb[i] <= lb[i] && sign * vk[a] < 0.0 {
+                        sign = -sign;
+                    }
+                }
+                let (mut xbest, mut fbest) = (xb.clone(), *fb);
+                let mut t = 1e-3 * xb.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+                for _ in 0..40 {
+                    let mut xn = xb.clone();
+                    for (a, &i) in free.iter().enumerate() {
+                        xn[i] += sign * t * vk[a];
+                    }
+                    project(&mut xn, lb);
+                    n_eval += 1;
+                    match f(&xn) {
+                        Ok(f2) if f2 < fbest => {
+                            xbest = xn;
+                            fbest = f2;
+                            t *= 2.0;
+                        }
+                        _ => break,
+                    }
+                }
+                accepted = Some((xbest, fbest));
+            }
+        }
         match accepted {
             Some((xn, fnew)) => {
+                if std::env::var_os("LMMR_TRACE").is_some() {
+                    eprintln!("iter {iter} f {fnew:.12} dec {dec:.3e} alpha {alpha} neg {negative} x {xn:?} g {g:?}");
+                }
                 let change = fx - fnew;
                 let moved = xn != x;
                 x = xn;
