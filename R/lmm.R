@@ -51,7 +51,9 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
   }
   design <- h_model_design_from_call(mc, parent.frame())
   res <- h_fit_design(design, REML = REML, control = control)
-  h_build_lmm(design, res, REML = REML, call = mc, control = control)
+  fit <- h_build_lmm(design, res, REML = REML, call = mc, control = control)
+  fit$formula_input <- if (inherits(formula, "formula")) formula else design$formula
+  fit
 }
 
 #' Control settings for lmm()

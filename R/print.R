@@ -1,50 +1,36 @@
 # Printing in the familiar lme4 layout.
 
 #' Random-effects table as a character matrix (Groups, Name, Variance,
-#' Std.Dev., Corr)
+#' Std.Dev., Corr); numbers of a column are formatted together, as lme4 does
 #' @noRd
 h_format_varcorr <- function(vc, digits = 4, comp = c("Variance", "Std.Dev.")) {
-  rows <- list()
-  for (i in seq_along(vc)) {
-    cov <- vc[[i]]
-    cn <- colnames(cov)
-    k <- length(cn)
-    sd <- attr(cov, "stddev")
-    cor <- attr(cov, "correlation")
-    block <- cbind(Groups = c(names(vc)[i], rep("", k - 1L)), Name = cn)
-    if ("Variance" %in% comp) block <- cbind(block, Variance = format(diag(cov), digits = digits))
-    if ("Std.Dev." %in% comp) block <- cbind(block, Std.Dev. = format(sd, digits = digits))
-    if (k > 1) {
-      cm <- matrix("", k, k - 1L)
-      for (r in 2:k) for (c in seq_len(r - 1L)) cm[r, c] <- sprintf("%.2f", cor[r, c])
-      colnames(cm) <- c("Corr", rep("", k - 2L))
-      block <- list(block, cm)
-    } else {
-      block <- list(block, NULL)
-    }
-    rows[[i]] <- block
-  }
-  max_corr <- max(0L, vapply(rows, function(b) if (is.null(b[[2]])) 0L else ncol(b[[2]]), integer(1)))
+  groups <- names(vc)
+  ks <- vapply(vc, ncol, integer(1))
+  max_corr <- max(0L, ks - 1L)
+  grp <- unlist(lapply(seq_along(vc), function(i) c(groups[i], rep("", ks[i] - 1L))))
+  nm <- unlist(lapply(vc, colnames))
+  vars <- unlist(lapply(vc, diag))
+  sds <- unlist(lapply(vc, function(m) attr(m, "stddev")))
   sc <- attr(vc, "sc")
-  res_row <- c(Groups = "Residual", Name = "")
-  if ("Variance" %in% comp) res_row <- c(res_row, Variance = format(sc^2, digits = digits))
-  if ("Std.Dev." %in% comp) res_row <- c(res_row, Std.Dev. = format(sc, digits = digits))
-  body <- lapply(rows, function(b) {
-    m <- b[[1]]
-    if (max_corr > 0) {
-      extra <- matrix("", nrow(m), max_corr)
-      if (!is.null(b[[2]])) extra[, seq_len(ncol(b[[2]]))] <- b[[2]]
-      colnames(extra) <- c("Corr", rep("", max_corr - 1L))
-      m <- cbind(m, extra)
+  out <- cbind(Groups = c(grp, "Residual"), Name = c(nm, ""))
+  if ("Variance" %in% comp) out <- cbind(out, Variance = format(c(vars, sc^2), digits = digits))
+  if ("Std.Dev." %in% comp) out <- cbind(out, Std.Dev. = format(c(sds, sc), digits = digits))
+  if (max_corr > 0) {
+    corr <- matrix("", length(grp) + 1L, max_corr)
+    row0 <- 0L
+    for (i in seq_along(vc)) {
+      cor <- attr(vc[[i]], "correlation")
+      if (ks[i] > 1) {
+        for (r in 2:ks[i]) for (c in seq_len(r - 1L)) {
+          corr[row0 + r, c] <- formatC(cor[r, c], digits = 2, format = "f")
+        }
+      }
+      row0 <- row0 + ks[i]
     }
-    m
-  })
-  res <- matrix(c(res_row, rep("", max_corr)), nrow = 1)
-  out <- do.call(rbind, c(body, list(res)))
-  colnames(out) <- c(names(res_row), if (max_corr > 0) c("Corr", rep("", max_corr - 1L)))
+    colnames(corr) <- c("Corr", rep("", max_corr - 1L))
+    out <- cbind(out, corr)
+  }
   rownames(out) <- rep("", nrow(out))
-  # align numbers within columns
-  for (j in 3:ncol(out)) out[, j] <- format(out[, j], justify = "right")
   out
 }
 
@@ -64,7 +50,8 @@ h_groups_line <- function(x) {
 h_fit_header <- function(x) {
   cat(sprintf("Linear mixed model fit by %s ['lmm']\n",
               if (x$REML) "REML" else "maximum likelihood"))
-  cat("Formula:", paste(deparse(x$formula, width.cutoff = 500L), collapse = " "), "\n")
+  fml <- if (is.null(x$formula_input)) x$formula else x$formula_input
+  cat("Formula:", paste(deparse(fml, width.cutoff = 500L), collapse = " "), "\n")
   if (!is.null(x$call$data)) cat("   Data:", deparse(x$call$data), "\n")
   if (x$has_weights) cat("Weights:", deparse(x$call$weights), "\n")
 }

@@ -66,7 +66,7 @@ print.summary.lmm <- function(x, digits = max(3, getOption("digits") - 3), ...) 
     cat("\n")
   }
   cat("Scaled residuals: \n")
-  q <- stats::quantile(x$scaled_residuals, na.rm = TRUE)
+  q <- zapsmall(stats::quantile(x$scaled_residuals, na.rm = TRUE), digits + 1L)
   names(q) <- c("Min", "1Q", "Median", "3Q", "Max")
   print(q, digits = digits)
   cat("\nRandom effects:\n")

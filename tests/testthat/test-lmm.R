@@ -157,3 +157,45 @@ test_that("bad arguments give classed errors", {
   expect_error(summary(lmm(Reaction ~ Days + (1 | Subject), sleepstudy), ddf = "KR"),
                class = "lmmr_error_ddf")
 })
+
+test_that("bad input through lmm() gives classed errors naming the problem", {
+  ss <- sleepstudy
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), data = no_such_data),
+               class = "lmmr_error_data")
+  expect_error(lmm(Reaction ~ Dayz + (1 | Subject), data = ss), class = "lmmr_error_data")
+  bad <- ss
+  bad$Reaction <- as.character(bad$Reaction)
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), data = bad), class = "lmmr_error_response")
+  bad <- ss
+  bad$Reaction <- cbind(ss$Reaction, ss$Reaction)
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), data = bad), class = "lmmr_error_response")
+  bad <- ss
+  bad$Reaction[bad$Reaction > 400] <- Inf
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), data = bad), class = "lmmr_error_response")
+  bad <- ss
+  bad$Days[5] <- Inf
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), data = bad), class = "lmmr_error_non_finite")
+  bad <- ss
+  bad$Days <- NA
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), data = bad), class = "lmmr_error_no_data")
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), data = ss[ss$Subject == "308", ]),
+               class = "lmmr_error_grouping")
+  one <- ss
+  one$obs <- factor(seq_len(nrow(one)))
+  expect_error(lmm(Reaction ~ Days + (1 | obs), data = one), class = "lmmr_error_grouping")
+  expect_error(lmm(Reaction ~ 1 + Days + (1 + Days | Subject), data = ss,
+                   subset = Days == 1 | Days == 9), class = "lmmr_error_too_many_re")
+  expect_error(lmm(Reaction ~ Days + (1 | Subject * Days), data = ss), class = "lmmr_error_formula")
+  expect_error(lmm(Reaction ~ Days | Subject + Days, data = ss), class = "lmmr_error_formula")
+  expect_error(lmm(Reaction ~ Days, data = ss), class = "lmmr_error_formula")
+  expect_error(lmm(Reaction ~ Days + (1 | Subject), data = ss, weights = rep(-1, 180)),
+               class = "lmmr_error_argument")
+  expect_error(lmm("Reaction ~ Days", data = ss), class = "lmmr_error")
+})
+
+test_that("printed output keeps the lme4 layout", {
+  fit <- lmm(Reaction ~ Days + (Days | Subject), sleepstudy)
+  expect_snapshot(print(fit))
+  expect_snapshot(print(summary(fit, ddf = "none")))
+  expect_snapshot(print(VarCorr(fit)))
+})
