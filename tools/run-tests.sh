@@ -6,7 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-export LMMR_TARGET_DIR="$ROOT/src/rust/target"
+export LMMR_TARGET_DIR="${LMMR_TARGET_DIR:-$ROOT/src/rust/target}"
+export CARGO_TARGET_DIR="$LMMR_TARGET_DIR"
 export NOT_CRAN=true
 # No network here: skip CRAN-incoming remote lookups and the clock check.
 export _R_CHECK_CRAN_INCOMING_REMOTE_=false _R_CHECK_SYSTEM_CLOCK_=0
