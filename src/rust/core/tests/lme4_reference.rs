@@ -485,3 +485,192 @@ fn iteration_cap_reports_not_converged() {
     assert!(!out.converged);
     assert!(out.message.contains("maximum number of iterations"));
 }
+
+/// Simulated data (tests/data/sim.csv, made with set.seed(11) in R; see the
+/// calls below) for harder models: singular slope, k = 3, crossed with slopes,
+/// weights, several terms on one factor.
+struct Sim {
+    n: usize,
+    g: (Vec<i32>, usize),
+    a: (Vec<i32>, usize),
+    t: Vec<f64>,
+    x1: Vec<f64>,
+    x2: Vec<f64>,
+    y1: Vec<f64>,
+    y2: Vec<f64>,
+    w: Vec<f64>,
+    ones: Vec<f64>,
+}
+
+fn sim() -> Sim {
+    let tb = read_csv("sim.csv");
+    let y1 = tb.num("y1");
+    let n = y1.len();
+    Sim {
+        n,
+        g: tb.factor("g"),
+        a: tb.factor("a"),
+        t: tb.num("t"),
+        x1: tb.num("x1"),
+        x2: tb.num("x2"),
+        y1,
+        y2: tb.num("y2"),
+        w: tb.num("w"),
+        ones: vec![1.0; n],
+    }
+}
+
+fn cat(cols: &[&[f64]]) -> Vec<f64> {
+    cols.iter().flat_map(|c| c.iter().copied()).collect()
+}
+
+#[test]
+fn sim_singular_slope() {
+    // lme4 1.1-31, lmer(y1 ~ t + (t|g), d): singular, theta[3] = 0
+    let s = sim();
+    let x = cat(&[&s.ones, &s.t]);
+    let input = FitInput {
+        n: s.n,
+        p: 2,
+        x: &x,
+        y: &s.y1,
+        weights: &[],
+        terms: vec![ReTermInput {
+            codes: &s.g.0,
+            n_levels: s.g.1,
+            z: &x,
+            k: 2,
+            factor_id: 0,
+        }],
+    };
+    let out = fit_lmm(&input, &ctl(true)).unwrap();
+    check_objective(&out, 743.23268472584948);
+    assert!(out.theta[2].abs() <= 1e-8, "{:?}", out.theta);
+    assert!(out.at_bound[2]);
+    assert!((out.theta[0] - 1.0470041501729221).abs() < 1e-4);
+    assert!((out.theta[1] - 0.034977451923891352).abs() < 1e-4);
+}
+
+#[test]
+fn sim_three_covariates() {
+    // lme4 1.1-31, lmer(y2 ~ x1 + x2 + (x1 + x2|g), d)
+    let s = sim();
+    let x = cat(&[&s.ones, &s.x1, &s.x2]);
+    let input = FitInput {
+        n: s.n,
+        p: 3,
+        x: &x,
+        y: &s.y2,
+        weights: &[],
+        terms: vec![ReTermInput {
+            codes: &s.g.0,
+            n_levels: s.g.1,
+            z: &x,
+            k: 3,
+            factor_id: 0,
+        }],
+    };
+    let out = fit_lmm(&input, &ctl(true)).unwrap();
+    check_objective(&out, 941.556730784926);
+}
+
+#[test]
+fn sim_crossed_with_slope_ml_and_weighted_reml() {
+    let s = sim();
+    let x = cat(&[&s.ones, &s.x1, &s.x2]);
+    let z = cat(&[&s.ones, &s.x1]);
+    let terms = vec![
+        ReTermInput {
+            codes: &s.g.0,
+            n_levels: s.g.1,
+            z: &z,
+            k: 2,
+            factor_id: 0,
+        },
+        ReTermInput {
+            codes: &s.a.0,
+            n_levels: s.a.1,
+            z: &s.ones,
+            k: 1,
+            factor_id: 1,
+        },
+    ];
+    // lme4 1.1-31, lmer(y2 ~ x1 + x2 + (1|a) + (x1|g), d, REML = FALSE)
+    // (lme4 orders the terms (x1|g), (1|a))
+    let input = FitInput {
+        n: s.n,
+        p: 3,
+        x: &x,
+        y: &s.y2,
+        weights: &[],
+        terms: terms.clone(),
+    };
+    let out = fit_lmm(&input, &ctl(false)).unwrap();
+    check_objective(&out, 880.54796482206882);
+    // lme4 1.1-31, lmer(y2 ~ x1 + x2 + (x1|g) + (1|a), d, weights = w)
+    let input = FitInput {
+        n: s.n,
+        p: 3,
+        x: &x,
+        y: &s.y2,
+        weights: &s.w,
+        terms,
+    };
+    let out = fit_lmm(&input, &ctl(true)).unwrap();
+    check_objective(&out, 904.93929644123841);
+}
+
+#[test]
+fn sim_four_terms() {
+    // lme4 1.1-31, lmer(y2 ~ x1 + x2 + (1|g) + (0+x1|g) + (0+x2|g) + (1|a), d)
+    let s = sim();
+    let x = cat(&[&s.ones, &s.x1, &s.x2]);
+    let input = FitInput {
+        n: s.n,
+        p: 3,
+        x: &x,
+        y: &s.y2,
+        weights: &[],
+        terms: vec![
+            ReTermInput {
+                codes: &s.g.0,
+                n_levels: s.g.1,
+                z: &s.ones,
+                k: 1,
+                factor_id: 0,
+            },
+            ReTermInput {
+                codes: &s.g.0,
+                n_levels: s.g.1,
+                z: &s.x1,
+                k: 1,
+                factor_id: 0,
+            },
+            ReTermInput {
+                codes: &s.g.0,
+                n_levels: s.g.1,
+                z: &s.x2,
+                k: 1,
+                factor_id: 0,
+            },
+            ReTermInput {
+                codes: &s.a.0,
+                n_levels: s.a.1,
+                z: &s.ones,
+                k: 1,
+                factor_id: 1,
+            },
+        ],
+    };
+    let out = fit_lmm(&input, &ctl(true)).unwrap();
+    check_objective(&out, 872.54803341804313);
+    let th = [
+        0.97727219426335421,
+        0.57701706082983895,
+        0.47960049660265502,
+        0.95290437983064935,
+    ];
+    for (a, b) in out.theta.iter().zip(th) {
+        assert!((a - b).abs() < 1e-3, "{:?}", out.theta);
+    }
+}
