@@ -348,9 +348,6 @@ where
         }
         match accepted {
             Some((xn, fnew)) => {
-                if std::env::var_os("LMMR_TRACE").is_some() {
-                    eprintln!("iter {iter} f {fnew:.12} dec {dec:.3e} alpha {alpha} neg {negative} x {xn:?} g {g:?}");
-                }
                 let change = fx - fnew;
                 let moved = xn != x;
                 x = xn;

@@ -674,3 +674,38 @@ fn sim_four_terms() {
         assert!((a - b).abs() < 1e-3, "{:?}", out.theta);
     }
 }
+
+#[test]
+fn too_large_rest_block_is_refused() {
+    let n = 30_001;
+    let ca: Vec<i32> = (0..n).map(|i| (i % 30_000) as i32).collect();
+    let cb: Vec<i32> = (0..n).map(|i| (i % 25_000) as i32).collect();
+    let ones = vec![1.0; n];
+    let y: Vec<f64> = (0..n).map(|i| (i as f64).sin()).collect();
+    let input = FitInput {
+        n,
+        p: 1,
+        x: &ones,
+        y: &y,
+        weights: &[],
+        terms: vec![
+            ReTermInput {
+                codes: &ca,
+                n_levels: 30_000,
+                z: &ones,
+                k: 1,
+                factor_id: 0,
+            },
+            ReTermInput {
+                codes: &cb,
+                n_levels: 25_000,
+                z: &ones,
+                k: 1,
+                factor_id: 1,
+            },
+        ],
+    };
+    let e = fit_lmm(&input, &ctl(true)).unwrap_err();
+    assert_eq!(e.kind(), "too_large");
+    assert!(e.to_string().contains("25000"), "{e}");
+}
