@@ -12,7 +12,7 @@ install: deps
 	R CMD INSTALL --no-test-load .
 
 demo: install
-	Rscript inst/demo/course-models.R
+	Rscript inst/scripts/course-models.R
 
 test: deps
 	bash tools/run-tests.sh

@@ -15,8 +15,8 @@ LOG=$(mktemp -d)
 failed=0; passed=0; status=0
 
 echo "== cargo fmt / clippy / test"
-(cd src/rust && cargo fmt --all --check) || { echo "cargo fmt: FAILED"; status=1; }
-(cd src/rust && cargo clippy --release --all-targets -- -D warnings) || { echo "cargo clippy: FAILED"; status=1; }
+(cd src/rust && cargo fmt --all --check) || { echo "cargo fmt: FAILED"; failed=$((failed + 1)); }
+(cd src/rust && cargo clippy --release --all-targets -- -D warnings) || { echo "cargo clippy: FAILED"; failed=$((failed + 1)); }
 (cd src/rust && cargo test --release -p lmmr-core 2>&1) | tee "$LOG/cargo.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 cp=$(grep -E '^test result:' "$LOG/cargo.txt" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
@@ -27,7 +27,7 @@ echo "== roxygen2 documentation in sync"
 Rscript tools/roxygenise.R >/dev/null 2>&1
 if ! git diff --quiet -- man NAMESPACE 2>/dev/null; then
   echo "man/ or NAMESPACE out of date with roxygen comments:"; git diff --stat -- man NAMESPACE
-  status=1
+  failed=$((failed + 1))
 fi
 
 echo "== R CMD build"

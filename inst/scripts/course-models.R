@@ -1,5 +1,5 @@
 # The package's main job: fit the course models on the shipped data and print
-# the results. Run with `make demo` (or Rscript inst/demo/course-models.R
+# the results. Run with `make demo` (or Rscript inst/scripts/course-models.R
 # once lmmr is installed).
 library(lmmr)
 
