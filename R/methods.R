@@ -216,30 +216,6 @@ fitted.lmm <- function(object, ...) {
   stats::napredict(object$na_action, out)
 }
 
-#' Residuals of a linear mixed model
-#'
-#' @param object an `"lmm"` fit.
-#' @param type `"response"` (observed minus fitted, conditional on the
-#'   random effects) or `"pearson"` (response residuals times the square
-#'   root of the prior weights, as lme4).
-#' @param scaled logical: divide by the residual standard deviation.
-#' @param ... unused.
-#' @return A numeric vector (padded with `NA` when the fit used
-#'   `na.action = na.exclude`).
-#' @examples
-#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
-#' summary(residuals(fit, scaled = TRUE))
-#' @export
-residuals.lmm <- function(object, type = c("response", "pearson"),
-                          scaled = FALSE, ...) {
-  type <- match.arg(type)
-  r <- object$y - object$fitted
-  if (type == "pearson") r <- r * sqrt(object$weights)
-  if (scaled) r <- r / object$sigma
-  r <- stats::setNames(r, rownames(object$frame))
-  stats::naresid(object$na_action, r)
-}
-
 #' @export
 logLik.lmm <- function(object, REML = NULL, ...) {
   reml <- if (is.null(REML)) object$REML else isTRUE(REML)
