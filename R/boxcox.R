@@ -49,9 +49,10 @@ boxcox.default <- function(object, ...) {
 #' transformed response divided by its standard deviation `s` (for numerical
 #' stability when `y^lambda` is tiny or huge), and `n log(s)` is subtracted
 #' from the log-likelihood, which is exact since ML fits are
-#' scale-equivariant (not done when there is an offset). Non-converged fits
-#' are reported in a single warning of class
-#' `"lmmr_warning_convergence"`.
+#' scale-equivariant (not done when there is an offset). A fit that does not
+#' meet the model's convergence tolerance is retried with tolerance `1e-8`
+#' (from the default and then from the original fit's `theta`); fits that still do not converge are reported in a single warning
+#' of class `"lmmr_warning_convergence"`.
 #'
 #' Once a scale is chosen (preferably an interpretable `lambda` inside the
 #' interval: 1 none, 0.5 square root, 0 log, -1 reciprocal), refit the final
@@ -102,13 +103,18 @@ boxcox.lmm <- function(object, lambda = seq(-2, 2, 0.1), level = 0.95, ...) {
     # y^lambda is tiny or huge
     s <- if (rescale) stats::sd(yt) else 1
     if (!is.finite(s) || s <= 0) s <- 1
-    fit <- withCallingHandlers(
-      suppressMessages(refit(object, yt / s, REML = FALSE)),
-      lmmr_warning_convergence = function(w) {
-        failed <<- c(failed, lam)
-        invokeRestart("muffleWarning")
+    fit <- h_quiet_refit(object, yt / s)
+    if (!isTRUE(fit$optinfo$converged)) {
+      # retry once with a looser (still tight) convergence tolerance
+      relaxed <- object
+      relaxed$control$tol <- max(object$control$tol, 1e-8)
+      fit <- h_quiet_refit(relaxed, yt / s)
+      if (!isTRUE(fit$optinfo$converged)) {
+        # and from the estimates of the original fit as starting values
+        fit <- h_quiet_refit(relaxed, yt / s, theta = object$theta)
       }
-    )
+      if (!isTRUE(fit$optinfo$converged)) failed <<- c(failed, lam)
+    }
     as.numeric(logLik(fit)) - length(y) * log(s) + (lam - 1) * sum_log_y
   }
   ll <- vapply(lambda, prof, numeric(1))
@@ -147,6 +153,15 @@ boxcox.lmm <- function(object, lambda = seq(-2, 2, 0.1), level = 0.95, ...) {
                  level = level, cutoff = cutoff, jacobian_term = sum_log_y,
                  n = length(y), response = deparse(object$formula[[2L]])),
             class = "lmm_boxcox")
+}
+
+#' ML refit with convergence warnings and messages muffled (checked by caller)
+#' @noRd
+h_quiet_refit <- function(object, y, theta = NULL) {
+  withCallingHandlers(
+    suppressMessages(refit(object, y, REML = FALSE, theta = theta)),
+    lmmr_warning_convergence = function(w) invokeRestart("muffleWarning")
+  )
 }
 
 #' Box-Cox transformation (log at lambda = 0)
