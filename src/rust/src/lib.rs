@@ -3,6 +3,8 @@
 //! returned as `list(error_kind =, error_message =)` and turned into classed R
 //! conditions by the R wrapper (`h_call_rust()`).
 
+mod inference_glue;
+
 use extendr_api::prelude::*;
 use lmmr_core::{FitControl, FitInput, FitOutput, LmmError, ReTermInput};
 
@@ -172,5 +174,6 @@ fn rs_fit_lmm(
 
 extendr_module! {
     mod lmmr;
+    use inference_glue;
     fn rs_fit_lmm;
 }

@@ -23,6 +23,8 @@ mod linalg;
 mod qspace;
 
 pub use error::InferenceError;
+/// Dense matrix type of the results (re-exported so the glue needs no faer dependency).
+pub use faer::Mat;
 pub use qspace::{
     kenward_roger, satterthwaite, KenwardRoger, ModelInput, Satterthwaite, TermInput,
 };

@@ -1,0 +1,601 @@
+# Small-sample inference for lmm fits: Satterthwaite and Kenward-Roger
+# denominator degrees of freedom for coefficient t tests, general contrasts
+# (contest()) and type I/II/III ANOVA tables (anova.lmm()). The heavy algebra
+# (Hessian of the deviance, Jacobian of Cov(beta), Kenward-Roger adjusted
+# covariance) is done in Rust (src/rust/inference); here only p x p algebra.
+
+# ---------------------------------------------------------------------------
+# Rust ingredients
+# ---------------------------------------------------------------------------
+
+#' Satterthwaite / Kenward-Roger ingredients of a fit, computed in Rust
+#' @param method "satterthwaite", "kenward-roger" or "both".
+#' @noRd
+h_inference_parts <- function(object, method = "satterthwaite") {
+  if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
+    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
+            "reml_required")
+  }
+  terms <- object$re_terms
+  x <- object$X
+  storage.mode(x) <- "double"
+  x <- matrix(x, nrow = nrow(x), ncol = ncol(x))
+  res <- rs_inference(
+    x = x,
+    y = as.numeric(object$y - object$offset),
+    weights = as.numeric(object$weights),
+    codes = lapply(terms, function(t) as.integer(t$codes)),
+    n_levels = vapply(terms, function(t) as.integer(t$n_levels), integer(1)),
+    z = lapply(terms, function(t) {
+      z <- t$Z
+      storage.mode(z) <- "double"
+      z
+    }),
+    k = vapply(terms, function(t) as.integer(t$k), integer(1)),
+    factor_id = vapply(terms, function(t) as.integer(t$factor_id), integer(1)),
+    theta = as.numeric(object$theta),
+    sigma = as.numeric(object$sigma),
+    reml = isTRUE(object$REML),
+    method = method
+  )
+  if (!is.null(res$error_kind)) {
+    h_abort(res$error_message, res$error_kind)
+  }
+  res
+}
+
+# ---------------------------------------------------------------------------
+# Degrees of freedom for a contrast
+# ---------------------------------------------------------------------------
+
+#' Satterthwaite df for a single contrast vector `l` (lmerTest's formula)
+#' @noRd
+h_sat_df1 <- function(sat, l) {
+  v <- drop(crossprod(l, sat$vcov_beta %*% l))
+  g <- vapply(sat$jacobian, function(J) drop(crossprod(l, J %*% l)), numeric(1))
+  denom <- drop(crossprod(g, sat$vcov_varpar %*% g))
+  2 * v^2 / denom
+}
+
+#' Denominator df of an F statistic built from q independent t statistics
+#' with Satterthwaite df `nu` (Fai & Cornelius 1996; as lmerTest/SAS)
+#' @noRd
+h_fstat_ddf <- function(nu, tol = 1e-8) {
+  if (length(nu) == 1L) return(nu)
+  if (all(abs(diff(nu)) < tol)) return(mean(nu))
+  if (any(nu <= 2)) return(2)
+  E <- sum(nu / (nu - 2))
+  2 * E / (E - length(nu))
+}
+
+#' Kenward-Roger scaling and denominator df for a full-row-rank contrast
+#' matrix `L` (Kenward & Roger 1997, section 3; as pbkrtest)
+#' @noRd
+h_kr_ddf <- function(kr, L) {
+  L <- rbind(L)
+  q <- nrow(L)
+  Phi <- kr$phi
+  Theta <- crossprod(L, solve(L %*% Phi %*% t(L), L))
+  ThPhi <- Theta %*% Phi
+  tp <- lapply(kr$p_list, function(P) ThPhi %*% P %*% Phi)
+  tr <- vapply(tp, function(m) sum(diag(m)), numeric(1))
+  W <- kr$w
+  A1 <- drop(crossprod(tr, W %*% tr))
+  A2 <- 0
+  ng <- length(tp)
+  for (i in seq_len(ng)) {
+    for (j in seq_len(ng)) {
+      A2 <- A2 + W[i, j] * sum(tp[[i]] * t(tp[[j]]))
+    }
+  }
+  B <- (A1 + 6 * A2) / (2 * q)
+  g <- ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
+  den <- 3 * q + 2 * (1 - g)
+  c1 <- g / den
+  c2 <- (q - g) / den
+  c3 <- (q + 2 - g) / den
+  Estar <- 1 / (1 - A2 / q)
+  Vstar <- (2 / q) * (1 + c1 * B) / ((1 - c2 * B)^2 * (1 - c3 * B))
+  rho <- Vstar / (2 * Estar^2)
+  ddf <- 4 + (q + 2) / (q * rho - 1)
+  scaling <- ddf / (Estar * (ddf - 2))
+  if (!is.finite(ddf) || !is.finite(scaling)) {
+    # no information on the variance parameters in this direction
+    ddf <- if (is.finite(ddf)) ddf else Inf
+    scaling <- 1
+  }
+  list(ddf = ddf, scaling = scaling)
+}
+
+#' Coefficient standard errors and df (used by summary.lmm())
+#'
+#' @param object an `"lmm"` fit.
+#' @param ddf `"Satterthwaite"` or `"Kenward-Roger"`.
+#' @return `list(se =, df =)`, one value per fixed-effect coefficient; the
+#'   standard errors are Kenward-Roger adjusted for `"Kenward-Roger"`.
+#' @noRd
+h_coef_ddf <- function(object, ddf) {
+  ddf <- h_match_ddf(ddf)
+  p <- length(object$beta)
+  nms <- names(object$beta)
+  if (p == 0L) return(list(se = numeric(0), df = numeric(0)))
+  if (ddf == "none") {
+    return(list(se = stats::setNames(sqrt(diag(object$vcov)), nms),
+                df = stats::setNames(rep(NA_real_, p), nms)))
+  }
+  if (ddf == "Satterthwaite") {
+    sat <- h_inference_parts(object, "satterthwaite")$satterthwaite
+    df <- vapply(seq_len(p), function(j) {
+      l <- numeric(p)
+      l[j] <- 1
+      h_sat_df1(sat, l)
+    }, numeric(1))
+    se <- sqrt(diag(object$vcov))
+  } else {
+    kr <- h_inference_parts(object, "kenward-roger")$kenward_roger
+    df <- vapply(seq_len(p), function(j) {
+      l <- numeric(p)
+      l[j] <- 1
+      h_kr_ddf(kr, matrix(l, nrow = 1))$ddf
+    }, numeric(1))
+    se <- sqrt(diag(kr$phi_adj))
+  }
+  list(se = stats::setNames(se, nms), df = stats::setNames(df, nms))
+}
+
+# ---------------------------------------------------------------------------
+# Contrast tests
+# ---------------------------------------------------------------------------
+
+#' Reduce a contrast matrix to full row rank in the metric of `V`
+#' (eigen-decomposition of L V L'); returns the new contrasts, the matching
+#' right-hand side and whether the rank was reduced.
+#' @noRd
+h_reduce_contrast <- function(L, V, rhs) {
+  VL <- L %*% V %*% t(L)
+  VL <- (VL + t(VL)) / 2
+  e <- eigen(VL, symmetric = TRUE)
+  tol <- sqrt(.Machine$double.eps)
+  pos <- e$values > tol * max(abs(e$values), 0)
+  if (!any(pos) && nrow(L) > 0 && max(abs(e$values)) > 0) pos[1] <- TRUE
+  P <- e$vectors[, pos, drop = FALSE]
+  list(L = t(P) %*% L, rhs = drop(crossprod(P, rhs)), values = e$values[pos],
+       reduced = sum(pos) < nrow(L), vectors = P)
+}
+
+#' Multi-df test of L beta = rhs (Satterthwaite, Kenward-Roger or none)
+#' @return named numeric: Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)
+#' @noRd
+h_contest_md <- function(object, L, rhs, ddf, parts, warn = TRUE) {
+  beta <- object$beta
+  sigma2 <- object$sigma^2
+  empty <- c(`Sum Sq` = NA_real_, `Mean Sq` = NA_real_, NumDF = 0,
+             DenDF = NA_real_, `F value` = NA_real_, `Pr(>F)` = NA_real_)
+  if (nrow(L) == 0L) return(empty)
+  V <- if (ddf == "Kenward-Roger") parts$kenward_roger$phi else object$vcov
+  red <- h_reduce_contrast(L, V, rhs)
+  if (red$reduced && warn) {
+    h_warn(sprintf("The contrast matrix has %d rows but rank %d; testing the %d-dimensional hypothesis it spans.",
+                   nrow(L), nrow(red$L), nrow(red$L)), "contrast")
+  }
+  Lr <- red$L
+  q <- nrow(Lr)
+  if (q == 0L) return(empty)
+  est <- drop(Lr %*% beta) - red$rhs
+  if (ddf == "Kenward-Roger") {
+    kr <- parts$kenward_roger
+    VA <- Lr %*% kr$phi_adj %*% t(Lr)
+    wald <- drop(crossprod(est, solve(VA, est)))
+    adj <- h_kr_ddf(kr, Lr)
+    Fval <- adj$scaling * wald / q
+    dendf <- adj$ddf
+  } else {
+    Fval <- sum(est^2 / red$values) / q
+    if (ddf == "Satterthwaite") {
+      sat <- parts$satterthwaite
+      nu <- vapply(seq_len(q), function(m) h_sat_df1(sat, Lr[m, ]), numeric(1))
+      dendf <- h_fstat_ddf(nu)
+    } else {
+      dendf <- NA_real_
+    }
+  }
+  ms <- Fval * sigma2
+  c(`Sum Sq` = ms * q, `Mean Sq` = ms, NumDF = q, DenDF = dendf,
+    `F value` = Fval,
+    `Pr(>F)` = if (is.na(dendf)) NA_real_ else
+      stats::pf(Fval, q, dendf, lower.tail = FALSE))
+}
+
+#' One-df t test of l beta = rhs
+#' @noRd
+h_contest_1d <- function(object, l, rhs, ddf, parts) {
+  est <- sum(l * object$beta)
+  if (ddf == "Kenward-Roger") {
+    kr <- parts$kenward_roger
+    se <- sqrt(drop(crossprod(l, kr$phi_adj %*% l)))
+    df <- h_kr_ddf(kr, matrix(l, nrow = 1))$ddf
+  } else {
+    se <- sqrt(drop(crossprod(l, object$vcov %*% l)))
+    df <- if (ddf == "Satterthwaite") h_sat_df1(parts$satterthwaite, l) else NA_real_
+  }
+  tval <- (est - rhs) / se
+  c(Estimate = est, `Std. Error` = se, df = df, `t value` = tval,
+    `Pr(>|t|)` = if (is.na(df)) NA_real_ else
+      2 * stats::pt(abs(tval), df, lower.tail = FALSE))
+}
+
+#' @noRd
+h_parts_for <- function(object, ddf) {
+  switch(ddf,
+         "Satterthwaite" = h_inference_parts(object, "satterthwaite"),
+         "Kenward-Roger" = h_inference_parts(object, "kenward-roger"),
+         NULL)
+}
+
+#' Test linear contrasts of the fixed effects
+#'
+#' Tests the hypothesis `L %*% beta = rhs` with small-sample degrees of
+#' freedom. A contrast vector gives a t test; a contrast matrix gives an F
+#' test of all rows jointly (`joint = TRUE`) or one t test per row
+#' (`joint = FALSE`). The denominator degrees of freedom follow
+#' Satterthwaite's method as in lmerTest (multi-df tests combine the
+#' one-df Satterthwaite dfs of the eigen-decomposed contrasts, Fai &
+#' Cornelius 1996) or Kenward and Roger's method as in pbkrtest (adjusted
+#' covariance of the estimates, scaled F statistic).
+#'
+#' @param object an `"lmm"` fit.
+#' @param L a numeric vector of length `length(fixef(object))` or a matrix
+#'   with that many columns.
+#' @param ddf `"Satterthwaite"` (default), `"Kenward-Roger"` (REML fits
+#'   only) or `"none"` (no degrees of freedom or p-values).
+#' @param joint for a matrix `L`: one F test of all rows (`TRUE`) or a t
+#'   test for each row (`FALSE`).
+#' @param rhs the hypothesised value(s) of `L %*% beta`: a scalar or one
+#'   value per row of `L`.
+#' @param ... unused.
+#' @return A data frame. t tests: columns `Estimate`, `Std. Error`, `df`,
+#'   `t value`, `Pr(>|t|)`, one row per contrast. F test: one row with
+#'   columns `Sum Sq`, `Mean Sq`, `NumDF`, `DenDF`, `F value`, `Pr(>F)`
+#'   (`Mean Sq` is the F value times `sigma^2`, as lmerTest). A contrast
+#'   matrix of deficient row rank gives a warning of class
+#'   `"lmmr_warning_contrast"` and is tested on the space it spans.
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' contest(fit, c(0, 1))                       # t test of the slope
+#' contest(fit, c(0, 1), rhs = 10)             # slope = 10?
+#' contest(fit, diag(2))                       # F test of both coefficients
+#' contest(fit, diag(2), ddf = "Kenward-Roger")
+#' @export
+contest <- function(object, L, ddf = c("Satterthwaite", "Kenward-Roger", "none"),
+                    joint = TRUE, rhs = 0, ...) {
+  h_check_lmm(object)
+  ddf <- h_match_ddf(ddf)
+  p <- length(object$beta)
+  if (is.list(L) || !(is.numeric(L) || is.logical(L))) {
+    h_abort("`L` must be a numeric vector or matrix.", "contrast")
+  }
+  is_vec <- is.null(dim(L))
+  if (is_vec) {
+    if (length(L) != p) {
+      h_abort(sprintf("The contrast vector `L` must have length %d (the number of fixed-effect coefficients), not %d.",
+                      p, length(L)), "contrast")
+    }
+    L <- matrix(L, nrow = 1L)
+  } else {
+    if (length(dim(L)) != 2L || ncol(L) != p) {
+      h_abort(sprintf("The contrast matrix `L` must have %d columns (the number of fixed-effect coefficients), not %d.",
+                      p, if (length(dim(L)) == 2L) ncol(L) else NA_integer_), "contrast")
+    }
+  }
+  storage.mode(L) <- "double"
+  if (any(!is.finite(L))) h_abort("`L` must contain only finite values.", "contrast")
+  if (!is.numeric(rhs) || !(length(rhs) %in% c(1L, nrow(L))) || any(!is.finite(rhs))) {
+    h_abort(sprintf("`rhs` must be a finite number or a vector of length %d.", nrow(L)),
+            "contrast")
+  }
+  rhs <- rep_len(as.numeric(rhs), nrow(L))
+  colnames(L) <- names(object$beta)
+  parts <- h_parts_for(object, ddf)
+  if (is_vec || !joint) {
+    rows <- lapply(seq_len(nrow(L)), function(i) h_contest_1d(object, L[i, ], rhs[i], ddf, parts))
+    out <- as.data.frame(do.call(rbind, c(rows, list(matrix(numeric(0), 0, 5,
+      dimnames = list(NULL, c("Estimate", "Std. Error", "df", "t value", "Pr(>|t|)")))))),
+      check.names = FALSE)
+    if (!is.null(rownames(L))) rownames(out) <- rownames(L)
+    return(out)
+  }
+  res <- h_contest_md(object, L, rhs, ddf, parts)
+  as.data.frame(as.list(res), check.names = FALSE)
+}
+
+# ---------------------------------------------------------------------------
+# ANOVA tables
+# ---------------------------------------------------------------------------
+
+#' @noRd
+h_match_type <- function(type) {
+  if (length(type) < 1L || is.null(type)) type <- 3
+  t1 <- type[1]
+  map <- c("1" = 1L, "2" = 2L, "3" = 3L, "I" = 1L, "II" = 2L, "III" = 3L)
+  key <- as.character(t1)
+  if (!(key %in% names(map))) {
+    h_abort(sprintf("`type` must be 1, 2 or 3 (or \"I\", \"II\", \"III\"); got %s.",
+                    paste(deparse(type), collapse = " ")), "argument")
+  }
+  unname(map[key])
+}
+
+#' Term structure of the fixed-effects design of a fit
+#' @noRd
+h_fixed_structure <- function(object) {
+  X <- object$X
+  tt <- object$design_info$fixed_terms
+  labels <- attr(tt, "term.labels")
+  assign <- attr(X, "assign")
+  if (is.null(assign) || length(assign) != ncol(X)) {
+    h_abort("The fit does not record which model term each fixed-effect column belongs to.",
+            "argument")
+  }
+  fac <- attr(tt, "factors")
+  list(X = X, labels = labels, assign = assign, factors = fac, terms = tt)
+}
+
+#' For each term, the terms that contain it (all its variables and more)
+#' @noRd
+h_containment <- function(labels, fac) {
+  out <- stats::setNames(vector("list", length(labels)), labels)
+  if (!length(labels)) return(out)
+  for (a in labels) {
+    va <- fac[, a] > 0
+    out[[a]] <- labels[vapply(labels, function(b) {
+      b != a && all(fac[va, b] > 0)
+    }, logical(1))]
+  }
+  out
+}
+
+#' Containment by column spaces of the over-parametrised term designs
+#' @noRd
+h_containment_span <- function(object, st) {
+  labels <- st$labels
+  fac <- st$factors
+  out <- stats::setNames(vector("list", length(labels)), labels)
+  if (!length(labels)) return(out)
+  full <- lapply(labels, function(l) {
+    h_full_term_columns(object$frame, rownames(fac)[fac[, l] > 0])
+  })
+  rk <- function(m) qr(m, tol = 1e-9)$rank
+  ranks <- vapply(full, rk, numeric(1))
+  for (a in seq_along(labels)) {
+    out[[a]] <- labels[vapply(seq_along(labels), function(b) {
+      b != a && rk(cbind(full[[b]], full[[a]])) == ranks[b]
+    }, logical(1))]
+  }
+  out
+}
+
+#' Type I (sequential) contrasts: rows of the Cholesky factor of X'X
+#' @noRd
+h_contrasts_type1 <- function(st) {
+  X <- st$X
+  R <- chol(crossprod(X))
+  lapply(stats::setNames(seq_along(st$labels), st$labels), function(j) {
+    R[st$assign == j, , drop = FALSE]
+  })
+}
+
+#' Type II contrasts: each term adjusted for all terms that do not contain
+#' it, where B contains A when the columns of A's over-parametrised design
+#' lie in the span of B's (so `temp` is contained in `recipe:temp` but
+#' `recipe` is not, as in lmerTest)
+#' @noRd
+h_contrasts_type2 <- function(object, st) {
+  X <- st$X
+  XtX <- crossprod(X)
+  cont <- h_containment_span(object, st)
+  lapply(stats::setNames(seq_along(st$labels), st$labels), function(j) {
+    lab <- st$labels[j]
+    own <- st$assign == j
+    other <- !own & !(st$assign %in% match(cont[[lab]], st$labels))
+    if (any(other)) {
+      A <- XtX[other, other, drop = FALSE]
+      L <- XtX[own, , drop = FALSE] -
+        XtX[own, other, drop = FALSE] %*% solve(A, XtX[other, , drop = FALSE])
+    } else {
+      L <- XtX[own, , drop = FALSE]
+    }
+    L[, other] <- 0
+    L
+  })
+}
+
+#' Columns of the over-parametrised design for one term: all indicator
+#' columns of every factor, times the numeric variables
+#' @noRd
+h_full_term_columns <- function(frame, vars) {
+  n <- nrow(frame)
+  out <- matrix(1, n, 1)
+  for (v in vars) {
+    x <- frame[[v]]
+    if (is.null(x)) x <- eval(parse(text = v), frame, environment(formula(attr(frame, "terms"))))
+    if (is.factor(x) || is.character(x) || is.logical(x)) {
+      f <- factor(x)
+      m <- stats::model.matrix(~ 0 + f, data.frame(f = f))
+    } else {
+      m <- as.matrix(x)
+      storage.mode(m) <- "double"
+    }
+    out <- do.call(cbind, lapply(seq_len(ncol(m)), function(j) out * m[, j]))
+  }
+  out
+}
+
+#' Null space basis of a matrix (columns)
+#' @noRd
+h_null <- function(A, tol = 1e-9) {
+  if (nrow(A) == 0L) return(diag(ncol(A)))
+  s <- svd(A, nu = 0, nv = ncol(A))
+  rank <- sum(s$d > tol * max(s$d, 0))
+  s$v[, setdiff(seq_len(ncol(A)), seq_len(rank)), drop = FALSE]
+}
+
+#' Type III contrasts: hypotheses defined on the over-parametrised model
+#' (every factor coded by all its indicators), so they do not depend on the
+#' contrast coding; each term's hypothesis involves only the term and terms
+#' containing it and is orthogonal to the hypotheses of the terms containing
+#' it (Goodnight's construction of SAS type III estimable functions).
+#' @noRd
+h_contrasts_type3 <- function(object, st) {
+  X <- st$X
+  labels <- st$labels
+  if (!length(labels)) return(list())
+  fac <- st$factors
+  frame <- object$frame
+  vars_of <- lapply(labels, function(l) rownames(fac)[fac[, l] > 0])
+  cols <- list()
+  blocks <- list()
+  has_int <- any(st$assign == 0L)
+  if (has_int) {
+    blocks[[1]] <- matrix(1, nrow(X), 1)
+  }
+  for (j in seq_along(labels)) {
+    blocks[[length(blocks) + 1L]] <- h_full_term_columns(frame, vars_of[[j]])
+  }
+  term_id <- rep(seq_along(blocks) - has_int, vapply(blocks, ncol, integer(1)))
+  rdX <- do.call(cbind, blocks)
+  # missing cells: all-zero columns of factor-only parts
+  missing <- labels[vapply(seq_along(labels), function(j) {
+    any(colSums(abs(rdX[, term_id == j, drop = FALSE])) == 0)
+  }, logical(1))]
+  if (length(missing)) {
+    h_inform(sprintf("Missing cells for: %s. \nInterpret type III hypotheses with care.",
+                     paste(missing, collapse = ", ")), "missing_cells")
+  }
+  keep <- colSums(abs(rdX)) > 0
+  rdX <- rdX[, keep, drop = FALSE]
+  term_id <- term_id[keep]
+  # basis of the estimable functions (row space of rdX)
+  s <- svd(rdX)
+  r <- sum(s$d > 1e-9 * s$d[1])
+  B <- s$v[, seq_len(r), drop = FALSE]
+  # map from estimable functions of the full parameters to beta:
+  # l' gamma = l' ginv(rdX) X beta for l in the row space
+  Tmap <- s$v[, seq_len(r), drop = FALSE] %*%
+    (crossprod(s$u[, seq_len(r), drop = FALSE], X) / s$d[seq_len(r)])
+  cont <- h_containment(labels, fac)
+  order_of <- colSums(fac > 0)
+  hyp <- list()
+  for (j in order(-order_of[labels])) {
+    lab <- labels[j]
+    ids <- c(j, match(cont[[lab]], labels))
+    zero_rows <- !(term_id %in% ids)
+    cons <- B[zero_rows, , drop = FALSE]
+    for (c2 in cont[[lab]]) {
+      if (!is.null(hyp[[c2]]) && ncol(hyp[[c2]])) {
+        cons <- rbind(cons, crossprod(hyp[[c2]], B))
+      }
+    }
+    nb <- h_null(cons)
+    hyp[[lab]] <- B %*% nb
+  }
+  lapply(stats::setNames(labels, labels), function(lab) {
+    L <- t(hyp[[lab]]) %*% Tmap
+    L[abs(L) < 1e-10 * max(abs(L), 1)] <- 0
+    L
+  })
+}
+
+#' ANOVA tables for linear mixed models
+#'
+#' With one fit: an F test for each fixed-effect term, with Satterthwaite's
+#' (default, as lmerTest) or Kenward-Roger's (as pbkrtest/lmerTest)
+#' denominator degrees of freedom. Type 3 (default) tests each term with
+#' hypotheses that do not depend on the contrast coding of factors (the
+#' SAS type III hypotheses: defined on the model with every factor coded by
+#' all its indicator columns, each term's hypothesis orthogonal to those of
+#' the terms containing it); type 2 tests each term adjusted for all terms
+#' that do not contain it; type 1 tests the terms sequentially (hypotheses
+#' from the Cholesky factor of `X'X`, as lmerTest). Empty cells in
+#' interactions of factors are reported with a message.
+#'
+#' With several fits (`anova(fit0, fit1, ...)`): likelihood-ratio tests, as
+#' lme4's `anova()`. The fits are sorted by their number of parameters;
+#' when some fit is REML and the fixed effects differ, all fits are refitted
+#' with ML first (with a message), unless `refit = FALSE` is given. The fits
+#' must use the same observations and response.
+#'
+#' @param object an `"lmm"` fit.
+#' @param ... further `"lmm"` fits for a likelihood-ratio comparison, and
+#'   optionally `refit = FALSE` to compare REML fits without refitting.
+#' @param type type of the hypotheses: `3`, `2` or `1` (also `"III"`,
+#'   `"II"`, `"I"`).
+#' @param ddf `"Satterthwaite"`, `"Kenward-Roger"` (REML fits only) or
+#'   `"none"` (F values without degrees of freedom or p-values).
+#' @return A data frame of class `c("anova", "data.frame")` with one row per
+#'   term and columns `Sum Sq`, `Mean Sq`, `NumDF`, `DenDF`, `F value`,
+#'   `Pr(>F)` (`Mean Sq` is the F value times `sigma^2` and `Sum Sq` is
+#'   `Mean Sq` times `NumDF`, as lmerTest). With several fits, a data frame
+#'   of class `c("anova", "data.frame")` with columns `npar`, `AIC`, `BIC`,
+#'   `logLik`, `deviance`, `Chisq`, `Df`, `Pr(>Chisq)`, one row per fit.
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' anova(fit)
+#' anova(fit, ddf = "Kenward-Roger")
+#' fit0 <- lmm(Reaction ~ 1 + (Days | Subject), data = sleepstudy)
+#' anova(fit0, fit)
+#' @export
+anova.lmm <- function(object, ..., type = c(3, 2, 1),
+                      ddf = c("Satterthwaite", "Kenward-Roger", "none")) {
+  dots <- list(...)
+  is_fit <- vapply(dots, function(d) inherits(d, "lmm"), logical(1))
+  if (any(is_fit)) {
+    cl <- match.call(expand.dots = FALSE)
+    dot_names <- vapply(cl$...[is_fit], function(e) paste(deparse(e), collapse = " "),
+                        character(1))
+    if (!is.null(names(dots)) && any(nzchar(names(dots)[is_fit]))) {
+      nm <- names(dots)[is_fit]
+      dot_names[nzchar(nm)] <- nm[nzchar(nm)]
+    }
+    obj_name <- paste(deparse(cl$object), collapse = " ")
+    refit <- if (!is.null(dots$refit)) dots$refit else TRUE
+    others <- dots[!is_fit & names(dots) != "refit"]
+    if (length(others)) {
+      h_warn(sprintf("Additional arguments ignored in the likelihood-ratio comparison: %s",
+                     paste(names(others), collapse = ", ")), "argument")
+    }
+    return(h_anova_lrt(c(list(object), dots[is_fit]),
+                       c(obj_name, dot_names), refit = refit))
+  }
+  if (length(dots)) {
+    h_warn(sprintf("Additional arguments ignored: %s",
+                   paste(names(dots), collapse = ", ")), "argument")
+  }
+  type <- h_match_type(type)
+  ddf <- h_match_ddf(ddf)
+  if (ddf == "Kenward-Roger" && !isTRUE(object$REML)) {
+    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
+            "reml_required")
+  }
+  st <- h_fixed_structure(object)
+  Ls <- switch(type,
+               h_contrasts_type1(st),
+               h_contrasts_type2(object, st),
+               h_contrasts_type3(object, st))
+  parts <- h_parts_for(object, ddf)
+  cols <- c("Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)")
+  rows <- lapply(Ls, function(L) {
+    h_contest_md(object, L, rep(0, nrow(L)), ddf, parts, warn = FALSE)
+  })
+  tab <- if (length(rows)) do.call(rbind, rows) else
+    matrix(numeric(0), 0, 6, dimnames = list(NULL, cols))
+  tab <- as.data.frame(tab, check.names = FALSE)
+  rownames(tab) <- names(Ls)
+  if (ddf == "none") tab <- tab[, c("Sum Sq", "Mean Sq", "NumDF", "F value"), drop = FALSE]
+  type_name <- c("Type I", "Type II", "Type III")[type]
+  method <- switch(ddf,
+                   "Satterthwaite" = " with Satterthwaite's method",
+                   "Kenward-Roger" = " with Kenward-Roger's method",
+                   "none" = " (no denominator degrees of freedom)")
+  structure(tab, heading = paste0(type_name, " Analysis of Variance Table", method),
+            class = c("anova", "data.frame"))
+}
