@@ -87,8 +87,9 @@ h_cluster_means <- function(x, cluster) {
 #'
 #' If the model has `x_within`, `x_between` *and* `x`, the first is used.
 #' Each effect is a linear contrast `L beta` of the fixed effects with
-#' standard error `sqrt(L V L')`. Degrees of freedom come from `contest()`
-#' (Satterthwaite or Kenward-Roger) when lmmr provides it; otherwise from
+#' standard error `sqrt(L V L')` (Kenward-Roger: from the adjusted
+#' covariance). Degrees of freedom come from [contest()] (Satterthwaite or
+#' Kenward-Roger, one t test per row); should that fail, from
 #' the per-coefficient Satterthwaite df of [summary.lmm()] (for a contrast of
 #' two coefficients, the smaller of their dfs, which is conservative), and if
 #' that is unavailable too, `df = Inf` (Wald z test). The method used is
@@ -217,15 +218,16 @@ h_contrast_tests <- function(fit, L, ddf) {
   df <- NULL
   method <- NULL
   if (!is.null(contest_fun)) {
-    df <- tryCatch({
-      vapply(seq_len(nrow(L)), function(i) {
-        res <- contest_fun(fit, L[i, , drop = FALSE], ddf = ddf)
-        d <- if (is.list(res) && !is.null(res$df)) res$df else res[, "df"]
-        as.numeric(d[1])
-      }, numeric(1))
-    }, error = function(e) NULL)
-    if (!is.null(df) && all(is.finite(df))) method <- paste(ddf, "(contest)")
-    else df <- NULL
+    res <- tryCatch(
+      as.data.frame(contest_fun(fit, L, ddf = ddf, joint = FALSE)),
+      error = function(e) NULL
+    )
+    if (!is.null(res) && nrow(res) == nrow(L) &&
+        all(c("df", "Std. Error") %in% names(res)) && all(is.finite(res$df))) {
+      df <- as.numeric(res$df)
+      se <- as.numeric(res[["Std. Error"]])
+      method <- sprintf("%s (contest())", ddf)
+    }
   }
   if (is.null(df)) {
     coef_df <- tryCatch({

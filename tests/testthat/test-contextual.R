@@ -73,3 +73,20 @@ test_that("contextual errors are classed", {
   fit <- suppressMessages(lmm(y ~ x_within + x_between + (1 | cl), d))
   expect_error(contextual(fit, c("x", "z")), class = "lmmr_error_argument")
 })
+
+test_that("contrasts, SEs and Satterthwaite df equal lmerTest::contest", {
+  skip_if_not_installed("lmerTest")
+  d <- ctx_data()
+  fit <- suppressMessages(lmm(y ~ x_within + x_between + (1 | cl), d))
+  ce <- contextual(fit, "x")
+  skip_if(grepl("^none", attr(ce, "df_method")), "contest() not available")
+  ref <- suppressMessages(lmerTest::lmer(y ~ x_within + x_between + (1 | cl), d))
+  rc <- lmerTest::contest(ref, rbind(c(0, 1, 0), c(0, 0, 1), c(0, -1, 1)),
+                          joint = FALSE)
+  # lmerTest 3.1-3: within 0.4565, df 419; between 2.0648, df 58;
+  # contextual 1.6083, df 78.09
+  expect_equal(ce$estimate, rc$Estimate, tolerance = 1e-5)
+  expect_equal(ce$std_error, rc[["Std. Error"]], tolerance = 1e-4)
+  expect_equal(ce$df, rc$df, tolerance = 1e-3)
+  expect_equal(ce$p_value, rc[["Pr(>|t|)"]], tolerance = 1e-3)
+})
