@@ -168,6 +168,7 @@ h_frame_response <- function(frame) {
 h_drop_rank_deficient <- function(X, tol = 1e-7) {
   p <- ncol(X)
   if (p == 0L) return(list(X = X, dropped = character()))
+  if (h_clearly_full_rank(X)) return(list(X = X, dropped = character()))
   qx <- qr(X, tol = tol, LAPACK = FALSE)
   if (qx$rank == p) return(list(X = X, dropped = character()))
   keep <- sort(qx$pivot[seq_len(qx$rank)])
@@ -190,9 +191,12 @@ h_drop_rank_deficient <- function(X, tol = 1e-7) {
 #' @noRd
 h_check_scale_x <- function(X, tol = 1000) {
   if (!ncol(X) || nrow(X) < 2L) return(invisible(FALSE))
-  continuous <- apply(X, 2L, function(z) !all(z %in% c(0, 1)))
+  # vectorised over columns: a column is binary when every z (z - 1) is 0
+  continuous <- colSums(abs(X * (X - 1))) > 0
   if (!any(continuous)) return(invisible(FALSE))
-  sds <- apply(X[, continuous, drop = FALSE], 2L, stats::sd)
+  n <- nrow(X)
+  means <- colMeans(X)[continuous]
+  sds <- sqrt(pmax(colSums(X[, continuous, drop = FALSE]^2) - n * means^2, 0) / (n - 1))
   ratios <- outer(sds, sds, "/")
   logs <- c(abs(log(ratios[lower.tri(ratios)])), abs(log(sds)))
   if (any(logs > log(tol), na.rm = TRUE)) {
@@ -377,4 +381,19 @@ h_newdata_X <- function(design_info, newdata) {
   off <- stats::model.offset(mf)
   off <- if (is.null(off)) rep(0, nrow(X)) else as.numeric(off)
   list(X = X, offset = off)
+}
+
+#' Cheap screen for a full-rank X: a pivoted Cholesky of the column-scaled
+#' cross-product (one BLAS pass, instead of a QR of the n x p matrix). Only
+#' when it is not clearly well conditioned does the caller run the QR that
+#' decides which columns are aliased.
+#' @noRd
+h_clearly_full_rank <- function(X) {
+  d <- sqrt(colSums(X^2))
+  if (any(!is.finite(d)) || any(d == 0)) return(FALSE)
+  xtx <- crossprod(X) / outer(d, d)
+  r <- suppressWarnings(chol(xtx, pivot = TRUE, tol = 1e-9))
+  # smallest pivot of the scaled Cholesky factor plays the role of QR's
+  # |R_jj| / |x_j|; keep a wide margin over the QR tolerance
+  attr(r, "rank") == ncol(X) && min(abs(diag(r))) > 1e-4
 }

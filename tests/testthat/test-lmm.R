@@ -199,3 +199,13 @@ test_that("printed output keeps the lme4 layout", {
   expect_snapshot(print(summary(fit, ddf = "none")))
   expect_snapshot(print(VarCorr(fit)))
 })
+
+test_that("a response with a large mean and tiny spread is fitted accurately", {
+  skip_if_not_installed("lme4")
+  # (Reaction^-2 - 1) / -2 is about 0.5 +/- 1e-6: the residual sum of squares
+  # must not be computed as a difference of large cross-products
+  d <- lme4::sleepstudy
+  d$z <- (d$Reaction^-2 - 1) / -2
+  res <- expect_matches_lme4(z ~ Days + (Days | Subject), d, REML = FALSE)
+  expect_true(res$fit$optinfo$converged)
+})

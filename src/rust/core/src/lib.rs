@@ -13,6 +13,7 @@
 #![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
 
 mod blocks;
+mod center;
 mod error;
 mod factor;
 mod input;
@@ -113,13 +114,26 @@ impl Prepared {
 pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result<f64, LmmError> {
     input::validate(input)?;
     input::check_theta(input, theta)?;
-    let mut prep = Prepared::new(input)?;
+    let (y_centered, _) = center::residualize(input);
+    let centered = FitInput {
+        y: &y_centered,
+        ..input.clone()
+    };
+    let mut prep = Prepared::new(&centered)?;
     Ok(prep.eval(theta, reml)?.value)
 }
 
 /// Fits the model: optimises the profiled criterion over theta (unless
 /// `control.optimize` is false) and returns the estimates at the optimum.
 pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmError> {
+    input::validate(input)?;
+    // Fit y - X beta0 (see `center`); beta0 is added back below.
+    let (y_centered, beta0) = center::residualize(input);
+    let centered = FitInput {
+        y: &y_centered,
+        ..input.clone()
+    };
+    let input = &centered;
     let mut prep = Prepared::new(input)?;
     let lower = input::lower_bounds(input);
     let start = match &control.theta_start {
@@ -155,7 +169,15 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
         }
     };
     let crit = prep.eval(&opt.x, reml)?;
-    let sol = solve::solve(input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
+    let mut sol = solve::solve(input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
+    let n = input.n;
+    for (j, b0) in beta0.iter().enumerate() {
+        sol.beta[j] += b0;
+        let xj = &input.x[j * n..(j + 1) * n];
+        for (f, x) in sol.fitted.iter_mut().zip(xj) {
+            *f += b0 * x;
+        }
+    }
     Ok(FitOutput {
         theta: opt.x,
         lower,
