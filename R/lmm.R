@@ -58,9 +58,11 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 
 #' Control settings for lmm()
 #'
-#' @param max_iter maximum number of optimiser iterations.
-#' @param tol convergence tolerance of the optimiser (on the relative change
-#'   of the profiled criterion and the projected gradient).
+#' @param max_iter maximum number of iterations of the optimiser (a projected
+#'   Newton method with finite-difference derivatives of the profiled
+#'   criterion; each iteration costs a few evaluations of the criterion).
+#' @param tol convergence tolerance: the optimiser stops when the decrease
+#'   predicted by a Newton step is below `tol` relative to the criterion.
 #' @param singular_tol a fit is reported as singular (on the boundary of the
 #'   parameter space) when a diagonal element of the relative covariance
 #'   factor is below this value, as `lme4::isSingular()`.
@@ -71,7 +73,7 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 #' ctrl <- lmm_control(max_iter = 500)
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, control = ctrl)
 #' @export
-lmm_control <- function(max_iter = 1000L, tol = 1e-10, singular_tol = 1e-4,
+lmm_control <- function(max_iter = 200L, tol = 1e-10, singular_tol = 1e-4,
                         theta_start = NULL) {
   h_check_number(max_iter, "max_iter", lower = 1)
   h_check_number(tol, "tol", lower = 0)
