@@ -87,7 +87,14 @@ h_anova_lrt <- function(fits, names, refit = TRUE, env = NULL) {
 h_split_bars <- function(formula) {
   rhs <- formula[[length(formula)]]
   terms <- list()
+  strip <- function(e) {
+    while (is.call(e) && identical(e[[1]], as.name("("))) e <- e[[2]]
+    e
+  }
   collect <- function(e) {
+    e0 <- e
+    e <- strip(e)
+    if (!identical(e, e0) && !(is.call(e) && identical(e[[1]], as.name("+")))) e <- e0
     if (is.call(e) && identical(e[[1]], as.name("+")) && length(e) == 3L) {
       collect(e[[2]])
       collect(e[[3]])
@@ -96,10 +103,6 @@ h_split_bars <- function(formula) {
     }
   }
   collect(rhs)
-  strip <- function(e) {
-    while (is.call(e) && identical(e[[1]], as.name("("))) e <- e[[2]]
-    e
-  }
   is_bar <- vapply(terms, function(e) {
     e <- strip(e)
     is.call(e) && (identical(e[[1]], as.name("|")) || identical(e[[1]], as.name("||")))
@@ -169,6 +172,9 @@ h_lm_loglik <- function(fit, REML) {
 #' Lee 1994). It is `NA` when more than one dimension is removed at once.
 #'
 #' @param model an `"lmm"` fit.
+#' @param reduce.terms if `TRUE` (default) terms with random slopes are
+#'   reduced to random intercepts; if `FALSE` every term is removed
+#'   entirely.
 #' @param ... unused.
 #' @return A data frame of class `c("ranova_lmm", "anova", "data.frame")`:
 #'   the first row is the full model, then one row per reduced term, with
@@ -178,7 +184,7 @@ h_lm_loglik <- function(fit, REML) {
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' ranova(fit)
 #' @export
-ranova <- function(model, ...) {
+ranova <- function(model, reduce.terms = TRUE, ...) {
   h_check_lmm(model, "model")
   env <- environment(model$formula_input %||% model$formula)
   if (is.null(env)) env <- parent.frame()
@@ -196,7 +202,7 @@ ranova <- function(model, ...) {
     info <- h_bar_lhs(bar, model$frame)
     k <- as.integer(info$intercept) + info$n_other
     bar_txt <- paste(deparse(bar, width.cutoff = 500L), collapse = " ")
-    if (info$intercept && info$n_other > 0) {
+    if (isTRUE(reduce.terms) && info$intercept && info$n_other > 0) {
       newbar <- bar
       newbar[[2]] <- 1
       bars <- sp$bars
