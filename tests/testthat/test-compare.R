@@ -1,0 +1,116 @@
+# Likelihood-ratio comparisons of several fits (anova(fit0, fit1, ...)) and
+# ranova(). References: lme4 1.1-31 anova.merMod and lmerTest 3.1-3 ranova,
+# computed live, and values from lmerTest's test suite (cases.csv H01-H04).
+
+test_that("anova(fit0, fit1) matches lme4's likelihood-ratio table", {
+  skip_if_not_installed("lme4")
+  ss <- lme4::sleepstudy
+  fm0 <- lmm(Reaction ~ 1 + (Days | Subject), data = ss)
+  fm1 <- lmm(Reaction ~ Days + (Days | Subject), data = ss)
+  expect_message(a <- anova(fm1, fm0), "refitting model(s) with ML (instead of REML)",
+                 fixed = TRUE)
+  expect_s3_class(a, c("anova", "data.frame"))
+  expect_named(a, c("npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"))
+  expect_equal(rownames(a), c("fm0", "fm1"))  # sorted by npar
+  r0 <- lme4::lmer(Reaction ~ 1 + (Days | Subject), data = ss)
+  r1 <- lme4::lmer(Reaction ~ Days + (Days | Subject), data = ss)
+  ref <- suppressMessages(anova(r0, r1))
+  for (col in c("npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)")) {
+    expect_equal(a[[col]], ref[[col]], tolerance = 1e-4, label = col)
+  }
+})
+
+test_that("REML fits with the same fixed effects are compared without refitting", {
+  skip_if_not_installed("lme4")
+  ss <- lme4::sleepstudy
+  fm1 <- lmm(Reaction ~ Days + (Days | Subject), data = ss)
+  fm2 <- lmm(Reaction ~ Days + (1 | Subject), data = ss)
+  expect_no_message(a <- anova(fm1, fm2))
+  # lmerTestR@35dc588 tests/test_ranova_step.R (H01): LRT 42.83681343
+  expect_equal(a$Chisq[2], 42.83681343, tolerance = 1e-4)
+  ref <- anova(lme4::lmer(Reaction ~ Days + (1 | Subject), data = ss),
+               lme4::lmer(Reaction ~ Days + (Days | Subject), data = ss), refit = FALSE)
+  expect_equal(a$logLik, ref$logLik, tolerance = 1e-6)
+  expect_equal(a$AIC, ref$AIC, tolerance = 1e-6)
+  # refit = FALSE keeps REML fits even when the fixed effects differ
+  fm0 <- lmm(Reaction ~ 1 + (Days | Subject), data = ss)
+  expect_no_message(b <- anova(fm0, fm1, refit = FALSE))
+  expect_equal(b$logLik[2], as.numeric(logLik(fm1)))
+})
+
+test_that("anova of fits to different data is a classed error", {
+  ss <- sleepstudy
+  fm1 <- lmm(Reaction ~ Days + (Days | Subject), data = ss)
+  fm3 <- lmm(Reaction ~ Days + (1 | Subject), data = ss[-1, ])
+  # lme4@32b5bfd tests/testthat/test-methods.R (L20)
+  expect_error(anova(fm1, fm3), class = "lmmr_error_data_mismatch")
+  ss2 <- ss
+  ss2$Reaction <- rev(ss2$Reaction)
+  fm4 <- lmm(Reaction ~ Days + (1 | Subject), data = ss2)
+  expect_error(anova(fm1, fm4), class = "lmmr_error_data_mismatch")
+})
+
+test_that("ranova reduces (x | g) to (1 | g) and matches lmerTest", {
+  fm1 <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  r <- ranova(fm1)
+  expect_s3_class(r, "ranova_lmm")
+  expect_named(r, c("npar", "logLik", "AIC", "LRT", "Df", "Pr(>Chisq)", "Pr(>Chisq) mixture"))
+  expect_equal(nrow(r), 2)
+  expect_equal(r$Df[2], 2)
+  # lmerTestR@35dc588 tests/test_ranova_step.R (H01): local logLik
+  # -871.8141360 vs -893.2325427, LRT 42.83681343
+  expect_equal(r$logLik, c(-871.8141360, -893.2325427), tolerance = 1e-6)
+  expect_equal(r$LRT[2], 42.83681343, tolerance = 1e-4)
+  # boundary mixture 0.5 chi2_1 + 0.5 chi2_2 (Stram & Lee 1994)
+  lrt <- r$LRT[2]
+  expect_equal(r[["Pr(>Chisq) mixture"]][2],
+               0.5 * pchisq(lrt, 1, lower.tail = FALSE) + 0.5 * pchisq(lrt, 2, lower.tail = FALSE))
+  expect_output(print(r), "mixture")
+  skip_if_not_installed("lmerTest")
+  ref <- lmerTest::ranova(lmerTest::lmer(Reaction ~ Days + (Days | Subject), data = lme4::sleepstudy))
+  expect_equal(r$LRT, ref$LRT, tolerance = 1e-4)
+  expect_equal(r$npar, ref$npar)
+})
+
+test_that("ranova removing the only term compares with the linear model", {
+  fm1 <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  # lmerTestR@35dc588 tests/test_ranova_step.R (H02): REML LRT vs lm 150.0353915
+  r <- ranova(fm1, reduce.terms = FALSE)
+  expect_equal(r$Df[2], 3)
+  expect_equal(r$LRT[2], 150.0353915, tolerance = 1e-4)
+  expect_equal(r$logLik[2], as.numeric(logLik(lm(Reaction ~ Days, sleepstudy), REML = TRUE)),
+               tolerance = 1e-8)
+  # H03: ML fit, LRT 106.2144134; logLik -897.0393215 / -950.1465282
+  fm2 <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, REML = FALSE)
+  r2 <- ranova(fm2)
+  expect_equal(r2$LRT[2], 106.2144134, tolerance = 1e-4)
+  expect_equal(r2$logLik, c(-897.0393215, -950.1465282), tolerance = 1e-6)
+  expect_equal(r2[["Pr(>Chisq) mixture"]][2], 0.5 * pchisq(r2$LRT[2], 1, lower.tail = FALSE))
+})
+
+test_that("ranova handles || terms, nested terms and slope-only terms", {
+  skip_if_not_installed("lmerTest")
+  ss <- lme4::sleepstudy
+  r <- ranova(lmm(Reaction ~ Days + (Days || Subject), data = ss))
+  ref <- lmerTest::ranova(lmerTest::lmer(Reaction ~ Days + (Days || Subject), data = ss))
+  expect_equal(nrow(r), 3)
+  expect_equal(sort(r$LRT[-1]), sort(ref$LRT[-1]), tolerance = 1e-4)
+  expect_equal(r$Df[-1], c(1, 1))
+  pastes <- lme4::Pastes
+  rp <- suppressMessages(ranova(lmm(strength ~ 1 + (1 | batch / cask), data = pastes)))
+  refp <- lmerTest::ranova(lmerTest::lmer(strength ~ 1 + (1 | batch / cask), data = pastes))
+  expect_equal(sort(rp$LRT[-1]), sort(refp$LRT[-1]), tolerance = 1e-4)
+  # slope-only term is dropped entirely
+  r0 <- ranova(lmm(Reaction ~ Days + (0 + Days | Subject), data = ss))
+  expect_equal(r0$Df[2], 1)
+  expect_match(rownames(r0)[2], "0 + Days | Subject", fixed = TRUE)
+})
+
+test_that("ranova on a Dyestuff REML fit matches lmerTest", {
+  skip_if_not_installed("lmerTest")
+  d <- lme4::Dyestuff
+  r <- ranova(lmm(Yield ~ 1 + (1 | Batch), data = d))
+  ref <- lmerTest::ranova(lmerTest::lmer(Yield ~ 1 + (1 | Batch), data = d))
+  expect_equal(r$LRT[2], ref$LRT[2], tolerance = 1e-4)
+  expect_equal(r$logLik, ref$logLik, tolerance = 1e-6)
+})
