@@ -2,6 +2,9 @@
 
 use crate::InferenceError;
 use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_solve::{
+    solve_lower_triangular_in_place, solve_upper_triangular_in_place,
+};
 use faer::{Accum, Mat, MatRef, Par, Side};
 
 /// `a * b`.
@@ -77,27 +80,20 @@ impl Chol {
         })
     }
 
+    /// `L^-1 b` (forward substitution, blocked by faer).
+    pub fn half_solve(&self, b: MatRef<'_, f64>) -> Mat<f64> {
+        let mut x = b.to_owned();
+        if self.l.nrows() > 0 && x.ncols() > 0 {
+            solve_lower_triangular_in_place(self.l.as_ref(), x.as_mut(), Par::Seq);
+        }
+        x
+    }
+
     /// Solve `A x = b`.
     pub fn solve(&self, b: MatRef<'_, f64>) -> Mat<f64> {
-        let n = self.l.nrows();
-        let mut x = b.to_owned();
-        for col in 0..x.ncols() {
-            // forward: L y = b
-            for i in 0..n {
-                let mut s = x[(i, col)];
-                for k in 0..i {
-                    s -= self.l[(i, k)] * x[(k, col)];
-                }
-                x[(i, col)] = s / self.l[(i, i)];
-            }
-            // backward: L' x = y
-            for i in (0..n).rev() {
-                let mut s = x[(i, col)];
-                for k in (i + 1)..n {
-                    s -= self.l[(k, i)] * x[(k, col)];
-                }
-                x[(i, col)] = s / self.l[(i, i)];
-            }
+        let mut x = self.half_solve(b);
+        if self.l.nrows() > 0 && x.ncols() > 0 {
+            solve_upper_triangular_in_place(self.l.transpose(), x.as_mut(), Par::Seq);
         }
         x
     }

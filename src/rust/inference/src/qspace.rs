@@ -267,14 +267,20 @@ fn build_layout(inp: &ModelInput<'_>, terms: &[Term<'_>]) -> Layout {
     }
 }
 
-/// Block-diagonal matrix with `mats[t]` at every level of term `t` in the block.
-fn block_diag(members: &Members, size: usize, mats: &[Mat<f64>]) -> Mat<f64> {
-    let mut out = Mat::<f64>::zeros(size, size);
+/// `Lambda' X` for a block matrix `X`, with `Lambda` block diagonal
+/// (`mats[t]` at every level of term `t` in the block).
+fn lambda_t_apply(members: &Members, mats: &[Mat<f64>], x: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(x.nrows(), x.ncols());
     for &(t, _, off) in members {
         let m = &mats[t];
-        for c in 0..m.ncols() {
-            for r in 0..m.nrows() {
-                out[(off + r, off + c)] = m[(r, c)];
+        let k = m.nrows();
+        for col in 0..x.ncols() {
+            for r in 0..k {
+                let mut s = 0.0;
+                for c in r..k {
+                    s += m[(c, r)] * x[(off + c, col)];
+                }
+                out[(off + r, col)] = s;
             }
         }
     }
@@ -349,46 +355,49 @@ impl<'a> QSpace<'a> {
         let mut ysy = ywy;
         for b in 0..nb {
             let size = layout.size[b];
-            let lam = block_diag(&layout.blocks[b], size, &lambdas);
-            let g = tmm(lam.as_ref(), c[b].as_ref()); // Lambda' C
-            let mut a = mm(g.as_ref(), lam.as_ref());
+            let members = &layout.blocks[b];
+            // G = Lambda' C and A = Lambda' C Lambda + I, using the block structure of Lambda
+            let g = lambda_t_apply(members, &lambdas, c[b].as_ref());
+            let mut a = lambda_t_apply(members, &lambdas, g.transpose());
+            symmetrise(&mut a);
             for i in 0..size {
                 a[(i, i)] += 1.0;
             }
             let ch = Chol::new(a.as_ref(), "Lambda' Z'WZ Lambda + I")?;
-            let ainv_g = ch.solve(g.as_ref());
-            let h = tmm(lam.as_ref(), zwx[b].as_ref());
-            let hy = tmm(lam.as_ref(), zwy[b].as_ref());
-            let ainv_h = ch.solve(h.as_ref());
-            let ainv_hy = ch.solve(hy.as_ref());
-            let mut mb = tmm(g.as_ref(), ainv_g.as_ref());
+            let h = lambda_t_apply(members, &lambdas, zwx[b].as_ref());
+            let hy = lambda_t_apply(members, &lambdas, zwy[b].as_ref());
+            // with A = L L': C Lambda A^-1 Lambda' C = (L^-1 G)' (L^-1 G)
+            let lg = ch.half_solve(g.as_ref());
+            let lh = ch.half_solve(h.as_ref());
+            let lhy = ch.half_solve(hy.as_ref());
+            let mut mb = tmm(lg.as_ref(), lg.as_ref());
             for j in 0..size {
                 for i in 0..size {
                     mb[(i, j)] = (c[b][(i, j)] - mb[(i, j)]) / s2;
                 }
             }
             symmetrise(&mut mb);
-            let gh = tmm(ainv_g.as_ref(), h.as_ref());
+            let gh = tmm(lg.as_ref(), lh.as_ref());
             let mut nbm = Mat::<f64>::zeros(size, p);
             for j in 0..p {
                 for i in 0..size {
                     nbm[(i, j)] = (zwx[b][(i, j)] - gh[(i, j)]) / s2;
                 }
             }
-            let ghy = tmm(ainv_g.as_ref(), hy.as_ref());
+            let ghy = tmm(lg.as_ref(), lhy.as_ref());
             let mut zb = Mat::<f64>::zeros(size, 1);
             for i in 0..size {
                 zb[(i, 0)] = (zwy[b][(i, 0)] - ghy[(i, 0)]) / s2;
             }
-            let hah = tmm(h.as_ref(), ainv_h.as_ref());
-            let hahy = tmm(h.as_ref(), ainv_hy.as_ref());
+            let hah = tmm(lh.as_ref(), lh.as_ref());
+            let hahy = tmm(lh.as_ref(), lhy.as_ref());
             for j in 0..p {
                 for i in 0..p {
                     xsx[(i, j)] -= hah[(i, j)];
                 }
                 xsy[(j, 0)] -= hahy[(j, 0)];
             }
-            ysy -= tmm(hy.as_ref(), ainv_hy.as_ref())[(0, 0)];
+            ysy -= tmm(lhy.as_ref(), lhy.as_ref())[(0, 0)];
             m.push(mb);
             nmat.push(nbm);
             zsy.push(zb);
