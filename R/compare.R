@@ -76,6 +76,7 @@ h_anova_lrt <- function(fits, names, refit = TRUE, env = NULL) {
   forms <- vapply(fits[ord], function(f) paste(deparse(f$formula_input %||% f$formula, width.cutoff = 500L), collapse = " "),
                   character(1))
   data_name <- paste(deparse(fits[[1]]$call$data), collapse = " ")
+  if (nchar(data_name) > 60L) data_name <- paste0(substr(data_name, 1L, 57L), "...")
   heading <- c(paste0("Data: ", data_name),
                paste0("Models:\n", paste0(names, ": ", forms, collapse = "\n")),
                if (all(reml)) "(REML fits compared without refitting)")
@@ -253,13 +254,33 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
 }
 
 #' @export
-print.ranova_lmm <- function(x, ...) {
-  y <- x
-  class(y) <- c("anova", "data.frame")
-  print(y, ...)
-  cat(sprintf("\nLikelihoods are %s. Pr(>Chisq): naive chi-square p-value of the LRT;\n",
-              if (isTRUE(attr(x, "REML"))) "restricted (REML)" else "maximum likelihood"))
-  cat("Pr(>Chisq) mixture: boundary-corrected p-value (50:50 chi-square mixture,\n")
-  cat("Self & Liang 1987; Stram & Lee 1994), NA when it does not apply.\n")
+print.ranova_lmm <- function(x, digits = max(getOption("digits") - 2L, 3L), ...) {
+  heading <- attr(x, "heading")
+  if (!is.null(heading)) cat(heading, sep = "\n")
+  cat("\n")
+  fmt_num <- function(v, d) ifelse(is.na(v), "", format(v, digits = d))
+  fmt_p <- function(v) {
+    out <- rep("", length(v))
+    ok <- !is.na(v)
+    out[ok] <- format.pval(v[ok], digits = max(1L, digits - 3L), eps = .Machine$double.eps)
+    out
+  }
+  out <- data.frame(
+    npar = format(x$npar),
+    logLik = fmt_num(round(x$logLik, 2), digits + 2L),
+    AIC = fmt_num(round(x$AIC, 2), digits + 2L),
+    LRT = fmt_num(x$LRT, digits),
+    Df = ifelse(is.na(x$Df), "", format(x$Df)),
+    `Pr(>Chisq)` = fmt_p(x[["Pr(>Chisq)"]]),
+    `Pr(>Chisq) mixture` = fmt_p(x[["Pr(>Chisq) mixture"]]),
+    check.names = FALSE, row.names = rownames(x)
+  )
+  print(out, quote = FALSE, right = TRUE)
+  cat(sprintf("\nLog-likelihoods are %s.\n",
+              if (isTRUE(attr(x, "REML"))) "restricted (REML)" else "maximum likelihood (ML)"))
+  cat("Pr(>Chisq): naive chi-square p-value of the likelihood-ratio test (conservative,\n",
+      "  the null hypothesis puts a variance on the boundary of the parameter space).\n",
+      "Pr(>Chisq) mixture: boundary-corrected p-value from a 50:50 chi-square mixture\n",
+      "  (Self & Liang 1987; Stram & Lee 1994); empty when it does not apply.\n", sep = "")
   invisible(x)
 }

@@ -557,6 +557,11 @@ anova.lmm <- function(object, ..., type = c(3, 2, 1),
       dot_names[nzchar(nm)] <- nm[nzchar(nm)]
     }
     obj_name <- paste(deparse(cl$object), collapse = " ")
+    all_names <- c(obj_name, dot_names)
+    bad_name <- nchar(all_names) > 40L | grepl("\\(", all_names) | duplicated(all_names)
+    all_names[bad_name] <- paste0("MODEL", seq_along(all_names))[bad_name]
+    obj_name <- all_names[1]
+    dot_names <- all_names[-1]
     refit <- if (!is.null(dots$refit)) dots$refit else TRUE
     others <- dots[!is_fit & names(dots) != "refit"]
     if (length(others)) {
