@@ -295,6 +295,13 @@ contest <- function(object, L, ddf = c("Satterthwaite", "Kenward-Roger", "none")
   }
   rhs <- rep_len(as.numeric(rhs), nrow(L))
   colnames(L) <- names(object$beta)
+  t_cols <- c("Estimate", "Std. Error", "df", "t value", "Pr(>|t|)")
+  f_cols <- c("Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)")
+  if (nrow(L) == 0L || p == 0L) {
+    cols <- if (is_vec || !joint) t_cols else f_cols
+    return(as.data.frame(matrix(numeric(0), 0, length(cols), dimnames = list(NULL, cols)),
+                         check.names = FALSE))
+  }
   parts <- h_parts_for(object, ddf)
   if (is_vec || !joint) {
     rows <- lapply(seq_len(nrow(L)), function(i) h_contest_1d(object, L[i, ], rhs[i], ddf, parts))

@@ -26,8 +26,9 @@ plug_lme4 <- function(fit, ref) {
 }
 
 fit_both <- function(formula, data, ...) {
-  fit <- suppressMessages(lmm(formula, data = data, ...))
-  ref <- suppressMessages(lmerTest::lmer(formula, data = data, ...))
+  # do.call() so that weights reach both fitters as values
+  fit <- suppressMessages(do.call(lmm, list(formula, data = data, ...)))
+  ref <- suppressMessages(do.call(lmerTest::lmer, list(formula, data = data, ...)))
   list(fit = fit, ref = ref, plugged = plug_lme4(fit, ref))
 }
 
@@ -301,7 +302,59 @@ test_that("models without fixed effects or with only an intercept", {
   fit0 <- lmm(Reaction ~ 1 + (Days | Subject), data = sleepstudy)
   expect_equal(nrow(anova(fit0)), 0)
   expect_equal(nrow(coef(summary(fit0, ddf = "Kenward-Roger"))), 1)
-  expect_equal(nrow(contest(fit0, matrix(numeric(0), 0, 1))), 1)
+  # lmerTestR@35dc588 tests/test_contestMD.R / test_contest1D.R (E14, F07):
+  # zero-row contrasts and models without fixed effects give 0-row tables
+  expect_equal(nrow(contest(fit0, matrix(numeric(0), 0, 1))), 0)
+  fit_none <- lmm(Reaction ~ -1 + (Days | Subject), data = sleepstudy)
+  expect_equal(nrow(contest(fit_none, numeric(0))), 0)
+  expect_equal(nrow(coef(summary(fit_none, ddf = "Kenward-Roger"))), 0)
+  # no-intercept model (F07): NumDF 1, DenDF 17 with both methods
+  fit_ni <- lmm(Reaction ~ Days - 1 + (Days | Subject), data = sleepstudy)
+  for (ddf in c("Satterthwaite", "Kenward-Roger")) {
+    a <- anova(fit_ni, ddf = ddf)
+    expect_equal(a$NumDF, 1)
+    expect_equal(a$DenDF, 17, tolerance = 1e-4)
+  }
+})
+
+test_that("hard-coded cake degrees of freedom (lmerTest test_anova.R)", {
+  skip_if_not_installed("lme4")
+  # lmerTestR@35dc588 tests/test_anova.R, case E07: NumDF c(2, 1, 2),
+  # DenDF c(254.0157612, 222, 222)
+  a <- anova(lmm(angle ~ recipe * temp + (1 | recipe:replicate), data = lme4::cake))
+  expect_equal(a$NumDF, c(2, 1, 2))
+  expect_equal(a$DenDF, c(254.0157612, 222, 222), tolerance = 1e-4)
+  # case E08: ordered temperature, type I NumDF c(2, 5, 10), DenDF c(42, 210, 210),
+  # and type I = II = III in this balanced design
+  fit <- lmm(angle ~ recipe * temperature + (1 | recipe:replicate), data = lme4::cake)
+  a1 <- anova(fit, type = 1)
+  expect_equal(a1$NumDF, c(2, 5, 10))
+  expect_equal(a1$DenDF, c(42, 210, 210), tolerance = 1e-4)
+  expect_equal(anova(fit, type = 2)[["F value"]], a1[["F value"]], tolerance = 1e-8)
+  expect_equal(anova(fit, type = 3)[["F value"]], a1[["F value"]], tolerance = 1e-8)
+})
+
+test_that("prior weights: Satterthwaite matches lmerTest, KR is invariant to rescaling", {
+  skip_if_not_installed("lmerTest")
+  d <- lme4::sleepstudy
+  d$w <- rep(c(0.5, 1, 2), length.out = nrow(d))
+  b <- fit_both(Reaction ~ Days + (Days | Subject), d, weights = d$w)
+  expect_lt(rel_err(coef(summary(b$plugged))[, "df"], coef(summary(b$ref))[, "df"]), 1e-6)
+  # pbkrtest 0.5.2 builds Sigma with an identity residual covariance even for
+  # weighted fits, so KR is not compared with it; instead: constant weights c
+  # with sigma * sqrt(c) and theta / sqrt(c) describe the same marginal model
+  # as the unweighted fit, so KR must give the same df and SEs.
+  f1 <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  f2 <- f1
+  f2$weights[] <- 4
+  f2$sigma <- 2 * f1$sigma
+  f2$theta <- f1$theta / 2
+  k1 <- coef(summary(f1, ddf = "Kenward-Roger"))
+  k2 <- coef(summary(f2, ddf = "Kenward-Roger"))
+  expect_equal(k2[, "df"], k1[, "df"], tolerance = 1e-8)
+  expect_equal(k2[, "Std. Error"], k1[, "Std. Error"], tolerance = 1e-8)
+  s2 <- coef(summary(f2))
+  expect_equal(s2[, "df"], coef(summary(f1))[, "df"], tolerance = 1e-8)
 })
 
 test_that("KR and Satterthwaite are fast for many clusters", {
