@@ -357,6 +357,17 @@ test_that("prior weights: Satterthwaite matches lmerTest, KR is invariant to res
   expect_equal(s2[, "df"], coef(summary(f1))[, "df"], tolerance = 1e-8)
 })
 
+test_that("singular fits (variance estimated as zero) match lmerTest/pbkrtest", {
+  skip_if_not_installed("lmerTest")
+  # Dyestuff2: theta = 0 (cases.csv A04); lmerTest 3.1-3 gives df 29
+  # (Satterthwaite) and 5 (Kenward-Roger)
+  b <- fit_both(Yield ~ 1 + (1 | Batch), lme4::Dyestuff2)
+  expect_equal(unname(coef(summary(b$fit))[, "df"]), 29, tolerance = 1e-4)
+  expect_equal(unname(coef(summary(b$fit, ddf = "Kenward-Roger"))[, "df"]), 5, tolerance = 1e-4)
+  expect_equal(coef(summary(b$fit, ddf = "Kenward-Roger"))[, "Std. Error"],
+               coef(summary(b$ref, ddf = "Kenward-Roger"))[, "Std. Error"], tolerance = 1e-4)
+})
+
 test_that("KR and Satterthwaite are fast for many clusters", {
   skip_on_cran()
   set.seed(1)
