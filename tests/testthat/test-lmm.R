@@ -59,6 +59,10 @@ test_that("prior weights, offsets, NAs and a rank-deficient X match lme4", {
     expect_matches_lme4(y ~ x + (1 | g), d, REML = reml, weights = d$w)
     expect_matches_lme4(y ~ x + (x | g), d, REML = reml, weights = d$w)
     expect_matches_lme4(y ~ x + offset(2 * z) + (1 | g), d, REML = reml)
+    # constant weights rescale theta: the optimiser must not stop at the
+    # mirror image of a boundary point (lme4 1.1-31 theta 0.483, 0.0076, 0.115)
+    expect_matches_lme4(Reaction ~ Days + (Days | Subject), sleepstudy, REML = reml,
+                        weights = rep(4, 180))
   }
   dna <- d
   dna$y[c(3, 50)] <- NA

@@ -79,7 +79,9 @@ fn rs_inference(
         let fid = ints(&factor_id, "factor_id")?;
         let nt = codes_v.len();
         if z_v.len() != nt || nl.len() != nt || ks.len() != nt || fid.len() != nt {
-            return Err(bad("random-effect term descriptions have inconsistent lengths"));
+            return Err(bad(
+                "random-effect term descriptions have inconsistent lengths",
+            ));
         }
         let mut terms = Vec::with_capacity(nt);
         for t in 0..nt {

@@ -98,7 +98,9 @@ fn collect_inputs<'a>(
     let fid = int_slice(factor_id, "factor_id")?;
     let n_terms = codes.len();
     if z.len() != n_terms || nl.len() != n_terms || ks.len() != n_terms || fid.len() != n_terms {
-        return Err(bad("random-effect term descriptions have inconsistent lengths"));
+        return Err(bad(
+            "random-effect term descriptions have inconsistent lengths",
+        ));
     }
     let mut terms = Vec::with_capacity(n_terms);
     for t in 0..n_terms {

@@ -175,8 +175,65 @@ pub(crate) fn check_theta(input: &FitInput, theta: &[f64]) -> Result<(), LmmErro
     Ok(())
 }
 
+/// Where a diagonal entry of some Lambda_t is zero, the sign of the rest of
+/// its column is arbitrary (Lambda Lambda' does not change), but the
+/// gradient with respect to that diagonal entry flips with it. A boundary
+/// point can therefore look optimal while its mirror image has a descent
+/// direction. Returns the mirror images of `theta` (one per such column with
+/// a non-zero off-diagonal part).
+pub(crate) fn column_sign_flips(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for t in &input.terms {
+        let k = t.k;
+        let mut col_start = offset;
+        for c in 0..k {
+            let len = k - c;
+            let below = (col_start + 1)..(col_start + len);
+            if theta[col_start] == 0.0 && theta[below.clone()].iter().any(|v| *v != 0.0) {
+                let mut flipped = theta.to_vec();
+                for i in below {
+                    flipped[i] = -flipped[i];
+                }
+                out.push(flipped);
+            }
+            col_start += len;
+        }
+        offset += n_theta(k);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sign_flips_mirror_columns_with_a_zero_diagonal() {
+        let codes = [0, 1, 0, 1];
+        let z = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 3.0];
+        let x = [1.0; 4];
+        let y = [1.0, 2.0, 3.0, 4.0];
+        let input = FitInput {
+            n: 4,
+            p: 1,
+            x: &x,
+            y: &y,
+            weights: &[],
+            terms: vec![ReTermInput {
+                codes: &codes,
+                n_levels: 2,
+                z: &z,
+                k: 2,
+                factor_id: 0,
+            }],
+        };
+        assert_eq!(
+            column_sign_flips(&input, &[0.0, -0.5, 0.2]),
+            vec![vec![0.0, 0.5, 0.2]]
+        );
+        assert!(column_sign_flips(&input, &[0.3, -0.5, 0.0]).is_empty());
+        assert!(column_sign_flips(&input, &[0.0, 0.0, 0.2]).is_empty());
+    }
+
     use super::*;
 
     fn base<'a>(codes: &'a [i32], z: &'a [f64], x: &'a [f64], y: &'a [f64]) -> FitInput<'a> {

@@ -145,13 +145,31 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
     };
     let reml = control.reml;
     let opt = if control.optimize {
-        optim::minimize(
-            |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
-            &start,
-            &lower,
-            control.max_iter,
-            control.tol,
-        )?
+        let mut f = |th: &[f64]| prep.eval(th, reml).map(|c| c.value);
+        let mut best = optim::minimize(&mut f, &start, &lower, control.max_iter, control.tol)?;
+        let mut best_f = f(&best.x)?;
+        // Escape boundary points whose mirror image (see
+        // `input::column_sign_flips`) has a descent direction.
+        for _round in 0..4 {
+            let mut improved = false;
+            for alt in input::column_sign_flips(input, &best.x) {
+                let mut cand =
+                    optim::minimize(&mut f, &alt, &lower, control.max_iter, control.tol)?;
+                let cand_f = f(&cand.x)?;
+                if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
+                    cand.n_eval += best.n_eval;
+                    best = cand;
+                    best_f = cand_f;
+                    improved = true;
+                    break;
+                }
+                best.n_eval += cand.n_eval;
+            }
+            if !improved {
+                break;
+            }
+        }
+        best
     } else {
         let mut n_eval = 0;
         let grad = optim::fd_gradient(
