@@ -304,21 +304,26 @@ model.matrix.lmm <- function(object, type = c("fixed", "random"), ...) {
 #' @param object an `"lmm"` fit.
 #' @param parm names or indices of fixed effects (default all).
 #' @param level confidence level.
-#' @param method `"Wald"`: estimate +/- normal quantile x standard error, as
-#'   `confint(lme4_fit, method = "Wald")`.
+#' @param method `"Wald"`: estimate +/- quantile x standard error.
+#' @param ddf `"none"` (default) uses normal quantiles, as
+#'   `confint(lme4_fit, method = "Wald")`; `"Satterthwaite"` or
+#'   `"Kenward-Roger"` use t quantiles with those degrees of freedom (and,
+#'   for Kenward-Roger, the adjusted standard errors).
 #' @param ... unused.
 #' @return A matrix with one row per parameter and columns for the lower and
 #'   upper limits.
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' confint(fit)
+#' confint(fit, ddf = "Satterthwaite")
 #' @export
-confint.lmm <- function(object, parm, level = 0.95, method = "Wald", ...) {
+confint.lmm <- function(object, parm, level = 0.95, method = "Wald",
+                        ddf = c("none", "Satterthwaite", "Kenward-Roger"), ...) {
   method <- match.arg(method)
+  ddf <- h_match_ddf(ddf)
   h_check_number(level, "level", lower = 0)
   if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
   beta <- object$beta
-  se <- sqrt(diag(object$vcov))
   if (missing(parm)) parm <- names(beta)
   if (is.numeric(parm)) parm <- names(beta)[parm]
   bad <- setdiff(parm, names(beta))
@@ -327,8 +332,15 @@ confint.lmm <- function(object, parm, level = 0.95, method = "Wald", ...) {
                     paste(bad, collapse = ", ")), "argument")
   }
   a <- (1 - level) / 2
-  z <- stats::qnorm(1 - a)
-  out <- cbind(beta[parm] - z * se[parm], beta[parm] + z * se[parm])
+  if (ddf == "none") {
+    se <- stats::setNames(sqrt(diag(object$vcov)), names(beta))
+    q <- stats::setNames(rep(stats::qnorm(1 - a), length(beta)), names(beta))
+  } else {
+    inf <- h_coef_ddf(object, ddf)
+    se <- stats::setNames(inf$se, names(beta))
+    q <- stats::setNames(stats::qt(1 - a, inf$df), names(beta))
+  }
+  out <- cbind(beta[parm] - q[parm] * se[parm], beta[parm] + q[parm] * se[parm])
   colnames(out) <- sprintf("%s %%", format(100 * c(a, 1 - a), trim = TRUE,
                                            scientific = FALSE, digits = 3))
   rownames(out) <- parm

@@ -213,3 +213,17 @@ test_that("a response with a large mean and tiny spread is fitted accurately", {
   res <- expect_matches_lme4(z ~ Days + (Days | Subject), d, REML = FALSE)
   expect_true(res$fit$optinfo$converged)
 })
+
+test_that("confint() uses t quantiles with the requested df", {
+  skip_if_not_installed("lmerTest")
+  fit <- lmm(Reaction ~ Days + (Days | Subject), sleepstudy)
+  ref <- lmerTest::lmer(Reaction ~ Days + (Days | Subject), lme4::sleepstudy)
+  co <- summary(ref)$coefficients
+  ci_ref <- cbind(co[, 1] - qt(0.975, co[, "df"]) * co[, 2],
+                  co[, 1] + qt(0.975, co[, "df"]) * co[, 2])
+  expect_equal(confint(fit, ddf = "Satterthwaite"), ci_ref, tolerance = 1e-5,
+               ignore_attr = TRUE)
+  expect_error(confint(fit, ddf = "sat"), class = "lmmr_error_ddf")
+  expect_error(confint(update(fit, REML = FALSE), ddf = "Kenward-Roger"),
+               class = "lmmr_error_reml_required")
+})
