@@ -18,10 +18,27 @@ h_fit_design <- function(design, REML, control, theta = NULL,
   }
   x <- design$X
   storage.mode(x) <- "double"
+  re <- h_rust_re_args(terms)
   res <- rs_fit_lmm(
     x = x,
     y = as.numeric(design$y - design$offset),
     weights = as.numeric(design$weights),
+    codes = re$codes, n_levels = re$n_levels, z = re$z, k = re$k,
+    factor_id = re$factor_id,
+    reml = REML,
+    max_iter = control$max_iter,
+    tol = control$tol,
+    theta_start = theta_start,
+    optimize = optimize
+  )
+  h_check_rust_result(res)
+}
+
+#' Random-effect terms as the vectors the Rust entry points take (shared by
+#' the fit and the inference calls)
+#' @noRd
+h_rust_re_args <- function(terms) {
+  list(
     codes = lapply(terms, function(t) as.integer(t$codes)),
     n_levels = vapply(terms, function(t) as.integer(t$n_levels), integer(1)),
     z = lapply(terms, function(t) {
@@ -30,14 +47,8 @@ h_fit_design <- function(design, REML, control, theta = NULL,
       z
     }),
     k = vapply(terms, function(t) ncol(t$Z), integer(1)),
-    factor_id = vapply(terms, function(t) as.integer(t$factor_id), integer(1)),
-    reml = REML,
-    max_iter = control$max_iter,
-    tol = control$tol,
-    theta_start = theta_start,
-    optimize = optimize
+    factor_id = vapply(terms, function(t) as.integer(t$factor_id), integer(1))
   )
-  h_check_rust_result(res)
 }
 
 #' Turn an error list returned by Rust into a classed R error

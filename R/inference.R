@@ -20,28 +20,19 @@ h_inference_parts <- function(object, method = "satterthwaite") {
   x <- object$X
   storage.mode(x) <- "double"
   x <- matrix(x, nrow = nrow(x), ncol = ncol(x))
+  re <- h_rust_re_args(terms)
   res <- rs_inference(
     x = x,
     y = as.numeric(object$y - object$offset),
     weights = as.numeric(object$weights),
-    codes = lapply(terms, function(t) as.integer(t$codes)),
-    n_levels = vapply(terms, function(t) as.integer(t$n_levels), integer(1)),
-    z = lapply(terms, function(t) {
-      z <- t$Z
-      storage.mode(z) <- "double"
-      z
-    }),
-    k = vapply(terms, function(t) as.integer(t$k), integer(1)),
-    factor_id = vapply(terms, function(t) as.integer(t$factor_id), integer(1)),
+    codes = re$codes, n_levels = re$n_levels, z = re$z, k = re$k,
+    factor_id = re$factor_id,
     theta = as.numeric(object$theta),
     sigma = as.numeric(object$sigma),
     reml = isTRUE(object$REML),
     method = method
   )
-  if (!is.null(res$error_kind)) {
-    h_abort(res$error_message, res$error_kind)
-  }
-  res
+  h_check_rust_result(res)
 }
 
 # ---------------------------------------------------------------------------

@@ -5,22 +5,10 @@
 use extendr_api::prelude::*;
 use lmmr_inference::{kenward_roger, satterthwaite, InferenceError, Mat, ModelInput, TermInput};
 
+use crate::convert::{r_matrix, read_design, reals, DesignArgs};
+
 fn bad(msg: impl Into<String>) -> InferenceError {
     InferenceError::InvalidInput(msg.into())
-}
-
-fn reals<'a>(x: &'a Robj, what: &str) -> std::result::Result<&'a [f64], InferenceError> {
-    x.as_real_slice()
-        .ok_or_else(|| bad(format!("`{what}` must be a double vector")))
-}
-
-fn ints<'a>(x: &'a Robj, what: &str) -> std::result::Result<&'a [i32], InferenceError> {
-    x.as_integer_slice()
-        .ok_or_else(|| bad(format!("`{what}` must be an integer vector")))
-}
-
-fn nonneg(v: i32, what: &str) -> std::result::Result<usize, InferenceError> {
-    usize::try_from(v).map_err(|_| bad(format!("`{what}` must be non-negative")))
 }
 
 /// Column-major R matrix from a faer matrix.
@@ -32,12 +20,7 @@ fn rmat(m: &Mat<f64>) -> Robj {
             vals.push(m[(i, j)]);
         }
     }
-    let mut r = Robj::from(&vals[..]);
-    let dims = [nr as i32, nc as i32];
-    match r.set_attrib("dim", Robj::from(&dims[..])) {
-        Ok(_) => r,
-        Err(_) => Robj::from(&vals[..]),
-    }
+    r_matrix(&vals, nr, nc)
 }
 
 fn rmat_list(ms: &[Mat<f64>]) -> Robj {
@@ -67,40 +50,35 @@ fn rs_inference(
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
     let result = (|| -> std::result::Result<List, InferenceError> {
-        let y_s = reals(&y, "y")?;
-        let n = y_s.len();
-        let x_s = reals(&x, "X")?;
-        if n == 0 || x_s.len() % n != 0 {
-            return Err(bad("X must have one row per observation"));
-        }
-        let p = x_s.len() / n;
-        let nl = ints(&n_levels, "n_levels")?;
-        let ks = ints(&k, "k")?;
-        let fid = ints(&factor_id, "factor_id")?;
-        let nt = codes_v.len();
-        if z_v.len() != nt || nl.len() != nt || ks.len() != nt || fid.len() != nt {
-            return Err(bad(
-                "random-effect term descriptions have inconsistent lengths",
-            ));
-        }
-        let mut terms = Vec::with_capacity(nt);
-        for t in 0..nt {
-            terms.push(TermInput {
-                codes: ints(&codes_v[t], "codes")?,
-                n_levels: nonneg(nl[t], "n_levels")?,
-                z: reals(&z_v[t], "Z")?,
-                k: nonneg(ks[t], "k")?,
-                factor_id: nonneg(fid[t], "factor_id")?,
-            });
-        }
+        let d = read_design(&DesignArgs {
+            x: &x,
+            y: &y,
+            weights: &weights,
+            codes: &codes_v,
+            n_levels: &n_levels,
+            z: &z_v,
+            k: &k,
+            factor_id: &factor_id,
+        })
+        .map_err(bad)?;
         let inp = ModelInput {
-            n,
-            p,
-            x: x_s,
-            y: y_s,
-            weights: reals(&weights, "weights")?,
-            terms,
-            theta: reals(&theta, "theta")?,
+            n: d.n,
+            p: d.p,
+            x: d.x,
+            y: d.y,
+            weights: d.weights,
+            terms: d
+                .terms
+                .iter()
+                .map(|t| TermInput {
+                    codes: t.codes,
+                    n_levels: t.n_levels,
+                    z: t.z,
+                    k: t.k,
+                    factor_id: t.factor_id,
+                })
+                .collect(),
+            theta: reals(&theta, "theta").map_err(bad)?,
             sigma,
             reml,
         };

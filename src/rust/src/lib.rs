@@ -8,37 +8,17 @@ mod inference_glue;
 use extendr_api::prelude::*;
 use lmmr_core::{FitControl, FitInput, FitOutput, LmmError, ReTermInput};
 
+mod convert;
+
+use convert::{count, r_matrix, read_design, reals, DesignArgs};
+
 /// A glue-level failure: an R object of the wrong shape or type.
 fn bad(msg: impl Into<String>) -> LmmError {
     LmmError::InvalidInput(msg.into())
 }
 
-fn real_slice<'a>(x: &'a Robj, what: &str) -> std::result::Result<&'a [f64], LmmError> {
-    x.as_real_slice()
-        .ok_or_else(|| bad(format!("`{what}` must be a double vector")))
-}
-
-fn int_slice<'a>(x: &'a Robj, what: &str) -> std::result::Result<&'a [i32], LmmError> {
-    x.as_integer_slice()
-        .ok_or_else(|| bad(format!("`{what}` must be an integer vector")))
-}
-
-fn to_usize(v: i32, what: &str) -> std::result::Result<usize, LmmError> {
-    usize::try_from(v).map_err(|_| bad(format!("`{what}` must be non-negative")))
-}
-
 fn error_list(e: &LmmError) -> List {
     list!(error_kind = e.kind(), error_message = e.to_string())
-}
-
-/// Matrix holding `vals` in column-major order.
-fn r_matrix(vals: &[f64], nrow: usize, ncol: usize) -> Robj {
-    let mut m = Robj::from(vals);
-    let dims = [nrow as i32, ncol as i32];
-    match m.set_attrib("dim", Robj::from(&dims[..])) {
-        Ok(_) => m,
-        Err(_) => Robj::from(vals),
-    }
 }
 
 fn output_list(out: FitOutput, p: usize) -> List {
@@ -64,64 +44,6 @@ fn output_list(out: FitOutput, p: usize) -> List {
     )
 }
 
-/// Owned views of the R inputs, checked for shape.
-struct Inputs<'a> {
-    n: usize,
-    p: usize,
-    x: &'a [f64],
-    y: &'a [f64],
-    weights: &'a [f64],
-    terms: Vec<ReTermInput<'a>>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn collect_inputs<'a>(
-    x: &'a Robj,
-    y: &'a Robj,
-    weights: &'a Robj,
-    codes: &'a [Robj],
-    n_levels: &'a Robj,
-    z: &'a [Robj],
-    k: &'a Robj,
-    factor_id: &'a Robj,
-) -> std::result::Result<Inputs<'a>, LmmError> {
-    let y_s = real_slice(y, "y")?;
-    let n = y_s.len();
-    let x_s = real_slice(x, "X")?;
-    if n == 0 || x_s.len() % n != 0 {
-        return Err(bad("X must have one row per observation"));
-    }
-    let p = x_s.len() / n;
-    let w_s = real_slice(weights, "weights")?;
-    let nl = int_slice(n_levels, "n_levels")?;
-    let ks = int_slice(k, "k")?;
-    let fid = int_slice(factor_id, "factor_id")?;
-    let n_terms = codes.len();
-    if z.len() != n_terms || nl.len() != n_terms || ks.len() != n_terms || fid.len() != n_terms {
-        return Err(bad(
-            "random-effect term descriptions have inconsistent lengths",
-        ));
-    }
-    let mut terms = Vec::with_capacity(n_terms);
-    for t in 0..n_terms {
-        terms.push(ReTermInput {
-            codes: int_slice(&codes[t], "codes")?,
-            n_levels: to_usize(nl[t], "n_levels")?,
-            z: real_slice(&z[t], "Z")?,
-            k: to_usize(ks[t], "k")?,
-            factor_id: to_usize(fid[t], "factor_id")?,
-        });
-    }
-    Ok(Inputs {
-        n,
-        p,
-        x: x_s,
-        y: y_s,
-        weights: w_s,
-        terms,
-    })
-}
-
 /// Fit a linear mixed model (or evaluate its profiled criterion at
 /// `theta_start` when `optimize` is FALSE). Internal; called by `lmm()`.
 /// @noRd
@@ -145,28 +67,48 @@ fn rs_fit_lmm(
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
     let result = (|| {
-        let inp = collect_inputs(&x, &y, &weights, &codes_v, &n_levels, &z_v, &k, &factor_id)?;
+        let d = read_design(&DesignArgs {
+            x: &x,
+            y: &y,
+            weights: &weights,
+            codes: &codes_v,
+            n_levels: &n_levels,
+            z: &z_v,
+            k: &k,
+            factor_id: &factor_id,
+        })
+        .map_err(bad)?;
         let theta0 = if theta_start.is_null() {
             None
         } else {
-            Some(real_slice(&theta_start, "theta_start")?.to_vec())
+            Some(reals(&theta_start, "theta_start").map_err(bad)?.to_vec())
         };
         let input = FitInput {
-            n: inp.n,
-            p: inp.p,
-            x: inp.x,
-            y: inp.y,
-            weights: inp.weights,
-            terms: inp.terms,
+            n: d.n,
+            p: d.p,
+            x: d.x,
+            y: d.y,
+            weights: d.weights,
+            terms: d
+                .terms
+                .iter()
+                .map(|t| ReTermInput {
+                    codes: t.codes,
+                    n_levels: t.n_levels,
+                    z: t.z,
+                    k: t.k,
+                    factor_id: t.factor_id,
+                })
+                .collect(),
         };
         let control = FitControl {
             reml,
-            max_iter: to_usize(max_iter, "max_iter")?,
+            max_iter: count(max_iter, "max_iter").map_err(bad)?,
             tol,
             theta_start: theta0,
             optimize,
         };
-        lmmr_core::fit_lmm(&input, &control).map(|out| output_list(out, inp.p))
+        lmmr_core::fit_lmm(&input, &control).map(|out| output_list(out, d.p))
     })();
     match result {
         Ok(l) => l,
