@@ -1,5 +1,18 @@
 #' Summarise a linear mixed model fit
 #'
+#' @details
+#' Satterthwaite's df use the observed Hessian of the REML (or ML) deviance
+#' in the variance parameters (theta, sigma) and the Jacobian of the
+#' covariance of the fixed effects, as lmerTest; the derivatives are
+#' analytic. Kenward-Roger follows pbkrtest: the linear parametrisation of
+#' the marginal covariance (one parameter per variance and covariance) and
+#' the *expected* REML information; it needs a REML fit. SAS PROC MIXED
+#' (`DDFM=KR`) and mmrm use the *observed* information instead, so their df
+#' can differ slightly in unbalanced designs (one documented case: 175.94
+#' with the expected versus 177.04 with the observed information); in
+#' balanced designs the two agree. The observed-information variant is not
+#' offered yet.
+#'
 #' @param object an `"lmm"` fit.
 #' @param ddf method for the denominator degrees of freedom of the t tests:
 #'   `"Satterthwaite"` (default, as lmerTest), `"Kenward-Roger"` (as
