@@ -197,7 +197,16 @@ where
             pg = pg.max(step.abs());
         }
         let eps = pg.min(1e-3);
-        let active: Vec<bool> = (0..m).map(|i| x[i] - lb[i] <= eps && g[i] > 0.0).collect();
+        // A bound is binding only if the gradient pushes against it by more
+        // than finite-difference noise. For a scalar variance the criterion
+        // is even in theta, so at theta = 0 the gradient is zero up to
+        // rounding and only the curvature tells whether 0 is a minimum or a
+        // maximum; treating such a component as free lets the
+        // negative-curvature step below leave the boundary.
+        let g_noise = 1e-8 * (1.0 + fx.abs());
+        let active: Vec<bool> = (0..m)
+            .map(|i| x[i] - lb[i] <= eps && g[i] > g_noise)
+            .collect();
         let free: Vec<usize> = (0..m).filter(|&i| !active[i]).collect();
         let nf = free.len();
         let mut hf = vec![0.0; nf * nf];
@@ -260,17 +269,41 @@ where
         if small && negative {
             // Saddle point or maximum along a direction: move along the
             // eigenvector of the most negative curvature (feasible sign).
+            // Both signs of the eigenvector are candidates. At a bound one of
+            // them is (partly) cut off by the projection: take the one that
+            // moves further, and only when both move alike the lower one.
             let vk = &evec[kmin * nf..(kmin + 1) * nf];
-            let mut sign = 1.0;
-            for (a, &i) in free.iter().enumerate() {
-                if x[i] <= lb[i] && vk[a] < 0.0 {
-                    sign = -1.0;
-                }
-            }
-            d.iter_mut().for_each(|v| *v = 0.0);
             let scale = x.iter().fold(0.0f64, |a, v| a.max(v.abs())).max(1.0) * 0.1;
+            let mut cands = Vec::with_capacity(2);
+            for sign in [1.0, -1.0] {
+                let mut xn = x.clone();
+                for (a, &i) in free.iter().enumerate() {
+                    xn[i] += sign * scale * vk[a];
+                }
+                project(&mut xn, lb);
+                let moved: f64 = xn.iter().zip(&x).map(|(a, b)| (a - b) * (a - b)).sum();
+                cands.push((sign, moved.sqrt(), xn));
+            }
+            let (m0, m1) = (cands[0].1, cands[1].1);
+            let best_sign = if (m0 - m1).abs() > 0.1 * m0.max(m1) {
+                if m0 > m1 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            } else {
+                n_eval += 2;
+                let f0 = f(&cands[0].2).unwrap_or(f64::INFINITY);
+                let f1 = f(&cands[1].2).unwrap_or(f64::INFINITY);
+                if f0 <= f1 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            };
+            d.iter_mut().for_each(|v| *v = 0.0);
             for (a, &i) in free.iter().enumerate() {
-                d[i] = sign * scale * vk[a];
+                d[i] = best_sign * scale * vk[a];
             }
         }
         // Armijo search along the projection arc.
