@@ -227,3 +227,23 @@ test_that("confint() uses t quantiles with the requested df", {
   expect_error(confint(update(fit, REML = FALSE), ddf = "Kenward-Roger"),
                class = "lmmr_error_reml_required")
 })
+
+test_that("the optimiser does not stop at a false zero-variance optimum", {
+  skip_if_not_installed("lme4")
+  # Small crossed / uncorrelated designs where a Newton step lands on theta = 0,
+  # a saddle of the profiled criterion (found by adversarial testing).
+  set.seed(18)
+  n <- 30
+  d <- data.frame(a = factor(sample(5, n, TRUE)), b = factor(sample(4, n, TRUE)))
+  d$y <- rnorm(5)[d$a] + 0.5 * rnorm(4)[d$b] + rnorm(n)
+  res <- expect_matches_lme4(y ~ 1 + (1 | a) + (1 | b), d)
+  expect_false(is_singular(res$fit))
+  set.seed(79)
+  n <- sample(20:60, 1)
+  d <- data.frame(a = factor(sample(5, n, TRUE)), b = factor(sample(4, n, TRUE)),
+                  x = rnorm(n, 5, 3))
+  d$y <- rnorm(5)[d$a] + 0.5 * rnorm(4)[d$b] + 0.3 * d$x * rnorm(5)[d$a] + rnorm(n)
+  fit <- suppressMessages(lmm(y ~ x + (x || a), d, REML = FALSE))
+  ref <- suppressMessages(lme4::lmer(y ~ x + (x || a), d, REML = FALSE))
+  expect_lte(deviance(fit), deviance(ref) + 1e-7 * deviance(ref))
+})

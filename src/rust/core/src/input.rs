@@ -204,6 +204,23 @@ pub(crate) fn column_sign_flips(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64>
     out
 }
 
+/// Alternative starting points for a fit that ended on the boundary: the
+/// end point with its zero diagonal entries reset to 1, and the original
+/// start scaled down and up (the profiled criterion can have several local
+/// minima, some of them on the boundary).
+pub(crate) fn boundary_restarts(theta: &[f64], lower: &[f64], start: &[f64]) -> Vec<Vec<f64>> {
+    let reset: Vec<f64> = theta
+        .iter()
+        .zip(lower)
+        .map(|(t, l)| if *l == 0.0 && t <= l { 1.0 } else { *t })
+        .collect();
+    let mut out = vec![reset];
+    for factor in [0.3, 3.0] {
+        out.push(start.iter().map(|t| t * factor).collect());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

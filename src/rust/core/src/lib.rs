@@ -150,9 +150,19 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
         let mut best_f = f(&best.x)?;
         // Escape boundary points whose mirror image (see
         // `input::column_sign_flips`) has a descent direction.
+        // A fit that ends on the boundary may sit in a local minimum of a
+        // multimodal profile: try a few other starts once, keep the best.
+        let on_boundary = best.x.iter().zip(&lower).any(|(x, l)| *l == 0.0 && x <= l);
+        let mut extra = if on_boundary {
+            input::boundary_restarts(&best.x, &lower, &start)
+        } else {
+            Vec::new()
+        };
         for _round in 0..4 {
             let mut improved = false;
-            for alt in input::column_sign_flips(input, &best.x) {
+            let mut alts = input::column_sign_flips(input, &best.x);
+            alts.append(&mut extra);
+            for alt in alts {
                 let mut cand =
                     optim::minimize(&mut f, &alt, &lower, control.max_iter, control.tol)?;
                 let cand_f = f(&cand.x)?;
