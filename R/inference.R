@@ -364,9 +364,13 @@ h_containment_span <- function(object, st) {
   })
   rk <- function(m) qr(m, tol = 1e-9)$rank
   ranks <- vapply(full, rk, numeric(1))
+  vars_of <- lapply(labels, function(l) rownames(fac)[fac[, l] > 0])
   for (a in seq_along(labels)) {
+    # a term only contains terms made of its own variables (an aliased term
+    # such as a coarsening of a factor is not contained in it)
     out[[a]] <- labels[vapply(seq_along(labels), function(b) {
-      b != a && rk(cbind(full[[b]], full[[a]])) == ranks[b]
+      b != a && all(vars_of[[a]] %in% vars_of[[b]]) &&
+        rk(cbind(full[[b]], full[[a]])) == ranks[b]
     }, logical(1))]
   }
   out
@@ -437,6 +441,105 @@ h_null <- function(A, tol = 1e-9) {
   s$v[, setdiff(seq_len(ncol(A)), seq_len(rank)), drop = FALSE]
 }
 
+#' Is term `a` contained in term `b` in lmerTest's sense: every variable of
+#' `a` is in `b`, `b` has more variables, and both have the same numeric
+#' (non-factor) variables
+#' @noRd
+h_containment_vars <- function(object, labels, fac) {
+  out <- stats::setNames(vector("list", length(labels)), labels)
+  if (!length(labels)) return(out)
+  vars_of <- lapply(stats::setNames(labels, labels), function(l) rownames(fac)[fac[, l] == 1])
+  all_vars <- unique(unlist(vars_of))
+  is_num <- vapply(all_vars, function(v) {
+    x <- object$frame[[v]]
+    if (is.null(x)) {
+      x <- tryCatch(eval(parse(text = v), object$frame,
+                         environment(object$design_info$fixed_terms)),
+                    error = function(e) NULL)
+    }
+    identical(stats::.MFclass(x), "numeric")
+  }, logical(1))
+  nums <- lapply(vars_of, function(v) v[is_num[v]])
+  for (a in labels) {
+    out[[a]] <- labels[vapply(labels, function(b) {
+      b != a && all(vars_of[[a]] %in% vars_of[[b]]) &&
+        length(setdiff(vars_of[[b]], vars_of[[a]])) > 0L &&
+        setequal(nums[[a]], nums[[b]])
+    }, logical(1))]
+  }
+  out
+}
+
+#' Type III contrasts for a fit whose design was rank deficient (aliased
+#' columns dropped). The hypotheses of a term are that its coefficients in
+#' the treatment-coded, full-rank design are zero, each made orthogonal
+#' (in the metric of the over-parametrised parameters) to the hypotheses of
+#' the terms containing it; they are then mapped to the coding of the fit.
+#' This is the construction lmerTest uses; for full-rank designs it spans the
+#' same hypotheses as h_contrasts_type3().
+#' @noRd
+h_contrasts_type3_aliased <- function(object, st) {
+  X <- st$X
+  labels <- st$labels
+  fac <- st$factors
+  frame <- object$frame
+  ctr <- object$design_info$contrasts
+  treat <- length(ctr) == 0L ||
+    all(vapply(ctr, function(cc) identical(cc, "contr.treatment"), logical(1)))
+  if (treat) {
+    XT <- X
+    asgnT <- st$assign
+  } else {
+    ctrT <- lapply(ctr, function(cc) "contr.treatment")
+    XT <- stats::model.matrix(st$terms, frame, contrasts.arg = ctrT)
+    asgnT <- attr(XT, "assign")
+    q <- qr(XT, tol = 1e-7, LAPACK = FALSE)
+    keep <- sort(q$pivot[seq_len(q$rank)])
+    XT <- XT[, keep, drop = FALSE]
+    asgnT <- asgnT[keep]
+  }
+  XT <- matrix(as.numeric(XT), nrow(XT), ncol(XT))
+  # over-parametrised design: every factor coded by all its indicators
+  vars_of <- lapply(labels, function(l) rownames(fac)[fac[, l] > 0])
+  blocks <- lapply(vars_of, function(v) h_full_term_columns(frame, v))
+  if (any(st$assign == 0L)) blocks <- c(list(matrix(1, nrow(X), 1)), blocks)
+  rdX <- do.call(cbind, blocks)
+  qT <- qr(XT)
+  # beta_T = M gamma for the estimable functions; Euclidean metric on gamma
+  M <- qr.coef(qT, rdX)
+  M[is.na(M)] <- 0
+  cont <- h_containment_vars(object, labels, fac)
+  ord <- attr(st$terms, "order")
+  funs <- lapply(seq_along(labels), function(j) {
+    t(diag(ncol(XT))[asgnT == j, , drop = FALSE]) # p_T x k unit vectors
+  })
+  names(funs) <- labels
+  gam <- lapply(funs, function(C) crossprod(M, C)) # the same functions of gamma
+  for (j in order(ord, decreasing = TRUE)) {
+    lab <- labels[j]
+    if (!length(cont[[lab]]) || !ncol(gam[[lab]])) next
+    B <- do.call(cbind, gam[cont[[lab]]])
+    if (!ncol(B)) next
+    r <- qr.resid(qr(B), gam[[lab]])
+    r[abs(r) < 1e-10 * max(abs(r), 1)] <- 0
+    gam[[lab]] <- r
+  }
+  # back to beta_T (M has full row rank), then to the coefficients of the fit
+  G <- M %*% t(M)
+  toX <- qr.coef(qT, X)
+  toX[is.na(toX)] <- 0
+  lapply(stats::setNames(labels, labels), function(lab) {
+    g <- gam[[lab]]
+    if (!ncol(g)) return(matrix(0, 0, ncol(X), dimnames = list(NULL, colnames(X))))
+    C <- solve(G, M %*% g)
+    L <- t(C) %*% toX
+    L[abs(L) < 1e-10 * max(abs(L), 1)] <- 0
+    L <- L[rowSums(abs(L)) > 1e-8, , drop = FALSE]
+    colnames(L) <- colnames(X)
+    L
+  })
+}
+
 #' Type III contrasts: hypotheses defined on the over-parametrised model
 #' (every factor coded by all its indicators), so they do not depend on the
 #' contrast coding; each term's hypothesis involves only the term and terms
@@ -468,6 +571,10 @@ h_contrasts_type3 <- function(object, st) {
   if (length(missing)) {
     h_inform(sprintf("Missing cells for: %s. \nInterpret type III hypotheses with care.",
                      paste(missing, collapse = ", ")), "missing_cells")
+  }
+  if (length(object$dropped)) {
+    # aliased columns were dropped: test the terms as they are estimated
+    return(h_contrasts_type3_aliased(object, st))
   }
   keep <- colSums(abs(rdX)) > 0
   rdX <- rdX[, keep, drop = FALSE]

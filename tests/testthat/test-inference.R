@@ -380,3 +380,51 @@ test_that("KR and Satterthwaite are fast for many clusters", {
   expect_lt(tm[["elapsed"]], 5)
   expect_true(all(is.finite(cf[, "df"])))
 })
+
+test_that("anova() with aliased (dropped) columns matches lmerTest, all types", {
+  skip_if_not_installed("lmerTest")
+  set.seed(1)
+  d <- data.frame(y = rnorm(60), x = rnorm(60), g = factor(rep(1:10, each = 6)),
+                  h = factor(rep(1:3, 20)))
+  set.seed(5)
+  d$y <- d$y + rnorm(10)[d$g] + 0.5 * d$x
+  d$h2 <- d$h
+  levels(d$h2) <- c("a", "b", "b")
+  d$x2 <- 2 * d$x
+  forms <- list(y ~ h + h2 + x + (1 | g), y ~ x + x2 + (1 | g),
+                y ~ h2 + h + x + (1 | g), y ~ h * x + h2 + (1 | g))
+  for (f in forms) {
+    own <- suppressMessages(lmm(f, data = d))
+    expect_true(length(own$dropped) > 0)
+    ref <- suppressMessages(lmerTest::lmer(f, data = d))
+    for (type in 1:3) for (ddf in c("Satterthwaite", "Kenward-Roger")) {
+      a <- anova(own, type = type, ddf = ddf)
+      b <- anova(ref, type = type, ddf = ddf)
+      tested <- rownames(b)[!is.na(b$NumDF)]
+      expect_setequal(rownames(a)[a$NumDF > 0], tested)
+      expect_equal(a[tested, "NumDF"], b[tested, "NumDF"])
+      expect_equal(a[tested, "F value"], b[tested, "F value"], tolerance = 1e-5)
+      expect_equal(a[tested, "DenDF"], b[tested, "DenDF"], tolerance = 1e-4)
+    }
+  }
+  # the brief's numbers: h has 2 df, F = 0.2032; x alongside x2 = 2x: F = 11.761
+  a <- anova(suppressMessages(lmm(y ~ h + h2 + x + (1 | g), data = d)))
+  expect_equal(a["h", "NumDF"], 2)
+  expect_equal(a["h", "F value"], 0.2032093, tolerance = 1e-5)
+  expect_equal(a["h2", "NumDF"], 0)
+  a <- anova(suppressMessages(lmm(y ~ x + x2 + (1 | g), data = d)))
+  expect_equal(a["x", "F value"], 11.76134, tolerance = 1e-5)
+  # other contrast codings give the same tests
+  ct <- list(h = "contr.sum", h2 = "contr.helmert")
+  for (f in forms[c(1, 3, 4)]) {
+    own <- suppressMessages(lmm(f, data = d, contrasts = ct))
+    ref <- suppressMessages(lmerTest::lmer(f, data = d, contrasts = ct))
+    for (type in 1:3) {
+      a <- anova(own, type = type)
+      b <- anova(ref, type = type)
+      tested <- rownames(b)[!is.na(b$NumDF)]
+      expect_equal(a[tested, "F value"], b[tested, "F value"], tolerance = 1e-5)
+      expect_equal(a[tested, "DenDF"], b[tested, "DenDF"], tolerance = 1e-4)
+    }
+  }
+})
