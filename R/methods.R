@@ -98,8 +98,9 @@ h_cond_sd <- function(pv, k, G) {
   if (!is.list(pv)) pv <- list(pv)
   do.call(cbind, lapply(pv, function(a) {
     kk <- dim(a)[1]
-    matrix(sqrt(vapply(seq_len(G), function(g) diag(a[, , g, drop = TRUE], nrow = kk),
-                       numeric(kk))), ncol = kk, byrow = TRUE)
+    ii <- seq_len(kk)
+    matrix(sqrt(vapply(seq_len(G), function(g) a[cbind(ii, ii, g)], numeric(kk))),
+           ncol = kk, byrow = TRUE)
   }))
 }
 

@@ -1,0 +1,16 @@
+test_that("as.data.frame(ranef()) works with random slopes and matches lme4", {
+  skip_if_not_installed("lme4")
+  forms <- list(Reaction ~ Days + (Days | Subject),
+                Reaction ~ Days + (Days || Subject),
+                Reaction ~ Days + (1 | Subject) + (0 + Days | Subject))
+  for (f in forms) {
+    own <- as.data.frame(ranef(lmm(f, data = sleepstudy)))
+    ref <- as.data.frame(lme4::ranef(lme4::lmer(f, data = lme4::sleepstudy),
+                                     condVar = TRUE))
+    expect_equal(as.character(own$grpvar), as.character(ref$grpvar))
+    expect_equal(as.character(own$term), as.character(ref$term))
+    expect_equal(as.character(own$grp), as.character(ref$grp))
+    expect_equal(own$condval, ref$condval, tolerance = 1e-4)
+    expect_equal(own$condsd, ref$condsd, tolerance = 1e-4)
+  }
+})
