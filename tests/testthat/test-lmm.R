@@ -247,3 +247,28 @@ test_that("the optimiser does not stop at a false zero-variance optimum", {
   ref <- suppressMessages(lme4::lmer(y ~ x + (x || a), d, REML = FALSE))
   expect_lte(deviance(fit), deviance(ref) + 1e-7 * deviance(ref))
 })
+
+test_that("extreme response scales and uncentred covariates keep their digits", {
+  set.seed(1)
+  d <- data.frame(x = rnorm(60), g = factor(rep(1:10, each = 6)))
+  d$y <- 1 + 0.5 * d$x + rnorm(10)[d$g] + rnorm(60)
+  f0 <- lmm(y ~ x + (1 | g), d)
+  for (s in c(1e300, 1e-300)) {
+    ds <- d
+    ds$y <- d$y * s
+    fs <- lmm(y ~ x + (1 | g), ds)
+    expect_equal(unname(fixef(fs) / s), unname(fixef(f0)), tolerance = 1e-8)
+    expect_equal(unname(fs$theta), unname(f0$theta), tolerance = 1e-6)
+    expect_equal(sigma(fs) / s, sigma(f0), tolerance = 1e-8)
+  }
+  # a covariate far from zero: same criterion as the centred model (the
+  # intercept shift leaves log|R_X| unchanged)
+  dc <- d
+  dc$x <- d$x + 1e6
+  fc <- suppressWarnings(lmm(y ~ x + (1 | g), dc))
+  expect_equal(-2 * as.numeric(logLik(fc)), -2 * as.numeric(logLik(f0)), tolerance = 1e-9)
+  expect_equal(unname(fixef(fc)[2]), unname(fixef(f0)[2]), tolerance = 1e-7)
+  dk <- d
+  dk$y <- 3
+  expect_error(lmm(y ~ x + (1 | g), dk), class = "lmmr_error_non_finite", regexp = "perfect fit")
+})

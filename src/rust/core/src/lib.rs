@@ -13,11 +13,11 @@
 #![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
 
 mod blocks;
-mod center;
 mod error;
 mod factor;
 mod input;
 mod optim;
+mod precondition;
 mod solve;
 
 #[cfg(test)]
@@ -114,26 +114,41 @@ impl Prepared {
 pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result<f64, LmmError> {
     input::validate(input)?;
     input::check_theta(input, theta)?;
-    let (y_centered, _) = center::residualize(input);
-    let centered = FitInput {
-        y: &y_centered,
+    let pre = precondition::precondition(input)?;
+    let transformed = FitInput {
+        x: &pre.q,
+        y: &pre.y,
         ..input.clone()
     };
-    let mut prep = Prepared::new(&centered)?;
-    Ok(prep.eval(theta, reml)?.value)
+    let mut prep = Prepared::new(&transformed)?;
+    Ok(prep.eval(theta, reml)?.value + criterion_shift(input, &pre, reml))
+}
+
+/// What the transformation in `precondition` subtracts from the criterion:
+/// `log |R|^2` (REML only) and the response scale.
+fn criterion_shift(input: &FitInput, pre: &precondition::Preconditioned, reml: bool) -> f64 {
+    let dof = if reml { input.n - input.p } else { input.n } as f64;
+    let scale_term = dof * 2.0 * pre.scale.ln();
+    if reml {
+        pre.log_det_r2 + scale_term
+    } else {
+        scale_term
+    }
 }
 
 /// Fits the model: optimises the profiled criterion over theta (unless
 /// `control.optimize` is false) and returns the estimates at the optimum.
 pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmError> {
     input::validate(input)?;
-    // Fit y - X beta0 (see `center`); beta0 is added back below.
-    let (y_centered, beta0) = center::residualize(input);
-    let centered = FitInput {
-        y: &y_centered,
+    // Fit the transformed problem (see `precondition`); map results back below.
+    let original = input;
+    let pre = precondition::precondition(input)?;
+    let transformed = FitInput {
+        x: &pre.q,
+        y: &pre.y,
         ..input.clone()
     };
-    let input = &centered;
+    let input = &transformed;
     let mut prep = Prepared::new(input)?;
     let lower = input::lower_bounds(input);
     let start = match &control.theta_start {
@@ -197,28 +212,22 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
         }
     };
     let crit = prep.eval(&opt.x, reml)?;
-    let mut sol = solve::solve(input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
-    let n = input.n;
-    for (j, b0) in beta0.iter().enumerate() {
-        sol.beta[j] += b0;
-        let xj = &input.x[j * n..(j + 1) * n];
-        for (f, x) in sol.fitted.iter_mut().zip(xj) {
-            *f += b0 * x;
-        }
-    }
+    let sol = solve::solve(input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
+    let back = precondition::map_back(original, &pre, sol);
+    let shift = criterion_shift(original, &pre, reml);
     Ok(FitOutput {
         theta: opt.x,
         lower,
-        beta: sol.beta,
-        sigma: sol.sigma,
-        objective: crit.value,
+        beta: back.beta,
+        sigma: back.sigma,
+        objective: crit.value + shift,
         ldl2: crit.ldl2,
-        ldrx2: crit.ldrx2,
-        pwrss: crit.pwrss,
-        vcov_beta: sol.vcov_beta,
-        b: sol.b,
-        cond_var: sol.cond_var,
-        fitted: sol.fitted,
+        ldrx2: crit.ldrx2 + pre.log_det_r2,
+        pwrss: crit.pwrss * pre.scale * pre.scale,
+        vcov_beta: back.vcov_beta,
+        b: back.b,
+        cond_var: back.cond_var,
+        fitted: back.fitted,
         gradient: opt.grad,
         at_bound: opt.at_bound,
         n_eval: opt.n_eval + 1,
