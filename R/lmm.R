@@ -76,6 +76,9 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 lmm_control <- function(max_iter = 200L, tol = 1e-10, singular_tol = 1e-4,
                         theta_start = NULL) {
   h_check_number(max_iter, "max_iter", lower = 1)
+  if (max_iter > .Machine$integer.max) {
+    h_abort(sprintf("`max_iter` must be at most %d.", .Machine$integer.max), "argument")
+  }
   h_check_number(tol, "tol", lower = 0)
   h_check_number(singular_tol, "singular_tol", lower = 0)
   if (!is.null(theta_start) &&

@@ -347,3 +347,40 @@ confint.lmm <- function(object, parm, level = 0.95, method = "Wald",
   rownames(out) <- parm
   out
 }
+
+#' Update and refit a linear mixed model
+#'
+#' Changes the formula or other arguments of the call that created the fit
+#' and refits. As lme4's method, the new call is evaluated first in the
+#' environment of the model formula (so fits made inside a function, with
+#' data local to that function, can be updated) and then in the caller's
+#' frame.
+#'
+#' @param object an `"lmm"` fit.
+#' @param formula. changes to the formula, as in [stats::update.formula()]
+#'   (e.g. `. ~ . + x`, `. ~ . - (0 + Days | Subject)`).
+#' @param ... other arguments of [lmm()] to change (e.g. `REML = FALSE`,
+#'   `data = other_data`).
+#' @param evaluate if `FALSE`, return the updated call without evaluating it.
+#' @return The refitted `"lmm"` object (or the call).
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' fit_ml <- update(fit, REML = FALSE)
+#' fit_ri <- update(fit, . ~ . - (Days | Subject) + (1 | Subject))
+#' formula(fit_ri)
+#' @export
+update.lmm <- function(object, formula., ..., evaluate = TRUE) {
+  call <- object$call
+  if (is.null(call)) h_abort("The fit has no stored call to update.", "argument")
+  extras <- match.call(expand.dots = FALSE)$...
+  if (!missing(formula.)) {
+    call$formula <- stats::update.formula(formula(object), formula.)
+  }
+  for (nm in names(extras)) call[[nm]] <- extras[[nm]]
+  if (!evaluate) return(call)
+  fml <- if (inherits(object$formula_input, "formula")) object$formula_input else formula(object)
+  env <- environment(fml)
+  caller <- parent.frame()
+  if (is.null(env)) return(eval(call, caller))
+  tryCatch(eval(call, env), error = function(e) eval(call, caller))
+}

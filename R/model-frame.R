@@ -224,7 +224,8 @@ h_fixed_terms <- function(fixed_formula, data) {
 #' @return the full model matrix (before dropping aliased columns).
 #' @noRd
 h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
-  X <- stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts)
+  X <- h_model_matrix_safely(stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts),
+                             "fixed-effects")
   if (any(!is.finite(X))) {
     h_abort("Non-finite values (NA/NaN/Inf) in the fixed-effects model matrix.", "non_finite")
   }
@@ -396,4 +397,14 @@ h_clearly_full_rank <- function(X) {
   # smallest pivot of the scaled Cholesky factor plays the role of QR's
   # |R_jj| / |x_j|; keep a wide margin over the QR tolerance
   attr(r, "rank") == ncol(X) && min(abs(diag(r))) > 1e-4
+}
+
+#' Evaluate a model.matrix() call and turn its errors (complex variables,
+#' unknown contrast functions, ...) into classed errors
+#' @noRd
+h_model_matrix_safely <- function(expr, what) {
+  tryCatch(expr, error = function(e) {
+    h_abort(sprintf("Could not build the %s model matrix: %s", what, conditionMessage(e)),
+            "data")
+  })
 }

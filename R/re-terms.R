@@ -104,7 +104,7 @@ h_factorize_groups <- function(frame, vars) {
 #' @return list(Z = n x k matrix, contrasts, xlevels).
 #' @noRd
 h_term_model_matrix <- function(lhs_terms, frame) {
-  Z <- stats::model.matrix(lhs_terms, frame)
+  Z <- h_model_matrix_safely(stats::model.matrix(lhs_terms, frame), "random-effects")
   contr <- attr(Z, "contrasts")
   xlev <- stats::.getXlevels(lhs_terms, frame)
   Z <- matrix(as.numeric(Z), nrow = nrow(Z), ncol = ncol(Z), dimnames = list(NULL, colnames(Z)))
