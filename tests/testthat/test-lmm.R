@@ -272,3 +272,23 @@ test_that("extreme response scales and uncentred covariates keep their digits", 
   dk$y <- 3
   expect_error(lmm(y ~ x + (1 | g), dk), class = "lmmr_error_non_finite", regexp = "perfect fit")
 })
+
+test_that("update() works for fits made inside a function", {
+  set.seed(1)
+  d <- data.frame(y = rnorm(60), x = rnorm(60), g = factor(rep(1:10, each = 6)))
+  d$y <- d$y + rnorm(10)[d$g]
+  fit_it <- function(dd) {
+    w <- rep(1:2, 30)
+    lmm(y ~ x + (1 | g), data = dd, weights = w)
+  }
+  f <- fit_it(d)
+  f_ml <- update(f, REML = FALSE)
+  expect_false(f_ml$REML)
+  expect_equal(f_ml$weights, rep(1:2, 30))
+  f_ri <- update(lmm(Reaction ~ Days + (Days | Subject), sleepstudy),
+                 . ~ . - (Days | Subject) + (1 | Subject))
+  expect_equal(length(f_ri$theta), 1L)
+  expect_error(lmm_control(max_iter = 1e10), class = "lmmr_error_argument")
+  d$cx <- complex(real = d$x, imaginary = 1)
+  expect_error(lmm(y ~ cx + (1 | g), d), class = "lmmr_error_data")
+})
