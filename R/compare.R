@@ -20,17 +20,31 @@ h_refit_call <- function(fit, changes, env = NULL) {
 #' @noRd
 `%||%` <- function(a, b) if (is.null(a)) b else a
 
+#' Is `x` a linear model that can enter a likelihood-ratio comparison?
+#' @noRd
+h_is_lm <- function(x) inherits(x, "lm") && !inherits(x, c("glm", "mlm"))
+
+#' Response values and number of observations of an lmm or lm fit
+#' @noRd
+h_fit_y <- function(f) {
+  if (h_is_lm(f)) as.numeric(stats::model.response(stats::model.frame(f))) else
+    as.numeric(f$y)
+}
+
+#' @noRd
+h_fit_n <- function(f) if (h_is_lm(f)) length(h_fit_y(f)) else as.numeric(f$n)
+
 #' Check that fits used the same observations
 #' @noRd
 h_check_same_data <- function(fits, what = "models") {
-  n <- vapply(fits, function(f) as.numeric(f$n), numeric(1))
+  n <- vapply(fits, h_fit_n, numeric(1))
   if (length(unique(n)) > 1L) {
     h_abort(sprintf("The %s were not all fitted to the same size of dataset (%s observations); compare fits to the same rows (e.g. remove missing values first).",
                     what, paste(n, collapse = ", ")), "data_mismatch")
   }
-  y1 <- fits[[1]]$y
+  y1 <- h_fit_y(fits[[1]])
   for (f in fits[-1]) {
-    if (!isTRUE(all.equal(as.numeric(f$y), as.numeric(y1), tolerance = 1e-10))) {
+    if (!isTRUE(all.equal(h_fit_y(f), y1, tolerance = 1e-10))) {
       h_abort(sprintf("The %s were not fitted to the same response values.", what),
               "data_mismatch")
     }
@@ -38,28 +52,43 @@ h_check_same_data <- function(fits, what = "models") {
   invisible(TRUE)
 }
 
-#' Likelihood-ratio comparison of several fits (anova(fit0, fit1, ...))
+#' Likelihood-ratio comparison of several fits (anova(fit0, fit1, ...));
+#' linear models fitted by lm() enter with their ML log-likelihood
 #' @noRd
 h_anova_lrt <- function(fits, names, refit = TRUE, env = NULL) {
   if (length(names) != length(fits)) {
     h_abort("`model.names` must have one name per model.", "argument")
   }
-  for (f in fits) h_check_lmm(f, "...")
+  is_lm <- vapply(fits, h_is_lm, logical(1))
+  for (f in fits[!is_lm]) h_check_lmm(f, "...")
   h_check_same_data(fits)
-  reml <- vapply(fits, function(f) isTRUE(f$REML), logical(1))
-  fixed <- lapply(fits, function(f) sort(names(f$beta)))
+  if (!isTRUE(refit) && !isFALSE(refit)) {
+    h_abort("`refit` must be TRUE or FALSE.", "argument")
+  }
+  reml <- vapply(fits, function(f) !h_is_lm(f) && isTRUE(f$REML), logical(1))
+  fixed <- lapply(fits, function(f) {
+    sort(if (h_is_lm(f)) names(stats::coef(f)) else names(f$beta))
+  })
   same_fixed <- all(vapply(fixed, identical, logical(1), fixed[[1]]))
   if (isTRUE(refit) && any(reml) && !(all(reml) && same_fixed)) {
-    h_inform("refitting model(s) with ML (instead of REML)", "refit")
+    h_inform(if (any(is_lm))
+      "refitting model(s) with ML (instead of REML): linear models enter with their ML log-likelihood"
+      else "refitting model(s) with ML (instead of REML)", "refit")
     fits[reml] <- lapply(fits[reml], function(f) h_refit_call(f, list(REML = FALSE), env))
     reml[] <- FALSE
   } else if (any(reml) && !all(reml)) {
-    h_abort("Cannot compare REML and ML fits without refitting; use refit = TRUE.",
-            "argument")
+    h_abort(if (any(is_lm))
+      "Cannot compare REML fits with a linear model (whose log-likelihood is ML) without refitting; use refit = TRUE."
+      else "Cannot compare REML and ML fits without refitting; use refit = TRUE.",
+      "argument")
   }
-  npar <- vapply(fits, h_npar, numeric(1))
-  ll <- vapply(fits, function(f) as.numeric(stats::logLik(f)), numeric(1))
-  n <- fits[[1]]$n
+  npar <- vapply(fits, function(f) {
+    if (h_is_lm(f)) as.numeric(attr(stats::logLik(f, REML = FALSE), "df")) else h_npar(f)
+  }, numeric(1))
+  ll <- vapply(fits, function(f) {
+    if (h_is_lm(f)) as.numeric(stats::logLik(f, REML = FALSE)) else as.numeric(stats::logLik(f))
+  }, numeric(1))
+  n <- h_fit_n(fits[[1]])
   ord <- order(npar)
   npar <- npar[ord]
   ll <- ll[ord]
@@ -73,8 +102,10 @@ h_anova_lrt <- function(fits, names, refit = TRUE, env = NULL) {
                     deviance = -2 * ll, Chisq = chisq, Df = df,
                     `Pr(>Chisq)` = pval, check.names = FALSE,
                     row.names = names)
-  forms <- vapply(fits[ord], function(f) paste(deparse(f$formula_input %||% f$formula, width.cutoff = 500L), collapse = " "),
-                  character(1))
+  forms <- vapply(fits[ord], function(f) {
+    fo <- if (h_is_lm(f)) stats::formula(f) else f$formula_input %||% f$formula
+    paste(deparse(fo, width.cutoff = 500L), collapse = " ")
+  }, character(1))
   data_name <- paste(deparse(fits[[1]]$call$data), collapse = " ")
   if (nchar(data_name) > 60L) data_name <- paste0(substr(data_name, 1L, 57L), "...")
   heading <- c(paste0("Data: ", data_name),

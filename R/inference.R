@@ -621,17 +621,41 @@ h_contrasts_type3 <- function(object, st) {
 #' the terms containing it); type 2 tests each term adjusted for all terms
 #' that do not contain it; type 1 tests the terms sequentially (hypotheses
 #' from the Cholesky factor of `X'X`, as lmerTest). Empty cells in
-#' interactions of factors are reported with a message.
+#' interactions of factors are reported with a message. When aliased columns
+#' were dropped from the fixed-effects design (`fit$dropped`), the terms are
+#' tested as they are estimated, as lmerTest does: the type III hypotheses
+#' of a term are then built from its columns of the treatment-coded
+#' full-rank design (made orthogonal to the terms containing it), and a term
+#' whose columns were all dropped gets `NumDF` 0 and no test.
 #'
 #' With several fits (`anova(fit0, fit1, ...)`): likelihood-ratio tests, as
-#' lme4's `anova()`. The fits are sorted by their number of parameters;
-#' when some fit is REML and the fixed effects differ, all fits are refitted
-#' with ML first (with a message), unless `refit = FALSE` is given. The fits
-#' must use the same observations and response.
+#' lme4's `anova()`. The fits are sorted by their number of parameters and
+#' must use the same observations and response. A linear model fitted by
+#' [stats::lm()] may be included (e.g. to test all random effects at once);
+#' it enters with its ML log-likelihood and `length(coef()) + 1` parameters
+#' (its rank plus one when coefficients are aliased), so REML `lmm` fits are
+#' then refitted with ML (with a message).
+#'
+#' When to refit with ML. A likelihood-ratio test between REML fits is only
+#' valid when the fits have the same fixed effects, because the REML
+#' criterion depends on the fixed-effects design. lmmr therefore refits REML
+#' fits with ML (with a message) only when the fixed effects differ (or a
+#' linear model or an ML fit is involved); REML fits with identical fixed
+#' effects, which differ only in their random effects, are compared on their
+#' REML log-likelihoods, the usual test for variance components (the heading
+#' then says "REML fits compared without refitting"). This differs from
+#' lme4, whose `anova()` refits every REML fit with ML by default
+#' (`refit = TRUE`) even then; use `update(fit, REML = FALSE)` on each fit to
+#' reproduce lme4's numbers. With `refit = FALSE` no fit is refitted and
+#' REML fits cannot be compared with ML fits or linear models (an error of
+#' class `"lmmr_error_argument"`). Any other further argument is an error of
+#' that class too.
 #'
 #' @param object an `"lmm"` fit.
-#' @param ... further `"lmm"` fits for a likelihood-ratio comparison, and
-#'   optionally `refit = FALSE` to compare REML fits without refitting.
+#' @param ... further `"lmm"` fits (or `lm` fits) for a likelihood-ratio
+#'   comparison; optionally `refit = FALSE` to compare REML fits without
+#'   refitting and `model.names`, a character vector of names for the
+#'   models (in the order given).
 #' @param type type of the hypotheses: `3`, `2` or `1` (also `"III"`,
 #'   `"II"`, `"I"`).
 #' @param ddf `"Satterthwaite"`, `"Kenward-Roger"` (REML fits only) or
@@ -652,33 +676,38 @@ h_contrasts_type3 <- function(object, st) {
 anova.lmm <- function(object, ..., type = c(3, 2, 1),
                       ddf = c("Satterthwaite", "Kenward-Roger", "none")) {
   dots <- list(...)
-  is_fit <- vapply(dots, function(d) inherits(d, "lmm"), logical(1))
+  dn <- names(dots) %||% rep("", length(dots))
+  opt <- dn %in% c("refit", "model.names")
+  is_fit <- !opt & vapply(dots, function(d) inherits(d, "lmm") || h_is_lm(d), logical(1))
+  bad <- !opt & !is_fit
+  if (any(bad)) {
+    what <- vapply(which(bad), function(i) {
+      if (nzchar(dn[i])) sprintf("`%s`", dn[i]) else
+        sprintf("an object of class \"%s\"", class(dots[[i]])[1])
+    }, character(1))
+    h_abort(sprintf("anova() for lmm fits takes further models fitted by lmm() or lm() (for a likelihood-ratio test), `refit`, `model.names`, `type` and `ddf`; got %s.",
+                    paste(what, collapse = ", ")), "argument")
+  }
   if (any(is_fit)) {
     cl <- match.call(expand.dots = FALSE)
     dot_names <- vapply(cl$...[is_fit], function(e) paste(deparse(e), collapse = " "),
                         character(1))
-    if (!is.null(names(dots)) && any(nzchar(names(dots)[is_fit]))) {
-      nm <- names(dots)[is_fit]
+    if (any(nzchar(dn[is_fit]))) {
+      nm <- dn[is_fit]
       dot_names[nzchar(nm)] <- nm[nzchar(nm)]
     }
     obj_name <- paste(deparse(cl$object), collapse = " ")
     all_names <- c(obj_name, dot_names)
     bad_name <- nchar(all_names) > 40L | grepl("\\(", all_names) | duplicated(all_names)
     all_names[bad_name] <- paste0("MODEL", seq_along(all_names))[bad_name]
-    obj_name <- all_names[1]
-    dot_names <- all_names[-1]
-    refit <- if (!is.null(dots$refit)) dots$refit else TRUE
-    others <- dots[!is_fit & names(dots) != "refit"]
-    if (length(others)) {
-      h_warn(sprintf("Additional arguments ignored in the likelihood-ratio comparison: %s",
-                     paste(names(others), collapse = ", ")), "argument")
+    if (!is.null(dots$model.names)) {
+      all_names <- dots$model.names
+      if (!is.character(all_names) || anyNA(all_names) || anyDuplicated(all_names)) {
+        h_abort("`model.names` must be distinct character strings, one per model.", "argument")
+      }
     }
-    return(h_anova_lrt(c(list(object), dots[is_fit]),
-                       c(obj_name, dot_names), refit = refit))
-  }
-  if (length(dots)) {
-    h_warn(sprintf("Additional arguments ignored: %s",
-                   paste(names(dots), collapse = ", ")), "argument")
+    refit <- if (!is.null(dots$refit)) dots$refit else TRUE
+    return(h_anova_lrt(c(list(object), dots[is_fit]), all_names, refit = refit))
   }
   type <- h_match_type(type)
   ddf <- h_match_ddf(ddf)

@@ -114,3 +114,59 @@ test_that("ranova on a Dyestuff REML fit matches lmerTest", {
   expect_equal(r$LRT[2], ref$LRT[2], tolerance = 1e-4)
   expect_equal(r$logLik, ref$logLik, tolerance = 1e-6)
 })
+
+test_that("anova() against an lm(): likelihood-ratio test as lme4, ML refit", {
+  skip_if_not_installed("lme4")
+  ss <- lme4::sleepstudy
+  fit <- lmm(Reaction ~ Days + (1 | Subject), data = ss)
+  l1 <- lm(Reaction ~ Days, data = ss)
+  l0 <- lm(Reaction ~ 1, data = ss)
+  ref <- lme4::lmer(Reaction ~ Days + (1 | Subject), data = ss)
+  for (l in list(l1, l0)) {
+    expect_message(a <- anova(fit, l), "refitting model\\(s\\) with ML", class = "lmmr_message_refit")
+    b <- suppressMessages(anova(ref, l))
+    expect_equal(a$npar, b$npar)
+    expect_equal(a$logLik, b$logLik, tolerance = 1e-6)
+    expect_equal(a$Chisq, b$Chisq, tolerance = 1e-5)
+    expect_equal(a$Df, b$Df)
+    expect_equal(a[["Pr(>Chisq)"]], b[["Pr(>Chisq)"]], tolerance = 1e-5)
+  }
+  # the lm row is first (fewer parameters), npar = length(coef) + 1
+  expect_equal(rownames(suppressMessages(anova(fit, l1))), c("l1", "fit"))
+  expect_equal(suppressMessages(anova(fit, l1))$npar, c(3, 4))
+  # with weights
+  ss$w <- rep(c(1, 2), length.out = nrow(ss))
+  fw <- suppressMessages(lmm(Reaction ~ Days + (1 | Subject), data = ss, weights = w))
+  lw <- lm(Reaction ~ Days, data = ss, weights = w)
+  rw <- lme4::lmer(Reaction ~ Days + (1 | Subject), data = ss, weights = w)
+  expect_equal(suppressMessages(anova(fw, lw))$Chisq,
+               suppressMessages(anova(rw, lw))$Chisq, tolerance = 1e-5)
+  # REML against lm without refitting: classed error; other data: classed error
+  expect_error(anova(fit, l1, refit = FALSE), class = "lmmr_error_argument")
+  l_sub <- lm(Reaction ~ Days, data = ss[-1, ])
+  expect_error(suppressMessages(anova(fit, l_sub)), class = "lmmr_error_data_mismatch")
+  # ML fits need no refit
+  fml <- lmm(Reaction ~ Days + (1 | Subject), data = ss, REML = FALSE)
+  expect_no_message(a <- anova(fml, l1))
+  expect_equal(a$Chisq[2], 106.21, tolerance = 1e-4)
+})
+
+test_that("anova() with extra arguments that are not models: classed error", {
+  fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
+  expect_error(anova(fit, "foo"), class = "lmmr_error_argument")
+  expect_error(anova(fit, foo = 3), class = "lmmr_error_argument")
+  expect_error(anova(fit, glm(Reaction ~ Days, data = sleepstudy)),
+               class = "lmmr_error_argument")
+  fit0 <- lmm(Reaction ~ 1 + (1 | Subject), data = sleepstudy)
+  expect_error(suppressMessages(anova(fit0, fit, "foo")), class = "lmmr_error_argument")
+  a <- suppressMessages(anova(fit0, fit, model.names = c("null", "days")))
+  expect_equal(rownames(a), c("null", "days"))
+})
+
+test_that("REML fits with the same fixed effects are compared without refitting", {
+  f1 <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  f0 <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
+  expect_no_message(a <- anova(f0, f1))
+  expect_equal(a$logLik, c(as.numeric(logLik(f0)), as.numeric(logLik(f1))))
+  expect_match(attr(a, "heading")[3], "REML fits compared without refitting")
+})
