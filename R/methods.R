@@ -320,7 +320,11 @@ model.matrix.lmm <- function(object, type = c("fixed", "random"), ...) {
 #' @export
 confint.lmm <- function(object, parm, level = 0.95, method = "Wald",
                         ddf = c("none", "Satterthwaite", "Kenward-Roger"), ...) {
-  method <- match.arg(method)
+  if (!is.character(method) || length(method) != 1L || is.na(method) ||
+      !identical(tolower(method), "wald")) {
+    h_abort(sprintf("Only Wald confidence intervals are available (`method = \"Wald\"`); got %s. Profile and bootstrap intervals are not implemented.",
+                    paste(deparse(method), collapse = " ")), "argument")
+  }
   ddf <- h_match_ddf(ddf)
   h_check_number(level, "level", lower = 0)
   if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")

@@ -14,3 +14,11 @@ test_that("as.data.frame(ranef()) works with random slopes and matches lme4", {
     expect_equal(own$condsd, ref$condsd, tolerance = 1e-4)
   }
 })
+
+test_that("confint(): only Wald intervals, other methods are a classed error", {
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  expect_error(confint(fit, method = "profile"), "Wald", class = "lmmr_error_argument")
+  expect_error(confint(fit, method = "boot"), class = "lmmr_error_argument")
+  expect_error(confint(fit, method = c("Wald", "profile")), class = "lmmr_error_argument")
+  expect_equal(confint(fit, method = "Wald"), confint(fit))
+})
