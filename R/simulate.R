@@ -35,7 +35,11 @@
 #' @export
 simulate.lmm <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
   h_check_lmm(object)
-  h_check_number(nsim, "nsim", lower = 1)
+  if (!is.numeric(nsim) || length(nsim) != 1L || !is.finite(nsim) || nsim < 1 ||
+      nsim != round(nsim)) {
+    h_abort(sprintf("`nsim` must be a single positive whole number; got %s.",
+                    paste(deparse(nsim), collapse = " ")), "argument")
+  }
   nsim <- as.integer(nsim)
   if (!exists(".Random.seed", envir = .GlobalEnv, inherits = FALSE)) {
     stats::runif(1)

@@ -75,3 +75,12 @@ test_that("refit works with a transformed response, weights, subset and na.exclu
   expect_error(refit(fit, c(NA, newy[-1])), class = "lmmr_error_non_finite")
   expect_error(refit(fit, simulate(fit, nsim = 2)), class = "lmmr_error_argument")
 })
+
+test_that("simulate(): nsim must be a positive whole number (classed error)", {
+  fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
+  for (bad in list(2.5, -1, 0, NA, NA_real_, Inf, c(1, 2), "2")) {
+    expect_error(simulate(fit, nsim = bad), class = "lmmr_error_argument")
+  }
+  expect_equal(ncol(simulate(fit, nsim = 2, seed = 1)), 2)
+  expect_equal(ncol(simulate(fit, nsim = 3L, seed = 1)), 3)
+})
