@@ -249,7 +249,9 @@ h_parts_for <- function(object, ddf) {
 #'   columns `Sum Sq`, `Mean Sq`, `NumDF`, `DenDF`, `F value`, `Pr(>F)`
 #'   (`Mean Sq` is the F value times `sigma^2`, as lmerTest). A contrast
 #'   matrix of deficient row rank gives a warning of class
-#'   `"lmmr_warning_contrast"` and is tested on the space it spans.
+#'   `"lmmr_warning_contrast"` and is tested on the space it spans. An
+#'   all-zero contrast (a zero vector, a zero row for t tests, or an
+#'   all-zero matrix) is an error of class `"lmmr_error_contrast"`.
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' contest(fit, c(0, 1))                       # t test of the slope
@@ -292,6 +294,15 @@ contest <- function(object, L, ddf = c("Satterthwaite", "Kenward-Roger", "none")
     cols <- if (is_vec || !joint) t_cols else f_cols
     return(as.data.frame(matrix(numeric(0), 0, length(cols), dimnames = list(NULL, cols)),
                          check.names = FALSE))
+  }
+  zero <- rowSums(abs(L)) == 0
+  if (all(zero) || ((is_vec || !joint) && any(zero))) {
+    h_abort(if (is_vec) "The contrast vector `L` is all zeros: there is nothing to test." else
+      sprintf("%s of the contrast matrix `L` %s all zeros: there is nothing to test%s.",
+              if (all(zero)) "All rows" else paste0("Row(s) ", paste(which(zero), collapse = ", ")),
+              if (sum(zero) > 1L) "are" else "is",
+              if (all(zero)) "" else " (remove them, or use joint = TRUE)"),
+      "contrast")
   }
   parts <- h_parts_for(object, ddf)
   if (is_vec || !joint) {

@@ -428,3 +428,16 @@ test_that("anova() with aliased (dropped) columns matches lmerTest, all types", 
     }
   }
 })
+
+test_that("contest(): all-zero contrasts are a classed error, not NaN", {
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  expect_error(contest(fit, c(0, 0)), "all zeros", class = "lmmr_error_contrast")
+  expect_error(contest(fit, matrix(0, 2, 2)), class = "lmmr_error_contrast")
+  expect_error(contest(fit, rbind(c(0, 0), c(0, 1)), joint = FALSE),
+               class = "lmmr_error_contrast")
+  # a zero row in a joint test is only a rank deficiency
+  expect_warning(r <- contest(fit, rbind(c(0, 0), c(0, 1))), class = "lmmr_warning_contrast")
+  expect_equal(r[["F value"]], contest(fit, c(0, 1))[["t value"]]^2, tolerance = 1e-8)
+  f4 <- lmm(Reaction ~ Days + I(Days^2) + I(Days^3) + (1 | Subject), data = sleepstudy)
+  expect_error(contest(f4, c(0, 0, 0, 0)), class = "lmmr_error_contrast")
+})
