@@ -59,7 +59,10 @@ boxcox.default <- function(object, ...) {
 #' model on that scale **with REML** (the default of [lmm()]).
 #'
 #' @param object an `"lmm"` fit with a strictly positive response.
-#' @param lambda grid of values of the transformation parameter.
+#' @param lambda grid of values of the transformation parameter. Values at
+#'   which `y^lambda` overflows, or leaves the transformed response constant
+#'   to machine precision, are skipped with a warning of class
+#'   `"lmmr_warning_boxcox_range"` (their `loglik` is `NA`).
 #' @param level confidence level of the interval for `lambda`.
 #' @param ... unused.
 #' @return An object of class `"lmm_boxcox"`: a list with `lambda` (the
@@ -96,7 +99,26 @@ boxcox.lmm <- function(object, lambda = seq(-2, 2, 0.1), level = 0.95, ...) {
   sum_log_y <- sum(log(y))
   rescale <- all(object$offset == 0)
   failed <- numeric(0)
+  # values of lambda at which y^lambda cannot be represented: it overflows
+  # (Inf) or the transformed response is constant to machine precision
+  status <- vapply(lambda, function(lam) h_boxcox_status(y, lam), character(1))
+  if (any(status != "ok")) {
+    over <- lambda[status == "overflow"]
+    flat <- lambda[status == "flat"]
+    fmt <- function(v) paste(format(signif(v, 4)), collapse = ", ")
+    msg <- c(
+      if (length(over)) sprintf("overflows (y^lambda is Inf) at lambda = %s", fmt(over)),
+      if (length(flat)) sprintf("is constant to machine precision at lambda = %s", fmt(flat)))
+    if (sum(status == "ok") < 2L) {
+      h_abort(sprintf("The transformed response (y^lambda - 1) / lambda %s; fewer than two usable values of `lambda` remain. Use a narrower `lambda` grid (e.g. seq(-2, 2, 0.1)).",
+                      paste(msg, collapse = " and ")), "argument")
+    }
+    h_warn(sprintf("The transformed response (y^lambda - 1) / lambda %s; these values of `lambda` are skipped (profile log-likelihood NA).",
+                   paste(msg, collapse = " and ")), "boxcox_range")
+  }
+  ok_lambda <- lambda[status == "ok"]
   prof <- function(lam) {
+    if (h_boxcox_status(y, lam) != "ok") return(-Inf)
     yt <- h_boxcox_transform(y, lam)
     # ML fits are scale-equivariant: fitting yt / s and subtracting n log(s)
     # gives the same log-likelihood, with better-conditioned numbers when
@@ -117,12 +139,14 @@ boxcox.lmm <- function(object, lambda = seq(-2, 2, 0.1), level = 0.95, ...) {
     }
     as.numeric(logLik(fit)) - length(y) * log(s) + (lam - 1) * sum_log_y
   }
-  ll <- vapply(lambda, prof, numeric(1))
-  i <- which.max(ll)
-  best <- lambda[i]
-  ll_best <- ll[i]
-  if (i > 1L && i < length(lambda)) {
-    opt <- stats::optimize(prof, c(lambda[i - 1L], lambda[i + 1L]),
+  ll_ok <- vapply(ok_lambda, prof, numeric(1))
+  ll <- rep(NA_real_, length(lambda))
+  ll[status == "ok"] <- ll_ok
+  i <- which.max(ll_ok)
+  best <- ok_lambda[i]
+  ll_best <- ll_ok[i]
+  if (i > 1L && i < length(ok_lambda)) {
+    opt <- stats::optimize(prof, c(ok_lambda[i - 1L], ok_lambda[i + 1L]),
                            maximum = TRUE, tol = 1e-6)
     if (opt$objective > ll_best) {
       best <- opt$maximum
@@ -133,14 +157,14 @@ boxcox.lmm <- function(object, lambda = seq(-2, 2, 0.1), level = 0.95, ...) {
   g <- function(lam) prof(lam) - cutoff
   lower <- NA_real_
   upper <- NA_real_
-  left <- which(lambda <= best & ll < cutoff)
+  left <- which(ok_lambda <= best & ll_ok < cutoff)
   if (length(left)) {
-    a <- lambda[max(left)]
+    a <- ok_lambda[max(left)]
     lower <- stats::uniroot(g, c(a, best), tol = 1e-6)$root
   }
-  right <- which(lambda >= best & ll < cutoff)
+  right <- which(ok_lambda >= best & ll_ok < cutoff)
   if (length(right)) {
-    b <- lambda[min(right)]
+    b <- ok_lambda[min(right)]
     upper <- stats::uniroot(g, c(best, b), tol = 1e-6)$root
   }
   if (length(failed)) {
@@ -162,6 +186,17 @@ h_quiet_refit <- function(object, y, theta = NULL) {
     suppressMessages(refit(object, y, REML = FALSE, theta = theta)),
     lmmr_warning_convergence = function(w) invokeRestart("muffleWarning")
   )
+}
+
+#' Can the Box-Cox transform of `y` at `lambda` be used? "ok", "overflow"
+#' (non-finite values) or "flat" (no variation left in double precision)
+#' @noRd
+h_boxcox_status <- function(y, lambda) {
+  yt <- h_boxcox_transform(y, lambda)
+  if (any(!is.finite(yt))) return("overflow")
+  spread <- diff(range(yt))
+  if (diff(range(y)) > 0 && !(spread > 1e-9 * max(abs(yt)))) return("flat")
+  "ok"
 }
 
 #' Box-Cox transformation (log at lambda = 0)

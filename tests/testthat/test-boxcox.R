@@ -55,3 +55,16 @@ test_that("Box-Cox errors and plot", {
   on.exit(dev.off())
   expect_invisible(plot(bc))
 })
+
+test_that("boxcox(): lambdas where y^lambda overflows are skipped with a warning", {
+  fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
+  expect_warning(bc <- boxcox(fit, lambda = c(-50, -1, 0, 1, 400)),
+                 "overflows .* lambda = 400.*constant to machine precision at lambda = -50",
+                 class = "lmmr_warning_boxcox_range")
+  expect_equal(bc$lambda, c(-50, -1, 0, 1, 400))
+  expect_true(is.na(bc$loglik[1]) && is.na(bc$loglik[5]))
+  bc2 <- boxcox(fit, lambda = c(-1, 0, 1))
+  expect_equal(bc$loglik[2:4], bc2$loglik)
+  expect_error(boxcox(fit, lambda = c(-50, 400)), class = "lmmr_error_argument")
+  expect_no_warning(boxcox(fit, lambda = seq(-3, 3, 1)))
+})
