@@ -53,6 +53,13 @@ simulate.lmm <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
     rng_state <- structure(seed, kind = as.list(RNGkind()))
   }
   keep <- h_re_form_terms(object, re.form)
+  partial <- vapply(attr(keep, "columns"), function(m) any(m) && !all(m), logical(1))
+  if (any(partial)) {
+    h_abort(sprintf("simulate() conditions on whole random-effect terms; `re.form` selects only some columns of %s. Use whole terms, e.g. re.form = NULL or NA.",
+                    paste(vapply(object$re_terms[partial], function(t) {
+                      sprintf("(%s | %s)", paste(t$cnms, collapse = " + "), t$group)
+                    }, character(1)), collapse = ", ")), "argument")
+  }
   n <- object$n
   base <- drop(object$X %*% object$beta) + object$offset
   for (t in which(keep)) {
