@@ -440,7 +440,11 @@ print.lmm_design_effect <- function(x, digits = 3, ...) {
 #' relation is only approximate, since the other terms' effects are not
 #' removed from the raw deviations. With prior weights, `m_j` is the sum of
 #' the weights in the cluster and the raw deviation is weighted. Terms with
-#' random slopes are skipped.
+#' random slopes, e.g. `(x | g)` (intercept and slope) or `(0 + x | g)`, are
+#' skipped with a message of class `"lmmr_message_shrinkage_skipped"`
+#' naming them (their BLUPs are not shrunken cluster means); a model with
+#' no random-intercept-only term is an error of class
+#' `"lmmr_error_no_random_intercept"`.
 #'
 #' @param x an `"lmm"` fit.
 #' @return A data frame of class `"lmm_shrinkage"` with columns `group`,
@@ -458,9 +462,23 @@ shrinkage <- function(x) {
   }
   keep <- vapply(x$re_terms, function(t) identical(t$cnms, "(Intercept)"),
                  logical(1))
+  why <- vapply(x$re_terms[!keep], function(t) {
+    slopes <- setdiff(t$cnms, "(Intercept)")
+    int <- "(Intercept)" %in% t$cnms
+    sprintf("(%s + %s | %s) has %s for %s %s",
+            if (int) "1" else "0", paste(slopes, collapse = " + "), t$group,
+            if (length(slopes) > 1L) "random slopes" else "a random slope",
+            paste(slopes, collapse = ", "),
+            if (int) "besides its intercept" else "and no intercept")
+  }, character(1))
   if (!any(keep)) {
-    h_abort("shrinkage() needs at least one random-intercept term such as (1 | g); this model has only terms with random slopes.",
+    h_abort(sprintf("shrinkage() is defined for random-intercept-only terms such as (1 | g), whose BLUPs are shrunken cluster means; with random slopes they are not. This model has no such term: %s.",
+                    paste(why, collapse = "; ")),
             "no_random_intercept")
+  }
+  if (any(!keep)) {
+    h_inform(sprintf("shrinkage() skips terms with random slopes, whose BLUPs are not shrunken cluster means: %s.",
+                     paste(why, collapse = "; ")), "shrinkage_skipped")
   }
   marg <- x$y - drop(x$X %*% x$beta) - x$offset
   w <- x$weights

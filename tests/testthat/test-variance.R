@@ -186,3 +186,18 @@ test_that("shrinkage: BLUP = reliability x raw cluster-mean deviation", {
   expect_true(all(diff(range(su$m)) > 0))
   expect_output(print(su), "reliability from")
 })
+
+test_that("shrinkage(): precise messages for terms with random slopes", {
+  f1 <- var_fit(Reaction ~ Days + (Days | Subject), var_sleep())
+  expect_error(shrinkage(f1),
+               "\\(1 \\+ Days \\| Subject\\) has a random slope for Days besides its intercept",
+               class = "lmmr_error_no_random_intercept")
+  f0 <- var_fit(Reaction ~ Days + (0 + Days | Subject), var_sleep())
+  expect_error(shrinkage(f0), "\\(0 \\+ Days \\| Subject\\) has a random slope for Days and no intercept",
+               class = "lmmr_error_no_random_intercept")
+  f2 <- var_fit(Reaction ~ Days + (1 | Subject) + (0 + Days | Subject), var_sleep())
+  expect_message(s <- shrinkage(f2), "skips terms with random slopes.*\\(0 \\+ Days \\| Subject\\)",
+                 class = "lmmr_message_shrinkage_skipped")
+  expect_equal(unique(s$group), "Subject")
+  expect_equal(nrow(s), 18)
+})
