@@ -17,7 +17,7 @@ failed=0; passed=0; status=0
 echo "== cargo fmt / clippy / test"
 (cd src/rust && cargo fmt --all --check) || { echo "cargo fmt: FAILED"; failed=$((failed + 1)); }
 (cd src/rust && cargo clippy --release --all-targets -- -D warnings) || { echo "cargo clippy: FAILED"; failed=$((failed + 1)); }
-(cd src/rust && cargo test --release -p lmmr-core 2>&1) | tee "$LOG/cargo.txt"
+(cd src/rust && cargo test --release -p lmmr-core -p lmmr-inference 2>&1) | tee "$LOG/cargo.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 cp=$(grep -E '^test result:' "$LOG/cargo.txt" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
 cf=$(grep -E '^test result:' "$LOG/cargo.txt" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\2/' | awk '{s+=$1} END {print s+0}')
