@@ -102,25 +102,7 @@ impl Workspace {
 /// In-place Cholesky of a small dense column-major `k x k` matrix (lower
 /// triangle used and overwritten). Returns `false` if not positive definite.
 pub(crate) fn chol_small(a: &mut [f64], k: usize) -> bool {
-    for j in 0..k {
-        let mut dj = a[j * k + j];
-        for l in 0..j {
-            dj -= a[l * k + j] * a[l * k + j];
-        }
-        if dj.is_nan() || dj <= 0.0 {
-            return false;
-        }
-        let ljj = dj.sqrt();
-        a[j * k + j] = ljj;
-        for i in (j + 1)..k {
-            let mut v = a[j * k + i];
-            for l in 0..j {
-                v -= a[l * k + i] * a[l * k + j];
-            }
-            a[j * k + i] = v / ljj;
-        }
-    }
-    true
+    chol_small_index(a, k).is_none()
 }
 
 /// Computes, for primary level `j`, the factor `L_j` (into `ws.m`) and
