@@ -387,11 +387,15 @@ h_containment_span <- function(object, st) {
   out
 }
 
-#' Type I (sequential) contrasts: rows of the Cholesky factor of X'X
+#' Type I (sequential) contrasts: rows of the unit upper-triangular
+#' (Doolittle) factor of X'X, i.e. the Cholesky rows scaled to a unit
+#' diagonal (the basis matters for the multi-df Satterthwaite DenDF; this is
+#' the one lmerTest uses)
 #' @noRd
 h_contrasts_type1 <- function(st) {
   X <- st$X
   R <- chol(crossprod(X))
+  R <- R / diag(R)
   lapply(stats::setNames(seq_along(st$labels), st$labels), function(j) {
     R[st$assign == j, , drop = FALSE]
   })
@@ -404,20 +408,31 @@ h_contrasts_type1 <- function(st) {
 #' @noRd
 h_contrasts_type2 <- function(object, st) {
   X <- st$X
+  if (ncol(X) <= 1L || length(st$labels) <= 1L) return(h_contrasts_type1(st))
   XtX <- crossprod(X)
   cont <- h_containment_span(object, st)
   lapply(stats::setNames(seq_along(st$labels), st$labels), function(j) {
     lab <- st$labels[j]
     own <- st$assign == j
-    other <- !own & !(st$assign %in% match(cont[[lab]], st$labels))
-    if (any(other)) {
-      A <- XtX[other, other, drop = FALSE]
-      L <- XtX[own, , drop = FALSE] -
-        XtX[own, other, drop = FALSE] %*% solve(A, XtX[other, , drop = FALSE])
-    } else {
-      L <- XtX[own, , drop = FALSE]
+    inside <- st$assign %in% match(cont[[lab]], st$labels)
+    other <- !own & !inside
+    if (!any(inside)) {
+      # not contained in another term: its coefficients are zero given all
+      # the other columns (identity rows, the basis lmerTest uses)
+      L <- diag(ncol(X))[own, , drop = FALSE]
+      dimnames(L) <- list(colnames(X)[own], colnames(X))
+      return(L)
     }
-    L[, other] <- 0
+    # Gaussian elimination with the other terms first, then the term, then
+    # the terms containing it: the term's rows of the unit upper-triangular
+    # factor (the basis lmerTest uses; the multi-df Satterthwaite DenDF
+    # depends on it)
+    ord <- c(which(other), which(own), which(inside))
+    R <- chol(XtX[ord, ord, drop = FALSE])
+    R <- R / diag(R)
+    rows <- R[match(which(own), ord), , drop = FALSE]
+    L <- matrix(0, nrow(rows), ncol(X), dimnames = list(colnames(X)[own], colnames(X)))
+    L[, ord] <- rows
     L
   })
 }
@@ -614,11 +629,42 @@ h_contrasts_type3 <- function(object, st) {
     nb <- h_null(cons)
     hyp[[lab]] <- B %*% nb
   }
-  lapply(stats::setNames(labels, labels), function(lab) {
+  out <- lapply(stats::setNames(labels, labels), function(lab) {
     L <- t(hyp[[lab]]) %*% Tmap
     L[abs(L) < 1e-10 * max(abs(L), 1)] <- 0
     L
   })
+  h_type3_basis(object, st, out)
+}
+
+#' Re-express type III hypotheses in the basis lmerTest uses (the multi-df
+#' Satterthwaite DenDF depends on the basis, the F value does not): the
+#' Doolittle rows of type I for a single-term model, otherwise the rows of
+#' the treatment-coded construction of h_contrasts_type3_aliased(). A basis
+#' is only swapped in when it spans exactly the same hypotheses.
+#' @noRd
+h_type3_basis <- function(object, st, hyp) {
+  alt <- tryCatch({
+    if (ncol(st$X) <= 1L || length(st$labels) <= 1L) h_contrasts_type1(st) else
+      h_contrasts_type3_aliased(object, st)
+  }, error = function(e) NULL)
+  if (is.null(alt)) return(hyp)
+  rk <- function(m) {
+    if (!nrow(m)) return(0L)
+    m <- m / pmax(sqrt(rowSums(m^2)), .Machine$double.xmin)
+    qr(t(m), tol = 1e-7)$rank
+  }
+  for (lab in names(hyp)) {
+    L <- hyp[[lab]]
+    A <- alt[[lab]]
+    if (is.null(A) || nrow(A) != nrow(L) || ncol(A) != ncol(L) || !nrow(L)) next
+    r <- rk(L)
+    if (r == nrow(L) && rk(A) == r && rk(rbind(L, A)) == r) {
+      dimnames(A) <- dimnames(L)
+      hyp[[lab]] <- A
+    }
+  }
+  hyp
 }
 
 #' ANOVA tables for linear mixed models
