@@ -178,6 +178,8 @@ h_contest_md <- function(object, L, rhs, ddf, parts, warn = TRUE) {
     VA <- Lr %*% kr$phi_adj %*% t(Lr)
     wald <- drop(crossprod(est, solve(VA, est)))
     adj <- h_kr_ddf(kr, Lr)
+    # Mean Sq from the unscaled Wald F (as lmerTest), the F value scaled
+    ms <- wald / q * sigma2
     Fval <- adj$scaling * wald / q
     dendf <- adj$ddf
   } else {
@@ -190,7 +192,7 @@ h_contest_md <- function(object, L, rhs, ddf, parts, warn = TRUE) {
       dendf <- NA_real_
     }
   }
-  ms <- Fval * sigma2
+  if (ddf != "Kenward-Roger") ms <- Fval * sigma2
   c(`Sum Sq` = ms * q, `Mean Sq` = ms, NumDF = q, DenDF = dendf,
     `F value` = Fval,
     `Pr(>F)` = if (is.na(dendf)) NA_real_ else
