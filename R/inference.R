@@ -249,7 +249,9 @@ h_parts_for <- function(object, ddf) {
 #' @return A data frame. t tests: columns `Estimate`, `Std. Error`, `df`,
 #'   `t value`, `Pr(>|t|)`, one row per contrast. F test: one row with
 #'   columns `Sum Sq`, `Mean Sq`, `NumDF`, `DenDF`, `F value`, `Pr(>F)`
-#'   (`Mean Sq` is the F value times `sigma^2`, as lmerTest). A contrast
+#'   (`Mean Sq` is the F value times `sigma^2`, as lmerTest; with
+#'   `ddf = "Kenward-Roger"` it is the unscaled Wald F, before the
+#'   Kenward-Roger scaling, times `sigma^2`, as lmerTest). A contrast
 #'   matrix of deficient row rank gives a warning of class
 #'   `"lmmr_warning_contrast"` and is tested on the space it spans. An
 #'   all-zero contrast (a zero vector, a zero row for t tests, or an
@@ -722,7 +724,11 @@ h_type3_basis <- function(object, st, hyp) {
 #' @return A data frame of class `c("anova", "data.frame")` with one row per
 #'   term and columns `Sum Sq`, `Mean Sq`, `NumDF`, `DenDF`, `F value`,
 #'   `Pr(>F)` (`Mean Sq` is the F value times `sigma^2` and `Sum Sq` is
-#'   `Mean Sq` times `NumDF`, as lmerTest). With several fits, a data frame
+#'   `Mean Sq` times `NumDF`, as lmerTest; with `ddf = "Kenward-Roger"` the
+#'   unscaled Wald F is used, as lmerTest). For multi-df terms the
+#'   Satterthwaite `DenDF` depends on the basis chosen for the hypothesis
+#'   matrix; lmerTest's bases are used (Doolittle rows for types I and II,
+#'   treatment-coded rows for type III), so the DenDF match lmerTest's. With several fits, a data frame
 #'   of class `c("anova", "data.frame")` with columns `npar`, `AIC`, `BIC`,
 #'   `logLik`, `deviance`, `Chisq`, `Df`, `Pr(>Chisq)`, one row per fit.
 #' @examples
