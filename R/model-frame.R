@@ -123,13 +123,19 @@ h_build_frame <- function(frame_formula, data, subset, weights, offset, na.actio
       mf[[nm]] <- as.name(paste0(".lmmr_", nm))
     }
   }
-  mf$na.action <- quote(.lmmr_na_action)
+  # Build with na.pass and apply na.action only when something is missing:
+  # na.omit's row scan and copy cost as much as the frame itself at 10^6 rows.
+  mf$na.action <- quote(stats::na.pass)
   mf$drop.unused.levels <- TRUE
   mf[[1L]] <- quote(stats::model.frame)
   frame <- tryCatch(
     eval(mf, local_env),
     error = function(e) h_abort(conditionMessage(e), "data")
   )
+  if (!all(stats::complete.cases(frame))) {
+    frame <- tryCatch(na.action(frame), error = function(e) h_abort(conditionMessage(e), "data"))
+    frame <- h_drop_unused_levels(frame)
+  }
   tt <- attr(frame, "terms")
   environment(tt) <- fenv
   attr(frame, "terms") <- tt
@@ -141,17 +147,17 @@ h_build_frame <- function(frame_formula, data, subset, weights, offset, na.actio
 #' @return numeric vector.
 #' @noRd
 h_frame_response <- function(frame) {
-  y <- stats::model.response(frame)
+  # the response is the first column of a model frame whose terms have one;
+  # model.response() would also attach 10^n row names
+  y <- if (isTRUE(attr(attr(frame, "terms"), "response") == 1L)) frame[[1L]] else NULL
   if (is.null(y)) h_abort("The formula must have a response (left-hand side).", "response")
   if (is.matrix(y) || is.data.frame(y)) h_abort("The response must be a numeric vector, not a matrix.", "response")
   if (!is.numeric(y)) {
     h_abort(sprintf("The response must be numeric, not of class '%s'.", class(y)[1L]), "response")
   }
   if (any(!is.finite(y))) h_abort("NA/NaN/Inf in the response.", "response")
-  nms <- names(y)
-  y <- as.numeric(y)
-  names(y) <- nms
-  y
+  # unnamed: methods take the row names from the model frame when needed
+  as.numeric(y)
 }
 
 #' Drop linearly dependent columns of the fixed-effects model matrix.
@@ -191,12 +197,17 @@ h_drop_rank_deficient <- function(X, tol = 1e-7) {
 #' @noRd
 h_check_scale_x <- function(X, tol = 1000) {
   if (!ncol(X) || nrow(X) < 2L) return(invisible(FALSE))
-  # vectorised over columns: a column is binary when every z (z - 1) is 0
-  continuous <- colSums(abs(X * (X - 1))) > 0
-  if (!any(continuous)) return(invisible(FALSE))
+  # a column is binary (0/1) when sum(x^2) == sum(x) and every x is 0 or 1;
+  # only columns passing the cheap first test get the full check
   n <- nrow(X)
-  means <- colMeans(X)[continuous]
-  sds <- sqrt(pmax(colSums(X[, continuous, drop = FALSE]^2) - n * means^2, 0) / (n - 1))
+  s1 <- colSums(X)
+  s2 <- colSums(X^2)
+  maybe_binary <- which(abs(s2 - s1) <= 1e-8 * pmax(1, s2))
+  continuous <- rep(TRUE, ncol(X))
+  for (j in maybe_binary) continuous[j] <- !all(X[, j] == 0 | X[, j] == 1)
+  if (!any(continuous)) return(invisible(FALSE))
+  means <- s1[continuous] / n
+  sds <- sqrt(pmax(s2[continuous] - n * means^2, 0) / (n - 1))
   ratios <- outer(sds, sds, "/")
   logs <- c(abs(log(ratios[lower.tri(ratios)])), abs(log(sds)))
   if (any(logs > log(tol), na.rm = TRUE)) {
@@ -407,4 +418,14 @@ h_model_matrix_safely <- function(expr, what) {
     h_abort(sprintf("Could not build the %s model matrix: %s", what, conditionMessage(e)),
             "data")
   })
+}
+
+#' Drop unused factor levels of a model frame after rows were removed,
+#' keeping its attributes ("terms", "na.action")
+#' @noRd
+h_drop_unused_levels <- function(frame) {
+  for (nm in names(frame)) {
+    if (is.factor(frame[[nm]])) frame[[nm]] <- droplevels(frame[[nm]])
+  }
+  frame
 }
