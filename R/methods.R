@@ -300,30 +300,45 @@ model.matrix.lmm <- function(object, type = c("fixed", "random"), ...) {
   do.call(cbind, blocks)
 }
 
-#' Wald confidence intervals for fixed effects
+#' Confidence intervals for fixed effects and variance components
 #'
 #' @param object an `"lmm"` fit.
-#' @param parm names or indices of fixed effects (default all).
+#' @param parm which parameters: for `method = "Wald"` names or indices of
+#'   fixed effects (default all); for `method = "profile"` the variance
+#'   components named as lme4 does (`".sig01"`, `".sig02"`, ...,
+#'   `".sigma"`: per random-effect term its standard deviations and
+#'   correlations, then the residual standard deviation; default all).
 #' @param level confidence level.
-#' @param method `"Wald"`: estimate +/- quantile x standard error.
-#' @param ddf `"none"` (default) uses normal quantiles, as
+#' @param method `"Wald"` (default): fixed effects, estimate +/- quantile x
+#'   standard error. `"profile"`: likelihood-ratio (profile) intervals for
+#'   the standard deviations, correlations and residual standard deviation,
+#'   as `confint(lme4_fit, method = "profile", oldNames = TRUE)`; as in lme4
+#'   the profile is of the ML deviance, also for REML fits (pass
+#'   `REML = TRUE` to profile the REML criterion instead). A standard
+#'   deviation whose profile stays below the cutoff at zero gets a lower
+#'   limit of 0.
+#' @param ddf for Wald intervals: `"none"` (default) uses normal quantiles, as
 #'   `confint(lme4_fit, method = "Wald")`; `"Satterthwaite"` or
 #'   `"Kenward-Roger"` use t quantiles with those degrees of freedom (and,
 #'   for Kenward-Roger, the adjusted standard errors).
-#' @param ... unused.
+#' @param ... for `method = "profile"`: `REML` (see above).
 #' @return A matrix with one row per parameter and columns for the lower and
 #'   upper limits.
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' confint(fit)
 #' confint(fit, ddf = "Satterthwaite")
+#' confint(fit, method = "profile")
 #' @export
-confint.lmm <- function(object, parm, level = 0.95, method = "Wald",
+confint.lmm <- function(object, parm, level = 0.95, method = c("Wald", "profile"),
                         ddf = c("none", "Satterthwaite", "Kenward-Roger"), ...) {
-  if (!is.character(method) || length(method) != 1L || is.na(method) ||
-      !identical(tolower(method), "wald")) {
-    h_abort(sprintf("Only Wald confidence intervals are available (`method = \"Wald\"`); got %s. Profile and bootstrap intervals are not implemented.",
-                    paste(deparse(method), collapse = " ")), "argument")
+  method <- h_match_confint_method(method)
+  if (method == "profile") {
+    h_check_number(level, "level", lower = 0)
+    if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
+    reml <- isTRUE(list(...)$REML)
+    return(h_confint_profile(object, parm = if (missing(parm)) NULL else parm,
+                             level = level, REML = reml))
   }
   ddf <- h_match_ddf(ddf)
   h_check_number(level, "level", lower = 0)
@@ -387,4 +402,15 @@ update.lmm <- function(object, formula., ..., evaluate = TRUE) {
   caller <- parent.frame()
   if (is.null(env)) return(eval(call, caller))
   tryCatch(eval(call, env), error = function(e) eval(call, caller))
+}
+
+#' @noRd
+h_match_confint_method <- function(method) {
+  if (identical(method, c("Wald", "profile"))) return("Wald")
+  if (!is.character(method) || length(method) != 1L || is.na(method) ||
+      !tolower(method) %in% c("wald", "profile")) {
+    h_abort(sprintf("`method` must be \"Wald\" or \"profile\"; got %s. Bootstrap intervals are not implemented.",
+                    paste(deparse(method), collapse = " ")), "argument")
+  }
+  if (tolower(method) == "wald") "Wald" else "profile"
 }
