@@ -337,8 +337,10 @@ confint.lmm <- function(object, parm, level = 0.95, method = c("Wald", "profile"
     h_check_number(level, "level", lower = 0)
     if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
     reml <- isTRUE(list(...)$REML)
-    return(h_confint_profile(object, parm = if (missing(parm)) NULL else parm,
-                             level = level, REML = reml))
+    out <- h_confint_profile(object, parm = if (missing(parm)) NULL else parm,
+                             level = level, REML = reml)
+    attr(out, "estimates") <- NULL
+    return(out)
   }
   ddf <- h_match_ddf(ddf)
   h_check_number(level, "level", lower = 0)
