@@ -161,8 +161,18 @@ h_join_formula <- function(formula, fixed, bars) {
 h_bar_lhs <- function(bar, frame) {
   lhs <- bar[[2]]
   tt <- stats::terms(stats::as.formula(call("~", lhs)))
-  list(intercept = attr(tt, "intercept") == 1L,
-       n_other = length(attr(tt, "term.labels")))
+  if (attr(tt, "intercept") == 1L) {
+    return(list(intercept = TRUE, n_other = length(attr(tt, "term.labels"))))
+  }
+  # `(0 + f | g)` with a factor f spans the intercept (its columns sum to
+  # one): it is the same model as `(f | g)` and is reduced the same way
+  mm <- tryCatch(stats::model.matrix(tt, frame), error = function(e) NULL)
+  spans_one <- !is.null(mm) && ncol(mm) > 1L &&
+    max(abs(qr.resid(qr(mm), rep(1, nrow(mm))))) < 1e-8
+  if (spans_one) {
+    return(list(intercept = TRUE, n_other = ncol(mm) - 1L))
+  }
+  list(intercept = FALSE, n_other = length(attr(tt, "term.labels")))
 }
 
 #' REML or ML log-likelihood of the linear model without random effects,
@@ -240,7 +250,7 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
       bars <- sp$bars
       bars[[i]] <- newbar
       lhs_txt <- paste(deparse(bar[[2]], width.cutoff = 500L), collapse = " ")
-      lhs_txt <- sub("^1 \\+ ", "", lhs_txt)
+      lhs_txt <- sub("^(1|0|-1) \\+ ", "", lhs_txt)
       label <- sprintf("%s in (%s)", lhs_txt, bar_txt)
       dims_removed <- k - 1L
     } else {

@@ -170,3 +170,16 @@ test_that("REML fits with the same fixed effects are compared without refitting"
   expect_equal(a$logLik, c(as.numeric(logLik(f0)), as.numeric(logLik(f1))))
   expect_match(attr(a, "heading")[3], "REML fits compared without refitting")
 })
+
+test_that("ranova reduces (0 + f | g) with a factor f to (1 | g), as lmerTest", {
+  skip_if_not_installed("lmerTest")
+  d <- sleepstudy
+  d$f3 <- factor(rep(c("a", "b", "c"), length.out = 180))
+  fit <- suppressMessages(lmm(Reaction ~ Days + (0 + f3 | Subject), d))
+  ref <- suppressMessages(lmerTest::lmer(Reaction ~ Days + (0 + f3 | Subject), d))
+  own <- ranova(fit)
+  theirs <- lmerTest::ranova(ref)
+  expect_equal(rownames(own), rownames(theirs))
+  expect_equal(own$LRT[2], theirs$LRT[2], tolerance = 1e-4)
+  expect_equal(own$Df[2], theirs$Df[2])
+})
