@@ -200,7 +200,8 @@ h_lm_loglik <- function(fit, REML) {
 #' Likelihood-ratio tests for the random-effect terms
 #'
 #' For each random-effect term of the model, refits the model with that term
-#' reduced — `(x | g)` becomes `(1 | g)`; `(1 | g)` and slope-only terms
+#' reduced — `(x | g)` becomes `(1 | g)` (so does `(0 + f | g)` for a factor
+#' `f`, whose columns span the intercept); `(1 | g)` and slope-only terms
 #' `(0 + x | g)` are removed — with the same REML/ML setting, and compares
 #' it with the full model by a likelihood-ratio test (as lmerTest's
 #' `ranova()`). When the only random-effect term is removed, the reduced
