@@ -4,13 +4,13 @@
 
 #' Box-Cox transformation of the response
 #'
-#' Generic with a method for `"lmm"` fits. `MASS::boxcox()` is a function of
+#' Generic with a method for `"lmmr"` fits. `MASS::boxcox()` is a function of
 #' the same name; whichever package is attached last masks the other (use
 #' `lmmr::boxcox()` to be explicit).
 #'
 #' @param object a fitted model.
 #' @param ... passed to methods.
-#' @return See [boxcox.lmm()].
+#' @return See [boxcox.lmmr()].
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
 #' boxcox(fit, lambda = seq(-1, 1, 0.25))
@@ -58,7 +58,7 @@ boxcox.default <- function(object, ...) {
 #' interval: 1 none, 0.5 square root, 0 log, -1 reciprocal), refit the final
 #' model on that scale **with REML** (the default of [lmm()]).
 #'
-#' @param object an `"lmm"` fit with a strictly positive response.
+#' @param object an `"lmmr"` fit with a strictly positive response.
 #' @param lambda grid of values of the transformation parameter. Values at
 #'   which `y^lambda` overflows, or leaves the transformed response constant
 #'   to machine precision, are skipped with a warning of class
@@ -79,7 +79,7 @@ boxcox.default <- function(object, ...) {
 #' bc
 #' plot(bc)
 #' @export
-boxcox.lmm <- function(object, lambda = seq(-2, 2, 0.1), level = 0.95, ...) {
+boxcox.lmmr <- function(object, lambda = seq(-2, 2, 0.1), level = 0.95, ...) {
   h_check_lmm(object)
   y <- object$y
   if (any(y <= 0)) {
@@ -238,7 +238,7 @@ print.lmm_boxcox <- function(x, digits = 3, ...) {
 #' Draws the profile log-likelihood against `lambda` with the best value and
 #' the likelihood-ratio confidence interval (base graphics).
 #'
-#' @param x an `"lmm_boxcox"` object from [boxcox.lmm()].
+#' @param x an `"lmm_boxcox"` object from [boxcox.lmmr()].
 #' @param xlab,ylab,main axis labels and title.
 #' @param ... further arguments passed to [plot.default()].
 #' @return `x`, invisibly.

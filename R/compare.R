@@ -214,7 +214,7 @@ h_lm_loglik <- function(fit, REML) {
 #' one dimension (its variance and covariances; Self & Liang 1987, Stram &
 #' Lee 1994). It is `NA` when more than one dimension is removed at once.
 #'
-#' @param model an `"lmm"` fit.
+#' @param model an `"lmmr"` fit.
 #' @param reduce.terms if `TRUE` (default) terms with random slopes are
 #'   reduced to random intercepts; if `FALSE` every term is removed
 #'   entirely.

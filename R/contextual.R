@@ -90,12 +90,12 @@ h_cluster_means <- function(x, cluster) {
 #' standard error `sqrt(L V L')` (Kenward-Roger: from the adjusted
 #' covariance). Degrees of freedom come from [contest()] (Satterthwaite or
 #' Kenward-Roger, one t test per row); should that fail, from
-#' the per-coefficient Satterthwaite df of [summary.lmm()] (for a contrast of
+#' the per-coefficient Satterthwaite df of [summary.lmmr()] (for a contrast of
 #' two coefficients, the smaller of their dfs, which is conservative), and if
 #' that is unavailable too, `df = Inf` (Wald z test). The method used is
 #' stored in the attribute `"df_method"` and printed.
 #'
-#' @param fit an `"lmm"` fit.
+#' @param fit an `"lmmr"` fit.
 #' @param x base name of the predictor (e.g. `"ses"`, for coefficients
 #'   `ses_within` and `ses_between`, or `ses` and `ses_between`).
 #' @param suffix suffixes of the between and within columns, as in

@@ -1,4 +1,4 @@
-# Model checking for "lmm" fits: residuals at the observation level
+# Model checking for "lmmr" fits: residuals at the observation level
 # (conditional and marginal), standardised random effects (level-2
 # residuals), and base-graphics diagnostic plots.
 
@@ -17,7 +17,7 @@
 #' standardised: see [ranef_std()]; `level = 2` is not accepted here
 #' because they are not one value per observation.
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param type `"response"` (observed minus fitted) or `"pearson"` (response
 #'   residuals times the square root of the prior weights, as lme4).
 #' @param scaled logical: divide by the residual standard deviation.
@@ -26,14 +26,14 @@
 #' @param ... unused.
 #' @return A numeric vector (padded with `NA` when the fit used
 #'   `na.action = na.exclude`).
-#' @seealso [ranef_std()], [plot.lmm()]
+#' @seealso [ranef_std()], [plot.lmmr()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' summary(residuals(fit, scaled = TRUE))
 #' # marginal residuals: y - X beta
 #' head(residuals(fit, level = 0))
 #' @export
-residuals.lmm <- function(object, type = c("response", "pearson"),
+residuals.lmmr <- function(object, type = c("response", "pearson"),
                           scaled = FALSE, level = 1, ...) {
   type <- match.arg(type)
   use <- h_residual_level(object, level)
@@ -99,12 +99,12 @@ h_residual_level <- function(object, level) {
 #'   measures how far a cluster's effect is from 0 relative to its own
 #'   uncertainty ("comparative" standardisation); it is not standard normal.
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param type `"diagnostic"` or `"conditional"`, see Details.
 #' @return A data frame with columns `group`, `term` (random-effect
 #'   coefficient), `level`, `blup`, `cond_sd` (conditional SD),
 #'   `blup_sd` (`sqrt(Sigma_jj - C_jj)`) and `std` (the standardised value).
-#' @seealso [residuals.lmm()], [plot.lmm()], [ranef()]
+#' @seealso [residuals.lmmr()], [plot.lmmr()], [ranef()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' rs <- ranef_std(fit)
@@ -156,7 +156,7 @@ ranef_std <- function(object, type = c("diagnostic", "conditional")) {
 #' into one panel per random-effect coefficient. The most extreme
 #' observations (`id.n`) are labelled by their row names.
 #'
-#' @param x an `"lmm"` fit.
+#' @param x an `"lmmr"` fit.
 #' @param which plots to draw: numbers 1 to 5 or the names above.
 #' @param ask logical: ask before each new page (as [plot.lm()]).
 #' @param id.n number of extreme residuals / clusters to label.
@@ -164,7 +164,7 @@ ranef_std <- function(object, type = c("diagnostic", "conditional")) {
 #'   axis.
 #' @param ... further graphical parameters passed to the plotting functions.
 #' @return `x`, invisibly.
-#' @seealso [residuals.lmm()], [ranef_std()]
+#' @seealso [residuals.lmmr()], [ranef_std()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' op <- par(no.readonly = TRUE)
@@ -172,7 +172,7 @@ ranef_std <- function(object, type = c("diagnostic", "conditional")) {
 #' plot(fit, which = c("resid_fitted", "qq_resid"), ask = FALSE)
 #' par(op)
 #' @export
-plot.lmm <- function(x, which = 1:5,
+plot.lmmr <- function(x, which = 1:5,
                      ask = length(which) > 1L && grDevices::dev.interactive(),
                      id.n = 3, max_levels = 40, ...) {
   all_plots <- c("caterpillar", "qq_ranef", "resid_fitted", "qq_resid",

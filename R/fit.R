@@ -1,4 +1,4 @@
-# From a model design (h_model_design()) to a fitted "lmm" object: one call
+# From a model design (h_model_design()) to a fitted "lmmr" object: one call
 # into Rust, then assembly of plain R data.
 
 #' Call the Rust fitting kernel on a design
@@ -120,7 +120,7 @@ h_term_results <- function(terms, res) {
   out
 }
 
-#' Assemble the "lmm" object (plain R data only)
+#' Assemble the "lmmr" object (plain R data only)
 #' @noRd
 h_build_lmm <- function(design, res, REML, call, control) {
   X <- design$X
@@ -165,7 +165,7 @@ h_build_lmm <- function(design, res, REML, call, control) {
     singular = singular,
     n = n, p = p, q = sum(vapply(terms, function(t) t$n_levels * t$k, numeric(1))),
     control = control
-  ), class = "lmm")
+  ), class = "lmmr")
   h_report_fit_problems(fit)
   fit
 }
@@ -194,7 +194,7 @@ h_report_fit_problems <- function(fit) {
 #' factor `theta` is below `tol`. Such fits are legitimate estimates, but
 #' usually mean the random-effects structure is richer than the data support.
 #'
-#' @param x an `"lmm"` fit.
+#' @param x an `"lmmr"` fit.
 #' @param tol tolerance for a diagonal element of the relative covariance
 #'   factor to count as zero.
 #' @return `TRUE` or `FALSE`.
@@ -211,7 +211,7 @@ is_singular <- function(x, tol = 1e-4) {
 
 #' @noRd
 h_check_lmm <- function(x, name = "object") {
-  if (!inherits(x, "lmm")) {
+  if (!inherits(x, "lmmr")) {
     h_abort(sprintf("`%s` must be a model fitted by lmm().", name), "argument")
   }
   invisible(x)

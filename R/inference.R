@@ -1,6 +1,6 @@
 # Small-sample inference for lmm fits: Satterthwaite and Kenward-Roger
 # denominator degrees of freedom for coefficient t tests, general contrasts
-# (contest()) and type I/II/III ANOVA tables (anova.lmm()). The heavy algebra
+# (contest()) and type I/II/III ANOVA tables (anova.lmmr()). The heavy algebra
 # (Hessian of the deviance, Jacobian of Cov(beta), Kenward-Roger adjusted
 # covariance) is done in Rust (src/rust/inference); here only p x p algebra.
 
@@ -98,9 +98,9 @@ h_kr_ddf <- function(kr, L) {
   list(ddf = ddf, scaling = scaling)
 }
 
-#' Coefficient standard errors and df (used by summary.lmm())
+#' Coefficient standard errors and df (used by summary.lmmr())
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param ddf `"Satterthwaite"` or `"Kenward-Roger"`.
 #' @return `list(se =, df =)`, one value per fixed-effect coefficient; the
 #'   standard errors are Kenward-Roger adjusted for `"Kenward-Roger"`.
@@ -236,7 +236,7 @@ h_parts_for <- function(object, ddf) {
 #' Cornelius 1996) or Kenward and Roger's method as in pbkrtest (adjusted
 #' covariance of the estimates, scaled F statistic).
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param L a numeric vector of length `length(fixef(object))` or a matrix
 #'   with that many columns.
 #' @param ddf `"Satterthwaite"` (default), `"Kenward-Roger"` (REML fits
@@ -712,8 +712,8 @@ h_type3_basis <- function(object, st, hyp) {
 #' class `"lmmr_error_argument"`). Any other further argument is an error of
 #' that class too.
 #'
-#' @param object an `"lmm"` fit.
-#' @param ... further `"lmm"` fits (or `lm` fits) for a likelihood-ratio
+#' @param object an `"lmmr"` fit.
+#' @param ... further `"lmmr"` fits (or `lm` fits) for a likelihood-ratio
 #'   comparison; optionally `refit = FALSE` to compare REML fits without
 #'   refitting and `model.names`, a character vector of names for the
 #'   models (in the order given).
@@ -738,12 +738,12 @@ h_type3_basis <- function(object, st, hyp) {
 #' fit0 <- lmm(Reaction ~ 1 + (Days | Subject), data = sleepstudy)
 #' anova(fit0, fit)
 #' @export
-anova.lmm <- function(object, ..., type = c(3, 2, 1),
+anova.lmmr <- function(object, ..., type = c(3, 2, 1),
                       ddf = c("Satterthwaite", "Kenward-Roger", "none")) {
   dots <- list(...)
   dn <- names(dots) %||% rep("", length(dots))
   opt <- dn %in% c("refit", "model.names")
-  is_fit <- !opt & vapply(dots, function(d) inherits(d, "lmm") || h_is_lm(d), logical(1))
+  is_fit <- !opt & vapply(dots, function(d) inherits(d, "lmmr") || h_is_lm(d), logical(1))
   bad <- !opt & !is_fit
   if (any(bad)) {
     what <- vapply(which(bad), function(i) {

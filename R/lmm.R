@@ -25,13 +25,13 @@
 #' @param contrasts optional list of contrasts for factors of the fixed part,
 #'   as in [stats::model.matrix()].
 #' @param control a list from [lmm_control()].
-#' @return An object of class `"lmm"`: a list of plain R data (so it can be
+#' @return An object of class `"lmmr"`: a list of plain R data (so it can be
 #'   saved with [saveRDS()]) with methods for [print()], [summary()],
 #'   [fixef()], [ranef()], [VarCorr()], [coef()], [fitted()],
 #'   [residuals()], [predict()], [logLik()], [AIC()], [BIC()],
 #'   [deviance()], [nobs()], [sigma()], [vcov()], [formula()],
 #'   [model.matrix()], [update()] and [confint()].
-#' @seealso [lmm_control()], [summary.lmm()], [ranef.lmm()], [VarCorr.lmm()]
+#' @seealso [lmm_control()], [summary.lmmr()], [ranef.lmmr()], [VarCorr.lmmr()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' fit

@@ -1,8 +1,8 @@
-# Extractor methods for "lmm" fits, with lme4's names and shapes.
+# Extractor methods for "lmmr" fits, with lme4's names and shapes.
 
 #' Fixed-effect estimates of a linear mixed model
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param add.dropped logical: include columns of the fixed-effects design
 #'   that were dropped because they were aliased (as `NA`), as lme4 does.
 #' @param ... unused.
@@ -11,7 +11,7 @@
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' fixef(fit)
 #' @export
-fixef.lmm <- function(object, add.dropped = FALSE, ...) {
+fixef.lmmr <- function(object, add.dropped = FALSE, ...) {
   if (!add.dropped || length(object$dropped) == 0L) {
     return(object$beta)
   }
@@ -23,13 +23,13 @@ fixef.lmm <- function(object, add.dropped = FALSE, ...) {
 
 #' Conditional modes (BLUPs) of the random effects
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param condVar logical: attach the conditional variances as attribute
 #'   `"postVar"` of each data frame: an array `k x k x levels` when the
 #'   grouping factor has one term, and a list of such arrays (one per term)
 #'   when it has several, as in lme4.
 #' @param ... unused.
-#' @return A list of class `"ranef.lmm"` with one data frame per grouping
+#' @return A list of class `"ranef.lmmr"` with one data frame per grouping
 #'   factor (rows: levels, columns: random-effect coefficients).
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
@@ -37,7 +37,7 @@ fixef.lmm <- function(object, add.dropped = FALSE, ...) {
 #' head(re$Subject)
 #' dim(attr(re$Subject, "postVar"))
 #' @export
-ranef.lmm <- function(object, condVar = TRUE, ...) {
+ranef.lmmr <- function(object, condVar = TRUE, ...) {
   terms <- object$re_terms
   fids <- vapply(terms, function(t) t$factor_id, integer(1))
   out <- list()
@@ -58,11 +58,11 @@ ranef.lmm <- function(object, condVar = TRUE, ...) {
     }
     out[[terms[[idx[1]]]$group]] <- df
   }
-  structure(out, class = "ranef.lmm")
+  structure(out, class = "ranef.lmmr")
 }
 
 #' @export
-print.ranef.lmm <- function(x, ...) {
+print.ranef.lmmr <- function(x, ...) {
   print(lapply(unclass(x), function(d) {
     attr(d, "postVar") <- NULL
     d
@@ -71,7 +71,7 @@ print.ranef.lmm <- function(x, ...) {
 }
 
 #' @export
-as.data.frame.ranef.lmm <- function(x, ...) {
+as.data.frame.ranef.lmmr <- function(x, ...) {
   rows <- list()
   for (g in names(x)) {
     d <- x[[g]]
@@ -106,10 +106,10 @@ h_cond_sd <- function(pv, k, G) {
 
 #' Estimated variances, standard deviations and correlations of random effects
 #'
-#' @param x an `"lmm"` fit.
+#' @param x an `"lmmr"` fit.
 #' @param sigma unused (for compatibility with the generic).
 #' @param ... unused.
-#' @return A list of class `"VarCorr.lmm"` with one covariance matrix per
+#' @return A list of class `"VarCorr.lmmr"` with one covariance matrix per
 #'   random-effect term (attributes `"stddev"` and `"correlation"`) and the
 #'   residual standard deviation in attribute `"sc"`. Use
 #'   `as.data.frame()` for lme4's long format (`grp`, `var1`, `var2`,
@@ -119,7 +119,7 @@ h_cond_sd <- function(pv, k, G) {
 #' VarCorr(fit)
 #' as.data.frame(VarCorr(fit))
 #' @export
-VarCorr.lmm <- function(x, sigma = 1, ...) {
+VarCorr.lmmr <- function(x, sigma = 1, ...) {
   out <- lapply(x$re_terms, function(t) {
     cov <- t$cov
     sd <- sqrt(diag(cov))
@@ -134,12 +134,12 @@ VarCorr.lmm <- function(x, sigma = 1, ...) {
   names(out) <- make.unique(vapply(x$re_terms, function(t) t$group, character(1)))
   attr(out, "sc") <- x$sigma
   attr(out, "useSc") <- TRUE
-  class(out) <- "VarCorr.lmm"
+  class(out) <- "VarCorr.lmmr"
   out
 }
 
 #' @export
-as.data.frame.VarCorr.lmm <- function(x, row.names = NULL, optional = FALSE,
+as.data.frame.VarCorr.lmmr <- function(x, row.names = NULL, optional = FALSE,
                                       order = c("cov.last", "lower.tri"), ...) {
   order <- match.arg(order)
   rows <- list()
@@ -172,7 +172,7 @@ as.data.frame.VarCorr.lmm <- function(x, row.names = NULL, optional = FALSE,
 }
 
 #' @export
-print.VarCorr.lmm <- function(x, digits = max(3, getOption("digits") - 2),
+print.VarCorr.lmmr <- function(x, digits = max(3, getOption("digits") - 2),
                               comp = "Std.Dev.", ...) {
   print(h_format_varcorr(x, digits = digits, comp = comp), quote = FALSE,
         right = FALSE)
@@ -181,7 +181,7 @@ print.VarCorr.lmm <- function(x, digits = max(3, getOption("digits") - 2),
 
 #' Coefficients per level of each grouping factor (fixed + random effects)
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param ... unused.
 #' @return A list with one data frame per grouping factor: for every level,
 #'   the fixed effects plus that level's random effects.
@@ -189,7 +189,7 @@ print.VarCorr.lmm <- function(x, digits = max(3, getOption("digits") - 2),
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' head(coef(fit)$Subject)
 #' @export
-coef.lmm <- function(object, ...) {
+coef.lmmr <- function(object, ...) {
   re <- ranef(object, condVar = FALSE)
   fe <- object$beta
   out <- lapply(re, function(d) {
@@ -202,23 +202,23 @@ coef.lmm <- function(object, ...) {
     }
     res
   })
-  structure(out, class = "coef.lmm")
+  structure(out, class = "coef.lmmr")
 }
 
 #' @export
-print.coef.lmm <- function(x, ...) {
+print.coef.lmmr <- function(x, ...) {
   print(unclass(x), ...)
   invisible(x)
 }
 
 #' @export
-fitted.lmm <- function(object, ...) {
+fitted.lmmr <- function(object, ...) {
   out <- stats::setNames(object$fitted, rownames(object$frame))
   stats::napredict(object$na_action, out)
 }
 
 #' @export
-logLik.lmm <- function(object, REML = NULL, ...) {
+logLik.lmmr <- function(object, REML = NULL, ...) {
   reml <- if (is.null(REML)) object$REML else isTRUE(REML)
   val <- if (reml) {
     if (!object$REML) {
@@ -243,7 +243,7 @@ h_ml_deviance <- function(object) {
 }
 
 #' @export
-deviance.lmm <- function(object, REML = NULL, ...) {
+deviance.lmmr <- function(object, REML = NULL, ...) {
   if (is.null(REML)) REML <- object$REML
   if (isTRUE(REML)) return(h_remlcrit(object))
   h_ml_deviance(object)
@@ -259,23 +259,23 @@ h_remlcrit <- function(object) {
 }
 
 #' @export
-nobs.lmm <- function(object, ...) object$n
+nobs.lmmr <- function(object, ...) object$n
 
 #' @export
-sigma.lmm <- function(object, ...) object$sigma
+sigma.lmmr <- function(object, ...) object$sigma
 
 #' @export
-vcov.lmm <- function(object, ...) object$vcov
+vcov.lmmr <- function(object, ...) object$vcov
 
 #' @export
-formula.lmm <- function(x, ...) x$formula
+formula.lmmr <- function(x, ...) x$formula
 
 #' @export
-model.frame.lmm <- function(formula, ...) formula$frame
+model.frame.lmmr <- function(formula, ...) formula$frame
 
 #' Design matrices of a linear mixed model
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param type `"fixed"` for the fixed-effects design X, `"random"` for the
 #'   (dense) random-effects design Z, columns ordered term by term and, within
 #'   a term, level by level.
@@ -286,7 +286,7 @@ model.frame.lmm <- function(formula, ...) formula$frame
 #' head(model.matrix(fit))
 #' dim(model.matrix(fit, type = "random"))
 #' @export
-model.matrix.lmm <- function(object, type = c("fixed", "random"), ...) {
+model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
   type <- match.arg(type)
   if (type == "fixed") return(object$X)
   blocks <- lapply(object$re_terms, function(t) {
@@ -302,7 +302,7 @@ model.matrix.lmm <- function(object, type = c("fixed", "random"), ...) {
 
 #' Confidence intervals for fixed effects and variance components
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param parm which parameters: for `method = "Wald"` names or indices of
 #'   fixed effects (default all); for `method = "profile"` the variance
 #'   components named as lme4 does (`".sig01"`, `".sig02"`, ...,
@@ -330,7 +330,7 @@ model.matrix.lmm <- function(object, type = c("fixed", "random"), ...) {
 #' confint(fit, ddf = "Satterthwaite")
 #' confint(fit, method = "profile")
 #' @export
-confint.lmm <- function(object, parm, level = 0.95, method = c("Wald", "profile"),
+confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile"),
                         ddf = c("none", "Satterthwaite", "Kenward-Roger"), ...) {
   method <- h_match_confint_method(method)
   if (method == "profile") {
@@ -377,20 +377,20 @@ confint.lmm <- function(object, parm, level = 0.95, method = c("Wald", "profile"
 #' data local to that function, can be updated) and then in the caller's
 #' frame.
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param formula. changes to the formula, as in [stats::update.formula()]
 #'   (e.g. `. ~ . + x`, `. ~ . - (0 + Days | Subject)`).
 #' @param ... other arguments of [lmm()] to change (e.g. `REML = FALSE`,
 #'   `data = other_data`).
 #' @param evaluate if `FALSE`, return the updated call without evaluating it.
-#' @return The refitted `"lmm"` object (or the call).
+#' @return The refitted `"lmmr"` object (or the call).
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' fit_ml <- update(fit, REML = FALSE)
 #' fit_ri <- update(fit, . ~ . - (Days | Subject) + (1 | Subject))
 #' formula(fit_ri)
 #' @export
-update.lmm <- function(object, formula., ..., evaluate = TRUE) {
+update.lmmr <- function(object, formula., ..., evaluate = TRUE) {
   call <- object$call
   if (is.null(call)) h_abort("The fit has no stored call to update.", "argument")
   extras <- match.call(expand.dots = FALSE)$...

@@ -1,6 +1,6 @@
 #' Predictions from a linear mixed model
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param newdata optional data frame; without it, predictions are for the
 #'   data used in the fit.
 #' @param re.form which random effects to include: `NULL` (default) for all,
@@ -26,7 +26,7 @@
 #' predict(fit, newdata = data.frame(Days = 1, Subject = "new"),
 #'         allow.new.levels = TRUE)
 #' @export
-predict.lmm <- function(object, newdata = NULL, re.form = NULL,
+predict.lmmr <- function(object, newdata = NULL, re.form = NULL,
                         allow.new.levels = FALSE, ...) {
   h_check_flag(allow.new.levels, "allow.new.levels")
   use <- h_re_form_terms(object, re.form)

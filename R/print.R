@@ -48,7 +48,7 @@ h_groups_line <- function(x) {
 
 #' @noRd
 h_fit_header <- function(x) {
-  cat(sprintf("Linear mixed model fit by %s ['lmm']\n",
+  cat(sprintf("Linear mixed model fit by %s ['lmmr']\n",
               if (x$REML) "REML" else "maximum likelihood"))
   fml <- if (is.null(x$formula_input)) x$formula else x$formula_input
   cat("Formula:", paste(deparse(fml, width.cutoff = 500L), collapse = " "), "\n")
@@ -65,7 +65,7 @@ h_fit_footer <- function(x) {
 }
 
 #' @export
-print.lmm <- function(x, digits = max(3, getOption("digits") - 3), ...) {
+print.lmmr <- function(x, digits = max(3, getOption("digits") - 3), ...) {
   h_fit_header(x)
   if (x$REML) {
     cat(sprintf("REML criterion at convergence: %s\n", format(x$objective, nsmall = 3, digits = 7)))

@@ -19,7 +19,7 @@
 
 #' Profile-likelihood confidence intervals for the variance components
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param parm `NULL` (all variance components), or names among `".sig01"`,
 #'   ..., `".sigma"` (also `"theta_"` for all), or indices into that list.
 #' @param level confidence level.

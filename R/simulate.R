@@ -1,4 +1,4 @@
-# Parametric simulation from a fitted "lmm" and refitting to a new response.
+# Parametric simulation from a fitted "lmmr" and refitting to a new response.
 
 #' Simulate responses from a fitted linear mixed model
 #'
@@ -13,7 +13,7 @@
 #' BLUPs of the named grouping factors and draws new random effects for the
 #' others.
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param nsim number of simulated responses.
 #' @param seed `NULL` or an integer passed to [set.seed()]; as in
 #'   [stats::simulate()] the random number generator state used is stored in
@@ -33,7 +33,7 @@
 #' # conditional on the fitted subject effects
 #' head(simulate(fit, nsim = 1, seed = 1, re.form = NULL))
 #' @export
-simulate.lmm <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
+simulate.lmmr <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
   h_check_lmm(object)
   if (!is.numeric(nsim) || length(nsim) != 1L || !is.finite(nsim) || nsim < 1 ||
       nsim != round(nsim)) {
@@ -102,7 +102,7 @@ h_chol_psd <- function(S) {
 
 #' Refit a model to a new response
 #'
-#' Generic with a method for `"lmm"` fits. `lme4` also has a `refit()`
+#' Generic with a method for `"lmmr"` fits. `lme4` also has a `refit()`
 #' generic; when both packages are attached the one attached last masks the
 #' other (use `lmmr::refit()` explicitly if needed).
 #'
@@ -117,7 +117,7 @@ h_chol_psd <- function(S) {
 #' @export
 refit <- function(object, newresp, ...) UseMethod("refit")
 
-#' Refit an `"lmm"` fit to a new response
+#' Refit an `"lmmr"` fit to a new response
 #'
 #' Refits exactly the same model (same fixed-effects design, random-effects
 #' structure, weights and offset) to a new response vector, without going
@@ -126,11 +126,11 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #' `log(y) ~ ...`), to data that are no longer available, and to `subset` and
 #' missing values (the new response is on the rows used in the fit).
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param newresp numeric vector of length `nobs(object)` on the scale of
 #'   the model's response (i.e. already transformed when the formula
 #'   transforms the response), or a one-column data frame such as a column of
-#'   [simulate.lmm()] output. When the fit used `na.action = na.exclude`, a
+#'   [simulate.lmmr()] output. When the fit used `na.action = na.exclude`, a
 #'   vector with the full length (including the excluded rows) is also
 #'   accepted; its excluded rows are dropped.
 #' @param REML logical: `TRUE` for REML, `FALSE` for ML; by default as the
@@ -138,7 +138,7 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #' @param theta optional starting values for the relative covariance factor
 #'   (default: the starting values of the original fit's control).
 #' @param ... unused.
-#' @return A new `"lmm"` fit whose `call` is that of `object` and whose
+#' @return A new `"lmmr"` fit whose `call` is that of `object` and whose
 #'   response `y` is `newresp`.
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
@@ -147,7 +147,7 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #' # maximum likelihood on a transformed response
 #' logLik(refit(fit, log(sleepstudy$Reaction), REML = FALSE))
 #' @export
-refit.lmm <- function(object, newresp, REML = object$REML, theta = NULL, ...) {
+refit.lmmr <- function(object, newresp, REML = object$REML, theta = NULL, ...) {
   h_check_lmm(object)
   h_check_flag(REML, "REML")
   y <- h_newresp(object, newresp)

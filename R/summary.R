@@ -13,12 +13,12 @@
 #' balanced designs the two agree. The observed-information variant is not
 #' offered yet.
 #'
-#' @param object an `"lmm"` fit.
+#' @param object an `"lmmr"` fit.
 #' @param ddf method for the denominator degrees of freedom of the t tests:
 #'   `"Satterthwaite"` (default, as lmerTest), `"Kenward-Roger"` (as
 #'   pbkrtest/lmerTest) or `"none"` (no df and p-values, as lme4).
 #' @param ... unused.
-#' @return An object of class `"summary.lmm"` whose `coefficients` (see
+#' @return An object of class `"summary.lmmr"` whose `coefficients` (see
 #'   [coef()]) is a matrix with columns `Estimate`, `Std. Error`, `df`,
 #'   `t value` and `Pr(>|t|)` (the last three only when `ddf` is not
 #'   `"none"`).
@@ -26,7 +26,7 @@
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' summary(fit, ddf = "none")
 #' @export
-summary.lmm <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"), ...) {
+summary.lmmr <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"), ...) {
   ddf <- h_match_ddf(ddf)
   beta <- object$beta
   se <- sqrt(diag(object$vcov))
@@ -43,7 +43,7 @@ summary.lmm <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"
     varcor = VarCorr(object),
     scaled_residuals = residuals(object, type = "pearson", scaled = TRUE),
     vcov = object$vcov
-  ), class = "summary.lmm")
+  ), class = "summary.lmmr")
 }
 
 #' @noRd
@@ -58,13 +58,13 @@ h_match_ddf <- function(ddf) {
 }
 
 #' @export
-coef.summary.lmm <- function(object, ...) object$coefficients
+coef.summary.lmmr <- function(object, ...) object$coefficients
 
 #' @export
-vcov.summary.lmm <- function(object, ...) object$vcov
+vcov.summary.lmmr <- function(object, ...) object$vcov
 
 #' @export
-print.summary.lmm <- function(x, digits = max(3, getOption("digits") - 3), ...) {
+print.summary.lmmr <- function(x, digits = max(3, getOption("digits") - 3), ...) {
   obj <- x$object
   h_fit_header(obj)
   cat("\n")

@@ -1,4 +1,4 @@
-# Variance partition of a fitted "lmm": ICC, Nakagawa R2, design effects and
+# Variance partition of a fitted "lmmr": ICC, Nakagawa R2, design effects and
 # shrinkage. Definitions follow Nakagawa, Johnson & Schielzeth (2017) as
 # implemented in performance 0.10.2 / insight 0.19 (re-derived here, no code
 # taken from those packages).
@@ -14,7 +14,7 @@
 #'   factor), residual, groups (term -> group))
 #' @noRd
 h_variance_components <- function(x) {
-  if (!inherits(x, "lmm")) {
+  if (!inherits(x, "lmmr")) {
     h_abort("`x` must be a model fitted by lmm().", "unsupported_model")
   }
   if (!length(x$re_terms)) {
@@ -50,14 +50,14 @@ h_icc_values <- function(vc) {
 
 #' Intraclass correlation coefficient
 #'
-#' Generic with a method for `"lmm"` fits. The `performance` package has a
+#' Generic with a method for `"lmmr"` fits. The `performance` package has a
 #' function of the same name; whichever package is attached last masks the
 #' other (use `lmmr::icc()` to be explicit).
 #'
 #' @param x a fitted model.
 #' @param ... passed to methods.
-#' @return See [icc.lmm()].
-#' @seealso [icc.lmm()], [icc_from_variances()], [r2()], [design_effect()]
+#' @return See [icc.lmmr()].
+#' @seealso [icc.lmmr()], [icc_from_variances()], [r2()], [design_effect()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
 #' icc(fit)
@@ -99,7 +99,7 @@ icc.default <- function(x, ...) {
 #' terms.
 #'
 #' Confidence intervals are obtained by a parametric bootstrap: `nsim`
-#' responses are simulated from the fit ([simulate.lmm()], new random
+#' responses are simulated from the fit ([simulate.lmmr()], new random
 #' effects), the model is refitted to each ([refit()], same REML/ML setting)
 #' and the percentile interval of the bootstrap ICCs is returned. No
 #' delta-method interval is offered: the ICC is a bounded ratio of variance
@@ -107,7 +107,7 @@ icc.default <- function(x, ...) {
 #' variance is near its boundary), where a symmetric Wald interval is
 #' misleading.
 #'
-#' @param x an `"lmm"` fit.
+#' @param x an `"lmmr"` fit.
 #' @param ci `NULL` (no interval) or a confidence level such as `0.95` for a
 #'   parametric bootstrap percentile interval.
 #' @param nsim number of bootstrap simulations when `ci` is given.
@@ -135,7 +135,7 @@ icc.default <- function(x, ...) {
 #' # parametric bootstrap interval (use more simulations in practice)
 #' icc(fit, ci = 0.95, nsim = 20, seed = 1)
 #' @export
-icc.lmm <- function(x, ci = NULL, nsim = 200, seed = NULL, ...) {
+icc.lmmr <- function(x, ci = NULL, nsim = 200, seed = NULL, ...) {
   vc <- h_variance_components(x)
   vals <- h_icc_values(vc)
   v_re <- sum(vc$random)
@@ -300,13 +300,13 @@ h_check_variances <- function(x, name) {
 
 #' Nakagawa's marginal and conditional R2
 #'
-#' Generic with a method for `"lmm"` fits. The `performance` package has a
+#' Generic with a method for `"lmmr"` fits. The `performance` package has a
 #' function of the same name; whichever package is attached last masks the
 #' other (use `lmmr::r2()` to be explicit).
 #'
 #' @param x a fitted model.
 #' @param ... passed to methods.
-#' @return See [r2.lmm()].
+#' @return See [r2.lmmr()].
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' r2(fit)
@@ -326,21 +326,21 @@ r2.default <- function(x, ...) {
 #' (variance explained by the fixed effects) and conditional R2 =
 #' `(sigma2_fixed + sigma2_random) / (sigma2_fixed + sigma2_random + sigma2)`
 #' (fixed and random effects together), with the variance components
-#' defined in [icc.lmm()] (Nakagawa, Johnson & Schielzeth, 2017;
+#' defined in [icc.lmmr()] (Nakagawa, Johnson & Schielzeth, 2017;
 #' `performance::r2_nakagawa()` 0.10.2).
 #'
-#' @param x an `"lmm"` fit.
+#' @param x an `"lmmr"` fit.
 #' @param ... unused.
 #' @return An object of class `"lmm_r2"`: a list with `marginal`,
 #'   `conditional`, `var_fixed`, `var_random` and `var_residual`.
-#' @seealso [icc.lmm()]
+#' @seealso [icc.lmmr()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' res <- r2(fit)
 #' res
 #' res$marginal
 #' @export
-r2.lmm <- function(x, ...) {
+r2.lmmr <- function(x, ...) {
   vc <- h_variance_components(x)
   v_re <- sum(vc$random)
   total <- vc$fixed + v_re + vc$residual
@@ -372,7 +372,7 @@ print.lmm_r2 <- function(x, digits = 3, ...) {
 #'
 #' `ICC` is the grouping factor's share of the variance not explained by the
 #' fixed effects, `sigma2_g / (sum of all random variances + sigma2)` (the
-#' per-factor adjusted ICC of [icc.lmm()]). With unequal cluster sizes
+#' per-factor adjusted ICC of [icc.lmmr()]). With unequal cluster sizes
 #' `m_j`, `m_bar` is the size-weighted mean cluster size
 #' `sum(m_j^2) / sum(m_j)` (the average size of the cluster an observation
 #' belongs to), not the plain mean `mean(m_j)`: under a random-intercept model
@@ -383,11 +383,11 @@ print.lmm_r2 <- function(x, digits = 3, ...) {
 #' formula for equal sizes). The plain mean is reported as `m_mean` for
 #' reference; it understates the design effect when sizes vary.
 #'
-#' @param x an `"lmm"` fit.
+#' @param x an `"lmmr"` fit.
 #' @return A data frame of class `"lmm_design_effect"` with one row per
 #'   grouping factor: `group`, `n_clusters`, `m_mean` (mean cluster size),
 #'   `m_bar` (size-weighted mean cluster size), `icc`, `deff`, `n`, `n_eff`.
-#' @seealso [icc.lmm()]
+#' @seealso [icc.lmmr()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
 #' design_effect(fit)
@@ -446,7 +446,7 @@ print.lmm_design_effect <- function(x, digits = 3, ...) {
 #' no random-intercept-only term is an error of class
 #' `"lmmr_error_no_random_intercept"`.
 #'
-#' @param x an `"lmm"` fit.
+#' @param x an `"lmmr"` fit.
 #' @return A data frame of class `"lmm_shrinkage"` with columns `group`,
 #'   `level`, `m`, `raw_deviation`, `reliability`, `shrunken`
 #'   (`reliability * raw_deviation`) and `blup`.
@@ -457,7 +457,7 @@ print.lmm_design_effect <- function(x, digits = 3, ...) {
 #' head(s)
 #' @export
 shrinkage <- function(x) {
-  if (!inherits(x, "lmm")) {
+  if (!inherits(x, "lmmr")) {
     h_abort("`x` must be a model fitted by lmm().", "unsupported_model")
   }
   keep <- vapply(x$re_terms, function(t) identical(t$cnms, "(Intercept)"),

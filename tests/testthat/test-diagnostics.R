@@ -1,4 +1,4 @@
-# residuals.lmm() at several levels, ranef_std() and plot.lmm().
+# residuals.lmmr() at several levels, ranef_std() and plot.lmmr().
 
 diag_fit <- function() suppressMessages(lmm(Reaction ~ Days + (Days | Subject),
                                             data = lmmr::sleepstudy))

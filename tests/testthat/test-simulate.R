@@ -1,4 +1,4 @@
-# simulate.lmm() and refit().
+# simulate.lmmr() and refit().
 
 sim_fit <- function(f = Reaction ~ Days + (Days | Subject), ...) {
   suppressMessages(lmm(f, data = lmmr::sleepstudy, ...))
