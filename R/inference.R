@@ -85,17 +85,34 @@ h_kr_ddf <- function(kr, L) {
   c1 <- g / den
   c2 <- (q - g) / den
   c3 <- (q + 2 - g) / den
-  Estar <- 1 / (1 - A2 / q)
-  Vstar <- (2 / q) * (1 + c1 * B) / ((1 - c2 * B)^2 * (1 - c3 * B))
-  rho <- Vstar / (2 * Estar^2)
+  # With few error df (a split-plot whose whole-plot stratum has 2 df) both
+  # 1 - A2/q and 1 - c2 B vanish (~1e-15) and their ratio is 0/0; pbkrtest
+  # 0.5.2 takes such a ratio as 1, treats |1 + c1 B| < 1e-10 as 0 and uses no
+  # F scaling when the df are within 0.01 of 2. The same guards here make
+  # the F tests agree with KRmodcomp and with the error-strata F tests.
+  e_red <- 1 - A2 / q
+  V0 <- 1 + c1 * B
+  V1 <- 1 - c2 * B
+  V2 <- 1 - c3 * B
+  if (abs(V0) < 1e-10) V0 <- 0
+  ratio <- h_ratio_00(e_red, V1)
+  rho <- ratio^2 * V0 / (q * V2)
   ddf <- 4 + (q + 2) / (q * rho - 1)
-  scaling <- ddf / (Estar * (ddf - 2))
+  scaling <- if (is.finite(ddf) && abs(ddf - 2) < 0.01) 1 else
+    ddf * e_red / (ddf - 2)
   if (!is.finite(ddf) || !is.finite(scaling)) {
     # no information on the variance parameters in this direction
     ddf <- if (is.finite(ddf)) ddf else Inf
     scaling <- 1
   }
   list(ddf = ddf, scaling = scaling)
+}
+
+#' x / y, or 1 when both are numerically zero (a 0/0 limit of the KR
+#' approximation)
+#' @noRd
+h_ratio_00 <- function(x, y, tol = 1e-14) {
+  if (abs(x) < tol && abs(y) < tol) 1 else x / y
 }
 
 #' Coefficient standard errors and df (used by summary.lmmr())
