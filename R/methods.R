@@ -12,6 +12,7 @@
 #' fixef(fit)
 #' @export
 fixef.lmmr <- function(object, add.dropped = FALSE, ...) {
+  h_check_dots(..., .fn = "fixef")
   if (!add.dropped || length(object$dropped) == 0L) {
     return(object$beta)
   }
@@ -28,7 +29,12 @@ fixef.lmmr <- function(object, add.dropped = FALSE, ...) {
 #'   `"postVar"` of each data frame: an array `k x k x levels` when the
 #'   grouping factor has one term, and a list of such arrays (one per term)
 #'   when it has several, as in lme4.
-#' @param ... unused.
+#' @param drop logical: return single-column data frames as named vectors
+#'   (as lme4's `drop`).
+#' @param whichel optional character vector of grouping-factor names to
+#'   return (as lme4's `whichel`).
+#' @param postVar deprecated synonym of `condVar` (as lme4).
+#' @param ... not used (a warning names anything passed here).
 #' @return A list of class `"ranef.lmmr"` with one data frame per grouping
 #'   factor (rows: levels, columns: random-effect coefficients).
 #' @examples
@@ -37,7 +43,13 @@ fixef.lmmr <- function(object, add.dropped = FALSE, ...) {
 #' head(re$Subject)
 #' dim(attr(re$Subject, "postVar"))
 #' @export
-ranef.lmmr <- function(object, condVar = TRUE, ...) {
+ranef.lmmr <- function(object, condVar = TRUE, drop = FALSE, whichel = NULL,
+                       postVar = FALSE, ...) {
+  h_check_dots(..., .fn = "ranef")
+  h_check_flag(condVar, "condVar")
+  h_check_flag(drop, "drop")
+  h_check_flag(postVar, "postVar")
+  condVar <- condVar || postVar
   terms <- object$re_terms
   fids <- vapply(terms, function(t) t$factor_id, integer(1))
   out <- list()
@@ -57,6 +69,25 @@ ranef.lmmr <- function(object, condVar = TRUE, ...) {
       attr(df, "postVar") <- pv
     }
     out[[terms[[idx[1]]]$group]] <- df
+  }
+  if (!is.null(whichel)) {
+    unknown <- setdiff(whichel, names(out))
+    if (!is.character(whichel) || length(unknown)) {
+      h_abort(sprintf("`whichel` must name grouping factors of the model (%s); unknown: %s.",
+                      paste(names(out), collapse = ", "),
+                      paste(unknown, collapse = ", ")), "argument")
+    }
+    out <- out[whichel]
+  }
+  if (drop) {
+    # as lme4: single-column data frames become named vectors
+    return(lapply(out, function(d) {
+      if (ncol(d) != 1L) return(d)
+      v <- stats::setNames(d[[1L]], rownames(d))
+      pv <- attr(d, "postVar")
+      if (!is.null(pv) && !is.list(pv)) attr(v, "postVar") <- drop(pv)
+      v
+    }))
   }
   structure(out, class = "ranef.lmmr")
 }
@@ -190,6 +221,7 @@ print.VarCorr.lmmr <- function(x, digits = max(3, getOption("digits") - 2),
 #' head(coef(fit)$Subject)
 #' @export
 coef.lmmr <- function(object, ...) {
+  h_check_dots(..., .fn = "coef")
   re <- ranef(object, condVar = FALSE)
   fe <- object$beta
   out <- lapply(re, function(d) {
@@ -213,12 +245,14 @@ print.coef.lmmr <- function(x, ...) {
 
 #' @export
 fitted.lmmr <- function(object, ...) {
+  h_check_dots(..., .fn = "fitted")
   out <- stats::setNames(object$fitted, rownames(object$frame))
   stats::napredict(object$na_action, out)
 }
 
 #' @export
 logLik.lmmr <- function(object, REML = NULL, ...) {
+  h_check_dots(..., .fn = "logLik")
   reml <- if (is.null(REML)) object$REML else isTRUE(REML)
   val <- if (reml) {
     if (!object$REML) {
@@ -244,6 +278,7 @@ h_ml_deviance <- function(object) {
 
 #' @export
 deviance.lmmr <- function(object, REML = NULL, ...) {
+  h_check_dots(..., .fn = "deviance")
   if (is.null(REML)) REML <- object$REML
   if (isTRUE(REML)) return(h_remlcrit(object))
   h_ml_deviance(object)
@@ -259,10 +294,16 @@ h_remlcrit <- function(object) {
 }
 
 #' @export
-nobs.lmmr <- function(object, ...) object$n
+nobs.lmmr <- function(object, use.fallback = TRUE, ...) {
+  h_check_dots(..., .fn = "nobs")
+  object$n
+}
 
 #' @export
-sigma.lmmr <- function(object, ...) object$sigma
+sigma.lmmr <- function(object, ...) {
+  h_check_dots(..., .fn = "sigma")
+  object$sigma
+}
 
 #' @export
 vcov.lmmr <- function(object, ...) object$vcov
@@ -287,6 +328,7 @@ model.frame.lmmr <- function(formula, ...) formula$frame
 #' dim(model.matrix(fit, type = "random"))
 #' @export
 model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
+  h_check_dots(..., .fn = "model.matrix")
   type <- match.arg(type)
   if (type == "fixed") return(object$X)
   blocks <- lapply(object$re_terms, function(t) {
@@ -333,10 +375,13 @@ model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
 confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile"),
                         ddf = c("none", "Satterthwaite", "Kenward-Roger"), ...) {
   method <- h_match_confint_method(method)
+  dots <- list(...)
+  reml <- isTRUE(dots$REML)
+  dots$REML <- NULL
+  if (length(dots)) do.call(h_check_dots, c(dots, .fn = "confint"))
   if (method == "profile") {
     h_check_number(level, "level", lower = 0)
     if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
-    reml <- isTRUE(list(...)$REML)
     out <- h_confint_profile(object, parm = if (missing(parm)) NULL else parm,
                              level = level, REML = reml)
     attr(out, "estimates") <- NULL

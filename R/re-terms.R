@@ -404,7 +404,8 @@ h_newdata_term_codes <- function(term, newdata, allow_new_levels, env) {
       "new_levels"
     )
   }
-  as.integer(codes)
+  # the labels identify new levels (simulate() draws one effect per level)
+  structure(as.integer(codes), labels = lab)
 }
 
 #' Random-effects design for new data.

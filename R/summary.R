@@ -27,6 +27,7 @@
 #' summary(fit, ddf = "none")
 #' @export
 summary.lmmr <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"), ...) {
+  h_check_dots(..., .fn = "summary")
   ddf <- h_match_ddf(ddf)
   beta <- object$beta
   se <- sqrt(diag(object$vcov))

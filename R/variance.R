@@ -136,6 +136,7 @@ icc.default <- function(x, ...) {
 #' icc(fit, ci = 0.95, nsim = 20, seed = 1)
 #' @export
 icc.lmmr <- function(x, ci = NULL, nsim = 200, seed = NULL, ...) {
+  h_check_dots(..., .fn = "icc")
   vc <- h_variance_components(x)
   vals <- h_icc_values(vc)
   v_re <- sum(vc$random)
