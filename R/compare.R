@@ -93,7 +93,9 @@ h_anova_lrt <- function(fits, names, refit = TRUE, env = NULL) {
   npar <- npar[ord]
   ll <- ll[ord]
   names <- names[ord]
-  chisq <- c(NA, 2 * diff(ll))
+  # as lme4: a model with a lower log-likelihood than its smaller neighbour
+  # (not nested in it) gets Chisq 0, and p-values only where Df > 0
+  chisq <- c(NA, 2 * pmax(0, diff(ll)))
   df <- c(NA, diff(npar))
   pval <- ifelse(!is.na(df) & df > 0,
                  stats::pchisq(chisq, pmax(df, 1), lower.tail = FALSE), NA_real_)

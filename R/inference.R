@@ -780,8 +780,13 @@ anova.lmmr <- function(object, ..., type = c(3, 2, 1),
     }
     obj_name <- paste(deparse(cl$object), collapse = " ")
     all_names <- c(obj_name, dot_names)
-    bad_name <- nchar(all_names) > 40L | grepl("\\(", all_names) | duplicated(all_names)
-    all_names[bad_name] <- paste0("MODEL", seq_along(all_names))[bad_name]
+    # as lme4: the models' expressions name them; generic names only when
+    # those are not unique or unreadably long
+    if (anyDuplicated(all_names) || max(nchar(all_names)) > 200L) {
+      h_warn("Could not find unique model names; assigning generic names MODEL1, MODEL2, ...",
+             "model_names")
+      all_names <- paste0("MODEL", seq_along(all_names))
+    }
     if (!is.null(dots$model.names)) {
       all_names <- dots$model.names
       if (!is.character(all_names) || anyNA(all_names) || anyDuplicated(all_names)) {
