@@ -5,6 +5,10 @@
 #' @noRd
 h_fit_design <- function(design, REML, control, theta = NULL,
                          optimize = TRUE) {
+  if (optimize) {
+    bad <- h_unidentifiable_terms(design)
+    if (length(bad)) return(h_fit_without_terms(design, bad, REML, control, theta))
+  }
   terms <- design$re$terms
   theta_start <- if (!is.null(theta)) theta else control$theta_start
   if (!is.null(theta_start)) {
@@ -32,6 +36,76 @@ h_fit_design <- function(design, REML, control, theta = NULL,
     optimize = optimize
   )
   h_check_rust_result(res)
+}
+
+#' Random-effect terms whose columns all lie in the column space of the
+#' fixed effects (rank [X Z_t] = rank X, e.g. a grouping factor that is a
+#' coarsening of a fixed factor): the data cannot identify their variance
+#' (the REML criterion is flat in it, the ML deviance smallest at zero).
+#' Only terms with at most p levels can be such terms, so the check costs
+#' nothing for ordinary designs.
+#' @return integer indices of such terms
+#' @noRd
+h_unidentifiable_terms <- function(design) {
+  X <- design$X
+  p <- ncol(X)
+  terms <- design$re$terms
+  cand <- which(vapply(terms, function(t) t$n_levels <= p, logical(1)))
+  if (!length(cand) || p == 0L) return(integer(0))
+  sw <- sqrt(as.numeric(design$weights))
+  qx <- qr(X * sw)
+  cand[vapply(cand, function(i) {
+    t <- terms[[i]]
+    ind <- outer(as.integer(t$codes), seq_len(t$n_levels) - 1L, `==`)
+    zz <- do.call(cbind, lapply(seq_len(ncol(t$Z)), function(c) t$Z[, c] * ind)) * sw
+    tot <- sum(zz^2)
+    tot > 0 && sum(qr.resid(qx, zz)^2) < 1e-10 * tot
+  }, logical(1))]
+}
+
+#' Fit with the unidentifiable terms' relative covariance fixed at zero: the
+#' other parameters are optimised without them, then the full model is
+#' evaluated there (so BLUPs, conditional variances and the layout of the
+#' result are those of the full model), with a warning naming the terms
+#' @noRd
+h_fit_without_terms <- function(design, bad, REML, control, theta) {
+  terms <- design$re$terms
+  nth <- vapply(terms, function(t) ncol(t$Z) * (ncol(t$Z) + 1) / 2, numeric(1))
+  labels <- vapply(terms[bad], function(t) {
+    cn <- t$cnms
+    lhs <- if ("(Intercept)" %in% cn) {
+      paste(c("1", setdiff(cn, "(Intercept)")), collapse = " + ")
+    } else paste("0 +", paste(cn, collapse = " + "))
+    sprintf("(%s | %s)", lhs, t$group)
+  }, character(1))
+  h_warn(sprintf("The variance of random-effect term%s %s cannot be identified: %s columns lie in the column space of the fixed effects (e.g. the grouping factor is a coarsening of a fixed factor), so the criterion does not depend on %s. %s set to zero; remove the term or the fixed effect.",
+                 if (length(bad) > 1L) "s" else "", paste(labels, collapse = ", "),
+                 if (length(bad) > 1L) "their" else "its",
+                 if (length(bad) > 1L) "them" else "it",
+                 if (length(bad) > 1L) "They are" else "It is"),
+         "not_identifiable")
+  pos <- rep(seq_along(terms), nth)
+  full <- numeric(sum(nth))
+  keep <- setdiff(seq_along(terms), bad)
+  if (length(keep)) {
+    red <- design
+    red$re$terms <- terms[keep]
+    red$re$q <- sum(vapply(terms[keep], function(t) t$n_levels * ncol(t$Z), numeric(1)))
+    th_red <- if (is.null(theta)) NULL else theta[pos %in% keep]
+    res_red <- h_fit_design(red, REML = REML, control = control, theta = th_red)
+    full[pos %in% keep] <- res_red$theta
+  }
+  res <- h_fit_design(design, REML = REML, control = control, theta = full,
+                      optimize = FALSE)
+  if (length(keep)) {
+    res$converged <- res_red$converged
+    res$message <- res_red$message
+    res$n_eval <- res_red$n_eval + 1L
+  } else {
+    res$converged <- TRUE
+    res$message <- "no identifiable variance parameter"
+  }
+  res
 }
 
 #' Random-effect terms as the vectors the Rust entry points take (shared by
