@@ -27,7 +27,8 @@ tab_splitplot <- function(a, r, b, seed, drop = 0, sd_wp = 1.5) {
   d
 }
 
-# name = list(lmer formula, data, aov formula of the error strata or NULL)
+# name = list(lmer formula, data, aov formula of the error strata or NULL,
+# balanced = whether the design is balanced (default: an aov formula given))
 tab_designs <- function() {
   with_block <- y ~ block + A * B + (1 | block:A)
   aov_block <- y ~ block + A * B + Error(block:A)
@@ -38,6 +39,9 @@ tab_designs <- function() {
     sp2_block = list(with_block, tab_splitplot(2, 3, 3, 1), aov_block),
     sp3_block = list(with_block, tab_splitplot(2, 4, 3, 1), aov_block),
     sp6_block = list(with_block, tab_splitplot(3, 4, 3, 1), aov_block),
+    # the whole-plot variance is estimated as zero (a singular fit)
+    sp2_block_singular = list(with_block, tab_splitplot(2, 3, 3, 106, sd_wp = 1),
+                              NULL, balanced = TRUE),
     sp2_block_unbal = list(with_block, tab_splitplot(2, 3, 3, 1, drop = 3), NULL),
     sp3_block_unbal = list(with_block, tab_splitplot(2, 4, 3, 1, drop = 3), NULL),
     sp6_block_unbal = list(with_block, tab_splitplot(3, 4, 3, 1, drop = 3), NULL),
@@ -109,7 +113,8 @@ tab_fits <- local({
       cache <<- lapply(ds, function(d) {
         list(fit = suppressMessages(lmm(d[[1]], data = d[[2]])),
              ref = suppressMessages(lmerTest::lmer(d[[1]], data = d[[2]])),
-             aov = d[[3]], data = d[[2]])
+             aov = d[[3]], data = d[[2]],
+             balanced = if (is.null(d$balanced)) !is.null(d[[3]]) else d$balanced)
       })
     }
     cache
@@ -123,7 +128,7 @@ test_that("anova F tests match lmerTest/pbkrtest over the design table (types 1-
   n_rows <- 0
   for (nm in names(fits)) {
     b <- fits[[nm]]
-    balanced <- !is.null(b$aov)
+    balanced <- b$balanced
     for (type in 1:3) {
       for (ddf in c("Satterthwaite", "Kenward-Roger")) {
         own <- suppressMessages(anova(b$fit, type = type, ddf = ddf))
@@ -134,10 +139,12 @@ test_that("anova F tests match lmerTest/pbkrtest over the design table (types 1-
           lab <- sprintf("%s, type %d, %s, %s", nm, type, ddf, rownames(own)[i])
           # In a balanced design whose error stratum has 2 df, pbkrtest's KR
           # DenDF is the rounding noise of a 0/0 (it gives 2.0033 where the
-          # exact df, and the error-strata df, are 2); lmmr computes that
-          # ratio without the cancellation. Such rows are held to 5e-3 here
-          # and to the exact error-strata df in the next test.
+          # exact df, and the error-strata df, are 2, e.g. for A, type 3, in
+          # sp2_block_singular); lmmr computes that ratio without the
+          # cancellation. Such rows are held to 5e-3 against pbkrtest and
+          # to the exact df, 2.
           noisy <- balanced && ddf == "Kenward-Roger" && abs(ref$DenDF[i] - 2) < 0.01
+          if (noisy) expect_equal(own$DenDF[i], 2, tolerance = 1e-8, label = lab)
           tol_den <- if (noisy) 5e-3 else tab_tol
           tol_p <- if (noisy) 1e-3 else tab_tol
           expect_equal(own$NumDF[i], ref$NumDF[i], label = lab)
