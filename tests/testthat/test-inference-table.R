@@ -272,3 +272,27 @@ test_that("anova() of a model without fixed effects returns 0 rows, as lmerTest"
     }
   }
 })
+
+test_that("the KR ratio (1 - A2/q) / (1 - c2 B) is computed without cancellation", {
+  naive <- function(A1, A2, q) {
+    B <- (A1 + 6 * A2) / (2 * q)
+    g <- ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
+    c2 <- (q - g) / (3 * q + 2 * (1 - g))
+    (1 - A2 / q) / (1 - c2 * B)
+  }
+  # away from the 0/0 point: the same number as Kenward & Roger's formula
+  set.seed(11)
+  for (i in 1:20) {
+    q <- sample(2:5, 1)
+    A2 <- stats::runif(1, 0.1, 3)
+    A1 <- stats::runif(1, 0.1, q * A2)
+    expect_equal(lmmr:::h_kr_e_over_v1(A1, A2, q), naive(A1, A2, q), tolerance = 1e-10)
+  }
+  # q = 1 (A1 = A2) and exact tests (A1 = q A2): 1, also at A2 = q (a 2-df
+  # stratum), where the naive quotient is rounding noise (A1, A2 as computed
+  # for A in the design sp2 above and block in beets_add)
+  expect_identical(lmmr:::h_kr_e_over_v1(1.0000000000000606, 1.0000000000000608, 1), 1)
+  expect_gt(abs(naive(1.0000000000000606, 1.0000000000000608, 1) - 1), 1e-3)
+  expect_identical(lmmr:::h_kr_e_over_v1(3.9999999999999982, 1.9999999999999993, 2), 1)
+  expect_gt(abs(naive(3.9999999999999982, 1.9999999999999993, 2) - 1), 1)
+})
