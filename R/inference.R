@@ -86,16 +86,17 @@ h_kr_ddf <- function(kr, L) {
   c2 <- (q - g) / den
   c3 <- (q + 2 - g) / den
   # With few error df (a split-plot whose whole-plot stratum has 2 df) both
-  # 1 - A2/q and 1 - c2 B vanish (~1e-15) and their ratio is 0/0; pbkrtest
-  # 0.5.2 takes such a ratio as 1, treats |1 + c1 B| < 1e-10 as 0 and uses no
-  # F scaling when the df are within 0.01 of 2. The same guards here make
-  # the F tests agree with KRmodcomp and with the error-strata F tests.
+  # 1 - A2/q and 1 - c2 B vanish and their ratio is 0/0; pbkrtest 0.5.2
+  # takes such a ratio as 1 when both are below 1e-14, treats
+  # |1 + c1 B| < 1e-10 as 0 and uses no F scaling when the df are within
+  # 0.01 of 2. The ratio is computed in a form without the cancellation
+  # (h_kr_e_over_v1()), so it is also right when rounding leaves both at
+  # ~1e-13 (a large whole-plot variance); the other guards are pbkrtest's.
   e_red <- 1 - A2 / q
   V0 <- 1 + c1 * B
-  V1 <- 1 - c2 * B
   V2 <- 1 - c3 * B
   if (abs(V0) < 1e-10) V0 <- 0
-  ratio <- h_ratio_00(e_red, V1)
+  ratio <- h_kr_e_over_v1(A1, A2, q)
   rho <- ratio^2 * V0 / (q * V2)
   ddf <- 4 + (q + 2) / (q * rho - 1)
   scaling <- if (is.finite(ddf) && abs(ddf - 2) < 0.01) 1 else
@@ -106,6 +107,28 @@ h_kr_ddf <- function(kr, L) {
     scaling <- 1
   }
   list(ddf = ddf, scaling = scaling)
+}
+
+#' (1 - A2 / q) / (1 - c2 B) of the Kenward-Roger approximation without
+#' cancellation
+#'
+#' Substituting B and c2 (functions of A1, A2, q) and writing
+#' d = A1 - q A2 and e = q - A2, the ratio is exactly
+#' 2 e D / N with D = (q + 2)(q + 6) A2 - 2 (q + 1) d and
+#' N = e (2 (q + 2)(q + 6) A2 - (q^2 + 5q + 2) d) + q (q - 1)(q + 2) d +
+#' (q + 1) d^2, so it is 1 whenever d = 0: always for q = 1 (Theta is then
+#' of rank one and A1 = A2) and when the F test is exact (balanced designs,
+#' where A1 = q A2). The naive quotient is 0/0 when e = 0 (an error stratum
+#' with 2 df) and returns rounding noise there (DenDF 2.005 instead of 2).
+#' @noRd
+h_kr_e_over_v1 <- function(A1, A2, q) {
+  d <- A1 - q * A2
+  if (q == 1 || abs(d) <= 1e-10 * max(abs(A1), abs(q * A2))) return(1)
+  e <- q - A2
+  D <- (q + 2) * (q + 6) * A2 - 2 * (q + 1) * d
+  N <- e * (2 * (q + 2) * (q + 6) * A2 - (q^2 + 5 * q + 2) * d) +
+    q * (q - 1) * (q + 2) * d + (q + 1) * d^2
+  h_ratio_00(2 * e * D, N)
 }
 
 #' x / y, or 1 when both are numerically zero (a 0/0 limit of the KR
