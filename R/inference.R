@@ -438,6 +438,9 @@ h_containment_span <- function(object, st) {
 #' @noRd
 h_contrasts_type1 <- function(st) {
   X <- st$X
+  if (ncol(X) == 0L || !length(st$labels)) {
+    return(stats::setNames(list(), character(0)))
+  }
   R <- chol(crossprod(X))
   R <- R / diag(R)
   lapply(stats::setNames(seq_along(st$labels), st$labels), function(j) {
