@@ -264,8 +264,7 @@ test_that("anova() of a model without fixed effects returns 0 rows, as lmerTest"
   for (type in 1:3) {
     for (ddf in c("Satterthwaite", "Kenward-Roger")) {
       lab <- sprintf("y ~ 0 + (1 | g), type %d, %s", type, ddf)
- (types 1 and 2 failed with "'a' must have
-      # dims > 0" on this branch)
+      # (types 1 and 2 failed with "'a' must have dims > 0" before)
       a <- anova(fit0, type = type, ddf = ddf)
       expect_equal(nrow(a), 0, label = lab)
       expect_named(a, cols)
