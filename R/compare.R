@@ -273,7 +273,7 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
   rnames <- "<none>"
   reductions <- list()
   for (i in seq_along(sp$bars)) {
-    for (r in h_bar_reductions(sp$bars[[i]], model$frame, reduce.terms)) {
+    for (r in h_bar_reductions(sp$bars[[i]], h_hyp_frame(model), reduce.terms)) {
       r$index <- i
       reductions[[length(reductions) + 1L]] <- r
     }

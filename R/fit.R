@@ -33,7 +33,9 @@ h_fit_design <- function(design, REML, control, theta = NULL,
     max_iter = control$max_iter,
     tol = control$tol,
     theta_start = theta_start,
-    optimize = optimize
+    optimize = optimize,
+    n_obs = design$n_obs,
+    log_w_sum = design$log_w_sum
   )
   h_check_rust_result(res)
 }

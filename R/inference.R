@@ -30,7 +30,9 @@ h_inference_parts <- function(object, method = "satterthwaite") {
     theta = as.numeric(object$theta),
     sigma = as.numeric(object$sigma),
     reml = isTRUE(object$REML),
-    method = method
+    method = method,
+    # a fit from database aggregates carries pseudo-rows: the real n
+    n_obs = if (!is.null(object$db)) object$n
   )
   h_check_rust_result(res)
 }
@@ -415,7 +417,7 @@ h_containment_span <- function(object, st) {
   out <- stats::setNames(vector("list", length(labels)), labels)
   if (!length(labels)) return(out)
   full <- lapply(labels, function(l) {
-    h_full_term_columns(object$frame, rownames(fac)[fac[, l] > 0])
+    h_full_term_columns(h_hyp_frame(object), rownames(fac)[fac[, l] > 0])
   })
   rk <- function(m) qr(m, tol = 1e-9)$rank
   ranks <- vapply(full, rk, numeric(1))
@@ -524,9 +526,9 @@ h_containment_vars <- function(object, labels, fac) {
   vars_of <- lapply(stats::setNames(labels, labels), function(l) rownames(fac)[fac[, l] == 1])
   all_vars <- unique(unlist(vars_of))
   is_num <- vapply(all_vars, function(v) {
-    x <- object$frame[[v]]
+    x <- h_hyp_frame(object)[[v]]
     if (is.null(x)) {
-      x <- tryCatch(eval(parse(text = v), object$frame,
+      x <- tryCatch(eval(parse(text = v), h_hyp_frame(object),
                          environment(object$design_info$fixed_terms)),
                     error = function(e) NULL)
     }
@@ -555,7 +557,7 @@ h_contrasts_type3_aliased <- function(object, st) {
   X <- st$X
   labels <- st$labels
   fac <- st$factors
-  frame <- object$frame
+  frame <- h_hyp_frame(object)
   ctr <- object$design_info$contrasts
   treat <- length(ctr) == 0L ||
     all(vapply(ctr, function(cc) identical(cc, "contr.treatment"), logical(1)))
@@ -620,11 +622,14 @@ h_contrasts_type3_aliased <- function(object, st) {
 #' it (Goodnight's construction of SAS type III estimable functions).
 #' @noRd
 h_contrasts_type3 <- function(object, st) {
+  # type III bases are built on rows of the frame: for a fit from database
+  # aggregates, on the rows of its stand-in frame (see h_hyp_frame())
+  if (!is.null(object$db)) st$X <- h_db_hyp_X(object, st)
   X <- st$X
   labels <- st$labels
   if (!length(labels)) return(list())
   fac <- st$factors
-  frame <- object$frame
+  frame <- h_hyp_frame(object)
   vars_of <- lapply(labels, function(l) rownames(fac)[fac[, l] > 0])
   cols <- list()
   blocks <- list()

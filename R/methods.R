@@ -267,12 +267,19 @@ logLik.lmmr <- function(object, REML = NULL, ...) {
             nobs = object$n, nall = object$n, class = "logLik")
 }
 
+#' sum(log(w)) of the prior weights (from the database for a fit from
+#' aggregates, whose rows are pseudo-rows with unit weights)
+#' @noRd
+h_log_w_sum <- function(object) {
+  if (!is.null(object$db)) object$db$log_w_sum else sum(log(object$weights))
+}
+
 #' ML deviance at the stored estimates (for a REML fit: at the REML estimates)
 #' @noRd
 h_ml_deviance <- function(object) {
   if (!object$REML) return(object$objective)
   n <- object$n
-  object$ldl2 - sum(log(object$weights)) +
+  object$ldl2 - h_log_w_sum(object) +
     n * (1 + log(2 * pi * object$pwrss / n))
 }
 

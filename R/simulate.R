@@ -316,6 +316,8 @@ h_design_from_fit <- function(object, y) {
     frame = frame,
     formula = object$formula,
     na_action = object$na_action,
-    n = object$n
+    n = object$n,
+    n_obs = if (!is.null(object$db)) object$n,
+    log_w_sum = if (!is.null(object$db)) object$db$log_w_sum
   ), info)
 }

@@ -21,10 +21,23 @@ h_variance_components <- function(x) {
     h_abort("The model has no random effects, so there is no variance to partition between clusters.",
             "no_random_effects")
   }
-  var_fixed <- if (x$n > 1L) stats::var(drop(x$X %*% x$beta)) else 0
-  per_term <- vapply(x$re_terms, function(t) {
-    mean(rowSums((t$Z %*% t$cov) * t$Z))
-  }, numeric(1))
+  if (!is.null(x$db)) {
+    # from the database's moments of the columns (no rows in R)
+    mo <- x$db$moments
+    ix <- match(x$db$x_keys, mo$keys)
+    cov_x <- (mo$second[ix, ix, drop = FALSE] - outer(mo$mean[ix], mo$mean[ix])) *
+      mo$n / (mo$n - 1)
+    var_fixed <- max(0, drop(crossprod(x$beta, cov_x %*% x$beta)))
+    per_term <- vapply(seq_along(x$re_terms), function(i) {
+      iz <- match(x$db$z_keys[[i]], mo$keys)
+      sum(x$re_terms[[i]]$cov * mo$second[iz, iz, drop = FALSE])
+    }, numeric(1))
+  } else {
+    var_fixed <- if (x$n > 1L) stats::var(drop(x$X %*% x$beta)) else 0
+    per_term <- vapply(x$re_terms, function(t) {
+      mean(rowSums((t$Z %*% t$cov) * t$Z))
+    }, numeric(1))
+  }
   groups <- vapply(x$re_terms, function(t) t$group, character(1))
   term_labels <- vapply(x$re_terms, function(t) {
     paste0(t$group, ": ", paste(t$cnms, collapse = " + "))
