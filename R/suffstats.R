@@ -202,7 +202,7 @@ h_lmm_db <- function(formula, tbl, REML, weights, na.action, contrasts, control,
             "data")
   }
   na_fun <- if (is.null(na.action)) "na.omit" else if (is.character(na.action)) na.action else
-    deparse(substitute(na.action))
+    if (identical(na.action, stats::na.fail)) "na.fail" else "na.omit"
   # rows with a NULL in a used column: dropped in SQL (na.omit/na.exclude) or an error
   not_null <- lapply(used, function(v) call("!", call("is.na", as.name(v))))
   n_all <- dplyr::pull(dplyr::collect(dplyr::summarise(tbl, n = dplyr::n())), "n")
@@ -242,15 +242,15 @@ h_lmm_db <- function(formula, tbl, REML, weights, na.action, contrasts, control,
   m <- length(u_exprs) + 1L                           # + response
   w_expr <- if (weights_given) as.name(weights) else 1
   # pass 1: counts, weighted means (the shifts), unweighted moments for R2
-  cols <- c(stats::setNames(u_exprs, sprintf(".u%d", seq_along(u_exprs))), list(.y = resp),
-            list(.w = w_expr))
+  cols <- c(stats::setNames(u_exprs, sprintf("lmmr_u%d", seq_along(u_exprs))), list(lmmr_y = resp),
+            list(lmmr_w = w_expr),
+            if (weights_given) list(lmmr_lw = call("log", as.name(weights))))
   tbl_u <- dplyr::mutate(tbl_ok, !!!cols)
-  u_names <- c(sprintf(".u%d", seq_along(u_exprs)), ".y")
-  s1 <- c(list(.n = quote(dplyr::n()), .sw = quote(sum(.w, na.rm = TRUE))),
-          stats::setNames(lapply(u_names, function(u) call("sum", call("*", quote(.w), as.name(u)), na.rm = TRUE)),
-                          paste0(".m", u_names)),
-          if (weights_given) list(.slw = quote(sum(log(.w), na.rm = TRUE))))
-  p1 <- as.data.frame(dplyr::collect(dplyr::summarise(tbl_u, !!!s1)))
+  u_names <- c(sprintf("lmmr_u%d", seq_along(u_exprs)), "lmmr_y")
+  s1 <- c(c(.sw = "lmmr_w"),
+          stats::setNames(sprintf("lmmr_w * %s", u_names), paste0(".m", u_names)),
+          if (weights_given) c(.slw = "lmmr_lw"))
+  p1 <- h_db_aggregate(tbl_u, character(0), s1)
   n <- as.numeric(p1$.n)
   if (!is.finite(n) || n == 0) h_abort("No rows left after removing missing values.", "no_data")
   if (na_fun %in% c("na.fail") && n < n_all) {
@@ -261,16 +261,14 @@ h_lmm_db <- function(formula, tbl, REML, weights, na.action, contrasts, control,
   # pass 2: per cell, the weighted Gram of the centred columns
   shifted <- stats::setNames(lapply(seq_along(u_names), function(i) {
     if (shift[i] == 0) as.name(u_names[i]) else call("-", as.name(u_names[i]), unname(shift[i]))
-  }), paste0(".c", seq_along(u_names)))
+  }), paste0("lmmr_c", seq_along(u_names)))
   tbl_c <- dplyr::mutate(tbl_u, !!!shifted)
   pairs <- which(upper.tri(diag(m), diag = TRUE), arr.ind = TRUE)
-  gram_exprs <- stats::setNames(lapply(seq_len(nrow(pairs)), function(r) {
-    a <- as.name(paste0(".c", pairs[r, 1])); b <- as.name(paste0(".c", pairs[r, 2]))
-    call("sum", call("*", call("*", quote(.w), a), b), na.rm = TRUE)
-  }), sprintf(".g%d_%d", pairs[, 1], pairs[, 2]))
-  grouped <- dplyr::group_by(tbl_c, !!!lapply(group_vars, as.name))
-  cells <- as.data.frame(dplyr::collect(dplyr::summarise(grouped, .cn = dplyr::n(), !!!gram_exprs,
-                                                         .groups = "drop")))
+  gram_exprs <- stats::setNames(
+    sprintf("lmmr_w * lmmr_c%d * lmmr_c%d", pairs[, 1], pairs[, 2]),
+    sprintf(".g%d_%d", pairs[, 1], pairs[, 2]))
+  cells <- h_db_aggregate(tbl_c, group_vars, gram_exprs)
+  names(cells)[names(cells) == ".n"] <- ".cn"
   # unweighted moments of the columns (Nakagawa's R2 and the ICC average
   # over the rows); from the cells when there are no weights
   G_sum <- matrix(0, m, m)
@@ -278,13 +276,10 @@ h_lmm_db <- function(formula, tbl, REML, weights, na.action, contrasts, control,
   G_sum[cbind(pairs[, 2], pairs[, 1])] <- G_sum[cbind(pairs[, 1], pairs[, 2])]
   n_trips <- 4L + length(levels)
   if (weights_given) {
-    s3 <- c(stats::setNames(lapply(seq_len(m), function(i) call("sum", as.name(paste0(".c", i)), na.rm = TRUE)),
-                            sprintf(".a%d", seq_len(m))),
-            stats::setNames(lapply(seq_len(nrow(pairs)), function(r) {
-              call("sum", call("*", as.name(paste0(".c", pairs[r, 1])), as.name(paste0(".c", pairs[r, 2]))),
-                   na.rm = TRUE)
-            }), sprintf(".b%d_%d", pairs[, 1], pairs[, 2])))
-    p3 <- as.data.frame(dplyr::collect(dplyr::summarise(tbl_c, !!!s3)))
+    s3 <- c(stats::setNames(sprintf("lmmr_c%d", seq_len(m)), sprintf(".a%d", seq_len(m))),
+            stats::setNames(sprintf("lmmr_c%d * lmmr_c%d", pairs[, 1], pairs[, 2]),
+                            sprintf(".b%d_%d", pairs[, 1], pairs[, 2])))
+    p3 <- h_db_aggregate(tbl_c, character(0), s3)
     n_trips <- n_trips + 1L
     csum <- unlist(p3[sprintf(".a%d", seq_len(m))])
     G_un <- matrix(0, m, m)
@@ -298,7 +293,7 @@ h_lmm_db <- function(formula, tbl, REML, weights, na.action, contrasts, control,
   csum <- unname(csum)
   M2 <- (G_un + outer(shift, csum) + outer(csum, shift)) / n + outer(shift, shift)
   mu <- csum / n + shift
-  moments <- list(keys = c(u_keys, ".y"), mean = unname(mu), second = unname(M2), n = n)
+  moments <- list(keys = c(u_keys, "lmmr_y"), mean = unname(mu), second = unname(M2), n = n)
   # pseudo-rows per cell
   pr <- h_pseudo_rows(cells, pairs, m)
   U <- pr$rows
@@ -529,4 +524,37 @@ h_db_hyp_X <- function(object, st) {
   attr(X, "assign") <- a[match(keep, colnames(stats::model.matrix(tt, mf,
                                   contrasts.arg = object$design_info$contrasts)))]
   X
+}
+
+#' SQL of an aggregate query over a lazy table: per group (or overall),
+#' `COUNT(*)` and `SUM()` of each expression (plain SQL over the table's
+#' columns and the ones it computes, which carry no special characters)
+#' @param tbl lazy table.
+#' @param group_vars grouping column names (may be empty).
+#' @param sums named character vector of SQL expressions.
+#' @noRd
+h_db_aggregate_sql <- function(tbl, group_vars, sums) {
+  con <- dbplyr::remote_con(tbl)
+  qid <- function(x) as.character(dbplyr::escape(dbplyr::ident(x), con = con))
+  sub <- as.character(dbplyr::sql_render(tbl))
+  g <- vapply(group_vars, qid, character(1))
+  sel <- c(g, "COUNT(*) AS lmmr_n",
+           sprintf("SUM(%s) AS %s", unname(sums), sprintf("lmmr_s%d", seq_along(sums))))
+  paste0("SELECT ", paste(sel, collapse = ", "), " FROM (", sub, ") lmmr_sub",
+         if (length(g)) paste0(" GROUP BY ", paste(g, collapse = ", ")))
+}
+
+#' Run h_db_aggregate_sql() and name the result (group columns, `.n`, the
+#' names of `sums`)
+#' @noRd
+h_db_aggregate <- function(tbl, group_vars, sums) {
+  sql <- h_db_aggregate_sql(tbl, group_vars, sums)
+  res <- tryCatch(DBI::dbGetQuery(dbplyr::remote_con(tbl), sql), error = function(e) {
+    h_abort(sprintf("The database could not compute the aggregates: %s", conditionMessage(e)),
+            "database")
+  })
+  res <- as.data.frame(res)
+  names(res) <- c(group_vars, ".n", names(sums))
+  for (v in c(".n", names(sums))) res[[v]] <- as.numeric(res[[v]])
+  res
 }
