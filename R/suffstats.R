@@ -64,11 +64,11 @@ h_sql_numeric_expr <- function(expr, numeric_cols, what) {
   walk(expr)
 }
 
-#' The table's column names and column classes (from a query returning no
-#' rows)
+#' The table's column names and column classes (from its first rows: SQLite
+#' columns computed by expressions have no declared type)
 #' @noRd
 h_db_schema <- function(tbl) {
-  proto <- tryCatch(dplyr::collect(dplyr::filter(tbl, 1L == 0L)),
+  proto <- tryCatch(dplyr::collect(utils::head(tbl, 10L)),
                     error = function(e) {
                       h_abort(sprintf("Could not read the table: %s", conditionMessage(e)), "data")
                     })
