@@ -214,7 +214,8 @@ h_lm_loglik <- function(fit, REML) {
 #' one dimension (its variance and covariances; Self & Liang 1987, Stram &
 #' Lee 1994). It is `NA` when more than one dimension is removed at once.
 #'
-#' @param model an `"lmmr"` fit.
+#' @param model an `"lmmr"` fit (for another model, such as an lmer fit,
+#'   the call is handed to `lmerTest::ranova()`).
 #' @param reduce.terms if `TRUE` (default) terms with random slopes are
 #'   reduced to random intercepts; if `FALSE` every term is removed
 #'   entirely.
@@ -228,7 +229,9 @@ h_lm_loglik <- function(fit, REML) {
 #' ranova(fit)
 #' @export
 ranova <- function(model, reduce.terms = TRUE, ...) {
-  h_check_lmm(model, "model")
+  if (!inherits(model, "lmmr")) { # e.g. an lmer fit: lmerTest's ranova()
+    return(h_delegate_call(match.call(), "lmerTest", "ranova", parent.frame(), model))
+  }
   env <- environment(model$formula_input %||% model$formula)
   if (is.null(env)) env <- parent.frame()
   form <- model$formula

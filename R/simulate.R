@@ -103,8 +103,10 @@ h_chol_psd <- function(S) {
 #' Refit a model to a new response
 #'
 #' Generic with a method for `"lmmr"` fits. `lme4` also has a `refit()`
-#' generic; when both packages are attached the one attached last masks the
-#' other (use `lmmr::refit()` explicitly if needed).
+#' generic: lmmr's method is registered on it too (so `lme4::refit()` works
+#' on lmmr fits), and lmmr's `refit()` on another model calls
+#' `lme4::refit()` (the default method), so attaching lmmr after lme4
+#' changes no result.
 #'
 #' @param object a fitted model.
 #' @param newresp the new response, see the method.
@@ -127,7 +129,8 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #' missing values (the new response is on the rows used in the fit).
 #'
 #' @param object an `"lmmr"` fit.
-#' @param newresp numeric vector of length `nobs(object)` on the scale of
+#' @param newresp (default: the fit's own response) numeric vector of
+#'   length `nobs(object)` on the scale of
 #'   the model's response (i.e. already transformed when the formula
 #'   transforms the response), or a one-column data frame such as a column of
 #'   [simulate.lmmr()] output. When the fit used `na.action = na.exclude`, a
@@ -149,6 +152,7 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #' @export
 refit.lmmr <- function(object, newresp, REML = object$REML, theta = NULL, ...) {
   h_check_lmm(object)
+  if (missing(newresp)) newresp <- object$y # as lme4: refit to the same response
   h_check_flag(REML, "REML")
   y <- h_newresp(object, newresp)
   design <- h_design_from_fit(object, y)
