@@ -127,6 +127,13 @@ NULL
 #' @rdname lmmr-influence
 #' @export
 hatvalues.lmmr <- function(model, ...) {
+  h <- stats::setNames(h_hat(model), rownames(model$frame))
+  stats::napredict(model$na_action, h)
+}
+
+#' Leverages on the rows used in the fit
+#' @noRd
+h_hat <- function(model) {
   n <- model$n
   p <- ncol(model$X)
   q <- model$q
@@ -146,20 +153,24 @@ hatvalues.lmmr <- function(model, ...) {
   A <- cbind(ZL, model$X) * sqrt(model$weights)
   C <- crossprod(A)
   diag(C)[seq_len(q)] <- diag(C)[seq_len(q)] + 1
-  h <- rowSums((A %*% solve(C)) * A)
-  h <- stats::setNames(h, rownames(model$frame))
-  stats::napredict(model$na_action, h)
+  rowSums((A %*% solve(C)) * A)
+}
+
+#' Cook's distances on the rows used in the fit, from the leverages `h`
+#' @noRd
+h_cooks <- function(model, h = h_hat(model)) {
+  r <- (model$y - model$fitted) * sqrt(model$weights)
+  p <- qr(model$X)$rank
+  out <- (r / (1 - h))^2 * h / (model$sigma^2 * p)
+  out[is.infinite(out)] <- NaN
+  out
 }
 
 #' @rdname lmmr-influence
 #' @export
 cooks.distance.lmmr <- function(model, ...) {
-  h <- hatvalues(model)
-  r <- residuals(model, type = "pearson")
-  p <- qr(model$X)$rank
-  out <- (r / (1 - h))^2 * h / (model$sigma^2 * p)
-  out[is.infinite(out)] <- NaN
-  out
+  out <- stats::setNames(h_cooks(model), rownames(model$frame))
+  stats::napredict(model$na_action, out)
 }
 
 #' Single-term deletions with F tests
