@@ -143,6 +143,12 @@ n_parameters.lmmr <- function(x, effects = c("fixed", "random"), ...) {
 #' @exportS3Method insight::is_converged
 is_converged.lmmr <- function(x, tolerance = 0.001, ...) isTRUE(x$optinfo$converged)
 
+#' Singular in performance's sense (check_singularity() with `tolerance`)
+#' @noRd
+h_insight_singular <- function(x, tolerance = 1e-5) {
+  any(abs(x$theta[x$lower == 0]) < tolerance)
+}
+
 #' @rdname lmmr-insight
 #' @exportS3Method insight::get_variance
 get_variance.lmmr <- function(x, component = c("all", "fixed", "random", "residual",
@@ -172,6 +178,15 @@ get_variance.lmmr <- function(x, component = c("all", "fixed", "random", "residu
   out <- list(var.fixed = vc$fixed, var.random = sum(vc$random),
               var.residual = vc$residual, var.distribution = vc$residual,
               var.dispersion = 0)
+  if (h_insight_singular(x, tolerance)) {
+    # as insight for lmer fits: no random-effect variance on the boundary,
+    # so performance's icc() is NA and the conditional R2 is NA
+    if (verbose) {
+      h_warn("Can't compute random effect variances. Some variance components equal zero. Your model may suffer from singularity (see `?lmmr::is_singular`).",
+             "singular")
+    }
+    out$var.random <- NULL
+  }
   if (length(intercept)) out$var.intercept <- unlist(intercept)
   if (length(slope)) out$var.slope <- unlist(slope)
   if (length(rho01)) out$cor.slope_intercept <- unlist(rho01)
@@ -232,12 +247,14 @@ model_performance.lmmr <- function(model, metrics = "all", verbose = TRUE, ...) 
   if ("AIC" %in% m) out$AIC <- aic
   if ("AICC" %in% m) out$AICc <- aic + 2 * k * (k + 1) / (n - k - 1)
   if ("BIC" %in% m) out$BIC <- -2 * as.numeric(ll) + log(n) * k
+  singular <- h_insight_singular(model)
   if ("R2" %in% m) {
     r <- r2(model)
-    out$R2_conditional <- r$conditional
+    # as performance for singular lmer fits: no conditional R2, no ICC
+    out$R2_conditional <- if (singular) NA_real_ else r$conditional
     out$R2_marginal <- r$marginal
   }
-  if ("ICC" %in% m) out$ICC <- suppressWarnings(icc(model))$adjusted
+  if ("ICC" %in% m && !singular) out$ICC <- suppressWarnings(icc(model))$adjusted
   if ("RMSE" %in% m) out$RMSE <- sqrt(mean(residuals(model)^2, na.rm = TRUE))
   if ("SIGMA" %in% m) out$Sigma <- model$sigma
   structure(as.data.frame(out, check.names = FALSE),
@@ -251,7 +268,7 @@ model_performance.lmmr <- function(model, metrics = "all", verbose = TRUE, ...) 
 #'   `"wald"` (the same), `"normal"`, `"satterthwaite"`, `"kenward"`.
 #' @exportS3Method parameters::model_parameters
 model_parameters.lmmr <- function(model, ci = 0.95, ci_method = NULL,
-                                  effects = c("fixed", "all", "random"),
+                                  effects = c("all", "fixed", "random"),
                                   verbose = TRUE, ...) {
   effects <- match.arg(effects)
   ci_method <- tolower(ci_method %||% "residual")
@@ -282,12 +299,14 @@ model_parameters.lmmr <- function(model, ci = 0.95, ci_method = NULL,
                       df_error = unname(df),
                       p = unname(2 * stats::pt(abs(tval), df, lower.tail = FALSE)),
                       stringsAsFactors = FALSE)
+  if (ci_method == "residual") fixed$df_error <- as.integer(fixed$df_error)
+  fixed$Effects <- "fixed"
   out <- fixed
   if (effects != "fixed") {
-    fixed$Effects <- "fixed"
     fixed$Group <- ""
     rnd <- h_insight_ran_pars(model, ci)
     out <- if (effects == "all") rbind(fixed, rnd) else rnd
+    if (ci_method == "residual") out$df_error <- as.integer(out$df_error)
   }
   rownames(out) <- NULL
   structure(out, class = c("parameters_model", "see_parameters_model", "data.frame"),
