@@ -95,7 +95,7 @@ Anova.lmmr <- function(mod, type = c("II", "III", 2, 3),
   wald <- if (test.statistic == "Chisq") "Wald chisquare tests" else
     sprintf("Wald F tests with %s df", ddf)
   if (test.statistic == "Chisq") {
-    tab <- tab[, 1:3]
+    tab <- tab[, c(1, 2, 4)]
     names(tab) <- c("Chisq", "Df", "Pr(>Chisq)")
   } else {
     names(tab) <- c("F", "Df", "Df.res", "Pr(>F)")
@@ -173,7 +173,7 @@ linearHypothesis.lmmr <- function(model, hypothesis.matrix, rhs = NULL, vcov. = 
     cat("\nHypothesis matrix:\n"); print(L)
     cat("\nRight-hand-side vector:\n"); print(rhs)
   }
-  q <- nrow(L)
+  q <- as.numeric(nrow(L))
   parts <- if (test == "F") h_parts_for(model, ddf) else NULL
   res <- h_car_test(model, L, rhs, test, ddf, V, parts)
   if (test == "Chisq") {
