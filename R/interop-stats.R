@@ -49,7 +49,7 @@ terms.lmmr <- function(x, fixed.only = TRUE, random.only = FALSE, ...) {
 #' `df.residual()` is the number of observations minus the number of
 #' parameters (fixed effects, covariance parameters and the residual
 #' standard deviation), as lme4. `weights()` gives the prior weights (1 when
-#' none were given). `extractAIC()` gives the equivalent degrees of freedom
+#' none were given) of the rows used in the fit, as lme4. `extractAIC()` gives the equivalent degrees of freedom
 #' and the AIC of the ML fit (a REML fit is refitted by ML, as lme4), so
 #' that `stats::step()`-style comparisons of fixed effects are valid.
 #' `family()` is [stats::gaussian()].
@@ -85,7 +85,7 @@ weights.lmmr <- function(object, type = c("prior", "working"), ...) {
     h_abort("Working weights are only defined for generalised linear mixed models; use type = \"prior\".",
             "argument")
   }
-  stats::naresid(object$na_action, object$weights)
+  object$weights # on the rows used, not padded (as lme4)
 }
 
 #' @rdname lmmr-stats
