@@ -66,3 +66,10 @@ expect_same_table <- function(a, b, tol = 1e-6, tol_ci = 10 * tol) {
     }
   }
 }
+
+# Call `fun(...)` from the global environment, as user code does: inside the
+# tests the calling frame sees lmmr's namespace, where S3 dispatch would find
+# lmmr's own r2.lmmr() before the method registered on performance::r2
+call_global <- function(fun, ...) {
+  eval(as.call(c(list(fun), list(...))), globalenv())
+}

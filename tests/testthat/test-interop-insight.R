@@ -54,7 +54,7 @@ test_that("performance gives the lmer numbers", {
                  tolerance = tol, ignore_attr = TRUE)
     expect_equal(unclass(performance::r2_nakagawa(m$fit)),
                  unclass(performance::r2_nakagawa(m$ref)), tolerance = tol, ignore_attr = TRUE)
-    expect_equal(unclass(performance::r2(m$fit)), unclass(performance::r2(m$ref)),
+    expect_equal(unclass(call_global(performance::r2, m$fit)), unclass(performance::r2(m$ref)),
                  tolerance = tol, ignore_attr = TRUE)
     expect_false(performance::check_singularity(m$fit))
     expect_same_table(performance::model_performance(m$fit),

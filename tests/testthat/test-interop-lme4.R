@@ -76,7 +76,7 @@ test_that("lmmr's icc(), r2(), contest(), ranova(), refit() hand lmer fits to th
   expect_identical(fixef(refit(m$ref, y2)), lme4::fixef(lme4::refit(m$ref, y2)))
   fit_here <- lmerTest::lmer(Reaction ~ Days + (Days | Subject), lme4::sleepstudy)
   expect_identical(ranova(fit_here), lmerTest::ranova(fit_here))
-  expect_equal(unclass(performance::r2(m$fit)), unclass(performance::r2(m$ref)),
+  expect_equal(unclass(call_global(performance::r2, m$fit)), unclass(performance::r2(m$ref)),
                tolerance = 1e-4, ignore_attr = TRUE)
 })
 
