@@ -200,7 +200,7 @@ get_variance.lmmr <- function(x, component = c("all", "fixed", "random", "residu
 }
 
 #' @rdname lmmr-insight
-#' @param predict,data,ci,iterations,newdata,include_random as for
+#' @param predict,data,ci,iterations,include_random as for
 #'   `insight::get_predicted()`: only `predict = "expectation"` /
 #'   `"link"` (the same for a linear model) and no intervals are supported.
 #' @exportS3Method insight::get_predicted

@@ -57,7 +57,10 @@ h_require_for <- function(pkg, what, x) {
 #' * `lmerTest::contest(fit, L, ...)`: lmerTest's conventions (a vector `L`
 #'   with `joint = TRUE` is an F test; `joint = FALSE` gives t tests with
 #'   confidence limits `lower`, `upper`; a list of contrasts gives one row
-#'   each); the numbers are those of lmmr's [contest()];
+#'   each; arguments `L`, `rhs`, `joint`, `collect`, `confint`, `level`,
+#'   `check_estimability` (only without dropped columns) and `ddf`
+#'   (`"Satterthwaite"` or `"Kenward-Roger"`) as lmerTest's); the numbers
+#'   are those of lmmr's [contest()];
 #' * `performance::r2(fit)` (Nakagawa's R2, as performance) and
 #'   `performance::check_singularity(fit)`.
 #'
@@ -65,7 +68,7 @@ h_require_for <- function(pkg, what, x) {
 #' it cannot be extended; use lmmr's [ranova()], which on an lme4 fit calls
 #' lmerTest's.
 #'
-#' @param object,x,model an `"lmmr"` fit.
+#' @param object,x an `"lmmr"` fit.
 #' @param name for `getME()`: one or several of `"X"`, `"Z"`, `"Zt"`,
 #'   `"y"`, `"mu"`, `"offset"`, `"b"`, `"beta"`, `"fixef"`,
 #'   `"theta"`, `"lower"`, `"sigma"`, `"Lambda"`, `"Lambdat"`, `"flist"`,
@@ -73,9 +76,6 @@ h_require_for <- function(pkg, what, x) {
 #'   `"N"`, `"n"`, `"p"`, `"q"`, `"is_REML"`, `"REML"`, `"devcomp"`, or
 #'   `"ALL"`. `Z`, `Zt`, `Lambda` and `Lambdat` are sparse `Matrix` objects
 #'   when the Matrix package is available (as lme4), dense otherwise.
-#' @param L,rhs,joint,collect,confint,level,check_estimability,ddf as
-#'   `lmerTest::contest()`; `check_estimability` is only supported when no
-#'   fixed-effect column was dropped.
 #' @param tolerance for `check_singularity()`: as `lme4::isSingular()`'s
 #'   `tol`.
 #' @param ... unused.
