@@ -25,8 +25,12 @@
 #' reference grid, and, unlike emmeans for `lmer()` fits, there is no limit
 #' on the number of observations (`pbkrtest.limit`, `lmerTest.limit` and
 #' `disable.pbkrtest`/`disable.lmerTest` are ignored). Kenward-Roger needs
-#' a REML fit: for an ML fit the Kenward-Roger quantities are those of the
-#' REML refit of the same model, as pbkrtest does for `lmer()` fits. A
+#' a REML fit: for an ML fit the adjusted covariance and the Kenward-Roger
+#' terms are those of the REML refit of the same model, as pbkrtest does for
+#' `lmer()` fits (and, as emmeans, the ML covariance enters the df as the
+#' unadjusted one). With prior weights, Kenward-Roger results differ from
+#' emmeans on `lmer()` fits because pbkrtest ignores the weights; lmmr's
+#' account for them (Satterthwaite agrees). A
 #' user-supplied covariance (`vcov.`) cannot be combined with Kenward-Roger;
 #' Satterthwaite df are then used, as emmeans does.
 #'
@@ -141,10 +145,13 @@ h_emm_df_mode <- function(mode) {
 #' pbkrtest does for lmer fits
 #' @noRd
 h_emm_kr_parts <- function(object) {
-  if (!isTRUE(object$REML)) {
-    object <- suppressMessages(refit(object, object$y, REML = TRUE))
-  }
-  h_inference_parts(object, "kenward-roger")$kenward_roger
+  if (isTRUE(object$REML)) return(h_inference_parts(object, "kenward-roger")$kenward_roger)
+  reml <- suppressMessages(refit(object, object$y, REML = TRUE))
+  kr <- h_inference_parts(reml, "kenward-roger")$kenward_roger
+  # as emmeans with pbkrtest: the df use the ML fit's own covariance as the
+  # unadjusted one, with the adjustment terms of the REML refit
+  kr$phi <- object$vcov
+  kr
 }
 
 #' Kenward-Roger df of one linear function (a row of an emmeans grid) or of
