@@ -61,8 +61,9 @@ h_require_for <- function(pkg, what, x) {
 #'   `check_estimability` (only without dropped columns) and `ddf`
 #'   (`"Satterthwaite"` or `"Kenward-Roger"`) as lmerTest's); the numbers
 #'   are those of lmmr's [contest()];
-#' * `performance::r2(fit)` (Nakagawa's R2, as performance) and
-#'   `performance::check_singularity(fit)`.
+#' * `performance::r2(fit)` (Nakagawa's R2, as performance),
+#'   `performance::check_singularity(fit)` and
+#'   `performance::check_normality(fit)`.
 #'
 #' `lmerTest::ranova()` is a plain function that accepts only lme4 fits, so
 #' it cannot be extended; use lmmr's [ranova()], which on an lme4 fit calls
@@ -261,6 +262,36 @@ h_performance_r2 <- function(model, ...) performance::r2_nakagawa(model, ...)
 #' @exportS3Method performance::check_singularity
 check_singularity.lmmr <- function(x, tolerance = 1e-5, ...) {
   any(abs(x$theta[x$lower == 0]) < tolerance)
+}
+
+#' @rdname lmmr-lme4
+#' @param effects for `check_normality()`: `"fixed"` (Shapiro-Wilk test of
+#'   the studentized residuals) or `"random"` (of each column of the
+#'   conditional modes), as performance for lmer fits.
+#' @exportS3Method performance::check_normality
+check_normality.lmmr <- function(x, effects = c("fixed", "random"), ...) {
+  effects <- match.arg(effects)
+  test <- function(v) {
+    v <- v[is.finite(v)]
+    if (length(v) >= 5000L) suppressWarnings(stats::ks.test(v, "pnorm"))$p.value else
+      stats::shapiro.test(v)$p.value
+  }
+  if (effects == "fixed") {
+    p <- test(stats::rstudent(x))
+    attr(p, "type") <- "residuals"
+  } else {
+    re <- ranef(x, condVar = FALSE)
+    groups <- unlist(lapply(names(re), function(g) paste0(g, ": ", colnames(re[[g]]))))
+    p <- unlist(lapply(names(re), function(g) vapply(re[[g]], test, numeric(1))),
+                use.names = FALSE)
+    attr(p, "type") <- "random effects"
+    attr(p, "re_groups") <- groups
+  }
+  attr(p, "data") <- x
+  attr(p, "object_name") <- deparse(substitute(x), width.cutoff = 500L)[1]
+  attr(p, "effects") <- effects
+  class(p) <- unique(c("check_normality", "see_check_normality", class(p)))
+  p
 }
 
 #' @rdname refit

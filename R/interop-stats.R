@@ -110,13 +110,15 @@ family.lmmr <- function(object, ...) stats::gaussian()
 #' to the conditional fitted values `X beta + Z b` (fixed and random
 #' effects), as `hatvalues()` for lme4 fits; Cook's distances are computed
 #' from them and the Pearson residuals as lme4 does
-#' (`(r / (1 - h))^2 h / (sigma^2 p)`). The computation uses a dense
+#' (`(r / (1 - h))^2 h / (sigma^2 p)`), and the studentized residuals
+#' (Pearson residual over `sigma * sqrt(1 - h)`) as lme4's `rstudent()`. The computation uses a dense
 #' `n x (q + p)` matrix (q random-effect coefficients, p fixed effects), so
 #' it is meant for moderate designs.
 #'
 #' @param model an `"lmmr"` fit.
 #' @param ... unused.
-#' @return A numeric vector with one value per observation.
+#' @return A numeric vector with one value per observation; `influence()`:
+#'   a list with element `hat`.
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' summary(hatvalues(fit))
@@ -171,6 +173,30 @@ h_cooks <- function(model, h = h_hat(model)) {
 cooks.distance.lmmr <- function(model, ...) {
   out <- stats::setNames(h_cooks(model), rownames(model$frame))
   stats::napredict(model$na_action, out)
+}
+
+#' @rdname lmmr-influence
+#' @export
+rstudent.lmmr <- function(model, ...) {
+  # lme4's definition for linear mixed models: the Pearson residual over
+  # sigma * sqrt(1 - h)
+  h <- h_hat(model)
+  r <- (model$y - model$fitted) * sqrt(model$weights) / (model$sigma * sqrt(1 - h))
+  r[is.infinite(r)] <- NaN
+  stats::napredict(model$na_action, stats::setNames(r, rownames(model$frame)))
+}
+
+#' @rdname lmmr-influence
+#' @param do.coef for `influence()`: only `FALSE` is supported (leverages
+#'   only, as `influence(lme4_fit, do.coef = FALSE)`); case-deletion
+#'   estimates would need one refit per observation.
+#' @export
+influence.lmmr <- function(model, do.coef = FALSE, ...) {
+  if (!isFALSE(do.coef)) {
+    h_abort("influence() for lmm fits gives the leverages only; use do.coef = FALSE (case-deletion refits are not implemented).",
+            "argument")
+  }
+  structure(list(hat = hatvalues(model)), class = "influence.lmmr")
 }
 
 #' Single-term deletions with F tests

@@ -98,3 +98,15 @@ test_that("lattice dotplot() and qqmath() of ranef() work as for lme4", {
   expect_no_error(print(q$Subject))
   expect_no_error(print(lattice::dotplot(ranef(m$fit, condVar = FALSE))$Subject))
 })
+
+test_that("rstudent() and influence(do.coef = FALSE) match lme4", {
+  for (name in c("clinics", "dye2")) {
+    m <- interop_fits(name)
+    expect_equal(rstudent(m$fit), rstudent(m$ref), tolerance = 1e-6)
+    expect_equal(influence(m$fit, do.coef = FALSE)$hat,
+                 influence(m$ref, do.coef = FALSE)$hat, tolerance = 1e-6)
+  }
+  expect_no_error(influence(interop_fits("clinics")$fit))
+  expect_error(influence(interop_fits("clinics")$fit, do.coef = TRUE),
+               class = "lmmr_error_argument")
+})
