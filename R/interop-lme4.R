@@ -300,3 +300,105 @@ refit.default <- function(object, newresp, ...) {
   h_require_for("lme4", "refit", object)
   if (missing(newresp)) lme4::refit(object, ...) else lme4::refit(object, newresp, ...)
 }
+
+#' Backward elimination of random and fixed effects (lmerTest's step())
+#'
+#' A method for lmerTest's `step()` generic: first the random-effect terms
+#' are reduced one at a time as [ranova()] reduces them (the term with the
+#' largest likelihood-ratio p-value above `alpha.random` goes), then the
+#' fixed-effect terms that can be dropped ([drop1.lmmr()]: marginal terms,
+#' F tests) are removed one at a time while their p-value is above
+#' `alpha.fixed`. As lmerTest, the naive chi-square p-value is used for the
+#' random terms. Unlike lmerTest, the last random-effect term is never
+#' removed (lmmr fits mixed models only).
+#'
+#' @param object an `"lmmr"` fit.
+#' @param ddf `"Satterthwaite"` or `"Kenward-Roger"` for the F tests.
+#' @param alpha.random,alpha.fixed elimination thresholds.
+#' @param reduce.fixed,reduce.random whether to reduce each part.
+#' @param keep optional character vector of fixed-effect terms never to
+#'   remove.
+#' @param ... unused.
+#' @return An object of class `"step_list"` (printed by lmerTest) with
+#'   elements `random` and `fixed` (the elimination tables, column
+#'   `Eliminated` giving the order of elimination, 0 for terms kept) and
+#'   attributes `model` (the final fit, also `lmerTest::get_model()`) and
+#'   `drop1` (its [drop1()] table).
+#' @examples
+#' if (requireNamespace("lmerTest", quietly = TRUE)) {
+#'   fit <- lmm(sbp ~ clinic_urban * smoker + age + (1 | clinic_id),
+#'              data = phaa_clinics)
+#'   s <- lmerTest::step(fit)
+#'   s
+#'   formula(lmerTest::get_model(s))
+#' }
+#' @exportS3Method lmerTest::step
+step.lmmr <- function(object, ddf = c("Satterthwaite", "Kenward-Roger"),
+                      alpha.random = 0.1, alpha.fixed = 0.05, reduce.fixed = TRUE,
+                      reduce.random = TRUE, keep, ...) {
+  ddf <- match.arg(ddf)
+  h_check_flag(reduce.fixed, "reduce.fixed")
+  h_check_flag(reduce.random, "reduce.random")
+  if (missing(keep)) keep <- character(0)
+  env <- environment(object$formula_input %||% object$formula)
+  if (is.null(env)) env <- parent.frame()
+  model <- object
+  rt <- ranova(model)
+  cols <- c("npar", "logLik", "AIC", "LRT", "Df", "Pr(>Chisq)")
+  rand <- cbind(Eliminated = NA_real_, rt[1, cols, drop = FALSE])
+  n_el <- 0
+  repeat {
+    cand <- rt[-1, cols, drop = FALSE]
+    p <- cand[["Pr(>Chisq)"]]
+    sp <- h_split_bars(model$formula)
+    stop_now <- !reduce.random || !nrow(cand) || all(is.na(p)) ||
+      max(p, na.rm = TRUE) <= alpha.random
+    i <- if (stop_now) NA else which.max(p)
+    # never remove the last random-effect term
+    if (!is.na(i) && length(sp$bars) == 1L && !h_step_reduces(sp$bars[[1]], model)) stop_now <- TRUE
+    if (stop_now) {
+      rand <- rbind(rand, cbind(Eliminated = rep(0, nrow(cand)), cand))
+      break
+    }
+    n_el <- n_el + 1
+    rand <- rbind(rand, cbind(Eliminated = n_el, cand[i, , drop = FALSE]))
+    bars <- sp$bars
+    if (h_step_reduces(bars[[i]], model)) {
+      bars[[i]][[2]] <- 1
+    } else {
+      bars <- bars[-i]
+    }
+    newf <- h_join_formula(model$formula, sp$fixed, bars)
+    model <- suppressMessages(h_refit_call(model, list(formula = newf), env))
+    rt <- ranova(model)
+  }
+  attr(rand, "heading") <- "Backward reduced random-effect table:\n"
+  class(rand) <- c("anova", "data.frame")
+  d1 <- drop1(model, ddf = ddf)
+  fixed <- NULL
+  n_el <- 0
+  repeat {
+    cand <- d1[!rownames(d1) %in% keep, , drop = FALSE]
+    p <- cand[["Pr(>F)"]]
+    if (!reduce.fixed || !nrow(cand) || all(is.na(p)) || max(p, na.rm = TRUE) <= alpha.fixed) break
+    i <- which.max(p)
+    n_el <- n_el + 1
+    fixed <- rbind(fixed, cbind(Eliminated = n_el, cand[i, , drop = FALSE]))
+    newf <- stats::update.formula(model$formula, paste(". ~ . -", rownames(cand)[i]))
+    model <- suppressMessages(h_refit_call(model, list(formula = newf), env))
+    d1 <- drop1(model, ddf = ddf)
+  }
+  fixed <- rbind(fixed, cbind(Eliminated = rep(0, nrow(d1)), as.data.frame(d1)))
+  attr(fixed, "heading") <- c("Backward reduced fixed-effect table:",
+                              sprintf("Degrees of freedom method: %s \n", ddf))
+  class(fixed) <- c("anova", "data.frame")
+  structure(list(random = rand, fixed = fixed), model = model, drop1 = d1,
+            class = "step_list")
+}
+
+#' Does ranova() reduce this bar term to (1 | g) rather than remove it?
+#' @noRd
+h_step_reduces <- function(bar, model) {
+  info <- h_bar_lhs(bar, model$frame)
+  isTRUE(info$intercept) && info$n_other > 0
+}

@@ -135,3 +135,30 @@ test_that("attaching lmmr after lme4, lmerTest and performance breaks no lme4 co
   }
   expect_false(res$isSingular)
 })
+
+test_that("lmerTest::step() on an lmm fit eliminates as lmerTest does", {
+  d <- phaa_clinics
+  d$g3 <- factor(rep(c("a", "b", "c"), length.out = nrow(d)))
+  d$noise <- factor(rep(1:8, length.out = nrow(d)))
+  # lmerTest's step() refits in frames from which only global data are seen
+  assign("interop_step_data", d, envir = globalenv())
+  on.exit(rm("interop_step_data", envir = globalenv()))
+  f <- sbp ~ clinic_urban * smoker + age + g3 + (1 | clinic_id) + (1 | noise)
+  environment(f) <- globalenv()
+  fit <- suppressMessages(eval(quote(lmm(f, data = interop_step_data)),
+                               list(f = f), globalenv()))
+  ref <- suppressMessages(eval(quote(lmerTest::lmer(f, data = interop_step_data)),
+                               list(f = f), globalenv()))
+  s <- suppressMessages(lmerTest::step(fit))
+  sr <- suppressMessages(lmerTest::step(ref))
+  expect_s3_class(s, "step_list")
+  expect_identical(rownames(s$random), rownames(sr$random))
+  expect_same_table(s$random, sr$random, tol = 1e-4)
+  expect_identical(rownames(s$fixed), rownames(sr$fixed))
+  expect_same_table(s$fixed, sr$fixed, tol = 1e-5)
+  expect_identical(deparse(formula(lmerTest::get_model(s))),
+                   deparse(formula(lmerTest::get_model(sr))))
+  expect_output(print(s), "Model found")
+  k <- suppressMessages(lmerTest::step(fit, reduce.random = FALSE, keep = "g3"))
+  expect_true("g3" %in% attr(terms(lmerTest::get_model(k)), "term.labels"))
+})
