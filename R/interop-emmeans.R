@@ -47,7 +47,8 @@
 #'   `disable.pbkrtest` and `disable.lmerTest` are accepted and ignored.
 #' @return `recover_data()`: the data used in the fit, as emmeans expects.
 #'   `emm_basis()`: a list with `X`, `bhat`, `nbasis`, `V`, `dffun`,
-#'   `dfargs` and `misc`, as emmeans expects.
+#'   `dfargs`, `misc` and `model.matrix` (for `submodel`), as emmeans
+#'   expects.
 #' @name lmmr-emmeans
 #' @examples
 #' if (requireNamespace("emmeans", quietly = TRUE)) {
@@ -125,7 +126,20 @@ emm_basis.lmmr <- function(object, trms, xlev, grid,
     nbasis <- estimability::nonest.basis(mm)
   }
   list(X = X, bhat = bhat, nbasis = nbasis, V = V, dffun = dffun,
-       dfargs = dfargs, misc = list())
+       dfargs = dfargs, misc = list(), model.matrix = h_emm_model_matrix(object))
+}
+
+#' The R factor of the weighted fixed-effects design (columns in their
+#' original order, "assign" attribute), which emmeans uses for `submodel`
+#' @noRd
+h_emm_model_matrix <- function(object) {
+  if (!isTRUE(emmeans::get_emm_option("enable.submodel"))) return(NULL)
+  q <- qr(object$X * sqrt(object$weights))
+  R <- qr.R(q)
+  R[, q$pivot] <- R
+  colnames(R)[q$pivot] <- colnames(R)
+  attr(R, "assign") <- attr(object$X, "assign")
+  R
 }
 
 #' Match emmeans' lmer.df option (case-insensitive, partial, as emmeans)

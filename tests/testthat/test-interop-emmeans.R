@@ -15,6 +15,10 @@ test_that("emmeans() and ref_grid() match lmer fits for every df method", {
                       emmeans::emmeans(m$ref, ~ clinic_urban * smoker, lmer.df = mode))
   }
   expect_same_table(summary(emmeans::ref_grid(m$fit)), summary(emmeans::ref_grid(m$ref)))
+  expect_same_table(emmeans::emmeans(m$fit, ~ smoker, submodel = ~ smoker),
+                    emmeans::emmeans(m$ref, ~ smoker, submodel = ~ smoker))
+  expect_same_table(emmeans::emmeans(m$fit, ~ smoker, submodel = "minimal"),
+                    emmeans::emmeans(m$ref, ~ smoker, submodel = "minimal"))
   em <- emmeans::emmeans(m$fit, ~ smoker)
   expect_match(paste(capture.output(print(em)), collapse = "\n"), "kenward-roger")
 })
