@@ -25,6 +25,7 @@ test_that("lme4::getME() and isSingular() work on lmm fits", {
   s <- interop_fits("dye2")
   expect_true(lme4::isSingular(s$fit))
   expect_identical(lme4::isSingular(s$fit), lme4::isSingular(s$ref))
+  expect_identical(is_singular(s$ref), lme4::isSingular(s$ref))
   expect_true(lme4::isLMM(m$fit))
   expect_false(lme4::isGLMM(m$fit))
   expect_false(lme4::isNLMM(m$fit))
