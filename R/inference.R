@@ -278,7 +278,11 @@ h_parts_for <- function(object, ddf) {
 #' Cornelius 1996) or Kenward and Roger's method as in pbkrtest (adjusted
 #' covariance of the estimates, scaled F statistic).
 #'
-#' @param object an `"lmmr"` fit.
+#' @param object an `"lmmr"` fit. For another model (such as an lmer fit)
+#'   the call is handed to `lmerTest::contest()` (with `object` passed as
+#'   its `model`), so attaching lmmr after lmerTest changes no result; on
+#'   an lmmr fit, `lmerTest::contest()` works too, with lmerTest's
+#'   conventions (see [lmmr-lme4]).
 #' @param L a numeric vector of length `length(fixef(object))` or a matrix
 #'   with that many columns.
 #' @param ddf `"Satterthwaite"` (default), `"Kenward-Roger"` (REML fits
@@ -307,7 +311,10 @@ h_parts_for <- function(object, ddf) {
 #' @export
 contest <- function(object, L, ddf = c("Satterthwaite", "Kenward-Roger", "none"),
                     joint = TRUE, rhs = 0, ...) {
-  h_check_lmm(object)
+  if (!inherits(object, "lmmr")) { # e.g. an lmer fit: lmerTest's contest()
+    return(h_delegate_call(match.call(), "lmerTest", "contest", parent.frame(),
+                           object, rename = c(object = "model")))
+  }
   ddf <- h_match_ddf(ddf)
   p <- length(object$beta)
   if (is.list(L) || !(is.numeric(L) || is.logical(L))) {

@@ -80,7 +80,7 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
   if (!inherits(control, "lmm_control")) {
     h_abort("`control` must be created by lmm_control().", "argument")
   }
-  if (h_is_lazy_table(data)) {
+  if (isTRUE(tryCatch(h_is_lazy_table(data), error = function(e) FALSE))) {
     if (!missing(subset) || !is.null(offset)) {
       h_abort("For a database table, filter rows with dplyr::filter() and write offsets as offset() terms in the formula; `subset` and `offset` are not supported.",
               "argument")
