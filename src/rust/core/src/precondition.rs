@@ -92,10 +92,38 @@ pub(crate) fn solve_upper(r: &[f64], p: usize, c: &[f64]) -> Vec<f64> {
 /// Builds the transformed problem; errors on a rank-deficient X or a
 /// response that X reproduces exactly (nothing left to model).
 pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError> {
-    let (n, p) = (input.n, input.p);
-    let w = input.weights;
+    let p = input.p;
     let (q, r) = orthonormalise(input)?;
-    let mut res = input.y.to_vec();
+    let resp = response_part(&q, &r, input.n, p, input.y, input.weights)?;
+    let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
+    Ok(Preconditioned {
+        beta0: resp.beta0,
+        q,
+        r,
+        y: resp.y,
+        scale: resp.scale,
+        log_det_r2,
+    })
+}
+
+/// The part of the preconditioning that depends on the response.
+pub(crate) struct ResponsePart {
+    pub y: Vec<f64>,
+    pub beta0: Vec<f64>,
+    pub scale: f64,
+}
+
+/// Residualises `y` on the orthonormal `q` (two passes) and scales it; see
+/// the module documentation.
+pub(crate) fn response_part(
+    q: &[f64],
+    r: &[f64],
+    n: usize,
+    p: usize,
+    y: &[f64],
+    w: &[f64],
+) -> Result<ResponsePart, LmmError> {
+    let mut res = y.to_vec();
     let mut coef = vec![0.0; p];
     for _pass in 0..2 {
         for j in 0..p {
@@ -107,7 +135,7 @@ pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError>
             }
         }
     }
-    let y_max = input.y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let y_max = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let scale = res.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     if !(scale.is_finite() && scale > 1e-13 * y_max && scale > 0.0) {
         return Err(LmmError::NonFinite(
@@ -117,14 +145,10 @@ pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError>
     for v in &mut res {
         *v /= scale;
     }
-    let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
-    Ok(Preconditioned {
-        beta0: solve_upper(&r, p, &coef),
-        q,
-        r,
+    Ok(ResponsePart {
         y: res,
+        beta0: solve_upper(r, p, &coef),
         scale,
-        log_det_r2,
     })
 }
 
