@@ -6,13 +6,6 @@
 NULL
 
 #' @noRd
-rs_fit_lmm <- function(x, y, weights, codes, n_levels, z, k, factor_id,
-                       reml, max_iter, tol, theta_start, optimize) {
-  .Call(wrap__rs_fit_lmm, x, y, weights, codes, n_levels, z, k, factor_id,
-        reml, max_iter, tol, theta_start, optimize)
-}
-
-#' @noRd
 rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id) {
   .Call(wrap__rs_model_new, x, y, weights, codes, n_levels, z, k, factor_id)
 }

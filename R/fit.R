@@ -119,6 +119,9 @@ h_rust_re_args <- function(terms) {
 h_check_rust_result <- function(res) {
   if (!is.null(res$error_kind)) {
     msg <- res$error_message
+    if (identical(res$error_kind, "interrupted")) {
+      msg <- "Interrupted by the user (Ctrl-C); the computation was abandoned."
+    }
     if (identical(res$error_kind, "not_positive_definite")) {
       msg <- paste(msg, "This usually means the fixed-effects design is (nearly) rank deficient or the data are degenerate; check for collinear predictors or rescale them.")
     }

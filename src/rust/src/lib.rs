@@ -6,7 +6,7 @@
 mod inference_glue;
 
 use extendr_api::prelude::*;
-use lmmr_core::{Design, FitControl, FitInput, FitOutput, LmmError, Model, ReTerm, ReTermInput};
+use lmmr_core::{Design, FitControl, FitOutput, LmmError, Model, ReTerm};
 
 mod convert;
 
@@ -42,78 +42,6 @@ fn output_list(out: FitOutput, p: usize) -> List {
         converged = out.converged,
         message = out.message
     )
-}
-
-/// Fit a linear mixed model (or evaluate its profiled criterion at
-/// `theta_start` when `optimize` is FALSE). Internal; called by `lmm()`.
-/// @noRd
-#[extendr]
-#[allow(clippy::too_many_arguments)]
-fn rs_fit_lmm(
-    x: Robj,
-    y: Robj,
-    weights: Robj,
-    codes: List,
-    n_levels: Robj,
-    z: List,
-    k: Robj,
-    factor_id: Robj,
-    reml: bool,
-    max_iter: i32,
-    tol: f64,
-    theta_start: Robj,
-    optimize: bool,
-) -> List {
-    let codes_v: Vec<Robj> = codes.values().collect();
-    let z_v: Vec<Robj> = z.values().collect();
-    let result = (|| {
-        let d = read_design(&DesignArgs {
-            x: &x,
-            y: &y,
-            weights: &weights,
-            codes: &codes_v,
-            n_levels: &n_levels,
-            z: &z_v,
-            k: &k,
-            factor_id: &factor_id,
-        })
-        .map_err(bad)?;
-        let theta0 = if theta_start.is_null() {
-            None
-        } else {
-            Some(reals(&theta_start, "theta_start").map_err(bad)?.to_vec())
-        };
-        let input = FitInput {
-            n: d.n,
-            p: d.p,
-            x: d.x,
-            y: d.y,
-            weights: d.weights,
-            terms: d
-                .terms
-                .iter()
-                .map(|t| ReTermInput {
-                    codes: t.codes,
-                    n_levels: t.n_levels,
-                    z: t.z,
-                    k: t.k,
-                    factor_id: t.factor_id,
-                })
-                .collect(),
-        };
-        let control = FitControl {
-            reml,
-            max_iter: count(max_iter, "max_iter").map_err(bad)?,
-            tol,
-            theta_start: theta0,
-            optimize,
-        };
-        lmmr_core::fit_lmm(&input, &control).map(|out| output_list(out, d.p))
-    })();
-    match result {
-        Ok(l) => l,
-        Err(e) => error_list(&e),
-    }
 }
 
 /// Is a Ctrl-C pending? Runs `R_CheckUserInterrupt()` inside
@@ -278,7 +206,6 @@ fn rs_model_evaluate(ptr: Robj, theta: Robj, reml: bool) -> List {
 extendr_module! {
     mod lmmr;
     use inference_glue;
-    fn rs_fit_lmm;
     fn rs_model_new;
     fn rs_model_is_live;
     fn rs_model_fit;
