@@ -124,10 +124,14 @@ impl Model {
         input::validate(&input)?;
         let pre = precondition::precondition(&input)?;
         let prep = Prepared::new(&transformed(&design, &pre))?;
+        // X = Q R: the preconditioned Q replaces X from here on.
+        let mut design = design;
+        design.x = Vec::new();
         Ok(Model { design, pre, prep })
     }
 
-    /// The data the model was built from (with the current response).
+    /// The data the model was built from (with the current response). Its
+    /// `x` is empty: the model keeps `X` only as `Q R` (see `precondition`).
     pub fn design(&self) -> &Design {
         &self.design
     }
@@ -254,7 +258,7 @@ impl Model {
         };
         let crit = prep.eval(&opt.x, reml)?;
         let sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
-        let back = precondition::map_back(&original, pre, sol);
+        let back = precondition::map_back(original.n, original.p, pre, sol);
         let shift = criterion_shift(original.n, original.p, pre, reml);
         Ok(FitOutput {
             theta: opt.x,

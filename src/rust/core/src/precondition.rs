@@ -154,9 +154,9 @@ pub(crate) fn response_part(
 
 /// Maps a solution of the transformed problem back to the original units:
 /// `beta = beta0 + s R^-1 beta~`, `Cov(beta) = s^2 R^-1 Cov(beta~) R^-T`,
-/// `b = s b~`, `sigma = s sigma~`, fitted `= X beta0 + s fitted~`.
-pub(crate) fn map_back(input: &FitInput, pre: &Preconditioned, sol: Solution) -> Solution {
-    let (n, p) = (input.n, input.p);
+/// `b = s b~`, `sigma = s sigma~`, fitted `= X beta0 + s fitted~` (with
+/// `X beta0 = Q (R beta0)`, so `X` itself need not be kept).
+pub(crate) fn map_back(n: usize, p: usize, pre: &Preconditioned, sol: Solution) -> Solution {
     let s = pre.scale;
     let bt = solve_upper(&pre.r, p, &sol.beta);
     let beta: Vec<f64> = bt
@@ -179,10 +179,11 @@ pub(crate) fn map_back(input: &FitInput, pre: &Preconditioned, sol: Solution) ->
         }
     }
     let mut fitted: Vec<f64> = sol.fitted.iter().map(|f| s * f).collect();
-    for (j, b0) in pre.beta0.iter().enumerate() {
-        let xj = &input.x[j * n..(j + 1) * n];
-        for (f, x) in fitted.iter_mut().zip(xj) {
-            *f += b0 * x;
+    for k in 0..p {
+        let c: f64 = (k..p).map(|j| pre.r[j * p + k] * pre.beta0[j]).sum();
+        let qk = &pre.q[k * n..(k + 1) * n];
+        for (f, q) in fitted.iter_mut().zip(qk) {
+            *f += c * q;
         }
     }
     Solution {
