@@ -79,7 +79,6 @@ h_confint_profile <- function(object, parm = NULL, level = 0.95, REML = FALSE) {
 #' function, optimum
 #' @noRd
 h_prof_context <- function(object, REML) {
-  design <- h_design_from_fit(object, object$y)
   control <- object$control
   if (is.null(control)) control <- lmm_control()
   layout <- h_prof_layout(object$re_terms)
@@ -87,22 +86,25 @@ h_prof_context <- function(object, REML) {
   p <- object$p
   nn <- if (REML) n - p else n
   ldw <- h_log_w_sum(object)
+  # every evaluation goes to the fit's kept model: one factorisation, no
+  # random effects or fitted values
+  ptr <- h_model_ptr(object)
+  evaluate <- function(theta) {
+    h_check_rust_result(rs_model_evaluate(ptr, as.numeric(theta), REML))
+  }
   # deviance at theta: profiled over sigma when sigma is NULL
   devfun <- function(theta, sigma = NULL) {
-    r <- h_fit_design(design, REML = REML, control = control, theta = theta,
-                      optimize = FALSE)
+    r <- evaluate(theta)
+    if (is.null(sigma)) return(r$objective)
     base <- r$ldl2 + (if (REML) r$ldrx2 else 0) - ldw
-    if (is.null(sigma)) {
-      base + nn * (1 + log(2 * pi * r$pwrss / nn))
-    } else {
-      base + nn * log(2 * pi * sigma^2) + r$pwrss / sigma^2
-    }
+    base + nn * log(2 * pi * sigma^2) + r$pwrss / sigma^2
   }
   theta0 <- as.numeric(object$theta)
   lower <- as.numeric(object$lower)
   if (!identical(isTRUE(object$REML), REML)) {
-    res <- h_fit_design(design, REML = REML, control = control,
-                        theta = theta0, optimize = TRUE)
+    res <- h_check_rust_result(rs_model_fit(
+      ptr, reml = REML, max_iter = control$max_iter, tol = control$tol,
+      theta_start = theta0, optimize = TRUE))
     theta0 <- as.numeric(res$theta)
   }
   # polish the optimum (the profiles must not find a lower deviance than the
@@ -113,8 +115,7 @@ h_prof_context <- function(object, REML) {
     theta0 <- pol$par
     dev0 <- pol$objective
   }
-  r <- h_fit_design(design, REML = REML, control = control,
-                    theta = theta0, optimize = FALSE)
+  r <- evaluate(theta0)
   sigma <- sqrt(r$pwrss / nn)
   phi <- h_prof_theta_to_phi(theta0, layout)
   ctx <- list(layout = layout, devfun = devfun, nn = nn, theta = theta0,

@@ -250,9 +250,11 @@ refit.lmmr <- function(object, newresp, REML = object$REML, theta = NULL, ...) {
   design <- h_design_from_fit(object, y)
   control <- object$control
   if (is.null(control)) control <- lmm_control()
-  res <- h_fit_design(design, REML = REML, control = control, theta = theta)
+  res <- h_fit_design(design, REML = REML, control = control, theta = theta,
+                      engine = h_fit_engine(object))
   fit <- h_build_lmm(design, res, REML = REML, call = object$call,
                      control = control)
+  fit$formula_input <- object$formula_input
   fit
 }
 
@@ -292,7 +294,7 @@ h_newresp <- function(object, newresp) {
 h_design_from_fit <- function(object, y) {
   terms <- lapply(object$re_terms, function(t) {
     term <- t$info
-    term$factor <- factor(t$levels[t$codes + 1L], levels = t$levels)
+    term$factor <- structure(t$codes + 1L, levels = t$levels, class = "factor")
     term$codes <- t$codes
     term$Z <- t$Z
     term$group <- t$group
