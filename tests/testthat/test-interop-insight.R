@@ -64,7 +64,7 @@ test_that("performance gives the lmer numbers", {
   expect_identical(suppressWarnings(performance::icc(s$fit)),
                    suppressWarnings(performance::icc(s$ref)))
   expect_same_table(suppressWarnings(performance::model_performance(s$fit)),
-                    suppressWarnings(performance::model_performance(s$ref)))
+                    suppressMessages(suppressWarnings(performance::model_performance(s$ref))))
   expect_true(performance::check_singularity(s$fit))
   expect_identical(performance::check_singularity(s$fit), performance::check_singularity(s$ref))
   for (name in c("sleep", "clinics")) {
