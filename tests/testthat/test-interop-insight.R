@@ -14,6 +14,8 @@ test_that("insight reads the model as it reads the lmer fit", {
     expect_identical(names(ff), names(fr))
     expect_identical(lapply(ff, deparse), lapply(fr, deparse))
     expect_identical(insight::find_random(m$fit), insight::find_random(m$ref))
+    expect_equal(insight::get_random(m$fit), suppressWarnings(insight::get_random(m$ref)),
+                 ignore_attr = TRUE)
     expect_true(insight::is_mixed_model(m$fit))
     info <- insight::model_info(m$fit)
     expect_true(info$is_mixed && info$is_linear && info$family == "gaussian")
