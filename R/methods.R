@@ -452,7 +452,8 @@ confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile
 #' and refits. As lme4's method, the new call is evaluated first in the
 #' environment of the model formula (so fits made inside a function, with
 #' data local to that function, can be updated) and then in the caller's
-#' frame.
+#' frame; but an argument of `update()` given as a name (`data = d`) is
+#' always the caller's object of that name.
 #'
 #' @param object an `"lmmr"` fit.
 #' @param formula. changes to the formula, as in [stats::update.formula()]
@@ -480,6 +481,18 @@ update.lmmr <- function(object, formula., ..., evaluate = TRUE) {
   env <- environment(fml)
   caller <- parent.frame()
   if (is.null(env)) return(eval(call, caller))
+  # a name given to update() (`data = d`) means the caller's object, even
+  # when the formula's environment has another object of that name (e.g.
+  # performance's bootstrap calls update(fit, data = d) with resampled d)
+  syms <- Filter(is.name, as.list(extras))
+  if (length(syms)) {
+    env2 <- new.env(parent = env)
+    for (s in syms) {
+      val <- tryCatch(list(eval(s, caller)), error = function(e) NULL)
+      if (!is.null(val)) assign(as.character(s), val[[1]], envir = env2)
+    }
+    env <- env2
+  }
   tryCatch(eval(call, env), error = function(e) eval(call, caller))
 }
 
