@@ -759,7 +759,7 @@ anova.lmmr <- function(object, ..., type = c(3, 2, 1),
                       ddf = c("Satterthwaite", "Kenward-Roger", "none")) {
   dots <- list(...)
   dn <- names(dots) %||% rep("", length(dots))
-  opt <- dn %in% c("refit", "model.names")
+  opt <- dn %in% c("refit", "model.names", h_anova_sim_args())
   is_fit <- !opt & vapply(dots, function(d) inherits(d, "lmmr") || h_is_lm(d), logical(1))
   bad <- !opt & !is_fit
   if (any(bad)) {
@@ -767,7 +767,7 @@ anova.lmmr <- function(object, ..., type = c(3, 2, 1),
       if (nzchar(dn[i])) sprintf("`%s`", dn[i]) else
         sprintf("an object of class \"%s\"", class(dots[[i]])[1])
     }, character(1))
-    h_abort(sprintf("anova() for lmm fits takes further models fitted by lmm() or lm() (for a likelihood-ratio test), `refit`, `model.names`, `type` and `ddf`; got %s.",
+    h_abort(sprintf("anova() for lmm fits takes further models fitted by lmm() or lm() (for a likelihood-ratio test), `refit`, `model.names`, `test`, `nsim`, `seed`, `ncores`, `type` and `ddf`; got %s.",
                     paste(what, collapse = ", ")), "argument")
   }
   if (any(is_fit)) {
@@ -794,8 +794,10 @@ anova.lmmr <- function(object, ..., type = c(3, 2, 1),
       }
     }
     refit <- if (!is.null(dots$refit)) dots$refit else TRUE
+    if (!is.null(dots$test)) return(h_anova_test(c(list(object), dots[is_fit]), all_names, dots))
     return(h_anova_lrt(c(list(object), dots[is_fit]), all_names, refit = refit))
   }
+  h_anova_sim_single(dots)
   type <- h_match_type(type)
   ddf <- h_match_ddf(ddf)
   if (ddf == "Kenward-Roger" && !isTRUE(object$REML)) {
