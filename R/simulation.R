@@ -511,9 +511,16 @@ confint.lmmr_boot <- function(object, parm, level = 0.95,
   nms <- names(object$t0)
   idx <- if (missing(parm)) seq_along(object$t0) else h_boot_parm(parm, nms)
   a <- (1 - level) / 2
+  extreme <- FALSE
   out <- t(vapply(idx, function(i) {
-    h_boot_interval(object$t0[[i]], object$t[, i], level, type)
+    ci <- h_boot_interval(object$t0[[i]], object$t[, i], level, type)
+    if (isTRUE(attr(ci, "extreme"))) extreme <<- TRUE
+    as.numeric(ci)
   }, numeric(2)))
+  if (extreme) {
+    h_warn("Extreme order statistics used as endpoints of a bootstrap interval; use more simulations (`nsim`).",
+           "bootstrap_extreme")
+  }
   dimnames(out) <- list(nms[idx], sprintf("%s %%", format(100 * c(a, 1 - a), trim = TRUE,
                                                           scientific = FALSE, digits = 3)))
   out
@@ -552,7 +559,10 @@ h_boot_interval <- function(t0, t, level, type) {
   if (diff(range(t)) < min(1e-8, abs(mean(t)) / 1e6)) return(c(NA_real_, NA_real_))
   switch(type,
     perc = h_norm_inter(t, c((1 - level) / 2, (1 + level) / 2)),
-    basic = 2 * t0 - h_norm_inter(t, c((1 + level) / 2, (1 - level) / 2)),
+    basic = {
+      q <- h_norm_inter(t, c((1 + level) / 2, (1 - level) / 2))
+      structure(2 * t0 - as.numeric(q), extreme = attr(q, "extreme"))
+    },
     norm = {
       bias <- mean(t) - t0
       merr <- stats::sd(t) * stats::qnorm((1 + level) / 2)
@@ -563,17 +573,14 @@ h_boot_interval <- function(t0, t, level, type) {
 #' Quantiles of bootstrap values as boot's percentile intervals take them:
 #' the order statistic of rank (R + 1) alpha, interpolated between
 #' neighbouring order statistics on the normal quantile scale when that rank
-#' is not a whole number (the extremes when it falls outside 1..R)
+#' is not a whole number (the extremes when it falls outside 1..R; then
+#' attribute "extreme" is TRUE)
 #' @noRd
 h_norm_inter <- function(t, alpha) {
   R <- length(t)
   ts <- sort(t)
   rk <- (R + 1) * alpha
-  if (!all(rk > 1 & rk < R)) {
-    h_warn("Extreme order statistics used as endpoints of a bootstrap interval; use more simulations (`nsim`).",
-           "bootstrap_extreme")
-  }
-  vapply(seq_along(alpha), function(a) {
+  out <- vapply(seq_along(alpha), function(a) {
     k <- trunc(rk[a])
     if (k == rk[a]) return(ts[k])
     if (k <= 0) return(ts[1L])
@@ -581,6 +588,7 @@ h_norm_inter <- function(t, alpha) {
     z <- stats::qnorm(c(alpha[a], k / (R + 1), (k + 1) / (R + 1)))
     ts[k] + (z[1] - z[2]) / (z[3] - z[2]) * (ts[k + 1L] - ts[k])
   }, numeric(1))
+  structure(out, extreme = !all(rk > 1 & rk < R))
 }
 
 #' confint(method = "boot"): parametric bootstrap intervals for the
