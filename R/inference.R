@@ -733,7 +733,11 @@ h_type3_basis <- function(object, st, hyp) {
 #' @param ... further `"lmmr"` fits (or `lm` fits) for a likelihood-ratio
 #'   comparison; optionally `refit = FALSE` to compare REML fits without
 #'   refitting and `model.names`, a character vector of names for the
-#'   models (in the order given).
+#'   models (in the order given); `test = "PB"` for a parametric bootstrap
+#'   LRT (column `Pr(PB)`, as `pbkrtest::PBmodcomp()`: ML refits, `nsim`
+#'   responses (default 1000) simulated from the smaller fit of each pair,
+#'   p-value `(1 + #{LRT* > LRT}) / (1 + #{LRT* > 0})`) with `nsim`, `seed`,
+#'   `ncores` and `progress` as in [bootstrap_lmm()].
 #' @param type type of the hypotheses: `3`, `2` or `1` (also `"III"`,
 #'   `"II"`, `"I"`).
 #' @param ddf `"Satterthwaite"`, `"Kenward-Roger"` (REML fits only) or
@@ -754,6 +758,7 @@ h_type3_basis <- function(object, st, hyp) {
 #' anova(fit, ddf = "Kenward-Roger")
 #' fit0 <- lmm(Reaction ~ 1 + (Days | Subject), data = sleepstudy)
 #' anova(fit0, fit)
+#' anova(fit0, fit, test = "PB", nsim = 20, seed = 1)
 #' @export
 anova.lmmr <- function(object, ..., type = c(3, 2, 1),
                       ddf = c("Satterthwaite", "Kenward-Roger", "none")) {

@@ -167,7 +167,7 @@ h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
     }
     val
   }
-  batch <- if (ncores > 1L) ncores * 25L else 50L
+  batch <- h_sim_batch(nsim, sim_fit$n, ncores)
   bar <- NULL
   if (isTRUE(progress) && requireNamespace("cli", quietly = TRUE)) {
     bar <- cli::cli_progress_bar(label, total = nsim, .envir = environment())
@@ -198,6 +198,16 @@ h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
   n_failed <- sum(!stats::complete.cases(out))
   structure(out, n_failed = n_failed, n_nonconverged = sum(!conv),
             errors = unique(errors))
+}
+
+#' Number of responses simulated (and kept in memory) per batch: about a
+#' hundredth of the loop on one core (at least 50) and a tenth with several
+#' (each batch forks the workers once), at most 2^23 numbers (64 MB)
+#' @noRd
+h_sim_batch <- function(nsim, n, ncores) {
+  want <- if (ncores > 1L) max(ncores * 25L, ceiling(nsim / 10)) else
+    max(50L, ceiling(nsim / 100))
+  as.integer(max(1L, min(nsim, want, floor(2^23 / max(1, n)))))
 }
 
 #' Warn about failed and non-converged refits of a simulation loop
