@@ -401,12 +401,13 @@ model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
 #' confint(fit)
 #' confint(fit, ddf = "Satterthwaite")
 #' confint(fit, method = "profile")
-#' confint(fit, method = "boot", nsim = 20, seed = 1)
+#' confint(fit, method = "boot", nsim = 50, seed = 1)
 #' @export
 confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile", "boot"),
                         ddf = c("none", "Satterthwaite", "Kenward-Roger"), ...) {
   method <- h_match_confint_method(method)
   if (method == "boot") {
+    if (!missing(ddf)) h_check_dots(ddf = ddf, .fn = "confint(method = \"boot\")")
     return(h_confint_boot(object, parm = if (missing(parm)) NULL else parm,
                           level = level, ...))
   }

@@ -361,7 +361,7 @@ h_pb_refdist <- function(small, large, nsim, ncores = 1L,
 #'   `test = "PB"`.
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
-#' b <- bootstrap_lmm(fit, nsim = 20, seed = 1)
+#' b <- bootstrap_lmm(fit, nsim = 50, seed = 1)
 #' b
 #' confint(b)
 #' # a statistic of the refitted model
@@ -510,7 +510,7 @@ print.lmmr_boot <- function(x, digits = getOption("digits"), ...) {
 #'   upper limits (named as `"2.5 %"`, `"97.5 %"`).
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
-#' b <- bootstrap_lmm(fit, nsim = 20, seed = 2)
+#' b <- bootstrap_lmm(fit, nsim = 50, seed = 2)
 #' confint(b, type = "norm")
 #' @export
 confint.lmmr_boot <- function(object, parm, level = 0.95,

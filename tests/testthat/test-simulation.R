@@ -105,6 +105,25 @@ test_that("PB test: reproducible with a seed whatever the number of cores; the c
   expect_identical(c1, c2)
 })
 
+test_that("PB test with three fits: one bootstrap per consecutive pair", {
+  f0 <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, REML = FALSE)
+  f1 <- lmm(Reaction ~ Days + (1 | Subject) + (0 + Days | Subject), data = sleepstudy,
+            REML = FALSE)
+  f2 <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy, REML = FALSE)
+  tab <- anova(f0, f1, f2, test = "PB", nsim = 10, seed = 1)
+  expect_equal(nrow(tab), 3L)
+  expect_true(is.na(tab[["Pr(PB)"]][1]))
+  expect_true(all(tab[["Pr(PB)"]][2:3] > 0 & tab[["Pr(PB)"]][2:3] <= 1))
+  expect_equal(tab[, 1:8], anova(f0, f1, f2)[, 1:8], ignore_attr = TRUE)
+  expect_length(attr(tab, "pb")[[3]]$ref, 10L)
+  # a progress bar (cli) does not change the result
+  skip_if_not_installed("cli")
+  withr_opt <- options(cli.progress_show_after = 0)
+  on.exit(options(withr_opt))
+  tab2 <- suppressMessages(anova(f0, f1, f2, test = "PB", nsim = 10, seed = 1, progress = TRUE))
+  expect_identical(tab2[["Pr(PB)"]], tab[["Pr(PB)"]])
+})
+
 test_that("PB test: bad arguments are classed errors", {
   fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
   fit0 <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
@@ -209,6 +228,8 @@ test_that("confint(method = \"boot\"): lme4's names, types, parm, level", {
   expect_error(confint(b, parm = "nope"), class = "lmmr_error_argument")
   expect_warning(confint(fit, method = "boot", nsim = 20, seed = 1, foo = 1, level = 0.5),
                  class = "lmmr_warning_unused_argument")
+  expect_warning(confint(fit, method = "boot", nsim = 20, seed = 1, ddf = "Satterthwaite",
+                         level = 0.5), class = "lmmr_warning_unused_argument")
   # few simulations: extreme order statistics, with a warning
   expect_warning(confint(fit, method = "boot", nsim = 10, seed = 1),
                  class = "lmmr_warning_bootstrap_extreme")
