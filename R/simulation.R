@@ -453,24 +453,14 @@ h_boot_params <- function(fit) {
                               beta = fit$beta))
 }
 
-#' The same from the estimates a refit returns (theta, sigma, beta); as
-#' lme4, a correlation with a zero standard deviation is NaN
+#' The same from the estimates a refit returns (theta, sigma, beta); a
+#' correlation with a zero standard deviation is 0, as lme4 (whose
+#' `Cv_to_Sv()` converts the undefined value to 0)
 #' @noRd
 h_boot_params_raw <- function(fit, res) {
   layout <- h_prof_layout(fit$re_terms)
   sigma <- as.numeric(res$sigma)
   phi <- h_prof_theta_to_phi(as.numeric(res$theta), layout)
-  # correlations of terms with a zero standard deviation: undefined
-  if (any(!layout$is_sd)) {
-    sds <- phi[layout$is_sd]
-    sd_term <- layout$term[layout$is_sd]
-    sd_i <- layout$i[layout$is_sd]
-    for (s in which(!layout$is_sd)) {
-      si <- sds[sd_term == layout$term[s] & sd_i == layout$i[s]]
-      sj <- sds[sd_term == layout$term[s] & sd_i == layout$j[s]]
-      if (si == 0 || sj == 0) phi[s] <- NaN
-    }
-  }
   vals <- c(ifelse(layout$is_sd, phi * sigma, phi), sigma, as.numeric(res$beta))
   stats::setNames(vals, h_boot_param_names(fit))
 }

@@ -235,6 +235,17 @@ test_that("confint(method = \"boot\"): lme4's names, types, parm, level", {
                  class = "lmmr_warning_bootstrap_extreme")
 })
 
+test_that("bootstrap parameters: a correlation with a zero standard deviation is 0, as lme4", {
+  skip_if_not_installed("lme4")
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  # lme4 1.1-31: Cv_to_Sv(c(0, 0, 1), n = 2, s = 2) is c(0, 0, 2, 2) (with a warning)
+  own <- h_boot_params_raw(fit, list(theta = c(0, 0, 1), sigma = 2, beta = fit$beta))
+  expect_equal(unname(own[1:4]), c(0, 0, 2, 2))
+  own2 <- h_boot_params_raw(fit, list(theta = c(1, 0.5, 0), sigma = 2, beta = fit$beta))
+  ref2 <- suppressWarnings(lme4:::Cv_to_Sv(c(1, 0.5, 0), n = 2, s = 2))
+  expect_equal(unname(own2[1:4]), as.numeric(ref2))
+})
+
 test_that("bootstrap_lmm(): user statistics, use.u, semiparametric, failures, cores", {
   fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
   b <- bootstrap_lmm(fit, FUN = function(f) c(slope = fixef(f)[["Days"]], s = sigma(f)),
