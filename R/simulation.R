@@ -30,7 +30,10 @@ h_refit_prepare <- function(fit, REML = fit$REML) {
 #' list returned by the Rust kernel: `theta`, `beta`, `sigma`, `objective`,
 #' `converged`, ...); with `full = TRUE` an `"lmmr"` fit as [refit()] returns
 #' it (for user statistics). When refits can use a model kept in Rust (only
-#' the response changes), this is the one place to point at it.
+#' the response changes), this is the one place to point at it: with the
+#' kept model of branch `model`, store `engine = h_fit_engine(fit)` in
+#' h_refit_prepare() and pass `engine = prep$engine` to h_fit_design()
+#' (tried: same results, all tests pass, forked workers included).
 #' @noRd
 h_refit_response <- function(prep, y, full = FALSE) {
   if (full) {
