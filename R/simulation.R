@@ -36,12 +36,18 @@ h_refit_prepare <- function(fit, REML = fit$REML) {
 #' (tried: same results, all tests pass, forked workers included).
 #' @noRd
 h_refit_response <- function(prep, y, full = FALSE) {
+  # the fit itself has said which variances cannot be identified; its
+  # refits would say it again every time
+  quiet <- function(w) invokeRestart("muffleWarning")
   if (full) {
-    return(suppressMessages(refit.lmmr(prep$fit, y, REML = prep$REML)))
+    return(withCallingHandlers(
+      suppressMessages(refit.lmmr(prep$fit, y, REML = prep$REML)),
+      lmmr_warning_not_identifiable = quiet))
   }
   design <- prep$design
   design$y <- y
-  h_fit_design(design, REML = prep$REML, control = prep$control)
+  withCallingHandlers(h_fit_design(design, REML = prep$REML, control = prep$control),
+                      lmmr_warning_not_identifiable = quiet)
 }
 
 # ---------------------------------------------------------------------------

@@ -51,12 +51,14 @@
 summary.lmmr <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"),
                          vcov = NULL, cluster = NULL, ...) {
   h_check_dots(..., .fn = "summary")
+  ddf_given <- !missing(ddf)
   ddf <- h_match_ddf(ddf)
   beta <- object$beta
   se <- sqrt(diag(object$vcov))
   coefs <- cbind(Estimate = beta, `Std. Error` = se, `t value` = beta / se)
   robust <- NULL
   if (!is.null(vcov) || !is.null(cluster)) {
+    if (ddf_given) h_check_dots(ddf = ddf, .fn = "summary(vcov = )")
     robust <- h_coef_table_cr(object, if (is.null(vcov)) "CR2" else vcov, cluster)
     coefs <- robust$coefficients
     ddf <- "Satterthwaite"

@@ -100,4 +100,6 @@ test_that("cluster-robust covariance: bad input is a classed error; printing", {
   expect_error(vcov(crossed, type = "CR2"), class = "lmmr_error_argument")
   expect_output(print(summary(fit, vcov = "CR2")), "cluster-robust CR2 standard errors, 12 clusters")
   expect_equal(vcov(summary(fit, vcov = "CR2")), vcov(fit, type = "CR2"))
+  expect_warning(summary(fit, vcov = "CR2", ddf = "Kenward-Roger"),
+                 class = "lmmr_warning_unused_argument")
 })

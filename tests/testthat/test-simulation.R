@@ -283,6 +283,18 @@ test_that("bootstrap_lmm(): user statistics, use.u, semiparametric, failures, co
   expect_output(print(bn), "PARAMETRIC BOOTSTRAP")
 })
 
+test_that("bootstrap refits do not repeat the fit's warning about a variance that cannot be identified", {
+  set.seed(2)
+  d <- data.frame(f = gl(12, 10))
+  d$g <- factor(as.integer(d$f) %% 4)
+  d$x <- rnorm(120)
+  d$y <- rnorm(120) + as.integer(d$f) / 3 + d$x * rnorm(4)[d$g]
+  fit <- suppressWarnings(suppressMessages(lmm(y ~ f + x + (1 | g) + (0 + x | g), data = d)))
+  expect_no_warning(b <- bootstrap_lmm(fit, nsim = 4, seed = 1))
+  expect_equal(unname(b$t[, ".sig01"]), rep(0, 4))
+  expect_no_warning(bootstrap_lmm(fit, FUN = fixef, nsim = 2, seed = 1))
+})
+
 test_that("the ICC bootstrap interval runs on the bootstrap engine", {
   fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
   res <- icc(fit, ci = 0.9, nsim = 25, seed = 6)
