@@ -20,7 +20,7 @@ h_refit_prepare <- function(fit, REML = fit$REML) {
   control <- fit$control
   if (is.null(control)) control <- lmm_control()
   list(fit = fit, design = h_design_from_fit(fit, fit$y), control = control,
-       REML = isTRUE(REML))
+       REML = isTRUE(REML), engine = h_fit_engine(fit))
 }
 
 #' The one function through which every simulation refit goes
@@ -29,11 +29,8 @@ h_refit_prepare <- function(fit, REML = fit$REML) {
 #' offset included). With `full = FALSE` only the estimates are computed (the
 #' list returned by the Rust kernel: `theta`, `beta`, `sigma`, `objective`,
 #' `converged`, ...); with `full = TRUE` an `"lmmr"` fit as [refit()] returns
-#' it (for user statistics). When refits can use a model kept in Rust (only
-#' the response changes), this is the one place to point at it: with the
-#' kept model of branch `model`, store `engine = h_fit_engine(fit)` in
-#' h_refit_prepare() and pass `engine = prep$engine` to h_fit_design()
-#' (tried: same results, all tests pass, forked workers included).
+#' it (for user statistics). The refits use the fit's model kept in Rust
+#' (only the response changes; forked workers get their own copy).
 #' @noRd
 h_refit_response <- function(prep, y, full = FALSE) {
   # the fit itself has said which variances cannot be identified; its
@@ -46,7 +43,8 @@ h_refit_response <- function(prep, y, full = FALSE) {
   }
   design <- prep$design
   design$y <- y
-  withCallingHandlers(h_fit_design(design, REML = prep$REML, control = prep$control),
+  withCallingHandlers(h_fit_design(design, REML = prep$REML, control = prep$control,
+                                   engine = prep$engine),
                       lmmr_warning_not_identifiable = quiet)
 }
 
