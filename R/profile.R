@@ -386,13 +386,13 @@ h_prof_end <- function(ctx, m, cutoff, dir, is_cor, cache) {
     # log scale, expanding steps extrapolated from the current zeta
     est_log <- log(est)
     f_est <- -target
-    f <- function(lx) z(exp(lx)) - target
+    f_log <- function(lx) z(exp(lx)) - target
     step <- 0.1
     prev <- est_log
     f_prev <- f_est
     repeat {
       lv <- est_log + dir * step
-      fv <- f(lv)
+      fv <- f_log(lv)
       if (dir * fv >= 0) break
       prev <- lv
       f_prev <- fv
@@ -404,10 +404,9 @@ h_prof_end <- function(ctx, m, cutoff, dir, is_cor, cache) {
     est_log <- prev
     f_est <- f_prev
   }
-  f <- function(lx) z(exp(lx)) - target
   lo <- min(est_log, lv)
   hi <- max(est_log, lv)
-  r <- stats::uniroot(f, c(lo, hi),
+  r <- stats::uniroot(f_log, c(lo, hi),
                       f.lower = if (est_log < lv) f_est else fv,
                       f.upper = if (est_log < lv) fv else f_est,
                       tol = tol)
