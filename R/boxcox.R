@@ -80,6 +80,7 @@ boxcox.default <- function(object, ...) {
 #' plot(bc)
 #' @export
 boxcox.lmmr <- function(object, lambda = seq(-2, 2, 0.1), level = 0.95, ...) {
+  h_check_dots(..., .fn = "boxcox")
   h_check_lmm(object)
   y <- object$y
   if (any(y <= 0)) {

@@ -102,7 +102,9 @@ h_anova_lrt <- function(fits, names, refit = TRUE, env = NULL) {
   npar <- npar[ord]
   ll <- ll[ord]
   names <- names[ord]
-  chisq <- c(NA, 2 * diff(ll))
+  # as lme4: a model with a lower log-likelihood than its smaller neighbour
+  # (not nested in it) gets Chisq 0, and p-values only where Df > 0
+  chisq <- c(NA, 2 * pmax(0, diff(ll)))
   df <- c(NA, diff(npar))
   pval <- ifelse(!is.na(df) & df > 0,
                  stats::pchisq(chisq, pmax(df, 1), lower.tail = FALSE), NA_real_)
@@ -164,24 +166,72 @@ h_join_formula <- function(formula, fixed, bars) {
   out
 }
 
-#' Does a bar term's left-hand side contain an intercept, and how many other
-#' columns does it have?
+#' The reductions of one random-effect term, as lmerTest's ranova() makes
+#' them
+#'
+#' A term whose left-hand side has no variables, `(1 | g)`, is removed. Each
+#' other term is reduced once per variable that may be dropped (respecting
+#' marginality): that variable is removed and the rest kept, and a term with
+#' a single variable becomes `(1 | g)` — also `(0 + x | g)`, which is then not
+#' nested in the full model (Df 0 or a negative LRT, as lmerTest reports).
+#' `reduce = FALSE` removes every term whole.
+#' @return list of reductions, each `list(label, bar (NULL = removed),
+#'   nested, dims_removed, k)`; `k` is the term's number of columns.
 #' @noRd
-h_bar_lhs <- function(bar, frame) {
+h_bar_reductions <- function(bar, frame, reduce = TRUE) {
   lhs <- bar[[2]]
   tt <- stats::terms(stats::as.formula(call("~", lhs)))
-  if (attr(tt, "intercept") == 1L) {
-    return(list(intercept = TRUE, n_other = length(attr(tt, "term.labels"))))
+  labels <- attr(tt, "term.labels")
+  intercept <- attr(tt, "intercept") == 1L
+  bar_txt <- paste(deparse(bar, width.cutoff = 500L), collapse = " ")
+  mm_of <- function(f) tryCatch(stats::model.matrix(f, frame), error = function(e) NULL)
+  mm_full <- mm_of(tt)
+  k <- if (is.null(mm_full)) length(labels) + intercept else ncol(mm_full)
+  scope <- if (length(labels)) stats::drop.scope(tt) else character(0)
+  if (!isTRUE(reduce) || !length(scope)) {
+    return(list(list(label = sprintf("(%s)", bar_txt), bar = NULL,
+                     nested = TRUE, dims_removed = k, k = k)))
   }
-  # `(0 + f | g)` with a factor f spans the intercept (its columns sum to
-  # one): it is the same model as `(f | g)` and is reduced the same way
-  mm <- tryCatch(stats::model.matrix(tt, frame), error = function(e) NULL)
-  spans_one <- !is.null(mm) && ncol(mm) > 1L &&
-    max(abs(qr.resid(qr(mm), rep(1, nrow(mm))))) < 1e-8
-  if (spans_one) {
-    return(list(intercept = TRUE, n_other = ncol(mm) - 1L))
+  lapply(scope, function(s) {
+    rest <- setdiff(labels, s)
+    new_lhs <- if (!length(rest)) "1" else
+      paste0(if (intercept) "" else "0 + ", paste(rest, collapse = " + "))
+    newbar <- bar
+    newbar[[2]] <- str2lang(new_lhs)
+    mm_new <- mm_of(stats::as.formula(paste("~", new_lhs)))
+    # nested when the reduced columns lie in the span of the full ones
+    nested <- !is.null(mm_full) && !is.null(mm_new) &&
+      max(abs(qr.resid(qr(mm_full), mm_new))) <
+        1e-8 * max(1, max(abs(mm_new)))
+    k_new <- if (is.null(mm_new)) length(rest) + 1L else ncol(mm_new)
+    list(label = sprintf("%s in (%s)", s, bar_txt), bar = newbar,
+         nested = nested, dims_removed = k - k_new, k = k)
+  })
+}
+
+#' All reductions ranova() makes, in the order of its rows, each with the
+#' `index` of its bar term
+#' @noRd
+h_ranova_reductions <- function(model, bars, reduce.terms = TRUE) {
+  out <- list()
+  for (i in seq_along(bars)) {
+    for (r in h_bar_reductions(bars[[i]], h_hyp_frame(model), reduce.terms)) {
+      r$index <- i
+      out[[length(out) + 1L]] <- r
+    }
   }
-  list(intercept = FALSE, n_other = length(attr(tt, "term.labels")))
+  out
+}
+
+#' The bar terms after one reduction; a reduced term equal to another term
+#' is the same term (the formula algebra lmerTest relies on:
+#' (1 | g) + (1 | g) is (1 | g))
+#' @noRd
+h_apply_reduction <- function(bars, r) {
+  i <- r$index
+  if (is.null(r$bar)) bars <- bars[-i] else bars[[i]] <- r$bar
+  bars[!duplicated(vapply(bars, function(e)
+    paste(deparse(e, width.cutoff = 500L), collapse = " "), character(1)))]
 }
 
 #' REML or ML log-likelihood of the linear model without random effects,
@@ -209,11 +259,16 @@ h_lm_loglik <- function(fit, REML) {
 #' Likelihood-ratio tests for the random-effect terms
 #'
 #' For each random-effect term of the model, refits the model with that term
-#' reduced — `(x | g)` becomes `(1 | g)` (so does `(0 + f | g)` for a factor
-#' `f`, whose columns span the intercept); `(1 | g)` and slope-only terms
-#' `(0 + x | g)` are removed — with the same REML/ML setting, and compares
-#' it with the full model by a likelihood-ratio test (as lmerTest's
-#' `ranova()`). When the only random-effect term is removed, the reduced
+#' reduced, with the same REML/ML setting, and compares it with the full
+#' model by a likelihood-ratio test. The reductions are lmerTest's
+#' (`lmerTest::ranova()`): `(1 | g)` is removed; a term with variables is
+#' reduced once per variable that can be dropped, keeping the others —
+#' `(x1 + x2 | g)` gives the rows `x1 in (x1 + x2 | g)` (reduced to
+#' `(x2 | g)`) and `x2 in (x1 + x2 | g)`; a term with one variable becomes
+#' `(1 | g)`, also `(0 + x | g)` and `(0 + f | g)`. When the reduced term is
+#' not nested in the full one (`(0 + x | g)` against `(1 | g)`), the table
+#' reports what lmerTest reports: `Df` 0 (p-value `NA`) or a negative LRT
+#' (p-value 1). When the only random-effect term is removed, the reduced
 #' model is a linear model and its REML or ML log-likelihood is used on the
 #' same scale. Because the null hypothesis puts a variance on the boundary
 #' of the parameter space, the naive chi-square p-value is conservative; the
@@ -221,12 +276,14 @@ h_lm_loglik <- function(fit, REML) {
 #' mixture of chi-square distributions with 0 and 1 df when one variance is
 #' removed, and with `k - 1` and `k` df when a `k`-dimensional term loses
 #' one dimension (its variance and covariances; Self & Liang 1987, Stram &
-#' Lee 1994). It is `NA` when more than one dimension is removed at once.
+#' Lee 1994). It is `NA` when more than one dimension is removed at once or
+#' the models are not nested.
 #'
-#' @param model an `"lmmr"` fit.
-#' @param reduce.terms if `TRUE` (default) terms with random slopes are
-#'   reduced to random intercepts; if `FALSE` every term is removed
-#'   entirely.
+#' @param model an `"lmmr"` fit (for another model, such as an lmer fit,
+#'   the call is handed to `lmerTest::ranova()`).
+#' @param reduce.terms if `TRUE` (default) terms with variables are reduced
+#'   as described above; if `FALSE` every term is removed entirely (as
+#'   lmerTest's `reduce.terms = FALSE`).
 #' @param ... unused.
 #' @return A data frame of class `c("ranova_lmm", "anova", "data.frame")`:
 #'   the first row is the full model, then one row per reduced term, with
@@ -237,7 +294,9 @@ h_lm_loglik <- function(fit, REML) {
 #' ranova(fit)
 #' @export
 ranova <- function(model, reduce.terms = TRUE, ...) {
-  h_check_lmm(model, "model")
+  if (!inherits(model, "lmmr")) { # e.g. an lmer fit: lmerTest's ranova()
+    return(h_delegate_call(match.call(), "lmerTest", "ranova", parent.frame(), model))
+  }
   env <- environment(model$formula_input %||% model$formula)
   if (is.null(env)) env <- parent.frame()
   form <- model$formula
@@ -249,25 +308,11 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
                           Df = NA_real_, `Pr(>Chisq)` = NA_real_,
                           `Pr(>Chisq) mixture` = NA_real_, check.names = FALSE))
   rnames <- "<none>"
-  for (i in seq_along(sp$bars)) {
-    bar <- sp$bars[[i]]
-    info <- h_bar_lhs(bar, model$frame)
-    k <- as.integer(info$intercept) + info$n_other
-    bar_txt <- paste(deparse(bar, width.cutoff = 500L), collapse = " ")
-    if (isTRUE(reduce.terms) && info$intercept && info$n_other > 0) {
-      newbar <- bar
-      newbar[[2]] <- 1
-      bars <- sp$bars
-      bars[[i]] <- newbar
-      lhs_txt <- paste(deparse(bar[[2]], width.cutoff = 500L), collapse = " ")
-      lhs_txt <- sub("^(1|0|-1) \\+ ", "", lhs_txt)
-      label <- sprintf("%s in (%s)", lhs_txt, bar_txt)
-      dims_removed <- k - 1L
-    } else {
-      bars <- sp$bars[-i]
-      label <- sprintf("(%s)", bar_txt)
-      dims_removed <- k
-    }
+  for (r in h_ranova_reductions(model, sp$bars, reduce.terms)) {
+    bars <- h_apply_reduction(sp$bars, r)
+    label <- r$label
+    k <- r$k
+    dims_removed <- if (r$nested) r$dims_removed else NA_integer_
     if (length(bars)) {
       newf <- h_join_formula(form, sp$fixed, bars)
       red <- suppressMessages(h_refit_call(model, list(formula = newf), env))
@@ -285,7 +330,7 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
     lrt <- 2 * (ll_full - ll)
     df <- np_full - np
     p <- if (df > 0) stats::pchisq(max(lrt, 0), df, lower.tail = FALSE) else NA_real_
-    pmix <- if (dims_removed == 1L && df > 0) {
+    pmix <- if (!is.na(dims_removed) && dims_removed == 1L && df > 0) {
       if (lrt <= 0) 1 else
         0.5 * (if (k - 1L == 0L) 0 else stats::pchisq(lrt, k - 1L, lower.tail = FALSE)) +
           0.5 * stats::pchisq(lrt, k, lower.tail = FALSE)

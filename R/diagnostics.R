@@ -19,7 +19,9 @@
 #'
 #' @param object an `"lmmr"` fit.
 #' @param type `"response"` (observed minus fitted) or `"pearson"` (response
-#'   residuals times the square root of the prior weights, as lme4).
+#'   residuals times the square root of the prior weights, as lme4);
+#'   as in lme4 for linear mixed models, `"working"` is the same as
+#'   `"response"` and `"deviance"` the same as `"pearson"`.
 #' @param scaled logical: divide by the residual standard deviation.
 #' @param level `1` or `"conditional"` (default), `0` or `"marginal"`, or a
 #'   character vector of grouping-factor names (see Details).
@@ -33,9 +35,13 @@
 #' # marginal residuals: y - X beta
 #' head(residuals(fit, level = 0))
 #' @export
-residuals.lmmr <- function(object, type = c("response", "pearson"),
+residuals.lmmr <- function(object, type = c("response", "pearson", "deviance", "working"),
                           scaled = FALSE, level = 1, ...) {
+  h_check_dots(..., .fn = "residuals")
   type <- match.arg(type)
+  # as lme4 for linear mixed models: working = response, deviance = pearson
+  if (type == "working") type <- "response"
+  if (type == "deviance") type <- "pearson"
   use <- h_residual_level(object, level)
   if (all(use)) {
     r <- object$y - object$fitted

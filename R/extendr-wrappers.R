@@ -6,8 +6,10 @@
 NULL
 
 #' @noRd
-rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id) {
-  .Call(wrap__rs_model_new, x, y, weights, codes, n_levels, z, k, factor_id)
+rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id,
+                         n_obs = NULL, log_w_sum = NULL) {
+  .Call(wrap__rs_model_new, x, y, weights, codes, n_levels, z, k, factor_id,
+        n_obs, log_w_sum)
 }
 
 #' @noRd

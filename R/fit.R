@@ -9,6 +9,12 @@
 #' @noRd
 h_fit_design <- function(design, REML, control, theta = NULL,
                          optimize = TRUE, engine = NULL) {
+  if (optimize) {
+    bad <- h_unidentifiable_terms(design)
+    if (length(bad)) {
+      return(h_fit_without_terms(design, bad, REML, control, theta, engine))
+    }
+  }
   terms <- design$re$terms
   theta_start <- if (!is.null(theta)) theta else control$theta_start
   if (!is.null(theta_start)) {
@@ -55,7 +61,8 @@ h_engine_build <- function(engine, design) {
   resp <- as.numeric(design$y - design$offset)
   ptr <- rs_model_new(x = x, y = resp, weights = as.numeric(design$weights),
                       codes = re$codes, n_levels = re$n_levels, z = re$z,
-                      k = re$k, factor_id = re$factor_id)
+                      k = re$k, factor_id = re$factor_id,
+                      n_obs = design$n_obs, log_w_sum = design$log_w_sum)
   if (is.list(ptr)) h_check_rust_result(ptr)
   engine$ptr <- ptr
   engine$resp <- resp
@@ -95,6 +102,77 @@ h_fit_engine <- function(fit) {
 h_model_ptr <- function(fit, y = fit$y) {
   h_engine_ptr(h_fit_engine(fit), as.numeric(y - fit$offset),
                function() h_design_from_fit(fit, fit$y))
+}
+
+#' Random-effect terms whose columns all lie in the column space of the
+#' fixed effects (rank [X Z_t] = rank X, e.g. a grouping factor that is a
+#' coarsening of a fixed factor): the data cannot identify their variance
+#' (the REML criterion is flat in it, the ML deviance smallest at zero).
+#' Only terms with at most p levels can be such terms, so the check costs
+#' nothing for ordinary designs.
+#' @return integer indices of such terms
+#' @noRd
+h_unidentifiable_terms <- function(design) {
+  X <- design$X
+  p <- ncol(X)
+  terms <- design$re$terms
+  cand <- which(vapply(terms, function(t) t$n_levels <= p, logical(1)))
+  if (!length(cand) || p == 0L) return(integer(0))
+  sw <- sqrt(as.numeric(design$weights))
+  qx <- qr(X * sw)
+  cand[vapply(cand, function(i) {
+    t <- terms[[i]]
+    ind <- outer(as.integer(t$codes), seq_len(t$n_levels) - 1L, `==`)
+    zz <- do.call(cbind, lapply(seq_len(ncol(t$Z)), function(c) t$Z[, c] * ind)) * sw
+    tot <- sum(zz^2)
+    tot > 0 && sum(qr.resid(qx, zz)^2) < 1e-10 * tot
+  }, logical(1))]
+}
+
+#' Fit with the unidentifiable terms' relative covariance fixed at zero: the
+#' other parameters are optimised without them, then the full model is
+#' evaluated there (so BLUPs, conditional variances and the layout of the
+#' result are those of the full model), with a warning naming the terms
+#' @noRd
+h_fit_without_terms <- function(design, bad, REML, control, theta,
+                                engine = NULL) {
+  terms <- design$re$terms
+  nth <- vapply(terms, function(t) ncol(t$Z) * (ncol(t$Z) + 1) / 2, numeric(1))
+  labels <- vapply(terms[bad], function(t) {
+    cn <- t$cnms
+    lhs <- if ("(Intercept)" %in% cn) {
+      paste(c("1", setdiff(cn, "(Intercept)")), collapse = " + ")
+    } else paste("0 +", paste(cn, collapse = " + "))
+    sprintf("(%s | %s)", lhs, t$group)
+  }, character(1))
+  h_warn(sprintf("The variance of random-effect term%s %s cannot be identified: %s columns lie in the column space of the fixed effects (e.g. the grouping factor is a coarsening of a fixed factor), so the criterion does not depend on %s. %s set to zero; remove the term or the fixed effect.",
+                 if (length(bad) > 1L) "s" else "", paste(labels, collapse = ", "),
+                 if (length(bad) > 1L) "their" else "its",
+                 if (length(bad) > 1L) "them" else "it",
+                 if (length(bad) > 1L) "They are" else "It is"),
+         "not_identifiable")
+  pos <- rep(seq_along(terms), nth)
+  full <- numeric(sum(nth))
+  keep <- setdiff(seq_along(terms), bad)
+  if (length(keep)) {
+    red <- design
+    red$re$terms <- terms[keep]
+    red$re$q <- sum(vapply(terms[keep], function(t) t$n_levels * ncol(t$Z), numeric(1)))
+    th_red <- if (is.null(theta)) NULL else theta[pos %in% keep]
+    res_red <- h_fit_design(red, REML = REML, control = control, theta = th_red)
+    full[pos %in% keep] <- res_red$theta
+  }
+  res <- h_fit_design(design, REML = REML, control = control, theta = full,
+                      optimize = FALSE, engine = engine)
+  if (length(keep)) {
+    res$converged <- res_red$converged
+    res$message <- res_red$message
+    res$n_eval <- res_red$n_eval + 1L
+  } else {
+    res$converged <- TRUE
+    res$message <- "no identifiable variance parameter"
+  }
+  res
 }
 
 #' Random-effect terms as the vectors the Rust entry points take (shared by
@@ -261,7 +339,8 @@ h_report_fit_problems <- function(fit) {
 #' factor `theta` is below `tol`. Such fits are legitimate estimates, but
 #' usually mean the random-effects structure is richer than the data support.
 #'
-#' @param x an `"lmmr"` fit.
+#' @param x an `"lmmr"` fit (for another model, such as an lmer fit,
+#'   `lme4::isSingular()` is called).
 #' @param tol tolerance for a diagonal element of the relative covariance
 #'   factor to count as zero.
 #' @return `TRUE` or `FALSE`.
@@ -272,7 +351,7 @@ h_report_fit_problems <- function(fit) {
 #' is_singular(fit)
 #' @export
 is_singular <- function(x, tol = 1e-4) {
-  h_check_lmm(x)
+  if (!inherits(x, "lmmr")) return(h_delegate("lme4", "isSingular", "is_singular", x, tol = tol))
   any(x$theta[x$lower == 0] < tol)
 }
 

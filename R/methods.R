@@ -12,6 +12,7 @@
 #' fixef(fit)
 #' @export
 fixef.lmmr <- function(object, add.dropped = FALSE, ...) {
+  h_check_dots(..., .fn = "fixef")
   if (!add.dropped || length(object$dropped) == 0L) {
     return(object$beta)
   }
@@ -28,7 +29,12 @@ fixef.lmmr <- function(object, add.dropped = FALSE, ...) {
 #'   `"postVar"` of each data frame: an array `k x k x levels` when the
 #'   grouping factor has one term, and a list of such arrays (one per term)
 #'   when it has several, as in lme4.
-#' @param ... unused.
+#' @param drop logical: return single-column data frames as named vectors
+#'   (as lme4's `drop`).
+#' @param whichel optional character vector of grouping-factor names to
+#'   return (as lme4's `whichel`).
+#' @param postVar deprecated synonym of `condVar` (as lme4).
+#' @param ... not used (a warning names anything passed here).
 #' @return A list of class `"ranef.lmmr"` with one data frame per grouping
 #'   factor (rows: levels, columns: random-effect coefficients).
 #' @examples
@@ -37,7 +43,13 @@ fixef.lmmr <- function(object, add.dropped = FALSE, ...) {
 #' head(re$Subject)
 #' dim(attr(re$Subject, "postVar"))
 #' @export
-ranef.lmmr <- function(object, condVar = TRUE, ...) {
+ranef.lmmr <- function(object, condVar = TRUE, drop = FALSE, whichel = NULL,
+                       postVar = FALSE, ...) {
+  h_check_dots(..., .fn = "ranef")
+  h_check_flag(condVar, "condVar")
+  h_check_flag(drop, "drop")
+  h_check_flag(postVar, "postVar")
+  condVar <- condVar || postVar
   terms <- object$re_terms
   fids <- vapply(terms, function(t) t$factor_id, integer(1))
   out <- list()
@@ -57,6 +69,25 @@ ranef.lmmr <- function(object, condVar = TRUE, ...) {
       attr(df, "postVar") <- pv
     }
     out[[terms[[idx[1]]]$group]] <- df
+  }
+  if (!is.null(whichel)) {
+    unknown <- setdiff(whichel, names(out))
+    if (!is.character(whichel) || length(unknown)) {
+      h_abort(sprintf("`whichel` must name grouping factors of the model (%s); unknown: %s.",
+                      paste(names(out), collapse = ", "),
+                      paste(unknown, collapse = ", ")), "argument")
+    }
+    out <- out[whichel]
+  }
+  if (drop) {
+    # as lme4: single-column data frames become named vectors
+    return(lapply(out, function(d) {
+      if (ncol(d) != 1L) return(d)
+      v <- stats::setNames(d[[1L]], rownames(d))
+      pv <- attr(d, "postVar")
+      if (!is.null(pv) && !is.list(pv)) attr(v, "postVar") <- drop(pv)
+      v
+    }))
   }
   structure(out, class = "ranef.lmmr")
 }
@@ -161,6 +192,16 @@ as.data.frame.VarCorr.lmmr <- function(x, row.names = NULL, optional = FALSE,
                              sdcor = cor[ij], stringsAsFactors = FALSE)
     }
     rows[[i]] <- rbind(var_rows, cov_rows)
+    if (order == "lower.tri" && k > 1) {
+      # lme4's lower.tri order: each column of the lower triangle in turn
+      # (variance, then the covariances below it)
+      by_col <- function(m) m[order(m[, 2], m[, 1]), , drop = FALSE]
+      lt <- by_col(which(lower.tri(cov), arr.ind = TRUE))
+      all_ij <- by_col(which(lower.tri(cov, diag = TRUE), arr.ind = TRUE))
+      key <- ifelse(all_ij[, 1] == all_ij[, 2], all_ij[, 1],
+                    k + match(paste(all_ij[, 1], all_ij[, 2]), paste(lt[, 1], lt[, 2])))
+      rows[[i]] <- rows[[i]][key, , drop = FALSE]
+    }
   }
   sc <- attr(x, "sc")
   rows[[length(rows) + 1L]] <- data.frame(grp = "Residual", var1 = NA_character_,
@@ -190,6 +231,7 @@ print.VarCorr.lmmr <- function(x, digits = max(3, getOption("digits") - 2),
 #' head(coef(fit)$Subject)
 #' @export
 coef.lmmr <- function(object, ...) {
+  h_check_dots(..., .fn = "coef")
   re <- ranef(object, condVar = FALSE)
   fe <- object$beta
   out <- lapply(re, function(d) {
@@ -213,12 +255,14 @@ print.coef.lmmr <- function(x, ...) {
 
 #' @export
 fitted.lmmr <- function(object, ...) {
+  h_check_dots(..., .fn = "fitted")
   out <- stats::setNames(object$fitted, rownames(object$frame))
   stats::napredict(object$na_action, out)
 }
 
 #' @export
 logLik.lmmr <- function(object, REML = NULL, ...) {
+  h_check_dots(..., .fn = "logLik")
   reml <- if (is.null(REML)) object$REML else isTRUE(REML)
   val <- if (reml) {
     if (!object$REML) {
@@ -233,17 +277,25 @@ logLik.lmmr <- function(object, REML = NULL, ...) {
             nobs = object$n, nall = object$n, class = "logLik")
 }
 
+#' sum(log(w)) of the prior weights (from the database for a fit from
+#' aggregates, whose rows are pseudo-rows with unit weights)
+#' @noRd
+h_log_w_sum <- function(object) {
+  if (!is.null(object$db)) object$db$log_w_sum else sum(log(object$weights))
+}
+
 #' ML deviance at the stored estimates (for a REML fit: at the REML estimates)
 #' @noRd
 h_ml_deviance <- function(object) {
   if (!object$REML) return(object$objective)
   n <- object$n
-  object$ldl2 - sum(log(object$weights)) +
+  object$ldl2 - h_log_w_sum(object) +
     n * (1 + log(2 * pi * object$pwrss / n))
 }
 
 #' @export
 deviance.lmmr <- function(object, REML = NULL, ...) {
+  h_check_dots(..., .fn = "deviance")
   if (is.null(REML)) REML <- object$REML
   if (isTRUE(REML)) return(h_remlcrit(object))
   h_ml_deviance(object)
@@ -259,10 +311,16 @@ h_remlcrit <- function(object) {
 }
 
 #' @export
-nobs.lmmr <- function(object, ...) object$n
+nobs.lmmr <- function(object, use.fallback = TRUE, ...) {
+  h_check_dots(..., .fn = "nobs")
+  object$n
+}
 
 #' @export
-sigma.lmmr <- function(object, ...) object$sigma
+sigma.lmmr <- function(object, ...) {
+  h_check_dots(..., .fn = "sigma")
+  object$sigma
+}
 
 #' @export
 vcov.lmmr <- function(object, ...) object$vcov
@@ -287,6 +345,7 @@ model.frame.lmmr <- function(formula, ...) formula$frame
 #' dim(model.matrix(fit, type = "random"))
 #' @export
 model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
+  h_check_dots(..., .fn = "model.matrix")
   type <- match.arg(type)
   if (type == "fixed") return(object$X)
   blocks <- lapply(object$re_terms, function(t) {
@@ -307,7 +366,9 @@ model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
 #'   fixed effects (default all); for `method = "profile"` the variance
 #'   components named as lme4 does (`".sig01"`, `".sig02"`, ...,
 #'   `".sigma"`: per random-effect term its standard deviations and
-#'   correlations, then the residual standard deviation; default all).
+#'   correlations, then the residual standard deviation; default all). As in
+#'   lme4, `"beta_"` means all fixed effects and `"theta_"` all variance
+#'   components (with `method = "Wald"` their limits are `NA`, as lme4).
 #' @param level confidence level.
 #' @param method `"Wald"` (default): fixed effects, estimate +/- quantile x
 #'   standard error. `"profile"`: likelihood-ratio (profile) intervals for
@@ -333,11 +394,27 @@ model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
 confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile"),
                         ddf = c("none", "Satterthwaite", "Kenward-Roger"), ...) {
   method <- h_match_confint_method(method)
+  dots <- list(...)
+  reml <- isTRUE(dots$REML)
+  dots$REML <- NULL
+  if (length(dots)) do.call(h_check_dots, c(dots, .fn = "confint"))
+  # lme4's parameter groups: "beta_" (all fixed effects), "theta_" (all
+  # variance components; NA limits for Wald intervals, as lme4)
+  if (!missing(parm) && identical(parm, "beta_")) {
+    if (method == "profile") {
+      h_abort("Profile intervals are available for the variance components only (parm = \"theta_\"); use method = \"Wald\" for the fixed effects.",
+              "argument")
+    }
+    parm <- names(object$beta)
+  }
+  if (!missing(parm) && identical(parm, "theta_")) {
+    if (method == "Wald") return(h_confint_theta_na(object, level))
+    parm <- NULL
+  }
   if (method == "profile") {
     h_check_number(level, "level", lower = 0)
     if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
-    reml <- isTRUE(list(...)$REML)
-    out <- h_confint_profile(object, parm = if (missing(parm)) NULL else parm,
+    out <- h_confint_profile(object, parm = if (missing(parm) || is.null(parm)) NULL else parm,
                              level = level, REML = reml)
     attr(out, "estimates") <- NULL
     return(out)
@@ -404,6 +481,19 @@ update.lmmr <- function(object, formula., ..., evaluate = TRUE) {
   caller <- parent.frame()
   if (is.null(env)) return(eval(call, caller))
   tryCatch(eval(call, env), error = function(e) eval(call, caller))
+}
+
+#' Wald "intervals" for the variance components: NA, as lme4
+#' @noRd
+h_confint_theta_na <- function(object, level) {
+  h_check_number(level, "level", lower = 0)
+  if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
+  np <- sum(vapply(object$re_terms, function(t) t$k * (t$k + 1L) / 2L, numeric(1)))
+  a <- (1 - level) / 2
+  matrix(NA_real_, np + 1L, 2L,
+         dimnames = list(c(sprintf(".sig%02d", seq_len(np)), ".sigma"),
+                         sprintf("%s %%", format(100 * c(a, 1 - a), trim = TRUE,
+                                                 scientific = FALSE, digits = 3))))
 }
 
 #' @noRd

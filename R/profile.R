@@ -85,7 +85,7 @@ h_prof_context <- function(object, REML) {
   n <- object$n
   p <- object$p
   nn <- if (REML) n - p else n
-  ldw <- sum(log(object$weights))
+  ldw <- h_log_w_sum(object)
   # every evaluation goes to the fit's kept model: one factorisation, no
   # random effects or fitted values
   ptr <- h_model_ptr(object)

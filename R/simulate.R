@@ -21,9 +21,24 @@
 #' @param re.form `NA` (or `~0`, default) for unconditional simulation, `NULL`
 #'   to condition on all BLUPs, or a formula with some of the model's
 #'   random-effect terms.
-#' @param ... unused.
-#' @return A data frame with `nobs(object)` rows and `nsim` columns
-#'   `sim_1`, ..., `sim_<nsim>`, row names as the model frame, and attribute
+#' @param use.u logical: if `TRUE`, condition on the BLUPs (the same as
+#'   `re.form = NULL`, as lme4's `use.u`).
+#' @param newdata optional data frame: simulate responses for its rows
+#'   instead of the rows of the fit. Random effects of the fitted levels are
+#'   the BLUPs (conditional simulation) or new draws (unconditional); new
+#'   draws are made for every level present in `newdata`, and levels not in
+#'   the fit need `allow.new.levels = TRUE` (with conditional simulation
+#'   their random effects are zero).
+#' @param allow.new.levels logical, see `newdata`.
+#' @param na.action for `newdata`: what to do with rows whose fixed part is
+#'   `NA` (missing covariates); `na.pass` (default) keeps them as `NA`,
+#'   `na.omit` drops them.
+#' @param weights optional prior weights for the rows of `newdata` (default
+#'   1), so that residuals have variance `sigma^2 / weights`.
+#' @param ... not used (a warning names anything passed here).
+#' @return A data frame with `nobs(object)` rows (padded with `NA` rows when
+#'   the fit used `na.action = na.exclude`, as lme4) or one row per row of
+#'   `newdata`, and `nsim` columns `sim_1`, ..., `sim_<nsim>`, and attribute
 #'   `"seed"`.
 #' @seealso [refit()] to fit the model to a simulated response.
 #' @examples
@@ -32,9 +47,19 @@
 #' head(sims)
 #' # conditional on the fitted subject effects
 #' head(simulate(fit, nsim = 1, seed = 1, re.form = NULL))
+#' # new subjects, days 0 to 9
+#' nd <- data.frame(Days = 0:9, Subject = "new")
+#' simulate(fit, seed = 1, newdata = nd, allow.new.levels = TRUE)$sim_1
 #' @export
-simulate.lmmr <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
+simulate.lmmr <- function(object, nsim = 1, seed = NULL, re.form = NA,
+                          use.u = FALSE, newdata = NULL,
+                          allow.new.levels = FALSE, na.action = stats::na.pass,
+                          weights = NULL, ...) {
   h_check_lmm(object)
+  h_check_dots(..., .fn = "simulate")
+  h_check_flag(use.u, "use.u")
+  h_check_flag(allow.new.levels, "allow.new.levels")
+  if (use.u) re.form <- NULL
   if (!is.numeric(nsim) || length(nsim) != 1L || !is.finite(nsim) || nsim < 1 ||
       nsim != round(nsim)) {
     h_abort(sprintf("`nsim` must be a single positive whole number; got %s.",
@@ -60,36 +85,101 @@ simulate.lmmr <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
                       sprintf("(%s | %s)", paste(t$cnms, collapse = " + "), t$group)
                     }, character(1)), collapse = ", ")), "argument")
   }
-  n <- object$n
-  base <- drop(object$X %*% object$beta) + object$offset
+  design <- if (is.null(newdata)) h_sim_design_fit(object) else
+    h_sim_design_newdata(object, newdata, allow.new.levels, weights)
+  n <- length(design$base)
+  base <- design$base
   for (t in which(keep)) {
-    term <- object$re_terms[[t]]
-    base <- base + rowSums(term$Z * term$b[term$codes + 1L, , drop = FALSE])
+    base <- base + design$blup_part[[t]]
   }
-  res_sd <- object$sigma / sqrt(object$weights)
+  res_sd <- object$sigma / sqrt(design$weights)
   out <- matrix(NA_real_, n, nsim)
   for (s in seq_len(nsim)) {
     eta <- base
     for (t in which(!keep)) {
-      eta <- eta + h_draw_term(object$re_terms[[t]])
+      tm <- design$terms[[t]]
+      eta <- eta + h_draw_term(object$re_terms[[t]], tm$codes, tm$Z, tm$n_levels)
     }
     out[, s] <- eta + stats::rnorm(n, 0, res_sd)
   }
+  rownames(out) <- design$rownames
+  if (is.null(newdata)) {
+    out <- stats::napredict(object$na_action, out)
+  } else {
+    kept <- h_apply_na_action(h_match_na_action(na.action), base)
+    out <- out[kept, , drop = FALSE]
+  }
   out <- as.data.frame(out)
   names(out) <- paste0("sim_", seq_len(nsim))
-  rownames(out) <- rownames(object$frame)
   attr(out, "seed") <- rng_state
   out
 }
 
-#' Draw new random effects of one term and return their contribution Z b*
+#' The parts simulate() needs for the rows of the fit
 #' @noRd
-h_draw_term <- function(term) {
+h_sim_design_fit <- function(object) {
+  terms <- lapply(object$re_terms, function(t) {
+    list(codes = t$codes, Z = t$Z, n_levels = t$n_levels)
+  })
+  list(
+    base = drop(object$X %*% object$beta) + object$offset,
+    blup_part = lapply(object$re_terms, function(t) {
+      rowSums(t$Z * t$b[t$codes + 1L, , drop = FALSE])
+    }),
+    terms = terms, weights = object$weights,
+    rownames = rownames(object$frame)
+  )
+}
+
+#' The parts simulate() needs for the rows of `newdata`: new draws are made
+#' per level present in `newdata` (fitted levels first, then new ones)
+#' @noRd
+h_sim_design_newdata <- function(object, newdata, allow_new_levels, weights) {
+  if (!is.data.frame(newdata)) h_abort("`newdata` must be a data frame.", "argument")
+  m <- nrow(newdata)
+  if (is.null(weights)) weights <- rep(1, m)
+  if (!is.numeric(weights) || length(weights) != m || anyNA(weights) ||
+      any(weights <= 0) || any(!is.finite(weights))) {
+    h_abort(sprintf("`weights` must be positive finite numbers, one per row of `newdata` (%d).", m),
+            "argument")
+  }
+  fx <- h_newdata_X(object$design_info, newdata)
+  re <- h_newdata_re(object$re_terms, newdata, allow_new_levels)
+  terms <- lapply(seq_along(re), function(i) {
+    codes <- re[[i]]$codes
+    G <- object$re_terms[[i]]$n_levels
+    labs <- re[[i]]$labels
+    new <- is.na(codes)
+    if (any(new)) {
+      # one new draw per distinct new level (an NA level gets its own draw
+      # per row, as an unseen group)
+      key <- ifelse(is.na(labs), paste0(".na", seq_along(labs)), as.character(labs))
+      codes[new] <- G + match(key[new], unique(key[new])) - 1L
+      G <- G + length(unique(key[new]))
+    }
+    list(codes = codes, Z = re[[i]]$Z, n_levels = G)
+  })
+  blup_part <- lapply(seq_along(re), function(i) {
+    t <- object$re_terms[[i]]
+    codes <- re[[i]]$codes
+    v <- rowSums(re[[i]]$Z * t$b[ifelse(is.na(codes), 1L, codes + 1L), , drop = FALSE])
+    v[is.na(codes)] <- 0
+    v
+  })
+  list(base = drop(fx$X %*% object$beta) + fx$offset, blup_part = blup_part,
+       terms = terms, weights = weights,
+       rownames = rownames(newdata) %||% as.character(seq_len(m)))
+}
+
+#' Draw new random effects of one term (for `n_levels` levels) and return
+#' their contribution Z b* on rows with 0-based level `codes`
+#' @noRd
+h_draw_term <- function(term, codes = term$codes, Z = term$Z,
+                        n_levels = term$n_levels) {
   k <- term$k
-  G <- term$n_levels
   ch <- h_chol_psd(term$cov)
-  b <- matrix(stats::rnorm(G * k), G, k) %*% ch
-  rowSums(term$Z * b[term$codes + 1L, , drop = FALSE])
+  b <- matrix(stats::rnorm(n_levels * k), n_levels, k) %*% ch
+  rowSums(Z * b[codes + 1L, , drop = FALSE])
 }
 
 #' Upper-triangular factor R with R'R = S for a positive semi-definite S
@@ -103,8 +193,10 @@ h_chol_psd <- function(S) {
 #' Refit a model to a new response
 #'
 #' Generic with a method for `"lmmr"` fits. `lme4` also has a `refit()`
-#' generic; when both packages are attached the one attached last masks the
-#' other (use `lmmr::refit()` explicitly if needed).
+#' generic: lmmr's method is registered on it too (so `lme4::refit()` works
+#' on lmmr fits), and lmmr's `refit()` on another model calls
+#' `lme4::refit()` (the default method), so attaching lmmr after lme4
+#' changes no result.
 #'
 #' @param object a fitted model.
 #' @param newresp the new response, see the method.
@@ -129,12 +221,14 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #' missing values (the new response is on the rows used in the fit).
 #'
 #' @param object an `"lmmr"` fit.
-#' @param newresp numeric vector of length `nobs(object)` on the scale of
+#' @param newresp (default: the fit's own response) numeric vector of
+#'   length `nobs(object)` on the scale of
 #'   the model's response (i.e. already transformed when the formula
 #'   transforms the response), or a one-column data frame such as a column of
-#'   [simulate.lmmr()] output. When the fit used `na.action = na.exclude`, a
-#'   vector with the full length (including the excluded rows) is also
-#'   accepted; its excluded rows are dropped.
+#'   [simulate.lmmr()] output. When rows were dropped for missing values
+#'   (`na.omit` or `na.exclude`), a vector with the full length (including
+#'   the dropped rows, which may be `NA`) is also accepted, as in lme4; its
+#'   dropped rows are ignored.
 #' @param REML logical: `TRUE` for REML, `FALSE` for ML; by default as the
 #'   original fit.
 #' @param theta optional starting values for the relative covariance factor
@@ -150,7 +244,9 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #' logLik(refit(fit, log(sleepstudy$Reaction), REML = FALSE))
 #' @export
 refit.lmmr <- function(object, newresp, REML = object$REML, theta = NULL, ...) {
+  h_check_dots(..., .fn = "refit")
   h_check_lmm(object)
+  if (missing(newresp)) newresp <- object$y # as lme4: refit to the same response
   h_check_flag(REML, "REML")
   y <- h_newresp(object, newresp)
   design <- h_design_from_fit(object, y)
@@ -181,7 +277,7 @@ h_newresp <- function(object, newresp) {
   }
   n <- object$n
   na <- object$na_action
-  if (length(newresp) != n && inherits(na, "exclude") &&
+  if (length(newresp) != n && !is.null(na) &&
       length(newresp) == n + length(na)) {
     newresp <- newresp[-as.integer(na)]
   }
@@ -228,6 +324,8 @@ h_design_from_fit <- function(object, y) {
     frame = frame,
     formula = object$formula,
     na_action = object$na_action,
-    n = object$n
+    n = object$n,
+    n_obs = if (!is.null(object$db)) object$n,
+    log_w_sum = if (!is.null(object$db)) object$db$log_w_sum
   ), info)
 }

@@ -100,10 +100,48 @@ test_that("ranova handles || terms, nested terms and slope-only terms", {
   rp <- suppressMessages(ranova(lmm(strength ~ 1 + (1 | batch / cask), data = pastes)))
   refp <- lmerTest::ranova(lmerTest::lmer(strength ~ 1 + (1 | batch / cask), data = pastes))
   expect_equal(sort(rp$LRT[-1]), sort(refp$LRT[-1]), tolerance = 1e-4)
-  # slope-only term is dropped entirely
+  # a slope-only term is reduced to (1 | g) as lmerTest: not nested, Df 0
   r0 <- ranova(lmm(Reaction ~ Days + (0 + Days | Subject), data = ss))
-  expect_equal(r0$Df[2], 1)
-  expect_match(rownames(r0)[2], "0 + Days | Subject", fixed = TRUE)
+  ref0 <- lmerTest::ranova(lmerTest::lmer(Reaction ~ Days + (0 + Days | Subject), data = ss))
+  expect_equal(r0$Df[2], 0)
+  expect_true(is.na(r0[["Pr(>Chisq)"]][2]))
+  expect_true(is.na(r0[["Pr(>Chisq) mixture"]][2]))
+  expect_equal(rownames(r0), rownames(ref0))
+  expect_equal(r0$LRT, ref0$LRT, tolerance = 1e-4)
+})
+
+test_that("ranova reduces one slope at a time as lmerTest", {
+  skip_if_not_installed("lmerTest")
+  set.seed(1)
+  d <- data.frame(g = gl(20, 10), x1 = rnorm(200), x2 = rnorm(200))
+  d$y <- rnorm(200) + rnorm(20)[d$g] + d$x1 * rnorm(20)[d$g]
+  f <- y ~ x1 + x2 + (x1 + x2 | g)
+  r <- suppressWarnings(ranova(lmm(f, data = d)))
+  ref <- suppressMessages(lmerTest::ranova(lmerTest::lmer(f, data = d)))
+  expect_equal(rownames(r), rownames(ref))
+  expect_equal(rownames(r)[2:3], c("x1 in (x1 + x2 | g)", "x2 in (x1 + x2 | g)"))
+  expect_equal(r$npar, ref$npar)
+  expect_equal(r$Df, ref$Df)
+  expect_equal(r$LRT, ref$LRT, tolerance = 1e-4)
+  expect_equal(r[["Pr(>Chisq)"]], ref[["Pr(>Chisq)"]], tolerance = 1e-4)
+  # one dimension of a 3-dimensional term: 50:50 mixture of chi2_2 and chi2_3
+  expect_equal(r[["Pr(>Chisq) mixture"]][3],
+               0.5 * pchisq(r$LRT[3], 2, lower.tail = FALSE) +
+                 0.5 * pchisq(r$LRT[3], 3, lower.tail = FALSE))
+  # (0 + poly(Days, 2) | Subject) -> (1 | Subject): negative LRT, p = 1
+  ss <- lme4::sleepstudy
+  fp <- Reaction ~ Days + (0 + poly(Days, 2) | Subject)
+  rp <- ranova(lmm(fp, data = ss))
+  refp <- lmerTest::ranova(lmerTest::lmer(fp, data = ss))
+  expect_equal(rp$Df, refp$Df)
+  expect_equal(rp$LRT, refp$LRT, tolerance = 1e-4)
+  expect_equal(rp[["Pr(>Chisq)"]][2], 1)
+  expect_equal(rownames(rp), rownames(refp))
+  # reduce.terms = FALSE removes whole terms
+  rf <- suppressWarnings(ranova(lmm(f, data = d), reduce.terms = FALSE))
+  reff <- suppressMessages(lmerTest::ranova(lmerTest::lmer(f, data = d), reduce.terms = FALSE))
+  expect_equal(rf$LRT, reff$LRT, tolerance = 1e-4)
+  expect_equal(rf$Df, reff$Df)
 })
 
 test_that("ranova on a Dyestuff REML fit matches lmerTest", {
@@ -182,4 +220,28 @@ test_that("ranova reduces (0 + f | g) with a factor f to (1 | g), as lmerTest", 
   expect_equal(rownames(own), rownames(theirs))
   expect_equal(own$LRT[2], theirs$LRT[2], tolerance = 1e-4)
   expect_equal(own$Df[2], theirs$Df[2])
+})
+
+test_that("anova() of non-nested fits: Chisq 0 and names from the call, as lme4", {
+  set.seed(1)
+  ss <- lme4::sleepstudy
+  ss$z1 <- rnorm(180)
+  ss$z2 <- rnorm(180)
+  m1 <- lmm(Reaction ~ Days + (1 | Subject), data = ss, REML = FALSE)
+  m2 <- lmm(Reaction ~ z1 + z2 + (1 | Subject), data = ss, REML = FALSE)
+  a <- anova(m1, m2, lmm(Reaction ~ Days + (Days | Subject), data = ss, REML = FALSE))
+  expect_equal(a$Chisq[2], 0)
+  expect_equal(a[["Pr(>Chisq)"]][2], 1)
+  expect_equal(rownames(a)[1:2], c("m1", "m2"))
+  expect_match(rownames(a)[3], "lmm(Reaction ~ Days + (Days | Subject)", fixed = TRUE)
+  expect_warning(a2 <- anova(m1, m1), class = "lmmr_warning_model_names")
+  expect_equal(rownames(a2), c("MODEL1", "MODEL2"))
+  skip_if_not_installed("lme4")
+  l1 <- lme4::lmer(Reaction ~ Days + (1 | Subject), data = ss, REML = FALSE)
+  l2 <- lme4::lmer(Reaction ~ z1 + z2 + (1 | Subject), data = ss, REML = FALSE)
+  l3 <- lme4::lmer(Reaction ~ Days + (Days | Subject), data = ss, REML = FALSE)
+  ref <- anova(l1, l2, l3)
+  expect_equal(a$Chisq, ref$Chisq, tolerance = 1e-4)
+  expect_equal(a$Df, ref$Df)
+  expect_equal(a[["Pr(>Chisq)"]], ref[["Pr(>Chisq)"]], tolerance = 1e-4)
 })

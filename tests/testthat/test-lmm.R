@@ -292,3 +292,32 @@ test_that("update() works for fits made inside a function", {
   d$cx <- complex(real = d$x, imaginary = 1)
   expect_error(lmm(y ~ cx + (1 | g), d), class = "lmmr_error_data")
 })
+
+test_that("a variance the data cannot identify is set to zero with a warning", {
+  # g is a coarsening of the fixed factor f: rank [X Z] = rank X, the REML
+  # criterion is flat in the variance of (1 | g)
+  set.seed(2)
+  d <- data.frame(f = gl(12, 10))
+  d$g <- factor(as.integer(d$f) %% 4)
+  d$x <- rnorm(120)
+  d$y <- rnorm(120) + as.integer(d$f) / 3
+  expect_warning(fit <- suppressMessages(lmm(y ~ f + x + (1 | g), data = d)),
+                 class = "lmmr_warning_not_identifiable")
+  expect_equal(unname(fit$theta), 0)
+  expect_true(fit$optinfo$converged)
+  expect_equal(ranef(fit)$g[[1]], rep(0, 4))
+  # same criterion and fixed effects as the model without the term
+  ref_lm <- lm(y ~ f + x, data = d)
+  expect_equal(unname(fixef(fit)), unname(coef(ref_lm)), tolerance = 1e-8)
+  expect_equal(as.numeric(logLik(fit)), as.numeric(logLik(ref_lm, REML = TRUE)),
+               tolerance = 1e-8)
+  # the identifiable term next to it is still estimated
+  d$y2 <- d$y + d$x * rnorm(4)[d$g]
+  expect_warning(fit2 <- suppressMessages(lmm(y2 ~ f + x + (1 | g) + (0 + x | g), data = d)),
+                 "\\(1 \\| g\\)", class = "lmmr_warning_not_identifiable")
+  expect_equal(unname(fit2$theta[1]), 0)
+  expect_gt(fit2$theta[2], 0)
+  skip_if_not_installed("lme4")
+  ref <- suppressMessages(lme4::lmer(y2 ~ f + x + (1 | g) + (0 + x | g), data = d))
+  expect_lte(fit2$objective, lme4::REMLcrit(ref) + 1e-6)
+})

@@ -84,3 +84,51 @@ test_that("simulate(): nsim must be a positive whole number (classed error)", {
   expect_equal(ncol(simulate(fit, nsim = 2, seed = 1)), 2)
   expect_equal(ncol(simulate(fit, nsim = 3L, seed = 1)), 3)
 })
+
+test_that("simulate(newdata =) simulates for the rows of newdata, as lme4", {
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  nd <- rbind(sleepstudy, sleepstudy)
+  s <- simulate(fit, nsim = 2, seed = 1, newdata = nd)
+  expect_equal(dim(s), c(360L, 2L))
+  # conditional simulation on newdata equals predictions plus noise
+  s0 <- simulate(fit, nsim = 1, seed = 2, newdata = nd, re.form = NULL)
+  r <- s0$sim_1 - predict(fit, newdata = nd)
+  expect_lt(abs(sd(r) / sigma(fit) - 1), 0.15)
+  expect_identical(simulate(fit, seed = 3, use.u = TRUE), simulate(fit, seed = 3, re.form = NULL))
+  # new levels need allow.new.levels; each new level gets its own draw
+  nn <- data.frame(Days = rep(0, 4), Subject = c("a", "a", "b", "b"))
+  expect_error(simulate(fit, newdata = nn), class = "lmmr_error_new_levels")
+  sn <- simulate(fit, nsim = 200, seed = 4, newdata = nn, allow.new.levels = TRUE)
+  m <- as.matrix(sn)
+  # rows of one new subject share their random intercept: correlated by
+  # about the ICC at Days = 0, 612 / (612 + 655) = 0.48
+  expect_gt(cor(m[1, ], m[2, ]), 0.3)
+  expect_lt(abs(cor(m[1, ], m[3, ])), 0.2)
+  skip_if_not_installed("lme4")
+  ref <- lme4::lmer(Reaction ~ Days + (Days | Subject), data = lme4::sleepstudy)
+  expect_equal(dim(simulate(ref, newdata = nd)), c(360L, 1L))
+})
+
+test_that("simulate() on an na.exclude fit is padded with NA, as lme4", {
+  d <- sleepstudy
+  d$Reaction[c(3, 5)] <- NA
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = d, na.action = na.exclude)
+  s <- simulate(fit, seed = 1)
+  expect_equal(nrow(s), 180)
+  expect_equal(which(is.na(s$sim_1)), c(3L, 5L))
+  fit_omit <- lmm(Reaction ~ Days + (Days | Subject), data = d)
+  expect_equal(nrow(simulate(fit_omit, seed = 1)), 178)
+})
+
+test_that("refit() takes a full-length response on an na.omit fit, as lme4", {
+  d <- sleepstudy
+  d$Reaction[c(3, 5)] <- NA
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = d)
+  rf <- refit(fit, sleepstudy$Reaction)
+  expect_equal(fixef(rf), fixef(fit), tolerance = 1e-6)
+  expect_error(refit(fit, sleepstudy$Reaction[1:100]), class = "lmmr_error_argument")
+  skip_if_not_installed("lme4")
+  ref <- lme4::lmer(Reaction ~ Days + (Days | Subject), data = d)
+  expect_equal(unname(fixef(rf)), unname(lme4::fixef(lme4::refit(ref, sleepstudy$Reaction))),
+               tolerance = 1e-5)
+})

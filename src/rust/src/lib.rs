@@ -63,8 +63,9 @@ fn r_interrupt_pending() -> bool {
 }
 
 /// Builds a [`Model`] from the design passed from R and returns it behind an
-/// external pointer (or an error list). Internal; called by
-/// `h_model_engine()`.
+/// external pointer (or an error list). `n_obs` and `log_w_sum` (or NULL)
+/// describe the data when the rows are pseudo-rows of a fit from sufficient
+/// statistics. Internal; called by `h_engine_build()`.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -77,6 +78,8 @@ fn rs_model_new(
     z: List,
     k: Robj,
     factor_id: Robj,
+    n_obs: Robj,
+    log_w_sum: Robj,
 ) -> Robj {
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
@@ -110,7 +113,24 @@ fn rs_model_new(
                 })
                 .collect(),
         };
+        let n_obs = if n_obs.is_null() {
+            None
+        } else {
+            match reals(&n_obs, "n_obs").map_err(bad)? {
+                [x] if x.is_finite() && *x >= 1.0 && x.fract() == 0.0 => Some(*x as usize),
+                _ => return Err(bad("`n_obs` must be one positive whole number")),
+            }
+        };
+        let log_w_sum = if log_w_sum.is_null() {
+            None
+        } else {
+            match reals(&log_w_sum, "log_w_sum").map_err(bad)? {
+                [x] if x.is_finite() => Some(*x),
+                _ => return Err(bad("`log_w_sum` must be one finite number")),
+            }
+        };
         let mut model = Model::new(design)?;
+        model.set_counts(n_obs, log_w_sum)?;
         model.set_interrupt(Some(r_interrupt_pending));
         Ok::<Model, LmmError>(model)
     })();
@@ -144,7 +164,7 @@ fn rs_model_is_live(ptr: Robj) -> bool {
         .unwrap_or(false)
 }
 
-/// Fits the kept model (REML or ML), as `rs_fit_lmm()`.
+/// Fits the kept model (REML or ML).
 /// @noRd
 #[extendr]
 fn rs_model_fit(
@@ -167,6 +187,8 @@ fn rs_model_fit(
             tol,
             theta_start: theta0,
             optimize,
+            n_obs: None,
+            log_w_sum: None,
         };
         let p = m.design().p;
         m.fit(&control).map(|out| output_list(out, p))

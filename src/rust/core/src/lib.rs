@@ -45,6 +45,13 @@ pub struct FitControl {
     pub theta_start: Option<Vec<f64>>,
     /// If false, only evaluate at `theta_start` (or the default start).
     pub optimize: bool,
+    /// Number of observations when the rows of the input are pseudo-rows
+    /// that reproduce the data's cross-products (a fit from sufficient
+    /// statistics); `None`: the number of input rows.
+    pub n_obs: Option<usize>,
+    /// `sum(log(w))` of the data's prior weights in that case (the
+    /// pseudo-rows have unit weights).
+    pub log_w_sum: Option<f64>,
 }
 
 impl Default for FitControl {
@@ -55,6 +62,8 @@ impl Default for FitControl {
             tol: 1e-12,
             theta_start: None,
             optimize: true,
+            n_obs: None,
+            log_w_sum: None,
         }
     }
 }

@@ -179,6 +179,34 @@ impl Model {
         Ok(())
     }
 
+    /// Number of observations and `sum(log(w))` of the data when the rows
+    /// of the design are pseudo-rows reproducing its cross-products (a fit
+    /// from sufficient statistics); `None` restores the design's own.
+    pub fn set_counts(
+        &mut self,
+        n_obs: Option<usize>,
+        log_w_sum: Option<f64>,
+    ) -> Result<(), LmmError> {
+        let n = n_obs.unwrap_or(self.design.n);
+        if n <= self.design.p {
+            return Err(LmmError::InvalidInput(format!(
+                "n ({n}) must be larger than p ({})",
+                self.design.p
+            )));
+        }
+        self.prep.blocks.n = n;
+        self.prep.blocks.ldw = match log_w_sum {
+            Some(l) => l,
+            None => self.design.weights.iter().map(|w| w.ln()).sum(),
+        };
+        Ok(())
+    }
+
+    /// Number of observations the criterion counts (see [`Model::set_counts`]).
+    fn n_obs(&self) -> usize {
+        self.prep.blocks.n
+    }
+
     fn check_theta(&self, theta: &[f64]) -> Result<(), LmmError> {
         input::check_theta(&self.design.input(), theta)
     }
@@ -186,7 +214,7 @@ impl Model {
     /// Profiled REML criterion or ML deviance at `theta` (user's scale).
     pub fn criterion(&mut self, theta: &[f64], reml: bool) -> Result<f64, LmmError> {
         self.check_theta(theta)?;
-        let shift = criterion_shift(self.design.n, self.design.p, &self.pre, reml);
+        let shift = criterion_shift(self.n_obs(), self.design.p, &self.pre, reml);
         Ok(self.prep.eval(theta, reml)?.value + shift)
     }
 
@@ -194,7 +222,7 @@ impl Model {
     /// and a back substitution.
     pub fn evaluate(&mut self, theta: &[f64], reml: bool) -> Result<Evaluation, LmmError> {
         self.check_theta(theta)?;
-        let (n, p) = (self.design.n, self.design.p);
+        let (n, p) = (self.n_obs(), self.design.p);
         let crit = self.prep.eval(theta, reml)?;
         let x = solve::dense_solution(&self.prep.blocks, &self.prep.ws);
         let s = self.pre.scale;
@@ -225,7 +253,13 @@ impl Model {
     /// Fits the model (optimises over theta unless `control.optimize` is
     /// false) and returns the estimates, random effects, conditional
     /// variances and fitted values at the optimum.
+    /// `control.n_obs` / `control.log_w_sum`, when given, are set on the
+    /// model as by [`Model::set_counts`] (and kept).
     pub fn fit(&mut self, control: &FitControl) -> Result<FitOutput, LmmError> {
+        if control.n_obs.is_some() || control.log_w_sum.is_some() {
+            self.set_counts(control.n_obs, control.log_w_sum)?;
+        }
+        let n_obs = self.n_obs();
         let Model { design, pre, prep } = self;
         let original = design.input();
         let input = transformed(design, pre);
@@ -259,7 +293,7 @@ impl Model {
         let crit = prep.eval(&opt.x, reml)?;
         let sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
         let back = precondition::map_back(original.n, original.p, pre, sol);
-        let shift = criterion_shift(original.n, original.p, pre, reml);
+        let shift = criterion_shift(n_obs, original.p, pre, reml);
         Ok(FitOutput {
             theta: opt.x,
             lower,
