@@ -44,6 +44,10 @@ fn output_list(out: FitOutput, p: usize) -> List {
     )
 }
 
+/// The thread R runs on (set by the first `rs_model_new()` call, which R
+/// makes from its main thread).
+static R_MAIN_THREAD: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
+
 /// Is a Ctrl-C pending? Runs `R_CheckUserInterrupt()` inside
 /// `R_ToplevelExec()` so that an interrupt unwinds only to here (never
 /// through Rust frames); the interrupt is then reported as an error.
@@ -57,8 +61,12 @@ fn r_interrupt_pending() -> bool {
     unsafe extern "C" fn check(_: *mut c_void) {
         R_CheckUserInterrupt();
     }
-    // SAFETY: called on R's main thread (from an entry point); the callback
-    // touches no Rust state.
+    // The R API must only be called from R's main thread: a criterion
+    // evaluated on a worker thread never checks.
+    if R_MAIN_THREAD.get() != Some(&std::thread::current().id()) {
+        return false;
+    }
+    // SAFETY: on R's main thread; the callback touches no Rust state.
     unsafe { R_ToplevelExec(Some(check), std::ptr::null_mut()) == 0 }
 }
 
@@ -81,6 +89,7 @@ fn rs_model_new(
     n_obs: Robj,
     log_w_sum: Robj,
 ) -> Robj {
+    R_MAIN_THREAD.get_or_init(|| std::thread::current().id());
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
     let result = (|| {
