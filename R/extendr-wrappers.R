@@ -6,8 +6,10 @@
 NULL
 
 #' @noRd
-rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id) {
-  .Call(wrap__rs_model_new, x, y, weights, codes, n_levels, z, k, factor_id)
+rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id,
+                         n_obs = NULL, log_w_sum = NULL) {
+  .Call(wrap__rs_model_new, x, y, weights, codes, n_levels, z, k, factor_id,
+        n_obs, log_w_sum)
 }
 
 #' @noRd
@@ -26,9 +28,4 @@ rs_model_set_response <- function(ptr, y) {
 #' @noRd
 rs_model_evaluate <- function(ptr, theta, reml) {
   .Call(wrap__rs_model_evaluate, ptr, theta, reml)
-}
-
-#' @noRd
-rs_model_set_observations <- function(ptr, n_obs, log_w_sum) {
-  .Call(wrap__rs_model_set_observations, ptr, n_obs, log_w_sum)
 }

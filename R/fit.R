@@ -61,13 +61,9 @@ h_engine_build <- function(engine, design) {
   resp <- as.numeric(design$y - design$offset)
   ptr <- rs_model_new(x = x, y = resp, weights = as.numeric(design$weights),
                       codes = re$codes, n_levels = re$n_levels, z = re$z,
-                      k = re$k, factor_id = re$factor_id)
+                      k = re$k, factor_id = re$factor_id,
+                      n_obs = design$n_obs, log_w_sum = design$log_w_sum)
   if (is.list(ptr)) h_check_rust_result(ptr)
-  if (!is.null(design$n_obs)) {
-    # pseudo-rows of a fit from database aggregates: the data's n and weights
-    h_check_rust_result(rs_model_set_observations(ptr, as.numeric(design$n_obs),
-                                                  as.numeric(design$log_w_sum %||% 0)))
-  }
   engine$ptr <- ptr
   engine$resp <- resp
   invisible(engine)
@@ -138,7 +134,8 @@ h_unidentifiable_terms <- function(design) {
 #' evaluated there (so BLUPs, conditional variances and the layout of the
 #' result are those of the full model), with a warning naming the terms
 #' @noRd
-h_fit_without_terms <- function(design, bad, REML, control, theta, engine = NULL) {
+h_fit_without_terms <- function(design, bad, REML, control, theta,
+                                engine = NULL) {
   terms <- design$re$terms
   nth <- vapply(terms, function(t) ncol(t$Z) * (ncol(t$Z) + 1) / 2, numeric(1))
   labels <- vapply(terms[bad], function(t) {

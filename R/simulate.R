@@ -213,8 +213,10 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #'
 #' Refits exactly the same model (same fixed-effects design, random-effects
 #' structure, weights and offset) to a new response vector, without going
-#' back to the data: the design is rebuilt from the fitted object and passed
-#' to the Rust fitting kernel. This is robust to transformed responses (e.g.
+#' back to the data: the fit's kept model (cross-product blocks built once in
+#' Rust) is reused and only its response part is recomputed; a fit restored
+#' by [readRDS()] rebuilds it from the design stored in the fit. The refit
+#' shares the kept model with `object`. This is robust to transformed responses (e.g.
 #' `log(y) ~ ...`), to data that are no longer available, and to `subset` and
 #' missing values (the new response is on the rows used in the fit).
 #'

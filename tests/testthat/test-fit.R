@@ -95,3 +95,21 @@ test_that("a pointer that is not a model is an error, not a crash", {
   expect_equal(fixef(refit(fit, sleepstudy$Reaction)), fixef(fit),
                tolerance = 1e-10)
 })
+
+test_that("boxcox and bootstrap intervals work from the fit alone", {
+  local_d <- sleepstudy
+  fit <- lmm(Reaction ~ Days + (1 | Subject), data = local_d)
+  bc_ref <- boxcox(fit, lambda = seq(-1, 1, 0.25))
+  icc_ref <- icc(fit, ci = 0.9, nsim = 10, seed = 4)
+  path <- tempfile(fileext = ".rds")
+  on.exit(unlink(path))
+  saveRDS(fit, path)
+  rm(local_d, fit)
+  restored <- readRDS(path)
+  bc <- boxcox(restored, lambda = seq(-1, 1, 0.25))
+  expect_equal(bc$loglik, bc_ref$loglik, tolerance = 1e-8)
+  expect_equal(bc$best, bc_ref$best, tolerance = 1e-6)
+  ic <- icc(restored, ci = 0.9, nsim = 10, seed = 4)
+  expect_true(is.matrix(ic$ci))
+  expect_equal(ic$ci, icc_ref$ci, tolerance = 1e-8)
+})

@@ -44,6 +44,10 @@ fn output_list(out: FitOutput, p: usize) -> List {
     )
 }
 
+/// The thread R runs on (set by the first `rs_model_new()` call, which R
+/// makes from its main thread).
+static R_MAIN_THREAD: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
+
 /// Is a Ctrl-C pending? Runs `R_CheckUserInterrupt()` inside
 /// `R_ToplevelExec()` so that an interrupt unwinds only to here (never
 /// through Rust frames); the interrupt is then reported as an error.
@@ -57,14 +61,19 @@ fn r_interrupt_pending() -> bool {
     unsafe extern "C" fn check(_: *mut c_void) {
         R_CheckUserInterrupt();
     }
-    // SAFETY: called on R's main thread (from an entry point); the callback
-    // touches no Rust state.
+    // The R API must only be called from R's main thread: a criterion
+    // evaluated on a worker thread never checks.
+    if R_MAIN_THREAD.get() != Some(&std::thread::current().id()) {
+        return false;
+    }
+    // SAFETY: on R's main thread; the callback touches no Rust state.
     unsafe { R_ToplevelExec(Some(check), std::ptr::null_mut()) == 0 }
 }
 
 /// Builds a [`Model`] from the design passed from R and returns it behind an
-/// external pointer (or an error list). Internal; called by
-/// `h_model_engine()`.
+/// external pointer (or an error list). `n_obs` and `log_w_sum` (or NULL)
+/// describe the data when the rows are pseudo-rows of a fit from sufficient
+/// statistics. Internal; called by `h_engine_build()`.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -77,7 +86,10 @@ fn rs_model_new(
     z: List,
     k: Robj,
     factor_id: Robj,
+    n_obs: Robj,
+    log_w_sum: Robj,
 ) -> Robj {
+    R_MAIN_THREAD.get_or_init(|| std::thread::current().id());
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
     let result = (|| {
@@ -110,7 +122,24 @@ fn rs_model_new(
                 })
                 .collect(),
         };
+        let n_obs = if n_obs.is_null() {
+            None
+        } else {
+            match reals(&n_obs, "n_obs").map_err(bad)? {
+                [x] if x.is_finite() && *x >= 1.0 && x.fract() == 0.0 => Some(*x as usize),
+                _ => return Err(bad("`n_obs` must be one positive whole number")),
+            }
+        };
+        let log_w_sum = if log_w_sum.is_null() {
+            None
+        } else {
+            match reals(&log_w_sum, "log_w_sum").map_err(bad)? {
+                [x] if x.is_finite() => Some(*x),
+                _ => return Err(bad("`log_w_sum` must be one finite number")),
+            }
+        };
         let mut model = Model::new(design)?;
+        model.set_counts(n_obs, log_w_sum)?;
         model.set_interrupt(Some(r_interrupt_pending));
         Ok::<Model, LmmError>(model)
     })();
@@ -144,7 +173,7 @@ fn rs_model_is_live(ptr: Robj) -> bool {
         .unwrap_or(false)
 }
 
-/// Fits the kept model (REML or ML), as `rs_fit_lmm()`.
+/// Fits the kept model (REML or ML).
 /// @noRd
 #[extendr]
 fn rs_model_fit(
@@ -172,20 +201,6 @@ fn rs_model_fit(
         };
         let p = m.design().p;
         m.fit(&control).map(|out| output_list(out, p))
-    })
-}
-
-/// For a model built from pseudo-rows (a fit from database aggregates): the
-/// data's number of observations and sum(log(w)).
-/// @noRd
-#[extendr]
-fn rs_model_set_observations(ptr: Robj, n_obs: f64, log_w_sum: f64) -> List {
-    with_model(&ptr, |m| {
-        if !(n_obs.is_finite() && n_obs >= 1.0 && n_obs.fract() == 0.0) {
-            return Err(bad("`n_obs` must be one positive whole number"));
-        }
-        m.set_observations(n_obs as usize, log_w_sum)?;
-        Ok(list!(n_obs = n_obs))
     })
 }
 
@@ -226,6 +241,5 @@ extendr_module! {
     fn rs_model_is_live;
     fn rs_model_fit;
     fn rs_model_set_response;
-    fn rs_model_set_observations;
     fn rs_model_evaluate;
 }

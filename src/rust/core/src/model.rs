@@ -105,9 +105,6 @@ pub struct Model {
     design: Design,
     pre: Preconditioned,
     prep: Prepared,
-    /// Number of observations in the criterion: `design.n`, or the data's n
-    /// when the rows are pseudo-rows (see [`Model::set_observations`]).
-    n_obs: usize,
 }
 
 /// The preconditioned problem the blocks are built from: `Q` for `X` and the
@@ -130,30 +127,7 @@ impl Model {
         // X = Q R: the preconditioned Q replaces X from here on.
         let mut design = design;
         design.x = Vec::new();
-        let n_obs = design.n;
-        Ok(Model {
-            design,
-            pre,
-            prep,
-            n_obs,
-        })
-    }
-
-    /// For a model built from pseudo-rows that reproduce the data's
-    /// cross-products (a fit from sufficient statistics, e.g. database
-    /// aggregates): the data's number of observations and `sum(log(w))` of
-    /// its prior weights (the pseudo-rows have unit weights).
-    pub fn set_observations(&mut self, n_obs: usize, log_w_sum: f64) -> Result<(), LmmError> {
-        if n_obs <= self.design.p || !log_w_sum.is_finite() {
-            return Err(LmmError::InvalidInput(format!(
-                "n ({n_obs}) must be larger than p ({}) and sum(log(w)) finite",
-                self.design.p
-            )));
-        }
-        self.n_obs = n_obs;
-        self.prep.blocks.n = n_obs;
-        self.prep.blocks.ldw = log_w_sum;
-        Ok(())
+        Ok(Model { design, pre, prep })
     }
 
     /// The data the model was built from (with the current response). Its
@@ -205,6 +179,34 @@ impl Model {
         Ok(())
     }
 
+    /// Number of observations and `sum(log(w))` of the data when the rows
+    /// of the design are pseudo-rows reproducing its cross-products (a fit
+    /// from sufficient statistics); `None` restores the design's own.
+    pub fn set_counts(
+        &mut self,
+        n_obs: Option<usize>,
+        log_w_sum: Option<f64>,
+    ) -> Result<(), LmmError> {
+        let n = n_obs.unwrap_or(self.design.n);
+        if n <= self.design.p {
+            return Err(LmmError::InvalidInput(format!(
+                "n ({n}) must be larger than p ({})",
+                self.design.p
+            )));
+        }
+        self.prep.blocks.n = n;
+        self.prep.blocks.ldw = match log_w_sum {
+            Some(l) => l,
+            None => self.design.weights.iter().map(|w| w.ln()).sum(),
+        };
+        Ok(())
+    }
+
+    /// Number of observations the criterion counts (see [`Model::set_counts`]).
+    fn n_obs(&self) -> usize {
+        self.prep.blocks.n
+    }
+
     fn check_theta(&self, theta: &[f64]) -> Result<(), LmmError> {
         input::check_theta(&self.design.input(), theta)
     }
@@ -212,7 +214,7 @@ impl Model {
     /// Profiled REML criterion or ML deviance at `theta` (user's scale).
     pub fn criterion(&mut self, theta: &[f64], reml: bool) -> Result<f64, LmmError> {
         self.check_theta(theta)?;
-        let shift = criterion_shift(self.n_obs, self.design.p, &self.pre, reml);
+        let shift = criterion_shift(self.n_obs(), self.design.p, &self.pre, reml);
         Ok(self.prep.eval(theta, reml)?.value + shift)
     }
 
@@ -220,7 +222,7 @@ impl Model {
     /// and a back substitution.
     pub fn evaluate(&mut self, theta: &[f64], reml: bool) -> Result<Evaluation, LmmError> {
         self.check_theta(theta)?;
-        let (n, p) = (self.n_obs, self.design.p);
+        let (n, p) = (self.n_obs(), self.design.p);
         let crit = self.prep.eval(theta, reml)?;
         let x = solve::dense_solution(&self.prep.blocks, &self.prep.ws);
         let s = self.pre.scale;
@@ -251,19 +253,14 @@ impl Model {
     /// Fits the model (optimises over theta unless `control.optimize` is
     /// false) and returns the estimates, random effects, conditional
     /// variances and fitted values at the optimum.
+    /// `control.n_obs` / `control.log_w_sum`, when given, are set on the
+    /// model as by [`Model::set_counts`] (and kept).
     pub fn fit(&mut self, control: &FitControl) -> Result<FitOutput, LmmError> {
         if control.n_obs.is_some() || control.log_w_sum.is_some() {
-            let n_obs = control.n_obs.unwrap_or(self.n_obs);
-            let lws = control.log_w_sum.unwrap_or(self.prep.blocks.ldw);
-            self.set_observations(n_obs, lws)?;
+            self.set_counts(control.n_obs, control.log_w_sum)?;
         }
-        let Model {
-            design,
-            pre,
-            prep,
-            n_obs,
-        } = self;
-        let n_obs = *n_obs;
+        let n_obs = self.n_obs();
+        let Model { design, pre, prep } = self;
         let original = design.input();
         let input = transformed(design, pre);
         let lower = input::lower_bounds(&input);
