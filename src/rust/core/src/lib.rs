@@ -18,6 +18,7 @@ mod factor;
 mod input;
 mod optim;
 mod precondition;
+mod rcov;
 mod solve;
 
 #[cfg(test)]
@@ -26,6 +27,10 @@ mod reference;
 pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
 pub use input::{FitInput, ReTermInput};
+pub use rcov::{
+    fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput,
+    RcovOutput, RcovTerm,
+};
 
 use blocks::Blocks;
 use factor::{evaluate, Workspace};
