@@ -50,8 +50,13 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
     h_abort("`control` must be created by lmm_control().", "argument")
   }
   design <- h_model_design_from_call(mc, parent.frame())
-  res <- h_fit_design(design, REML = REML, control = control)
-  fit <- h_build_lmm(design, res, REML = REML, call = mc, control = control)
+  if (!is.null(design$cov)) {
+    res <- h_fit_rcov_design(design, REML = REML, control = control)
+    fit <- h_build_rcov_fit(design, res, REML = REML, call = mc, control = control)
+  } else {
+    res <- h_fit_design(design, REML = REML, control = control)
+    fit <- h_build_lmm(design, res, REML = REML, call = mc, control = control)
+  }
   fit$formula_input <- if (inherits(formula, "formula")) formula else design$formula
   fit
 }

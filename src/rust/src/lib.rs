@@ -4,6 +4,7 @@
 //! conditions by the R wrapper (`h_call_rust()`).
 
 mod inference_glue;
+mod rcov_glue;
 
 use extendr_api::prelude::*;
 use lmmr_core::{FitControl, FitInput, FitOutput, LmmError, ReTermInput};
@@ -119,5 +120,6 @@ fn rs_fit_lmm(
 extendr_module! {
     mod lmmr;
     use inference_glue;
+    use rcov_glue;
     fn rs_fit_lmm;
 }
