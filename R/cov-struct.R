@@ -706,6 +706,7 @@ h_rcov_blocks <- function(fit) {
       b <- make_block(subj[1L])
       rows <- (ss[subj[1L]] + 1L):ss[subj[length(subj)] + 1L]
       b$N <- length(subj)
+      b$rows <- rows
       b$X <- array(X[rows, , drop = FALSE], c(b$nb, b$N, p))
       b$r <- matrix(res[rows], b$nb, b$N)
       blocks[[length(blocks) + 1L]] <- b
