@@ -318,9 +318,7 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
     cov <- h_cov_layout(cov_term, frame, re)
     h_check_cov_identified(cov, re, cov_term, n, ncol(reduced$X))
   }
-  list(
-    cov = cov,
-    cov_term = cov_term,
+  out <- list(
     y = y,
     X = reduced$X,
     dropped = reduced$dropped,
@@ -338,6 +336,8 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
     na_action = attr(frame, "na.action"),
     n = n
   )
+  if (!is.null(cov)) out[c("cov", "cov_term")] <- list(cov, cov_term)
+  out
 }
 
 #' Model design from the matched call of `lmm()`.

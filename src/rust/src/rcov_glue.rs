@@ -65,7 +65,9 @@ fn rs_fit_rcov(
         let codes_v: Vec<Robj> = codes.values().collect();
         let z_v: Vec<Robj> = z.values().collect();
         if codes_v.len() != ks.len() || z_v.len() != ks.len() {
-            return Err(bad("random-effect term descriptions have inconsistent lengths"));
+            return Err(bad(
+                "random-effect term descriptions have inconsistent lengths",
+            ));
         }
         let mut terms = Vec::with_capacity(ks.len());
         for t in 0..ks.len() {

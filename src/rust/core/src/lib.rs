@@ -28,8 +28,8 @@ pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
 pub use input::{FitInput, ReTermInput};
 pub use rcov::{
-    fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput,
-    RcovOutput, RcovTerm,
+    fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
+    RcovTerm,
 };
 
 use blocks::Blocks;

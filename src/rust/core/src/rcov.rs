@@ -376,7 +376,11 @@ fn group_matrix(ct: CovType, m: usize, th: &[f64], out: &mut [f64], s: &mut MapS
             };
             let rho = t.tanh();
             for i in 0..m {
-                s.sd[i] = if het { th[i].exp() } else { (0.5 * th[0]).exp() };
+                s.sd[i] = if het {
+                    th[i].exp()
+                } else {
+                    (0.5 * th[0]).exp()
+                };
             }
             let mut pw = 1.0;
             for lag in 0..m.saturating_sub(1) {
@@ -392,7 +396,11 @@ fn group_matrix(ct: CovType, m: usize, th: &[f64], out: &mut [f64], s: &mut MapS
                 (m, true)
             };
             for i in 0..m {
-                s.sd[i] = if het { th[i].exp() } else { (0.5 * th[0]).exp() };
+                s.sd[i] = if het {
+                    th[i].exp()
+                } else {
+                    (0.5 * th[0]).exp()
+                };
             }
             let k = m.saturating_sub(1);
             // partial autocorrelations in the scratch `l`
@@ -442,7 +450,26 @@ fn distance(inp: &RcovInput, a: usize, b: usize) -> f64 {
 // The model: layout, workspace, criterion and gradient
 // ---------------------------------------------------------------------------
 
+/// Subjects in a run of identical visit pattern (no random effects), with
+/// the cross-products `S_uv[a, b] = sum_i W_i[a, u] W_i[b, v]` of
+/// `W_i = [X_i y_i]`, so that each evaluation costs the same for the run
+/// whatever its number of subjects.
+struct Agg {
+    s0: usize,
+    s1: usize,
+    nb: usize,
+    count: f64,
+    visits: Vec<usize>,
+    group: usize,
+    s: Vec<f64>,
+}
+
+/// Largest total size (doubles) of the aggregated cross-products.
+const AGG_BUDGET: usize = 20_000_000;
+
 struct Layout {
+    aggs: Vec<Agg>,
+    agg_at: Vec<Option<usize>>,
     n_struct: usize,
     term_off: Vec<usize>,
     n_par: usize,
@@ -473,7 +500,11 @@ struct Work {
     beta: Vec<f64>,
     tmp_p: Vec<f64>,
     sp_grad: Vec<f64>,
+    cagg: Vec<f64>,
+    tmp2: Vec<f64>,
+    ainv: Vec<f64>,
     cached_pattern: Option<usize>,
+    cached_inv: bool,
 }
 
 fn validate(inp: &RcovInput) -> Result<Layout, LmmError> {
@@ -545,12 +576,78 @@ fn validate(inp: &RcovInput) -> Result<Layout, LmmError> {
     }
     let mm = if inp.cov_type.uses_visits() { m * m } else { 2 };
     Ok(Layout {
+        aggs: Vec::new(),
+        agg_at: Vec::new(),
         n_struct,
         term_off,
         n_par: off,
         max_rows,
         mm,
     })
+}
+
+/// Find runs of single-subject clusters sharing a visit pattern and
+/// precompute their cross-products (only without random effects).
+fn build_aggregates(inp: &RcovInput, lay: &mut Layout) {
+    let ns = inp.subj_group.len();
+    lay.agg_at = vec![None; ns];
+    if !inp.terms.is_empty() || !inp.cov_type.uses_visits() || inp.cluster_start.len() != ns + 1 {
+        return;
+    }
+    let p1 = inp.p + 1;
+    let n = inp.n;
+    let mut used = 0usize;
+    let mut s = 0;
+    while s < ns {
+        let mut e = s + 1;
+        let rows = |k: usize| &inp.visit[inp.subj_start[k]..inp.subj_start[k + 1]];
+        while e < ns
+            && inp.subj_pattern[e] == inp.subj_pattern[s]
+            && inp.subj_group[e] == inp.subj_group[s]
+            && rows(e) == rows(s)
+        {
+            e += 1;
+        }
+        let nb = inp.subj_start[s + 1] - inp.subj_start[s];
+        let size = nb * nb * p1 * p1;
+        if e - s >= (2 * p1).max(8) && used + size <= AGG_BUDGET {
+            used += size;
+            let mut acc = vec![0.0; size];
+            let nb2 = nb * nb;
+            for k in s..e {
+                let r0 = inp.subj_start[k];
+                let w = |a: usize, u: usize| -> f64 {
+                    if u < inp.p {
+                        inp.x[r0 + a + u * n]
+                    } else {
+                        inp.y[r0 + a]
+                    }
+                };
+                for v in 0..p1 {
+                    for u in 0..p1 {
+                        let blk = &mut acc[(u + v * p1) * nb2..(u + v * p1 + 1) * nb2];
+                        for b in 0..nb {
+                            let wb = w(b, v);
+                            for a in 0..nb {
+                                blk[a + b * nb] += w(a, u) * wb;
+                            }
+                        }
+                    }
+                }
+            }
+            lay.agg_at[s] = Some(lay.aggs.len());
+            lay.aggs.push(Agg {
+                s0: s,
+                s1: e,
+                nb,
+                count: (e - s) as f64,
+                visits: rows(s).to_vec(),
+                group: inp.subj_group[s],
+                s: acc,
+            });
+        }
+        s = e;
+    }
 }
 
 fn new_work(inp: &RcovInput, lay: &Layout) -> Work {
@@ -581,7 +678,11 @@ fn new_work(inp: &RcovInput, lay: &Layout) -> Work {
         beta: vec![0.0; p],
         tmp_p: vec![0.0; p],
         sp_grad: vec![0.0; 2 * ng],
+        cagg: vec![0.0; nm * nm],
+        tmp2: vec![0.0; nm * nm],
+        ainv: vec![0.0; p * p],
         cached_pattern: None,
+        cached_inv: false,
     }
 }
 
@@ -615,7 +716,13 @@ fn set_parameters(inp: &RcovInput, lay: &Layout, ws: &mut Work, theta: &[f64], j
                     &mut ws.map,
                 );
                 ws.th_tmp[j] = th[j] - JAC_STEP;
-                group_matrix(inp.cov_type, inp.m, &ws.th_tmp, &mut ws.mat_tmp, &mut ws.map);
+                group_matrix(
+                    inp.cov_type,
+                    inp.m,
+                    &ws.th_tmp,
+                    &mut ws.mat_tmp,
+                    &mut ws.map,
+                );
                 for q in 0..mm {
                     ws.jac[col + q] = (ws.jac[col + q] - ws.mat_tmp[q]) / (2.0 * JAC_STEP);
                 }
@@ -706,7 +813,7 @@ fn factor_cluster(
 ) -> bool {
     let nc = inp.subj_start[s1] - inp.subj_start[s0];
     let cacheable = inp.terms.is_empty() && s1 == s0 + 1 && inp.cov_type.uses_visits();
-    if cacheable && ws.cached_pattern == Some(inp.subj_pattern[s0]) {
+    if cacheable && ws.cached_pattern == Some(inp.subj_pattern[s0]) && (!inverse || ws.cached_inv) {
         return true;
     }
     build_cluster_v(inp, lay, ws, s0, s1);
@@ -729,6 +836,7 @@ fn factor_cluster(
     } else {
         None
     };
+    ws.cached_inv = inverse;
     true
 }
 
@@ -758,8 +866,38 @@ fn evaluate(
     let mut yy = 0.0;
     let mut logdet = 0.0;
     let ncl = inp.cluster_start.len() - 1;
-    for c in 0..ncl {
+    let mut c = 0;
+    while c < ncl {
+        if let Some(ai) = lay.agg_at.get(c).copied().flatten() {
+            let ag = &lay.aggs[ai];
+            if !factor_cluster(inp, lay, ws, ag.s0, ag.s0 + 1, true) {
+                return Ok(None);
+            }
+            let nb = ag.nb;
+            let nb2 = nb * nb;
+            let p1 = p + 1;
+            for i in 0..nb {
+                logdet += ag.count * 2.0 * ws.vc[i + i * nb].ln();
+            }
+            let vi = &ws.vinv[..nb2];
+            for v in 0..p1 {
+                for u in v..p1 {
+                    let blk = &ag.s[(u + v * p1) * nb2..(u + v * p1 + 1) * nb2];
+                    let val: f64 = vi.iter().zip(blk).map(|(a, b)| a * b).sum();
+                    if u < p {
+                        ws.a[u + v * p] += val;
+                    } else if v < p {
+                        ws.b[v] += val;
+                    } else {
+                        yy += val;
+                    }
+                }
+            }
+            c = ag.s1;
+            continue;
+        }
         let (s0, s1) = (inp.cluster_start[c], inp.cluster_start[c + 1]);
+        c += 1;
         let r0 = inp.subj_start[s0];
         let nc = inp.subj_start[s1] - r0;
         if !factor_cluster(inp, lay, ws, s0, s1, false) {
@@ -818,6 +956,58 @@ fn evaluate(
     Ok(Some(f))
 }
 
+/// M of an aggregated run, `count V^-1 - V^-1 C V^-1` with
+/// `C = sum_uv c_uv S_uv`, `c = w w' (+ (X'V^-1X)^-1 for REML)`,
+/// `w = (-beta, 1)`, added into its group's m x m matrix.
+fn agg_gradient(inp: &RcovInput, ws: &mut Work, ag: &Agg, reml: bool) {
+    let p = inp.p;
+    let p1 = p + 1;
+    let nb = ag.nb;
+    let nb2 = nb * nb;
+    let m = inp.m;
+    let cm = &mut ws.cagg[..nb2];
+    cm.iter_mut().for_each(|v| *v = 0.0);
+    for v in 0..p1 {
+        let wv = if v < p { -ws.beta[v] } else { 1.0 };
+        for u in 0..p1 {
+            let wu = if u < p { -ws.beta[u] } else { 1.0 };
+            let mut coef = wu * wv;
+            if reml && u < p && v < p {
+                coef += ws.ainv[u + v * p];
+            }
+            if coef == 0.0 {
+                continue;
+            }
+            let blk = &ag.s[(u + v * p1) * nb2..(u + v * p1 + 1) * nb2];
+            for (x, y) in cm.iter_mut().zip(blk) {
+                *x += coef * y;
+            }
+        }
+    }
+    // tmp2 = C V^-1, then M = count V^-1 - V^-1 tmp2
+    let vi = &ws.vinv[..nb2];
+    for b in 0..nb {
+        for a in 0..nb {
+            let mut s = 0.0;
+            for k in 0..nb {
+                s += cm[a + k * nb] * vi[k + b * nb];
+            }
+            ws.tmp2[a + b * nb] = s;
+        }
+    }
+    let g = ag.group;
+    for b in 0..nb {
+        for a in 0..nb {
+            let mut s = 0.0;
+            for k in 0..nb {
+                s += vi[a + k * nb] * ws.tmp2[k + b * nb];
+            }
+            let mv = ag.count * vi[a + b * nb] - s;
+            ws.mg[g * m * m + ag.visits[a] + ag.visits[b] * m] += mv;
+        }
+    }
+}
+
 /// Second pass: accumulate <dV, M> per group and per term, then pull back.
 fn gradient(
     inp: &RcovInput,
@@ -836,9 +1026,29 @@ fn gradient(
         t.iter_mut().for_each(|v| *v = 0.0);
     }
     ws.cached_pattern = None;
+    // (X'V^-1X)^-1 for the aggregated runs
+    ws.ainv.iter_mut().for_each(|v| *v = 0.0);
+    for i in 0..p {
+        ws.ainv[i + i * p] = 1.0;
+    }
+    forward_solve(&ws.la, p, &mut ws.ainv, p, p);
+    backward_solve(&ws.la, p, &mut ws.ainv, p, p);
     let ncl = inp.cluster_start.len() - 1;
-    for c in 0..ncl {
+    let mut c = 0;
+    while c < ncl {
+        if let Some(ai) = lay.agg_at.get(c).copied().flatten() {
+            let ag = &lay.aggs[ai];
+            if !factor_cluster(inp, lay, ws, ag.s0, ag.s0 + 1, true) {
+                return Err(LmmError::NotPositiveDefinite(
+                    "covariance matrix lost positive definiteness".into(),
+                ));
+            }
+            agg_gradient(inp, ws, ag, reml);
+            c = ag.s1;
+            continue;
+        }
         let (s0, s1) = (inp.cluster_start[c], inp.cluster_start[c + 1]);
+        c += 1;
         let r0 = inp.subj_start[s0];
         let nc = inp.subj_start[s1] - r0;
         if !factor_cluster(inp, lay, ws, s0, s1, true) {
@@ -1139,11 +1349,7 @@ where
             d.iter_mut().zip(&g).for_each(|(a, b)| *a = -b);
             slope = -g.iter().map(|v| v * v).sum::<f64>();
         }
-        let mut step = if first {
-            (1.0 / gmax).min(1.0)
-        } else {
-            1.0
-        };
+        let mut step = if first { (1.0 / gmax).min(1.0) } else { 1.0 };
         let mut accepted = None;
         for _ in 0..60 {
             for i in 0..k {
@@ -1227,18 +1433,15 @@ where
 
 /// Criterion (-2 log-likelihood) at unconstrained `theta`; `None` if the
 /// covariance is not positive definite there.
-pub fn rcov_criterion(
-    inp: &RcovInput,
-    theta: &[f64],
-    reml: bool,
-) -> Result<Option<f64>, LmmError> {
-    let lay = validate(inp)?;
+pub fn rcov_criterion(inp: &RcovInput, theta: &[f64], reml: bool) -> Result<Option<f64>, LmmError> {
+    let mut lay = validate(inp)?;
     if theta.len() != lay.n_par {
         return Err(LmmError::InvalidInput(format!(
             "theta must have length {}",
             lay.n_par
         )));
     }
+    build_aggregates(inp, &mut lay);
     let mut ws = new_work(inp, &lay);
     evaluate(inp, &lay, &mut ws, theta, reml, None)
 }
@@ -1249,13 +1452,14 @@ pub fn rcov_criterion_gradient(
     theta: &[f64],
     reml: bool,
 ) -> Result<Option<(f64, Vec<f64>)>, LmmError> {
-    let lay = validate(inp)?;
+    let mut lay = validate(inp)?;
     if theta.len() != lay.n_par {
         return Err(LmmError::InvalidInput(format!(
             "theta must have length {}",
             lay.n_par
         )));
     }
+    build_aggregates(inp, &mut lay);
     let mut ws = new_work(inp, &lay);
     let mut g = vec![0.0; lay.n_par];
     Ok(evaluate(inp, &lay, &mut ws, theta, reml, Some(&mut g))?.map(|f| (f, g)))
@@ -1263,7 +1467,8 @@ pub fn rcov_criterion_gradient(
 
 /// Fit a residual-structure model by REML or ML.
 pub fn fit_rcov(inp: &RcovInput, control: &RcovControl) -> Result<RcovOutput, LmmError> {
-    let lay = validate(inp)?;
+    let mut lay = validate(inp)?;
+    build_aggregates(inp, &mut lay);
     let th0 = match &control.theta_start {
         Some(t) => {
             if t.len() != lay.n_par {
@@ -1512,9 +1717,8 @@ mod tests {
                     if term.codes[a] == term.codes[b] {
                         for i in 0..k {
                             for j in 0..k {
-                                v[a + b * n] += term.z[a + i * n]
-                                    * ws.g_cov[t][i + j * k]
-                                    * term.z[b + j * n];
+                                v[a + b * n] +=
+                                    term.z[a + i * n] * ws.g_cov[t][i + j * k] * term.z[b + j * n];
                             }
                         }
                     }
@@ -1678,6 +1882,55 @@ mod tests {
         assert!((a.0 - b.0).abs() < 1e-10);
         for j in 0..6 {
             assert!((a.1[j] - b.1[j]).abs() < 1e-8);
+        }
+    }
+
+    #[test]
+    fn aggregated_runs_match_per_subject_path() {
+        // every subject complete: one run of 30 subjects
+        let m = 3;
+        let ns = 30;
+        let mut d = data(19, m, ns, false);
+        let mut rng = Lcg(5);
+        d.visit = (0..ns * m).map(|r| r % m).collect();
+        d.n = ns * m;
+        d.subj_start = (0..=ns).map(|s| s * m).collect();
+        d.x = vec![1.0; d.n * 2];
+        d.y = (0..d.n).map(|_| rng.norm()).collect();
+        for r in 0..d.n {
+            d.x[r + d.n] = rng.norm();
+        }
+        d.coords = vec![0.0; d.n];
+        d.subj_pattern = vec![0; ns];
+        d.subj_group = vec![0; ns];
+        for ct in [CovType::Us, CovType::Ar1h, CovType::Adh] {
+            let inp = input(&d, ct, 1);
+            let mut lay = validate(&inp).unwrap();
+            let th = some_theta(lay.n_par, 9);
+            for reml in [true, false] {
+                let mut ws = new_work(&inp, &lay);
+                let mut g0 = vec![0.0; lay.n_par];
+                let f0 = evaluate(&inp, &lay, &mut ws, &th, reml, Some(&mut g0))
+                    .unwrap()
+                    .unwrap();
+                let mut lay2 = validate(&inp).unwrap();
+                build_aggregates(&inp, &mut lay2);
+                assert_eq!(lay2.aggs.len(), 1);
+                let mut ws2 = new_work(&inp, &lay2);
+                let mut g1 = vec![0.0; lay.n_par];
+                let f1 = evaluate(&inp, &lay2, &mut ws2, &th, reml, Some(&mut g1))
+                    .unwrap()
+                    .unwrap();
+                assert!(
+                    (f0 - f1).abs() < 1e-9 * f0.abs().max(1.0),
+                    "{ct:?}: {f0} {f1}"
+                );
+                for j in 0..lay.n_par {
+                    assert!((g0[j] - g1[j]).abs() < 1e-7 * g0[j].abs().max(1.0));
+                }
+                assert!((f0 - naive(&inp, &th, reml)).abs() < 1e-8 * f0.abs().max(1.0));
+            }
+            build_aggregates(&inp, &mut lay);
         }
     }
 
