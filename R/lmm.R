@@ -9,7 +9,12 @@
 #' @param formula a two-sided formula with fixed effects and random-effect
 #'   terms in lme4 syntax: `(1 | g)`, `(x | g)`, `(0 + x | g)`, `(x || g)`
 #'   (uncorrelated), `(1 | a/b)` (nested), `(1 | a:b)`, crossed terms, and
-#'   `offset()` terms.
+#'   `offset()` terms; and at most one residual covariance structure for
+#'   repeated measures, `us(visit | subject)`, `cs()`, `csh()`, `ar1()`,
+#'   `ar1h()`, `toep()`, `toeph()`, `adh()`, `sp_exp(x1, x2 | subject)`,
+#'   grouped `us(visit | arm / subject)`, alone or with random-effect terms
+#'   whose grouping factors contain the subject (see [cov_struct]). Such a
+#'   fit has class `c("lmmr_rcov", "lmmr")`.
 #' @param data a data frame containing the variables in `formula`.
 #' @param REML logical: `TRUE` (default) for REML estimates, `FALSE` for
 #'   maximum likelihood.
