@@ -175,16 +175,31 @@ deviance.lmmr_rcov <- function(object, REML = NULL, ...) {
 #' sharing it) of a residual-structure fit
 #' @noRd
 h_rcov_V_blocks <- function(object) {
-  bl <- h_rcov_blocks(object)$blocks
+  bl <- h_rcov_blocks(object, derivs = FALSE)$blocks
   lapply(bl, function(b) list(V = b$V, rows = b$rows, N = b$N, nb = b$nb))
 }
 
 #' @export
 residuals.lmmr_rcov <- function(object, type = c("response", "pearson", "normalized"),
-                                scaled = FALSE, ...) {
+                                scaled = FALSE, level = 0, ...) {
   h_check_dots(..., .fn = "residuals")
   type <- match.arg(type)
+  if (!identical(level, 0) && !identical(level, 1)) {
+    h_abort("`level` must be 0 (marginal: y - X beta) or 1 (conditional on the random effects).",
+            "argument")
+  }
   r <- object$y - object$fitted
+  if (level == 1 && !is.null(object$design_re)) {
+    if (type != "response") {
+      h_abort("Conditional (level = 1) residuals are available as type = \"response\" only.",
+              "argument")
+    }
+    bl <- h_rcov_blups(object)
+    for (t in seq_along(bl)) {
+      term <- object$design_re$terms[[t]]
+      r <- r - rowSums(term$Z * as.matrix(bl[[t]])[as.integer(term$codes) + 1L, , drop = FALSE])
+    }
+  }
   if (type != "response") {
     o <- object$layout$order
     rs <- r[o]
@@ -210,9 +225,45 @@ predict.lmmr_rcov <- function(object, newdata = NULL, ...) {
 }
 
 #' @export
-ranef.lmmr_rcov <- function(object, ...) {
-  h_abort("ranef() is not available yet for fits with a residual covariance structure.",
-          "not_implemented")
+ranef.lmmr_rcov <- function(object, condVar = FALSE, ...) {
+  h_check_dots(..., .fn = "ranef")
+  terms <- if (is.null(object$design_re)) list() else object$design_re$terms
+  if (!length(terms)) {
+    h_abort("This fit has no random effects (only a residual covariance structure).",
+            "not_implemented")
+  }
+  if (!isFALSE(condVar)) {
+    h_warn("Conditional variances are not available yet for fits with a residual covariance structure; returning the BLUPs only.",
+           "not_implemented")
+  }
+  h_rcov_blups(object)
+}
+
+#' BLUPs b = G Z' V^-1 (y - X beta) of the random effects of a
+#' residual-structure fit, one data frame per term (levels x columns)
+#' @noRd
+h_rcov_blups <- function(object) {
+  terms <- object$design_re$terms
+  o <- object$layout$order
+  r <- (object$y - object$fitted)[o]
+  e <- numeric(length(r))
+  for (b in h_rcov_V_blocks(object)) {
+    e[b$rows] <- as.vector(solve(b$V, matrix(r[b$rows], b$nb, b$N)))
+  }
+  out <- lapply(seq_along(terms), function(t) {
+    Z <- terms[[t]]$Z[o, , drop = FALSE]
+    cd <- as.integer(terms[[t]]$codes)[o] + 1L
+    s <- rowsum(Z * e, cd, reorder = TRUE)
+    B <- matrix(0, terms[[t]]$n_levels, ncol(Z))
+    B[as.integer(rownames(s)), ] <- s
+    B <- B %*% object$re_cov[[t]]
+    df <- as.data.frame(B)
+    names(df) <- terms[[t]]$cnms
+    rownames(df) <- levels(terms[[t]]$factor)
+    df
+  })
+  names(out) <- make.unique(vapply(terms, `[[`, "", "group"))
+  out
 }
 
 #' @export

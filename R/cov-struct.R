@@ -617,7 +617,7 @@ h_group_derivs <- function(type, phi, m) {
 #' parameters, NULL for zero), d2V (list k*k, NULL for zero), X array
 #' nb x N x p, residual matrix nb x N)
 #' @noRd
-h_rcov_blocks <- function(fit) {
+h_rcov_blocks <- function(fit, derivs = TRUE) {
   lay <- fit$layout
   cs <- fit$cov_struct
   o <- lay$order
@@ -630,10 +630,12 @@ h_rcov_blocks <- function(fit) {
   terms <- if (is.null(fit$design_re)) list() else fit$design_re$terms
   nre <- vapply(fit$re_cov, function(G) nrow(G) * (nrow(G) + 1) / 2, numeric(1))
   re_off <- npg * lay$n_groups + c(0, cumsum(nre))
-  gder <- if (cs$type != "sp_exp") lapply(seq_len(lay$n_groups), function(g) {
+  gder <- if (derivs && cs$type != "sp_exp") lapply(seq_len(lay$n_groups), function(g) {
     h_group_derivs(cs$type, cs$natural[[g]], lay$m)
   })
   ss <- lay$subj_start
+  Zs <- lapply(terms, function(t) t$Z[o, , drop = FALSE])
+  codes_s <- lapply(terms, function(t) as.integer(t$codes)[o])
   # residual block of one subject and its derivatives
   subj_R <- function(s, rows) {
     g <- lay$subj_group[s] + 1L
@@ -648,8 +650,8 @@ h_rcov_blocks <- function(fit) {
       d2 <- list(NULL, Ex * D / th^2, Ex * D / th^2, s2 * Ex * (D^2 / th^4 - 2 * D / th^3))
     } else {
       idx <- lay$visit_code[rows] + 1L
-      d1 <- lapply(gder[[g]]$d1, function(M) M[idx, idx, drop = FALSE])
-      d2 <- lapply(gder[[g]]$d2, function(M) if (!is.null(M)) M[idx, idx, drop = FALSE])
+      d1 <- if (derivs) lapply(gder[[g]]$d1, function(M) M[idx, idx, drop = FALSE])
+      d2 <- if (derivs) lapply(gder[[g]]$d2, function(M) if (!is.null(M)) M[idx, idx, drop = FALSE])
       s2 <- NULL
       Ex <- NULL
     }
@@ -667,6 +669,7 @@ h_rcov_blocks <- function(fit) {
       loc <- r_s - rows[1L] + 1L
       Rs <- subj_R(s, r_s)
       V[loc, loc] <- Rs$V
+      if (!derivs) next
       for (j in seq_len(npg)) {
         if (is.null(dV[[Rs$off + j]])) dV[[Rs$off + j]] <- matrix(0, nb, nb)
         dV[[Rs$off + j]][loc, loc] <- Rs$d1[[j]]
@@ -680,12 +683,12 @@ h_rcov_blocks <- function(fit) {
       }
     }
     for (t in seq_along(terms)) {
-      Zt <- terms[[t]]$Z[o, , drop = FALSE][rows, , drop = FALSE]
-      cd <- as.integer(terms[[t]]$codes)[o][rows]
+      Zt <- Zs[[t]][rows, , drop = FALSE]
+      cd <- codes_s[[t]][rows]
       S <- outer(cd, cd, "==") * 1
       G <- fit$re_cov[[t]]
       V <- V + (Zt %*% G %*% t(Zt)) * S
-      kt <- ncol(Zt)
+      if (!derivs) next
       idx <- which(lower.tri(G, diag = TRUE), arr.ind = TRUE)
       for (q in seq_len(nrow(idx))) {
         a <- idx[q, 1L]

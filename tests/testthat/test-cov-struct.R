@@ -206,6 +206,15 @@ test_that("methods: counts, anova between structures, residuals, predict", {
   expect_output(print(us), "Residual covariance: us\\(AVISIT \\| USUBJID\\)")
   expect_output(print(summary(us)), "Satterthwaite")
   expect_error(ranef(us), class = "lmmr_error_not_implemented")
+  skip_if_not_installed("nlme")
+  re <- lmm(FEV1 ~ ARMCD + AVISIT + (1 | USUBJID) + ar1(AVISIT | USUBJID), data = d)
+  g <- nlme::lme(FEV1 ~ ARMCD + AVISIT, random = ~ 1 | USUBJID,
+                 correlation = nlme::corAR1(form = ~ VISITN | USUBJID), data = d)
+  b <- ranef(re)$USUBJID
+  bn <- nlme::ranef(g)
+  expect_equal(b[rownames(bn), 1], bn[, 1], tolerance = 1e-4)
+  expect_equal(unname(residuals(re, level = 1)), as.numeric(residuals(g, level = 1)),
+               tolerance = 1e-4)
   tab <- compare_cov_structures(us, c("cs", "ar1", "us"))
   expect_equal(nrow(tab), 3L)
   expect_equal(tab$npar[tab$structure == "us"], 15)
