@@ -601,6 +601,8 @@ h_group_derivs <- function(type, phi, m) {
   })
   f0 <- f(phi)
   d2 <- vector("list", k * k)
+  # UN, CS and TOEP are linear in SAS's parameters: no second derivatives
+  if (type %in% c("us", "cs", "toep")) return(list(d1 = d1, d2 = d2))
   for (i in seq_len(k)) for (j in seq_len(i)) {
     ei <- replace(numeric(k), i, h[i])
     ej <- replace(numeric(k), j, h[j])
@@ -746,72 +748,80 @@ h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FA
   k <- bl$k
   p <- bl$p
   Phi <- object$vcov
+  vphi <- as.vector(Phi)
   Pm <- matrix(0, p * p, k)
-  Qm <- matrix(0, p * p, k * k)
-  Rm <- matrix(0, p * p, k * k)
+  trPhiQ <- numeric(k * k)
+  trPhiR <- numeric(k * k)
   trVV <- matrix(0, k, k)
   trVd2 <- numeric(k * k)
   eVVe <- numeric(k * k)
   ed2e <- numeric(k * k)
   gm <- matrix(0, p, k)
-  for (b in bl$blocks) {
+  # per block: V^-1, the tensor T2 = sum_i U_i (x) U_i (p^2 x nb^2) and
+  # K_rs = dV_r V^-1 dV_s (nb^2 x k^2, only for nonzero pairs)
+  block_parts <- function(b) {
     nb <- b$nb
     N <- b$N
     Vi <- solve(b$V)
     U <- array(Vi %*% matrix(b$X, nb, N * p), c(nb, N, p))
-    E <- Vi %*% b$r
     Umat <- matrix(aperm(U, c(2L, 1L, 3L)), N, nb * p)
     T2 <- matrix(aperm(array(crossprod(Umat), c(nb, p, nb, p)), c(2L, 4L, 1L, 3L)),
                  p * p, nb * nb)
-    Fm <- matrix(aperm(array(crossprod(Umat, t(E)), c(nb, p, nb)), c(2L, 1L, 3L)),
-                 p, nb * nb)
-    E2 <- as.vector(tcrossprod(E))
     nz <- which(!vapply(b$dV, is.null, TRUE))
     dV <- lapply(seq_len(k), function(j) if (is.null(b$dV[[j]])) matrix(0, nb, nb) else b$dV[[j]])
-    Kmat <- vapply(dV, as.vector, numeric(nb * nb))
-    if (!is.matrix(Kmat)) Kmat <- matrix(Kmat, nb * nb, k)
-    Pm[, nz] <- Pm[, nz] + T2 %*% Kmat[, nz, drop = FALSE]
-    gm[, nz] <- gm[, nz] + Fm %*% Kmat[, nz, drop = FALSE]
-    B <- lapply(dV, function(D) Vi %*% D)
-    Bv <- vapply(B, as.vector, numeric(nb * nb))
-    Btv <- vapply(B, function(M) as.vector(t(M)), numeric(nb * nb))
-    if (!is.matrix(Bv)) {
-      Bv <- matrix(Bv, nb * nb, k)
-      Btv <- matrix(Btv, nb * nb, k)
+    Kq <- matrix(0, nb * nb, length(nz)^2)
+    dVnz <- do.call(cbind, dV[nz])
+    for (a in seq_along(nz)) {
+      A <- dV[[nz[a]]] %*% Vi
+      # column (s, r) of the nonzero pairs, s fastest
+      Kq[, (a - 1L) * length(nz) + seq_along(nz)] <- matrix(A %*% dVnz, nb * nb, length(nz))
     }
-    trVV <- trVV + N * crossprod(Bv, Btv)
-    # K_rs = dV_r V^-1 dV_s for the nonzero pairs
-    Kq <- matrix(0, nb * nb, k * k)
-    for (r in nz) {
-      A <- dV[[r]] %*% Vi
-      cols <- (nz - 1L) * k + r
-      Kq[, cols] <- matrix(A %*% do.call(cbind, dV[nz]), nb * nb, length(nz))
-    }
+    # K_rs for r = nz[a] (outer), s = nz[b] (inner) is dV_r V^-1 dV_s:
+    # pair index in the k x k layout (column s, row r): (s - 1) k + r
     pairs <- as.vector(outer(nz, (nz - 1L) * k, "+"))
-    Qm[, pairs] <- Qm[, pairs] + T2 %*% Kq[, pairs, drop = FALSE]
-    eVVe[pairs] <- eVVe[pairs] + drop(crossprod(E2, Kq[, pairs, drop = FALSE]))
+    pairs <- as.vector(t(matrix(pairs, length(nz))))
+    list(Vi = Vi, U = U, Umat = Umat, T2 = T2, nz = nz, dV = dV, Kq = Kq, pairs = pairs)
+  }
+  for (b in bl$blocks) {
+    nb <- b$nb
+    N <- b$N
+    bp <- block_parts(b)
+    E <- bp$Vi %*% b$r
+    Fm <- matrix(aperm(array(crossprod(bp$Umat, t(E)), c(nb, p, nb)), c(2L, 1L, 3L)),
+                 p, nb * nb)
+    E2 <- as.vector(tcrossprod(E))
+    nz <- bp$nz
+    Kmat <- matrix(vapply(bp$dV, as.vector, numeric(nb * nb)), nb * nb, k)
+    Pm[, nz] <- Pm[, nz] + bp$T2 %*% Kmat[, nz, drop = FALSE]
+    gm[, nz] <- gm[, nz] + Fm %*% Kmat[, nz, drop = FALSE]
+    B <- lapply(bp$dV, function(D) bp$Vi %*% D)
+    Bv <- matrix(vapply(B, as.vector, numeric(nb * nb)), nb * nb, k)
+    Btv <- matrix(vapply(B, function(M) as.vector(t(M)), numeric(nb * nb)), nb * nb, k)
+    trVV <- trVV + N * crossprod(Bv, Btv)
+    tb <- drop(crossprod(bp$T2, vphi))
+    trPhiQ[bp$pairs] <- trPhiQ[bp$pairs] + drop(crossprod(tb, bp$Kq))
+    eVVe[bp$pairs] <- eVVe[bp$pairs] + drop(crossprod(E2, bp$Kq))
     for (q in which(!vapply(b$d2V, is.null, TRUE))) {
-      D2 <- b$d2V[[q]]
-      trVd2[q] <- trVd2[q] + N * sum(Vi * D2)
+      D2 <- as.vector(b$d2V[[q]])
+      trVd2[q] <- trVd2[q] + N * sum(as.vector(bp$Vi) * D2)
       ed2e[q] <- ed2e[q] + sum(E2 * D2)
-      Rm[, q] <- Rm[, q] + T2 %*% as.vector(D2) # in the Hessian even for KR(LINEAR)
+      trPhiR[q] <- trPhiR[q] + sum(tb * D2)
     }
   }
   P <- lapply(seq_len(k), function(r) matrix(Pm[, r], p, p))
-  Q <- function(r, s) matrix(Qm[, (s - 1L) * k + r], p, p)
-  R <- function(r, s) matrix(Rm[, (s - 1L) * k + r], p, p)
-  H <- matrix(0, k, k)
-  for (r in seq_len(k)) for (s in seq_len(r)) {
-    rs <- (s - 1L) * k + r
-    gPg <- drop(crossprod(gm[, r], Phi %*% gm[, s]))
-    h <- if (isTRUE(object$REML)) {
-      -(trVV[r, s] - 2 * sum(diag(Phi %*% Q(r, s))) + sum(diag(Phi %*% P[[r]] %*% Phi %*% P[[s]]))) +
-        (trVd2[rs] - sum(diag(Phi %*% R(r, s)))) + 2 * (eVVe[rs] - gPg) - ed2e[rs]
-    } else {
-      -trVV[r, s] + trVd2[rs] + 2 * (eVVe[rs] - gPg) - ed2e[rs]
-    }
-    H[r, s] <- H[s, r] <- h
+  J <- vapply(P, function(Pr) as.vector(Phi %*% Pr %*% Phi), numeric(p * p))
+  J <- matrix(J, p * p, k)
+  trPPPP <- crossprod(J, Pm)
+  gPg <- crossprod(gm, Phi %*% gm)
+  tq <- matrix(trPhiQ, k, k)
+  tq <- (tq + t(tq)) / 2
+  H <- if (isTRUE(object$REML)) {
+    -(trVV - 2 * tq + trPPPP) + (matrix(trVd2, k, k) - matrix(trPhiR, k, k)) +
+      2 * (matrix(eVVe, k, k) - gPg) - matrix(ed2e, k, k)
+  } else {
+    -trVV + matrix(trVd2, k, k) + 2 * (matrix(eVVe, k, k) - gPg) - matrix(ed2e, k, k)
   }
+  H <- (H + t(H)) / 2
   W <- tryCatch(2 * solve(H), error = function(e) {
     h_abort("The observed information of the covariance parameters is singular (a boundary or unidentified fit); small-sample degrees of freedom are not available.",
             "singular_information")
@@ -820,15 +830,27 @@ h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FA
   out <- list()
   if (method %in% c("satterthwaite", "both")) {
     out$satterthwaite <- list(vcov_beta = Phi, vcov_varpar = W, hessian = H,
-                              jacobian = lapply(P, function(Pr) Phi %*% Pr %*% Phi))
+                              jacobian = lapply(seq_len(k), function(r) matrix(J[, r], p, p)))
   }
   if (method %in% c("kenward-roger", "both")) {
-    S <- matrix(0, p, p)
-    for (r in seq_len(k)) for (s in seq_len(k)) {
-      term <- Q(r, s) - P[[r]] %*% Phi %*% P[[s]]
-      if (!linear) term <- term - R(r, s) / 4
-      S <- S + W[r, s] * term
+    # second pass: sum_rs W_rs Q_rs and sum_rs W_rs R_rs
+    vw <- as.vector(W)
+    QW <- numeric(p * p)
+    RW <- numeric(p * p)
+    for (b in bl$blocks) {
+      bp <- block_parts(b)
+      QW <- QW + drop(bp$T2 %*% (bp$Kq %*% vw[bp$pairs]))
+      if (!linear) {
+        qs <- which(!vapply(b$d2V, is.null, TRUE))
+        if (length(qs)) {
+          D2w <- Reduce(`+`, Map(function(q) vw[q] * as.vector(b$d2V[[q]]), qs))
+          RW <- RW + drop(bp$T2 %*% D2w)
+        }
+      }
     }
+    PWP <- matrix(0, p, p)
+    for (r in seq_len(k)) PWP <- PWP + P[[r]] %*% Phi %*% matrix(Pm %*% W[, r], p, p)
+    S <- matrix(QW, p, p) - PWP - matrix(RW, p, p) / 4
     Phi_adj <- Phi + 2 * Phi %*% S %*% Phi
     Phi_adj <- (Phi_adj + t(Phi_adj)) / 2
     dimnames(Phi_adj) <- dimnames(Phi)
