@@ -55,7 +55,7 @@ fn rs_fit_rcov(
         }
         let p = x.len() / n;
         let coords_v = reals(&coords, "coords").map_err(bad)?;
-        let n_coord = if n > 0 { coords_v.len() / n } else { 0 };
+        let n_coord = coords_v.len().checked_div(n).unwrap_or(0);
         let subj_start = ints(&subj_start, "subj_start")?;
         let visit = ints(&visit, "visit")?;
         let subj_group = ints(&subj_group, "subj_group")?;

@@ -212,7 +212,7 @@ fn chol_in_place(a: &mut [f64], n: usize) -> bool {
         for k in 0..j {
             d -= a[j + k * n] * a[j + k * n];
         }
-        if !(d > 0.0) || !d.is_finite() {
+        if d.is_nan() || d <= 0.0 || !d.is_finite() {
             return false;
         }
         let d = d.sqrt();
@@ -1229,7 +1229,7 @@ fn start_values(inp: &RcovInput, lay: &Layout) -> Result<Vec<f64>, LmmError> {
         }
     }
     let mut s2 = tot / (n.saturating_sub(p).max(1)) as f64;
-    if !(s2 > 0.0) || !s2.is_finite() {
+    if s2.is_nan() || s2 <= 0.0 || !s2.is_finite() {
         s2 = 1.0;
     }
     let npg = inp.cov_type.n_par(m);
@@ -1344,7 +1344,7 @@ where
             d[i] = -(0..k).map(|j| h[i + j * k] * g[j]).sum::<f64>();
         }
         let mut slope: f64 = d.iter().zip(&g).map(|(a, b)| a * b).sum();
-        if !(slope < 0.0) {
+        if slope.is_nan() || slope >= 0.0 {
             reset(&mut h, 1.0);
             d.iter_mut().zip(&g).for_each(|(a, b)| *a = -b);
             slope = -g.iter().map(|v| v * v).sum::<f64>();
