@@ -262,6 +262,7 @@ h_lm_loglik <- function(fit, REML) {
 #' ranova(fit)
 #' @export
 ranova <- function(model, reduce.terms = TRUE, ...) {
+  h_check_not_rcov(model, "ranova()")
   h_check_lmm(model, "model")
   env <- environment(model$formula_input %||% model$formula)
   if (is.null(env)) env <- parent.frame()

@@ -351,3 +351,55 @@ h_replace_cov_term <- function(x, term) {
   }
   x
 }
+
+#' Error for a method not (yet) available for residual-structure fits
+#' @noRd
+h_rcov_unsupported <- function(what) {
+  h_abort(sprintf("%s is not available yet for fits with a residual covariance structure.", what),
+          "not_implemented")
+}
+
+#' @noRd
+h_check_not_rcov <- function(x, what) {
+  if (inherits(x, "lmmr_rcov")) h_rcov_unsupported(what)
+  invisible(x)
+}
+
+#' @export
+confint.lmmr_rcov <- function(object, parm, level = 0.95, ...) {
+  h_check_dots(..., .fn = "confint")
+  h_check_number(level, "level", lower = 0)
+  se <- sqrt(diag(object$vcov))
+  z <- stats::qnorm(1 - (1 - level) / 2)
+  ci <- cbind(object$beta - z * se, object$beta + z * se)
+  pct <- paste(format(100 * c((1 - level) / 2, 1 - (1 - level) / 2), trim = TRUE), "%")
+  dimnames(ci) <- list(names(object$beta), pct)
+  if (!missing(parm)) ci <- ci[parm, , drop = FALSE]
+  ci
+}
+
+#' @export
+coef.lmmr_rcov <- function(object, ...) h_rcov_unsupported("coef() (per-level coefficients)")
+
+#' @export
+icc.lmmr_rcov <- function(x, ...) h_rcov_unsupported("icc()")
+
+#' @export
+r2.lmmr_rcov <- function(x, ...) h_rcov_unsupported("r2()")
+
+#' @export
+boxcox.lmmr_rcov <- function(object, ...) h_rcov_unsupported("boxcox()")
+
+#' @export
+plot.lmmr_rcov <- function(x, ...) h_rcov_unsupported("plot()")
+
+#' @export
+refit.lmmr_rcov <- function(object, newresp, ...) h_rcov_unsupported("refit()")
+
+#' @export
+model.matrix.lmmr_rcov <- function(object, type = c("fixed", "random"), ...) {
+  h_check_dots(..., .fn = "model.matrix")
+  type <- match.arg(type)
+  if (type == "random") h_rcov_unsupported("model.matrix(type = \"random\")")
+  object$X
+}

@@ -2,9 +2,11 @@
 # lmmr::lmm(y ~ arm * visit + us(visit | id)) against
 # nlme::gls(correlation = corSymm, weights = varIdent), side by side in one
 # process, plus Kenward-Roger on the lmmr fit.
-#   Rscript bench/bench-covstruct.R [n_subjects] [n_visits] [dropout]
+#   Rscript bench/bench-covstruct.R [n_subjects] [n_visits] [dropout] [mcar]
 # Defaults: 10000 subjects x 10 visits, 10% monotone dropout per visit after
-# the first (so a handful of visit patterns, as in a trial).
+# the first (so a handful of visit patterns, as in a trial); `mcar` > 0 also
+# deletes that fraction of the remaining visits at random (many patterns).
+# SKIP_NLME=1 skips the nlme fit.
 suppressPackageStartupMessages({ library(lmmr); library(nlme) })
 # elapsed and CPU (user + system) seconds: the machine may be shared
 tm <- function(expr) {
@@ -15,6 +17,7 @@ args <- commandArgs(trailingOnly = TRUE)
 n_subj <- if (length(args) >= 1) as.integer(args[1]) else 10000L
 m <- if (length(args) >= 2) as.integer(args[2]) else 10L
 dropout <- if (length(args) >= 3) as.numeric(args[3]) else 0.1
+mcar <- if (length(args) >= 4) as.numeric(args[4]) else 0
 set.seed(42)
 ar <- 0.6^abs(outer(seq_len(m), seq_len(m), "-"))
 sds <- seq(1, 2, length.out = m)
@@ -28,8 +31,11 @@ d$y <- as.vector(L %*% matrix(rnorm(n_subj * m), m)) + 0.2 * d$visitn +
   0.3 * (d$arm == "TRT") * d$visitn
 last <- pmin(m, 1L + stats::rgeom(n_subj, dropout))
 d <- d[d$visitn <= rep(last, each = m), ]
-cat(sprintf("%d subjects, %d visits, %d rows, %d covariance parameters\n",
-            n_subj, m, nrow(d), m * (m + 1) / 2))
+if (mcar > 0) d <- d[d$visitn == 1 | stats::runif(nrow(d)) > mcar, ]
+cat(sprintf("%d subjects, %d visits, %d rows, %d visit patterns, %d covariance parameters\n",
+            n_subj, m, nrow(d),
+            length(unique(tapply(d$visitn, droplevels(d$id), paste, collapse = ","))),
+            m * (m + 1) / 2))
 
 t_lmmr <- tm(fit <- lmm(y ~ arm * visit + us(visit | id), data = d))
 cat(sprintf("lmmr fit:            %8.2f s elapsed, %8.2f s CPU  (-2 REML logLik %.6f, %d BFGS iterations)\n",

@@ -293,3 +293,22 @@ test_that("bad input gives classed errors", {
   expect_error(cov_matrix(lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)),
                class = "lmmr_error_argument")
 })
+
+test_that("methods not available for residual-structure fits say so", {
+  d <- fev_data()
+  fit <- lmm(FEV1 ~ ARMCD + ar1(AVISIT | USUBJID), data = d)
+  for (f in list(icc, r2, ranova, ranef_std, coef, design_effect, shrinkage)) {
+    expect_error(f(fit), class = "lmmr_error_not_implemented")
+  }
+  expect_error(model.matrix(fit, type = "random"), class = "lmmr_error_not_implemented")
+  ci <- confint(fit)
+  expect_equal(unname(ci[2, ]), unname(fixef(fit)[2] + c(-1, 1) * qnorm(0.975) * sqrt(vcov(fit)[2, 2])))
+  # anova types 1-3 and contest() run on the same ingredients
+  fit2 <- lmm(FEV1 ~ ARMCD * AVISIT + ar1(AVISIT | USUBJID), data = d)
+  for (ty in 1:3) {
+    a <- anova(fit2, type = ty)
+    expect_equal(rownames(a), c("ARMCD", "AVISIT", "ARMCD:AVISIT"))
+    expect_true(all(is.finite(a$DenDF)))
+  }
+  expect_equal(anova(fit2, type = 3)["ARMCD:AVISIT", "NumDF"], 3)
+})
