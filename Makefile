@@ -1,9 +1,9 @@
 # Two commands that work on a fresh Debian machine (see README):
-#   make demo   install dependencies, build lmmr, fit the course models
+#   make demo   install dependencies, build lmmr with its vignettes, run the lesson
 #   make test   install dependencies, run the whole test suite
 export LMMR_TARGET_DIR ?= $(CURDIR)/src/rust/target
 
-.PHONY: deps install demo test bench
+.PHONY: deps install install-with-vignettes demo test bench
 
 deps:
 	bash tools/install-deps.sh
@@ -11,7 +11,14 @@ deps:
 install: deps
 	R CMD INSTALL --no-test-load .
 
-demo: install
+# The package built with its vignettes, so vignette() and browseVignettes()
+# work after `make demo`.
+install-with-vignettes: deps
+	rm -f lmmr_*.tar.gz
+	R CMD build .
+	R CMD INSTALL lmmr_*.tar.gz
+
+demo: install-with-vignettes
 	Rscript inst/scripts/course-models.R
 
 test: deps

@@ -203,6 +203,31 @@ h_bar_reductions <- function(bar, frame, reduce = TRUE) {
   })
 }
 
+#' All reductions ranova() makes, in the order of its rows, each with the
+#' `index` of its bar term
+#' @noRd
+h_ranova_reductions <- function(model, bars, reduce.terms = TRUE) {
+  out <- list()
+  for (i in seq_along(bars)) {
+    for (r in h_bar_reductions(bars[[i]], h_hyp_frame(model), reduce.terms)) {
+      r$index <- i
+      out[[length(out) + 1L]] <- r
+    }
+  }
+  out
+}
+
+#' The bar terms after one reduction; a reduced term equal to another term
+#' is the same term (the formula algebra lmerTest relies on:
+#' (1 | g) + (1 | g) is (1 | g))
+#' @noRd
+h_apply_reduction <- function(bars, r) {
+  i <- r$index
+  if (is.null(r$bar)) bars <- bars[-i] else bars[[i]] <- r$bar
+  bars[!duplicated(vapply(bars, function(e)
+    paste(deparse(e, width.cutoff = 500L), collapse = " "), character(1)))]
+}
+
 #' REML or ML log-likelihood of the linear model without random effects,
 #' on the scale of lmm's log-likelihood (prior weights included)
 #' @noRd
@@ -248,7 +273,8 @@ h_lm_loglik <- function(fit, REML) {
 #' Lee 1994). It is `NA` when more than one dimension is removed at once or
 #' the models are not nested.
 #'
-#' @param model an `"lmmr"` fit.
+#' @param model an `"lmmr"` fit (for another model, such as an lmer fit,
+#'   the call is handed to `lmerTest::ranova()`).
 #' @param reduce.terms if `TRUE` (default) terms with variables are reduced
 #'   as described above; if `FALSE` every term is removed entirely (as
 #'   lmerTest's `reduce.terms = FALSE`).
@@ -262,8 +288,10 @@ h_lm_loglik <- function(fit, REML) {
 #' ranova(fit)
 #' @export
 ranova <- function(model, reduce.terms = TRUE, ...) {
+  if (!inherits(model, "lmmr")) { # e.g. an lmer fit: lmerTest's ranova()
+    return(h_delegate_call(match.call(), "lmerTest", "ranova", parent.frame(), model))
+  }
   h_check_not_rcov(model, "ranova()")
-  h_check_lmm(model, "model")
   env <- environment(model$formula_input %||% model$formula)
   if (is.null(env)) env <- parent.frame()
   form <- model$formula
@@ -275,21 +303,8 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
                           Df = NA_real_, `Pr(>Chisq)` = NA_real_,
                           `Pr(>Chisq) mixture` = NA_real_, check.names = FALSE))
   rnames <- "<none>"
-  reductions <- list()
-  for (i in seq_along(sp$bars)) {
-    for (r in h_bar_reductions(sp$bars[[i]], model$frame, reduce.terms)) {
-      r$index <- i
-      reductions[[length(reductions) + 1L]] <- r
-    }
-  }
-  for (r in reductions) {
-    i <- r$index
-    bars <- sp$bars
-    if (is.null(r$bar)) bars <- bars[-i] else bars[[i]] <- r$bar
-    # a reduced term equal to another term is the same term (as the formula
-    # algebra lmerTest relies on: (1 | g) + (1 | g) is (1 | g))
-    bars <- bars[!duplicated(vapply(bars, function(e)
-      paste(deparse(e, width.cutoff = 500L), collapse = " "), character(1)))]
+  for (r in h_ranova_reductions(model, sp$bars, reduce.terms)) {
+    bars <- h_apply_reduction(sp$bars, r)
     label <- r$label
     k <- r$k
     dims_removed <- if (r$nested) r$dims_removed else NA_integer_

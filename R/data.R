@@ -145,3 +145,62 @@
 #' # empirical type-I error rates
 #' colMeans(trial_typeI[c("p_lm", "p_mixed")] < 0.05)
 "trial_typeI"
+
+#' Patients in nine therapy groups (simulated, for the primer)
+#'
+#' Simulated data in the shape of a small clinical study in which 64
+#' patients are treated in 9 therapy groups (6 to 8 patients each) and the
+#' groups are randomised to a therapy or a control condition. Used in the
+#' primer vignette (`vignette("primer", package = "lmmr")`) to compare a
+#' grouping variable entered as fixed effects with a random intercept.
+#'
+#' The generating model is
+#' \deqn{score_{ij} = 30 - 4\,therapy_j + 0.15 (age_{ij} - 45) + u_j + e_{ij}}{score = 30 - 4 therapy + 0.15 (age - 45) + u + e}
+#' with \eqn{u_j \sim N(0, 3^2)}{u ~ N(0, 9)} and \eqn{e_{ij} \sim N(0, 5^2)}{e ~ N(0, 25)}; the groups
+#' differ a little in mean age. The data are simulated (`data-raw/primer.R`,
+#' seed 20261201); they describe no real patients.
+#'
+#' @format A data frame with 64 rows and 5 columns:
+#' \describe{
+#'   \item{patient}{Patient identifier, a factor (`"P01"` to `"P64"`).}
+#'   \item{group}{Therapy group, a factor with 9 levels `"G1"` to `"G9"`.}
+#'   \item{treatment}{Condition of the group, a factor with levels
+#'     `"control"` and `"therapy"`.}
+#'   \item{age}{Age in years.}
+#'   \item{score}{Symptom score (higher is worse).}
+#' }
+#' @source Simulated; see `data-raw/primer.R`.
+#' @examples
+#' fit <- lmm(score ~ treatment + age + (1 | group), data = primer_groups)
+#' summary(fit)
+"primer_groups"
+
+#' The primer's patients followed over four visits (simulated)
+#'
+#' The 64 patients of [primer_groups] measured at months 0, 3, 6 and 9
+#' (visits `T0`, `T3`, `T6`, `T9`), in long format; about 6% of the
+#' follow-up visits are missing. Used in the longitudinal and
+#' covariance-structure sections of the primer vignette.
+#'
+#' The generating model has a patient-specific intercept (sd 4) and slope
+#' over months (sd 0.25), a group intercept (sd 2), a decline of 0.3 points
+#' per month in the control groups and of 0.8 points per month under
+#' therapy, and within-patient residuals that follow an AR(1) process over
+#' the visits (correlation 0.5, sd 3). Simulated by `data-raw/primer.R`
+#' (seed 20261201).
+#'
+#' @format A data frame with 247 rows and 7 columns:
+#' \describe{
+#'   \item{patient}{Patient identifier, a factor with 64 levels.}
+#'   \item{group}{Therapy group, a factor with 9 levels.}
+#'   \item{treatment}{`"control"` or `"therapy"` (group level).}
+#'   \item{age}{Age in years at baseline.}
+#'   \item{month}{Months since baseline: 0, 3, 6 or 9.}
+#'   \item{time}{The visit as a factor: `"T0"`, `"T3"`, `"T6"`, `"T9"`.}
+#'   \item{score}{Symptom score.}
+#' }
+#' @source Simulated; see `data-raw/primer.R`.
+#' @examples
+#' fit <- lmm(score ~ treatment * month + (month | patient), data = primer_long)
+#' fixef(fit)
+"primer_long"

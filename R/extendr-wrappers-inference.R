@@ -3,7 +3,7 @@
 
 #' @noRd
 rs_inference <- function(x, y, weights, codes, n_levels, z, k, factor_id,
-                         theta, sigma, reml, method) {
+                         theta, sigma, reml, method, n_obs = NULL) {
   .Call(wrap__rs_inference, x, y, weights, codes, n_levels, z, k, factor_id,
-        theta, sigma, reml, method)
+        theta, sigma, reml, method, n_obs)
 }

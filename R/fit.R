@@ -33,7 +33,9 @@ h_fit_design <- function(design, REML, control, theta = NULL,
     max_iter = control$max_iter,
     tol = control$tol,
     theta_start = theta_start,
-    optimize = optimize
+    optimize = optimize,
+    n_obs = design$n_obs,
+    log_w_sum = design$log_w_sum
   )
   h_check_rust_result(res)
 }
@@ -268,7 +270,8 @@ h_report_fit_problems <- function(fit) {
 #' factor `theta` is below `tol`. Such fits are legitimate estimates, but
 #' usually mean the random-effects structure is richer than the data support.
 #'
-#' @param x an `"lmmr"` fit.
+#' @param x an `"lmmr"` fit (for another model, such as an lmer fit,
+#'   `lme4::isSingular()` is called).
 #' @param tol tolerance for a diagonal element of the relative covariance
 #'   factor to count as zero.
 #' @return `TRUE` or `FALSE`.
@@ -279,7 +282,7 @@ h_report_fit_problems <- function(fit) {
 #' is_singular(fit)
 #' @export
 is_singular <- function(x, tol = 1e-4) {
-  h_check_lmm(x)
+  if (!inherits(x, "lmmr")) return(h_delegate("lme4", "isSingular", "is_singular", x, tol = tol))
   any(x$theta[x$lower == 0] < tol)
 }
 

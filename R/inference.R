@@ -31,7 +31,9 @@ h_inference_parts <- function(object, method = "satterthwaite") {
     theta = as.numeric(object$theta),
     sigma = as.numeric(object$sigma),
     reml = isTRUE(object$REML),
-    method = method
+    method = method,
+    # a fit from database aggregates carries pseudo-rows: the real n
+    n_obs = if (!is.null(object$db)) object$n
   )
   h_check_rust_result(res)
 }
@@ -87,16 +89,17 @@ h_kr_ddf <- function(kr, L) {
   c2 <- (q - g) / den
   c3 <- (q + 2 - g) / den
   # With few error df (a split-plot whose whole-plot stratum has 2 df) both
-  # 1 - A2/q and 1 - c2 B vanish (~1e-15) and their ratio is 0/0; pbkrtest
-  # 0.5.2 takes such a ratio as 1, treats |1 + c1 B| < 1e-10 as 0 and uses no
-  # F scaling when the df are within 0.01 of 2. The same guards here make
-  # the F tests agree with KRmodcomp and with the error-strata F tests.
+  # 1 - A2/q and 1 - c2 B vanish and their ratio is 0/0; pbkrtest 0.5.2
+  # takes such a ratio as 1 when both are below 1e-14, treats
+  # |1 + c1 B| < 1e-10 as 0 and uses no F scaling when the df are within
+  # 0.01 of 2. The ratio is computed in a form without the cancellation
+  # (h_kr_e_over_v1()), so it is also right when rounding leaves both at
+  # ~1e-13 (a large whole-plot variance); the other guards are pbkrtest's.
   e_red <- 1 - A2 / q
   V0 <- 1 + c1 * B
-  V1 <- 1 - c2 * B
   V2 <- 1 - c3 * B
   if (abs(V0) < 1e-10) V0 <- 0
-  ratio <- h_ratio_00(e_red, V1)
+  ratio <- h_kr_e_over_v1(A1, A2, q)
   rho <- ratio^2 * V0 / (q * V2)
   ddf <- 4 + (q + 2) / (q * rho - 1)
   scaling <- if (is.finite(ddf) && abs(ddf - 2) < 0.01) 1 else
@@ -107,6 +110,28 @@ h_kr_ddf <- function(kr, L) {
     scaling <- 1
   }
   list(ddf = ddf, scaling = scaling)
+}
+
+#' (1 - A2 / q) / (1 - c2 B) of the Kenward-Roger approximation without
+#' cancellation
+#'
+#' Substituting B and c2 (functions of A1, A2, q) and writing
+#' d = A1 - q A2 and e = q - A2, the ratio is exactly
+#' 2 e D / N with D = (q + 2)(q + 6) A2 - 2 (q + 1) d and
+#' N = e (2 (q + 2)(q + 6) A2 - (q^2 + 5q + 2) d) + q (q - 1)(q + 2) d +
+#' (q + 1) d^2, so it is 1 whenever d = 0: always for q = 1 (Theta is then
+#' of rank one and A1 = A2) and when the F test is exact (balanced designs,
+#' where A1 = q A2). The naive quotient is 0/0 when e = 0 (an error stratum
+#' with 2 df) and returns rounding noise there (DenDF 2.005 instead of 2).
+#' @noRd
+h_kr_e_over_v1 <- function(A1, A2, q) {
+  d <- A1 - q * A2
+  if (q == 1 || abs(d) <= 1e-10 * max(abs(A1), abs(q * A2))) return(1)
+  e <- q - A2
+  D <- (q + 2) * (q + 6) * A2 - 2 * (q + 1) * d
+  N <- e * (2 * (q + 2) * (q + 6) * A2 - (q^2 + 5 * q + 2) * d) +
+    q * (q - 1) * (q + 2) * d + (q + 1) * d^2
+  h_ratio_00(2 * e * D, N)
 }
 
 #' x / y, or 1 when both are numerically zero (a 0/0 limit of the KR
@@ -254,7 +279,11 @@ h_parts_for <- function(object, ddf) {
 #' Cornelius 1996) or Kenward and Roger's method as in pbkrtest (adjusted
 #' covariance of the estimates, scaled F statistic).
 #'
-#' @param object an `"lmmr"` fit.
+#' @param object an `"lmmr"` fit. For another model (such as an lmer fit)
+#'   the call is handed to `lmerTest::contest()` (with `object` passed as
+#'   its `model`), so attaching lmmr after lmerTest changes no result; on
+#'   an lmmr fit, `lmerTest::contest()` works too, with lmerTest's
+#'   conventions (see [lmmr-lme4]).
 #' @param L a numeric vector of length `length(fixef(object))` or a matrix
 #'   with that many columns.
 #' @param ddf `"Satterthwaite"` (default), `"Kenward-Roger"` (REML fits
@@ -283,7 +312,10 @@ h_parts_for <- function(object, ddf) {
 #' @export
 contest <- function(object, L, ddf = c("Satterthwaite", "Kenward-Roger", "none"),
                     joint = TRUE, rhs = 0, ...) {
-  h_check_lmm(object)
+  if (!inherits(object, "lmmr")) { # e.g. an lmer fit: lmerTest's contest()
+    return(h_delegate_call(match.call(), "lmerTest", "contest", parent.frame(),
+                           object, rename = c(object = "model")))
+  }
   ddf <- h_match_ddf(ddf)
   p <- length(object$beta)
   if (is.list(L) || !(is.numeric(L) || is.logical(L))) {
@@ -393,7 +425,7 @@ h_containment_span <- function(object, st) {
   out <- stats::setNames(vector("list", length(labels)), labels)
   if (!length(labels)) return(out)
   full <- lapply(labels, function(l) {
-    h_full_term_columns(object$frame, rownames(fac)[fac[, l] > 0])
+    h_full_term_columns(h_hyp_frame(object), rownames(fac)[fac[, l] > 0])
   })
   rk <- function(m) qr(m, tol = 1e-9)$rank
   ranks <- vapply(full, rk, numeric(1))
@@ -416,6 +448,9 @@ h_containment_span <- function(object, st) {
 #' @noRd
 h_contrasts_type1 <- function(st) {
   X <- st$X
+  if (ncol(X) == 0L || !length(st$labels)) {
+    return(stats::setNames(list(), character(0)))
+  }
   R <- chol(crossprod(X))
   R <- R / diag(R)
   lapply(stats::setNames(seq_along(st$labels), st$labels), function(j) {
@@ -499,9 +534,9 @@ h_containment_vars <- function(object, labels, fac) {
   vars_of <- lapply(stats::setNames(labels, labels), function(l) rownames(fac)[fac[, l] == 1])
   all_vars <- unique(unlist(vars_of))
   is_num <- vapply(all_vars, function(v) {
-    x <- object$frame[[v]]
+    x <- h_hyp_frame(object)[[v]]
     if (is.null(x)) {
-      x <- tryCatch(eval(parse(text = v), object$frame,
+      x <- tryCatch(eval(parse(text = v), h_hyp_frame(object),
                          environment(object$design_info$fixed_terms)),
                     error = function(e) NULL)
     }
@@ -530,7 +565,7 @@ h_contrasts_type3_aliased <- function(object, st) {
   X <- st$X
   labels <- st$labels
   fac <- st$factors
-  frame <- object$frame
+  frame <- h_hyp_frame(object)
   ctr <- object$design_info$contrasts
   treat <- length(ctr) == 0L ||
     all(vapply(ctr, function(cc) identical(cc, "contr.treatment"), logical(1)))
@@ -595,11 +630,14 @@ h_contrasts_type3_aliased <- function(object, st) {
 #' it (Goodnight's construction of SAS type III estimable functions).
 #' @noRd
 h_contrasts_type3 <- function(object, st) {
+  # type III bases are built on rows of the frame: for a fit from database
+  # aggregates, on the rows of its stand-in frame (see h_hyp_frame())
+  if (!is.null(object$db)) st$X <- h_db_hyp_X(object, st)
   X <- st$X
   labels <- st$labels
   if (!length(labels)) return(list())
   fac <- st$factors
-  frame <- object$frame
+  frame <- h_hyp_frame(object)
   vars_of <- lapply(labels, function(l) rownames(fac)[fac[, l] > 0])
   cols <- list()
   blocks <- list()

@@ -15,7 +15,10 @@
 #'   grouped `us(visit | arm / subject)`, alone or with random-effect terms
 #'   whose grouping factors contain the subject (see [cov_struct]). Such a
 #'   fit has class `c("lmmr_rcov", "lmmr")`.
-#' @param data a data frame containing the variables in `formula`.
+#' @param data a data frame containing the variables in `formula`, or a
+#'   database table as a dbplyr lazy table (`dplyr::tbl(con, "name")`, any
+#'   DBI backend): the model is then fitted from SQL aggregates computed in
+#'   the database (see the section "Data in a database").
 #' @param REML logical: `TRUE` (default) for REML estimates, `FALSE` for
 #'   maximum likelihood.
 #' @param weights optional prior weights (a numeric vector or a column name
@@ -36,6 +39,25 @@
 #'   [residuals()], [predict()], [logLik()], [AIC()], [BIC()],
 #'   [deviance()], [nobs()], [sigma()], [vcov()], [formula()],
 #'   [model.matrix()], [update()] and [confint()].
+#' @section Data in a database:
+#' With a dbplyr lazy table as `data`, the rows never come to R. lmm() asks
+#' the database for the levels of the factors (`SELECT DISTINCT`), weighted
+#' means of the model's columns, and, per combination of the levels of the
+#' grouping factors, the weighted sums of products of the centred columns
+#' (`GROUP BY` with `SUM`, `CASE WHEN` for factor dummies): only these
+#' aggregates are transferred, their size does not depend on the number of
+#' rows. The fit, `summary()` (Satterthwaite and Kenward-Roger), `anova()`,
+#' `fixef()`, `ranef()`, `VarCorr()`, `icc()`, `r2()`, `confint()` and
+#' likelihood-ratio tests work as for an in-memory fit and agree with it.
+#' Numeric terms may use arithmetic, `log()`, `exp()`, `sqrt()`, `abs()` and
+#' `I()`; `poly()`, splines, `scale()` and other functions are an error of
+#' class `"lmmr_error_sql_unsupported"` (compute such columns in the table
+#' first). Methods that need the rows (`fitted()`, `residuals()`, `plot()`,
+#' `simulate()`, `predict()` without `newdata`) are an error of class
+#' `"lmmr_error_rows_in_database"`. Rows with a `NULL` in a used column are
+#' dropped in SQL (as `na.omit`); `na.action = na.fail` makes them an error.
+#' `weights` must be a column name; `subset` is not supported (filter the
+#' table with `dplyr::filter()` first). lmm() only reads from the database.
 #' @seealso [lmm_control()], [summary.lmmr()], [ranef.lmmr()], [VarCorr.lmmr()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
@@ -45,6 +67,15 @@
 #' # maximum likelihood instead of REML
 #' fit_ml <- update(fit, REML = FALSE)
 #' logLik(fit_ml)
+#' # the same model on a table in a database (SQLite in memory)
+#' if (requireNamespace("RSQLite", quietly = TRUE) &&
+#'     requireNamespace("dbplyr", quietly = TRUE)) {
+#'   con <- DBI::dbConnect(RSQLite::SQLite(), ":memory:")
+#'   DBI::dbWriteTable(con, "sleep", as.data.frame(sleepstudy))
+#'   fit_db <- lmm(Reaction ~ Days + (Days | Subject), data = dplyr::tbl(con, "sleep"))
+#'   fixef(fit_db)
+#'   DBI::dbDisconnect(con)
+#' }
 #' @export
 lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
                 na.action, offset = NULL, contrasts = NULL,
@@ -53,6 +84,19 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
   h_check_flag(REML, "REML")
   if (!inherits(control, "lmm_control")) {
     h_abort("`control` must be created by lmm_control().", "argument")
+  }
+  if (isTRUE(tryCatch(h_is_lazy_table(data), error = function(e) FALSE))) {
+    if (!missing(subset) || !is.null(offset)) {
+      h_abort("For a database table, filter rows with dplyr::filter() and write offsets as offset() terms in the formula; `subset` and `offset` are not supported.",
+              "argument")
+    }
+    w <- if (is.null(mc$weights)) NULL else if (is.character(mc$weights)) mc$weights else
+      h_deparse(mc$weights)
+    fit <- h_lmm_db(formula, data, REML = REML, weights = w,
+                    na.action = if (missing(na.action)) NULL else na.action,
+                    contrasts = contrasts, control = control, call = mc)
+    fit$formula_input <- formula
+    return(fit)
   }
   design <- h_model_design_from_call(mc, parent.frame())
   if (!is.null(design$cov)) {

@@ -7,4 +7,6 @@
 #' @keywords internal
 #' @importFrom stats nobs sigma fitted residuals predict vcov deviance logLik
 #'   formula confint coef model.matrix model.frame update AIC BIC simulate
+#'   terms df.residual weights extractAIC drop1 family hatvalues cooks.distance
+#'   influence rstudent
 "_PACKAGE"

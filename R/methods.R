@@ -192,6 +192,16 @@ as.data.frame.VarCorr.lmmr <- function(x, row.names = NULL, optional = FALSE,
                              sdcor = cor[ij], stringsAsFactors = FALSE)
     }
     rows[[i]] <- rbind(var_rows, cov_rows)
+    if (order == "lower.tri" && k > 1) {
+      # lme4's lower.tri order: each column of the lower triangle in turn
+      # (variance, then the covariances below it)
+      by_col <- function(m) m[order(m[, 2], m[, 1]), , drop = FALSE]
+      lt <- by_col(which(lower.tri(cov), arr.ind = TRUE))
+      all_ij <- by_col(which(lower.tri(cov, diag = TRUE), arr.ind = TRUE))
+      key <- ifelse(all_ij[, 1] == all_ij[, 2], all_ij[, 1],
+                    k + match(paste(all_ij[, 1], all_ij[, 2]), paste(lt[, 1], lt[, 2])))
+      rows[[i]] <- rows[[i]][key, , drop = FALSE]
+    }
   }
   sc <- attr(x, "sc")
   rows[[length(rows) + 1L]] <- data.frame(grp = "Residual", var1 = NA_character_,
@@ -267,12 +277,19 @@ logLik.lmmr <- function(object, REML = NULL, ...) {
             nobs = object$n, nall = object$n, class = "logLik")
 }
 
+#' sum(log(w)) of the prior weights (from the database for a fit from
+#' aggregates, whose rows are pseudo-rows with unit weights)
+#' @noRd
+h_log_w_sum <- function(object) {
+  if (!is.null(object$db)) object$db$log_w_sum else sum(log(object$weights))
+}
+
 #' ML deviance at the stored estimates (for a REML fit: at the REML estimates)
 #' @noRd
 h_ml_deviance <- function(object) {
   if (!object$REML) return(object$objective)
   n <- object$n
-  object$ldl2 - sum(log(object$weights)) +
+  object$ldl2 - h_log_w_sum(object) +
     n * (1 + log(2 * pi * object$pwrss / n))
 }
 
@@ -349,7 +366,9 @@ model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
 #'   fixed effects (default all); for `method = "profile"` the variance
 #'   components named as lme4 does (`".sig01"`, `".sig02"`, ...,
 #'   `".sigma"`: per random-effect term its standard deviations and
-#'   correlations, then the residual standard deviation; default all).
+#'   correlations, then the residual standard deviation; default all). As in
+#'   lme4, `"beta_"` means all fixed effects and `"theta_"` all variance
+#'   components (with `method = "Wald"` their limits are `NA`, as lme4).
 #' @param level confidence level.
 #' @param method `"Wald"` (default): fixed effects, estimate +/- quantile x
 #'   standard error. `"profile"`: likelihood-ratio (profile) intervals for
@@ -379,10 +398,23 @@ confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile
   reml <- isTRUE(dots$REML)
   dots$REML <- NULL
   if (length(dots)) do.call(h_check_dots, c(dots, .fn = "confint"))
+  # lme4's parameter groups: "beta_" (all fixed effects), "theta_" (all
+  # variance components; NA limits for Wald intervals, as lme4)
+  if (!missing(parm) && identical(parm, "beta_")) {
+    if (method == "profile") {
+      h_abort("Profile intervals are available for the variance components only (parm = \"theta_\"); use method = \"Wald\" for the fixed effects.",
+              "argument")
+    }
+    parm <- names(object$beta)
+  }
+  if (!missing(parm) && identical(parm, "theta_")) {
+    if (method == "Wald") return(h_confint_theta_na(object, level))
+    parm <- NULL
+  }
   if (method == "profile") {
     h_check_number(level, "level", lower = 0)
     if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
-    out <- h_confint_profile(object, parm = if (missing(parm)) NULL else parm,
+    out <- h_confint_profile(object, parm = if (missing(parm) || is.null(parm)) NULL else parm,
                              level = level, REML = reml)
     attr(out, "estimates") <- NULL
     return(out)
@@ -449,6 +481,19 @@ update.lmmr <- function(object, formula., ..., evaluate = TRUE) {
   caller <- parent.frame()
   if (is.null(env)) return(eval(call, caller))
   tryCatch(eval(call, env), error = function(e) eval(call, caller))
+}
+
+#' Wald "intervals" for the variance components: NA, as lme4
+#' @noRd
+h_confint_theta_na <- function(object, level) {
+  h_check_number(level, "level", lower = 0)
+  if (level >= 1) h_abort("`level` must be between 0 and 1.", "argument")
+  np <- sum(vapply(object$re_terms, function(t) t$k * (t$k + 1L) / 2L, numeric(1)))
+  a <- (1 - level) / 2
+  matrix(NA_real_, np + 1L, 2L,
+         dimnames = list(c(sprintf(".sig%02d", seq_len(np)), ".sigma"),
+                         sprintf("%s %%", format(100 * c(a, 1 - a), trim = TRUE,
+                                                 scientific = FALSE, digits = 3))))
 }
 
 #' @noRd

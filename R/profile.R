@@ -86,7 +86,7 @@ h_prof_context <- function(object, REML) {
   n <- object$n
   p <- object$p
   nn <- if (REML) n - p else n
-  ldw <- sum(log(design$weights))
+  ldw <- h_log_w_sum(object)
   # deviance at theta: profiled over sigma when sigma is NULL
   devfun <- function(theta, sigma = NULL) {
     r <- h_fit_design(design, REML = REML, control = control, theta = theta,

@@ -408,6 +408,12 @@ h_newdata_term_codes <- function(term, newdata, allow_new_levels, env) {
   structure(as.integer(codes), labels = lab)
 }
 
+#' @noRd
+h_strip_labels <- function(codes) {
+  attr(codes, "labels") <- NULL
+  codes
+}
+
 #' Random-effects design for new data.
 #'
 #' @param term_info result of [h_re_terms()] (or its `$terms` list).
@@ -423,9 +429,11 @@ h_newdata_re <- function(term_info, newdata, allow_new_levels = FALSE) {
   lapply(terms, function(t) {
     env <- environment(h_term_field(t, "lhs"))
     if (is.null(env)) env <- parent.frame()
+    codes <- h_newdata_term_codes(t, newdata, allow_new_levels, env)
     list(
       group = t$group,
-      codes = h_newdata_term_codes(t, newdata, allow_new_levels, env),
+      codes = h_strip_labels(codes),
+      labels = attr(codes, "labels"),
       Z = h_newdata_term_Z(t, newdata)
     )
   })

@@ -148,7 +148,7 @@ h_sim_design_newdata <- function(object, newdata, allow_new_levels, weights) {
   terms <- lapply(seq_along(re), function(i) {
     codes <- re[[i]]$codes
     G <- object$re_terms[[i]]$n_levels
-    labs <- attr(codes, "labels")
+    labs <- re[[i]]$labels
     new <- is.na(codes)
     if (any(new)) {
       # one new draw per distinct new level (an NA level gets its own draw
@@ -193,8 +193,10 @@ h_chol_psd <- function(S) {
 #' Refit a model to a new response
 #'
 #' Generic with a method for `"lmmr"` fits. `lme4` also has a `refit()`
-#' generic; when both packages are attached the one attached last masks the
-#' other (use `lmmr::refit()` explicitly if needed).
+#' generic: lmmr's method is registered on it too (so `lme4::refit()` works
+#' on lmmr fits), and lmmr's `refit()` on another model calls
+#' `lme4::refit()` (the default method), so attaching lmmr after lme4
+#' changes no result.
 #'
 #' @param object a fitted model.
 #' @param newresp the new response, see the method.
@@ -217,7 +219,8 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #' missing values (the new response is on the rows used in the fit).
 #'
 #' @param object an `"lmmr"` fit.
-#' @param newresp numeric vector of length `nobs(object)` on the scale of
+#' @param newresp (default: the fit's own response) numeric vector of
+#'   length `nobs(object)` on the scale of
 #'   the model's response (i.e. already transformed when the formula
 #'   transforms the response), or a one-column data frame such as a column of
 #'   [simulate.lmmr()] output. When rows were dropped for missing values
@@ -241,6 +244,7 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 refit.lmmr <- function(object, newresp, REML = object$REML, theta = NULL, ...) {
   h_check_dots(..., .fn = "refit")
   h_check_lmm(object)
+  if (missing(newresp)) newresp <- object$y # as lme4: refit to the same response
   h_check_flag(REML, "REML")
   y <- h_newresp(object, newresp)
   design <- h_design_from_fit(object, y)
@@ -316,6 +320,8 @@ h_design_from_fit <- function(object, y) {
     frame = frame,
     formula = object$formula,
     na_action = object$na_action,
-    n = object$n
+    n = object$n,
+    n_obs = if (!is.null(object$db)) object$n,
+    log_w_sum = if (!is.null(object$db)) object$db$log_w_sum
   ), info)
 }

@@ -42,7 +42,7 @@ summary.lmmr <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none
   structure(list(
     object = object, ddf = ddf, coefficients = coefs,
     varcor = VarCorr(object),
-    scaled_residuals = residuals(object, type = "pearson", scaled = TRUE),
+    scaled_residuals = if (is.null(object$db)) residuals(object, type = "pearson", scaled = TRUE),
     vcov = object$vcov
   ), class = "summary.lmmr")
 }
@@ -79,10 +79,14 @@ print.summary.lmmr <- function(x, digits = max(3, getOption("digits") - 3), ...)
     print(round(tab, 1))
     cat("\n")
   }
-  cat("Scaled residuals: \n")
-  q <- zapsmall(stats::quantile(x$scaled_residuals, na.rm = TRUE), digits + 1L)
-  names(q) <- c("Min", "1Q", "Median", "3Q", "Max")
-  print(q, digits = digits)
+  if (!is.null(x$scaled_residuals)) {
+    cat("Scaled residuals: \n")
+    q <- zapsmall(stats::quantile(x$scaled_residuals, na.rm = TRUE), digits + 1L)
+    names(q) <- c("Min", "1Q", "Median", "3Q", "Max")
+    print(q, digits = digits)
+  } else {
+    cat("Fitted from database aggregates (the rows stay in the database).\n")
+  }
   cat("\nRandom effects:\n")
   print(h_format_varcorr(x$varcor, digits = digits), quote = FALSE, right = FALSE)
   cat(h_groups_line(obj), "\n")

@@ -21,10 +21,23 @@ h_variance_components <- function(x) {
     h_abort("The model has no random effects, so there is no variance to partition between clusters.",
             "no_random_effects")
   }
-  var_fixed <- if (x$n > 1L) stats::var(drop(x$X %*% x$beta)) else 0
-  per_term <- vapply(x$re_terms, function(t) {
-    mean(rowSums((t$Z %*% t$cov) * t$Z))
-  }, numeric(1))
+  if (!is.null(x$db)) {
+    # from the database's moments of the columns (no rows in R)
+    mo <- x$db$moments
+    ix <- match(x$db$x_keys, mo$keys)
+    cov_x <- (mo$second[ix, ix, drop = FALSE] - outer(mo$mean[ix], mo$mean[ix])) *
+      mo$n / (mo$n - 1)
+    var_fixed <- max(0, drop(crossprod(x$beta, cov_x %*% x$beta)))
+    per_term <- vapply(seq_along(x$re_terms), function(i) {
+      iz <- match(x$db$z_keys[[i]], mo$keys)
+      sum(x$re_terms[[i]]$cov * mo$second[iz, iz, drop = FALSE])
+    }, numeric(1))
+  } else {
+    var_fixed <- if (x$n > 1L) stats::var(drop(x$X %*% x$beta)) else 0
+    per_term <- vapply(x$re_terms, function(t) {
+      mean(rowSums((t$Z %*% t$cov) * t$Z))
+    }, numeric(1))
+  }
   groups <- vapply(x$re_terms, function(t) t$group, character(1))
   term_labels <- vapply(x$re_terms, function(t) {
     paste0(t$group, ": ", paste(t$cnms, collapse = " + "))
@@ -51,12 +64,14 @@ h_icc_values <- function(vc) {
 #' Intraclass correlation coefficient
 #'
 #' Generic with a method for `"lmmr"` fits. The `performance` package has a
-#' function of the same name; whichever package is attached last masks the
-#' other (use `lmmr::icc()` to be explicit).
+#' function of the same name; on a model not fitted by lmmr, lmmr's `icc()`
+#' calls `performance::icc()`, so attaching lmmr after performance changes
+#' no result (and `performance::icc()` works on lmmr fits too).
 #'
 #' @param x a fitted model.
-#' @param ... passed to methods.
-#' @return See [icc.lmmr()].
+#' @param ... passed to methods (for other models: to `performance::icc()`).
+#' @return See [icc.lmmr()]; for other models, the result of
+#'   `performance::icc()`.
 #' @seealso [icc.lmmr()], [icc_from_variances()], [r2()], [design_effect()]
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
@@ -66,10 +81,7 @@ icc <- function(x, ...) UseMethod("icc")
 
 #' @rdname icc
 #' @export
-icc.default <- function(x, ...) {
-  h_abort(sprintf("icc() needs a linear mixed model fitted by lmm(), not an object of class \"%s\".",
-                  paste(class(x), collapse = "/")), "unsupported_model")
-}
+icc.default <- function(x, ...) h_delegate("performance", "icc", "icc", x, ...)
 
 #' Intraclass correlation of a linear mixed model
 #'
@@ -302,12 +314,15 @@ h_check_variances <- function(x, name) {
 #' Nakagawa's marginal and conditional R2
 #'
 #' Generic with a method for `"lmmr"` fits. The `performance` package has a
-#' function of the same name; whichever package is attached last masks the
-#' other (use `lmmr::r2()` to be explicit).
+#' function of the same name; on a model not fitted by lmmr, lmmr's `r2()`
+#' calls `performance::r2()`, so attaching lmmr after performance changes
+#' no result (`performance::r2()` on an lmmr fit gives performance's
+#' Nakagawa R2).
 #'
 #' @param x a fitted model.
-#' @param ... passed to methods.
-#' @return See [r2.lmmr()].
+#' @param ... passed to methods (for other models: to `performance::r2()`).
+#' @return See [r2.lmmr()]; for other models, the result of
+#'   `performance::r2()`.
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' r2(fit)
@@ -316,10 +331,7 @@ r2 <- function(x, ...) UseMethod("r2")
 
 #' @rdname r2
 #' @export
-r2.default <- function(x, ...) {
-  h_abort(sprintf("r2() needs a linear mixed model fitted by lmm(), not an object of class \"%s\".",
-                  paste(class(x), collapse = "/")), "unsupported_model")
-}
+r2.default <- function(x, ...) h_delegate("performance", "r2", "r2", x, ...)
 
 #' Nakagawa R2 of a linear mixed model
 #'

@@ -6,7 +6,8 @@ pkgs="r-base-dev r-cran-testthat r-cran-lme4 r-cran-lmertest r-cran-pbkrtest
   r-cran-nlme r-cran-emmeans r-cran-estimability r-cran-generics r-cran-broom
   r-cran-broom.mixed r-cran-insight r-cran-parameters r-cran-car
   r-cran-multcomp r-cran-lattice r-cran-clubsandwich r-cran-rlrsim
-  r-cran-geepack r-cran-cli"
+  r-cran-geepack r-cran-cli r-cran-dbi r-cran-rsqlite r-cran-dbplyr r-cran-dplyr
+  r-cran-rpostgresql postgresql"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -30,6 +30,16 @@ if ! git diff --quiet -- man NAMESPACE 2>/dev/null; then
   failed=$((failed + 1))
 fi
 
+echo "== PostgreSQL test server (Unix socket only)"
+PG_DIR=$(mktemp -d /tmp/lmmr-pg.XXXXXX)
+if tools/pg-test-server.sh start "$PG_DIR" >/dev/null; then
+  export LMMR_TEST_PG_SOCKET="$PG_DIR" LMMR_TEST_PG_USER=postgres
+  trap 'tools/pg-test-server.sh stop "$PG_DIR"' EXIT
+  echo "started on $PG_DIR"
+else
+  echo "could not start PostgreSQL: the database tests run on SQLite only"
+fi
+
 echo "== R CMD build"
 rm -f lmmr_*.tar.gz
 R CMD build . 2>&1 | tail -20

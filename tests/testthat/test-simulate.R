@@ -100,9 +100,10 @@ test_that("simulate(newdata =) simulates for the rows of newdata, as lme4", {
   expect_error(simulate(fit, newdata = nn), class = "lmmr_error_new_levels")
   sn <- simulate(fit, nsim = 200, seed = 4, newdata = nn, allow.new.levels = TRUE)
   m <- as.matrix(sn)
-  # rows of one new subject share their random intercept: correlated
-  expect_gt(cor(m[1, ], m[2, ]), 0.5)
-  expect_lt(abs(cor(m[1, ], m[3, ])), 0.3)
+  # rows of one new subject share their random intercept: correlated by
+  # about the ICC at Days = 0, 612 / (612 + 655) = 0.48
+  expect_gt(cor(m[1, ], m[2, ]), 0.3)
+  expect_lt(abs(cor(m[1, ], m[3, ])), 0.2)
   skip_if_not_installed("lme4")
   ref <- lme4::lmer(Reaction ~ Days + (Days | Subject), data = lme4::sleepstudy)
   expect_equal(dim(simulate(ref, newdata = nd)), c(360L, 1L))

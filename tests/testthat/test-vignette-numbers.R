@@ -51,3 +51,33 @@ test_that("prevention: intercept has 4 (Satterthwaite) degrees of freedom", {
           "summary() does not provide Satterthwaite df yet")
   expect_equal(round(unname(cf[1, "df"]), 1), 4)
 })
+
+test_that("independence-to-mixed, GEE section: slopes and SEs as printed", {
+  # Numbers printed by vignettes/independence-to-mixed.Rmd section 5.
+  m_ri <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
+  m_rs <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  expect_equal(round(fixef(m_ri)[["Days"]], 2), 10.47)
+  expect_equal(round(fixef(m_rs)[["Days"]], 2), 10.47)
+  expect_equal(round(sqrt(vcov(m_ri)["Days", "Days"]), 4), 0.8042)
+  expect_equal(round(sqrt(vcov(m_rs)["Days", "Days"]), 4), 1.5458)
+  skip_if_not_installed("geepack")
+  g <- geepack::geeglm(Reaction ~ Days, id = Subject, data = sleepstudy,
+                       family = gaussian, corstr = "exchangeable")
+  expect_equal(round(summary(g)$coefficients["Days", "Std.err"], 4), 1.5022)
+})
+
+test_that("independence-to-mixed, GEE section: logistic attenuation as printed", {
+  skip_if_not_installed("geepack")
+  set.seed(2024)
+  n_cl <- 300; m <- 8
+  cl <- rep(seq_len(n_cl), each = m)
+  x <- rnorm(n_cl * m)
+  b <- rnorm(n_cl, sd = 2)[cl]
+  yb <- rbinom(n_cl * m, 1, plogis(-0.5 + 1 * x + b))
+  db <- data.frame(yb, x, cl)
+  c2 <- (16 * sqrt(3) / (15 * pi))^2
+  expect_equal(round(1 / sqrt(1 + c2 * 4), 4), 0.6477)
+  g <- geepack::geeglm(yb ~ x, id = cl, data = db, family = binomial,
+                       corstr = "exchangeable")
+  expect_equal(round(coef(g)[["x"]], 4), 0.6473)
+})

@@ -46,6 +46,7 @@ fn rs_inference(
     sigma: f64,
     reml: bool,
     method: &str,
+    n_obs: Robj,
 ) -> List {
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
@@ -81,6 +82,14 @@ fn rs_inference(
             theta: reals(&theta, "theta").map_err(bad)?,
             sigma,
             reml,
+            n_obs: if n_obs.is_null() {
+                None
+            } else {
+                match reals(&n_obs, "n_obs").map_err(bad)? {
+                    [x] if x.is_finite() && *x >= 1.0 && x.fract() == 0.0 => Some(*x as usize),
+                    _ => return Err(bad("`n_obs` must be one positive whole number")),
+                }
+            },
         };
         let want_sat = method == "satterthwaite" || method == "both";
         let want_kr = method == "kenward-roger" || method == "both";

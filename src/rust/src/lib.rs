@@ -64,6 +64,8 @@ fn rs_fit_lmm(
     tol: f64,
     theta_start: Robj,
     optimize: bool,
+    n_obs: Robj,
+    log_w_sum: Robj,
 ) -> List {
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
@@ -108,6 +110,23 @@ fn rs_fit_lmm(
             tol,
             theta_start: theta0,
             optimize,
+            n_obs: if n_obs.is_null() {
+                None
+            } else {
+                let v = reals(&n_obs, "n_obs").map_err(bad)?;
+                match v {
+                    [x] if x.is_finite() && *x >= 1.0 && x.fract() == 0.0 => Some(*x as usize),
+                    _ => return Err(bad("`n_obs` must be one positive whole number")),
+                }
+            },
+            log_w_sum: if log_w_sum.is_null() {
+                None
+            } else {
+                match reals(&log_w_sum, "log_w_sum").map_err(bad)? {
+                    [x] if x.is_finite() => Some(*x),
+                    _ => return Err(bad("`log_w_sum` must be one finite number")),
+                }
+            },
         };
         lmmr_core::fit_lmm(&input, &control).map(|out| output_list(out, d.p))
     })();

@@ -48,6 +48,13 @@ pub struct FitControl {
     pub theta_start: Option<Vec<f64>>,
     /// If false, only evaluate at `theta_start` (or the default start).
     pub optimize: bool,
+    /// Number of observations when the rows of the input are pseudo-rows
+    /// that reproduce the data's cross-products (a fit from sufficient
+    /// statistics); `None`: the number of input rows.
+    pub n_obs: Option<usize>,
+    /// `sum(log(w))` of the data's prior weights in that case (the
+    /// pseudo-rows have unit weights).
+    pub log_w_sum: Option<f64>,
 }
 
 impl Default for FitControl {
@@ -58,6 +65,8 @@ impl Default for FitControl {
             tol: 1e-12,
             theta_start: None,
             optimize: true,
+            n_obs: None,
+            log_w_sum: None,
         }
     }
 }
@@ -126,13 +135,13 @@ pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result
         ..input.clone()
     };
     let mut prep = Prepared::new(&transformed)?;
-    Ok(prep.eval(theta, reml)?.value + criterion_shift(input, &pre, reml))
+    Ok(prep.eval(theta, reml)?.value + criterion_shift(input.n, input.p, &pre, reml))
 }
 
 /// What the transformation in `precondition` subtracts from the criterion:
 /// `log |R|^2` (REML only) and the response scale.
-fn criterion_shift(input: &FitInput, pre: &precondition::Preconditioned, reml: bool) -> f64 {
-    let dof = if reml { input.n - input.p } else { input.n } as f64;
+fn criterion_shift(n: usize, p: usize, pre: &precondition::Preconditioned, reml: bool) -> f64 {
+    let dof = if reml { n - p } else { n } as f64;
     let scale_term = dof * 2.0 * pre.scale.ln();
     if reml {
         pre.log_det_r2 + scale_term
@@ -155,6 +164,17 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
     };
     let input = &transformed;
     let mut prep = Prepared::new(input)?;
+    let n_obs = control.n_obs.unwrap_or(input.n);
+    if n_obs <= input.p {
+        return Err(LmmError::InvalidInput(format!(
+            "n ({n_obs}) must be larger than p ({})",
+            input.p
+        )));
+    }
+    prep.blocks.n = n_obs;
+    if let Some(l) = control.log_w_sum {
+        prep.blocks.ldw = l;
+    }
     let lower = input::lower_bounds(input);
     let start = match &control.theta_start {
         Some(t) => {
@@ -219,7 +239,7 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
     let crit = prep.eval(&opt.x, reml)?;
     let sol = solve::solve(input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
     let back = precondition::map_back(original, &pre, sol);
-    let shift = criterion_shift(original, &pre, reml);
+    let shift = criterion_shift(n_obs, original.p, &pre, reml);
     Ok(FitOutput {
         theta: opt.x,
         lower,

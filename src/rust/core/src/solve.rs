@@ -239,7 +239,9 @@ pub(crate) fn solve(
         cond_var.push(cv);
     }
 
-    // Fitted values X beta + Z b.
+    // Fitted values X beta + Z b, one per row of the input (which are
+    // pseudo-rows for a fit from sufficient statistics: then n differs).
+    let n = input.n;
     let mut fitted = vec![0.0; n];
     if p > 0 {
         let xm = MatRef::from_column_major_slice(input.x, n, p);

@@ -709,3 +709,57 @@ fn too_large_rest_block_is_refused() {
     assert_eq!(e.kind(), "too_large");
     assert!(e.to_string().contains("25000"), "{e}");
 }
+
+/// A fit from sufficient statistics: two pseudo-rows per batch that
+/// reproduce the batch's cross-products of [1, y] (a Cholesky factor), with
+/// the real number of observations, give the fit of the 30 rows.
+#[test]
+fn pseudo_rows_with_n_obs_reproduce_the_fit() {
+    let d = dye("dyestuff.csv");
+    let input = dye_input(&d);
+    let mut n_j = vec![0.0f64; d.g];
+    let mut sy = vec![0.0; d.g];
+    let mut syy = vec![0.0; d.g];
+    for (i, &c) in d.codes.iter().enumerate() {
+        let j = c as usize;
+        n_j[j] += 1.0;
+        sy[j] += d.y[i];
+        syy[j] += d.y[i] * d.y[i];
+    }
+    let (mut one, mut y, mut codes) = (Vec::new(), Vec::new(), Vec::new());
+    for j in 0..d.g {
+        let r11 = n_j[j].sqrt();
+        let r12 = sy[j] / r11;
+        let r22 = (syy[j] - r12 * r12).sqrt();
+        one.extend([r11, 0.0]);
+        y.extend([r12, r22]);
+        codes.extend([j as i32, j as i32]);
+    }
+    let pseudo = FitInput {
+        n: y.len(),
+        p: 1,
+        x: &one,
+        y: &y,
+        weights: &[],
+        terms: vec![ReTermInput {
+            codes: &codes,
+            n_levels: d.g,
+            z: &one,
+            k: 1,
+            factor_id: 0,
+        }],
+    };
+    for reml in [true, false] {
+        let full = fit_lmm(&input, &ctl(reml)).unwrap();
+        let c = FitControl {
+            n_obs: Some(d.y.len()),
+            ..ctl(reml)
+        };
+        let agg = fit_lmm(&pseudo, &c).unwrap();
+        assert!(rel(agg.objective, full.objective) < 1e-10);
+        assert!(rel(agg.theta[0], full.theta[0]) < 1e-6);
+        assert!(rel(agg.beta[0], full.beta[0]) < 1e-8);
+        assert!(rel(agg.sigma, full.sigma) < 1e-6);
+        assert_eq!(agg.fitted.len(), y.len());
+    }
+}

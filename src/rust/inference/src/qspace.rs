@@ -48,6 +48,9 @@ pub struct ModelInput<'a> {
     pub sigma: f64,
     /// REML (TRUE) or ML fit.
     pub reml: bool,
+    /// Number of observations when the rows are pseudo-rows reproducing the
+    /// data's cross-products (a fit from sufficient statistics); `None`: `n`.
+    pub n_obs: Option<usize>,
 }
 
 /// Satterthwaite ingredients (lmerTest conventions).
@@ -441,7 +444,7 @@ impl<'a> QSpace<'a> {
             xsx,
             beta,
             ypy,
-            n,
+            n: inp.n_obs.unwrap_or(n),
             p,
             sigma: inp.sigma,
         })

@@ -118,6 +118,7 @@ fn input<'a>(d: &'a Data, theta: &'a [f64], sigma: f64, reml: bool) -> ModelInpu
         theta,
         sigma,
         reml,
+        n_obs: None,
     }
 }
 
@@ -405,6 +406,7 @@ fn large_single_factor_is_fast() {
         }],
         theta: &theta,
         sigma: 1.0,
+        n_obs: None,
         reml: true,
     };
     let t0 = std::time::Instant::now();
