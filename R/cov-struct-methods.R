@@ -403,3 +403,40 @@ model.matrix.lmmr_rcov <- function(object, type = c("fixed", "random"), ...) {
   if (type == "random") h_rcov_unsupported("model.matrix(type = \"random\")")
   object$X
 }
+
+#' @export
+as.data.frame.VarCorr.lmmr_rcov <- function(x, row.names = NULL, optional = FALSE,
+                                            order = c("cov.last", "lower.tri"), ...) {
+  order <- match.arg(order)
+  rows <- list()
+  add <- function(grp, V) {
+    idx <- which(lower.tri(V, diag = TRUE), arr.ind = TRUE)
+    if (order == "cov.last") idx <- idx[order(idx[, 1L] != idx[, 2L]), , drop = FALSE]
+    nm <- rownames(V)
+    sd <- sqrt(pmax(diag(V), 0))
+    diagonal <- idx[, 1L] == idx[, 2L]
+    rows[[length(rows) + 1L]] <<- data.frame(
+      grp = grp, var1 = nm[idx[, 2L]],
+      var2 = ifelse(diagonal, NA_character_, nm[idx[, 1L]]),
+      vcov = V[idx],
+      sdcor = ifelse(diagonal, sd[idx[, 1L]], V[idx] / (sd[idx[, 1L]] * sd[idx[, 2L]])),
+      stringsAsFactors = FALSE)
+  }
+  for (nm in names(x)) add(nm, unclass(x[[nm]]))
+  cs <- attr(x, "residual")
+  for (g in seq_along(cs$covs)) {
+    grp <- if (cs$grouped) paste0("Residual:", cs$group_levels[g]) else "Residual"
+    if (cs$type == "sp_exp") {
+      v <- cs$covs[[g]]
+      rows[[length(rows) + 1L]] <- data.frame(
+        grp = grp, var1 = c("variance", "rho"), var2 = NA_character_,
+        vcov = c(v[["variance"]], NA), sdcor = c(sqrt(v[["variance"]]), v[["rho"]]),
+        stringsAsFactors = FALSE)
+    } else {
+      add(grp, cs$covs[[g]])
+    }
+  }
+  out <- do.call(rbind, rows)
+  rownames(out) <- NULL
+  out
+}

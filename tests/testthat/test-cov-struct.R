@@ -312,3 +312,16 @@ test_that("methods not available for residual-structure fits say so", {
   }
   expect_equal(anova(fit2, type = 3)["ARMCD:AVISIT", "NumDF"], 3)
 })
+
+test_that("as.data.frame(VarCorr()) lists random effects and the residual structure", {
+  d <- fev_data()
+  fit <- lmm(FEV1 ~ ARMCD + AVISIT + (1 | USUBJID) + ar1(AVISIT | USUBJID), data = d)
+  vc <- as.data.frame(VarCorr(fit))
+  expect_named(vc, c("grp", "var1", "var2", "vcov", "sdcor"))
+  expect_equal(vc$grp[1], "USUBJID")
+  res <- vc[vc$grp == "Residual", ]
+  expect_equal(nrow(res), 10L)
+  V <- cov_matrix(fit)[[1]]
+  expect_equal(sum(res$vcov), sum(V[lower.tri(V, diag = TRUE)]))
+  expect_equal(res$sdcor[is.na(res$var2)], sqrt(diag(V)), ignore_attr = TRUE)
+})
