@@ -555,6 +555,17 @@ h_build_rcov_fit <- function(design, res, REML, call, control) {
     h_warn(sprintf("The optimiser did not converge (%s) after %d evaluations; the estimates may be inaccurate.",
                    res$message, as.integer(res$n_eval)), "convergence")
   }
+  # a random-effect variance at zero (relative to the residual variances)
+  scale <- mean(vapply(covs, function(V) if (lay$type == "sp_exp") V[["variance"]] else
+    mean(diag(V)), 0))
+  fit$singular <- any(vapply(re_cov, function(G) {
+    ev <- eigen(G, symmetric = TRUE, only.values = TRUE)$values
+    min(ev) < 1e-6 * scale
+  }, TRUE))
+  if (fit$singular) {
+    h_inform("boundary (singular) fit: a random-effect variance is estimated as (nearly) zero or its covariance matrix is singular; see ?is_singular",
+             "singular")
+  }
   fit
 }
 
@@ -743,6 +754,11 @@ h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FA
   if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
     h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
             "reml_required")
+  }
+  nb_max <- max(diff(object$layout$subj_start[object$layout$cluster_start + 1L]))
+  if (length(object$beta)^2 * nb_max^2 > 5e7) {
+    h_abort(sprintf("Small-sample inference is not available yet for clusters this large (%d observations in one cluster with %d fixed effects); use ddf = \"none\".",
+                    nb_max, length(object$beta)), "too_large")
   }
   bl <- h_rcov_blocks(object)
   k <- bl$k

@@ -325,3 +325,20 @@ test_that("as.data.frame(VarCorr()) lists random effects and the residual struct
   expect_equal(sum(res$vcov), sum(V[lower.tri(V, diag = TRUE)]))
   expect_equal(res$sdcor[is.na(res$var2)], sqrt(diag(V)), ignore_attr = TRUE)
 })
+
+test_that("a random-effect variance on the boundary is reached and reported", {
+  set.seed(3)
+  n <- 60
+  m <- 4
+  d <- data.frame(id = factor(rep(1:n, each = m)), visit = factor(rep(1:m, n)))
+  d$y <- as.vector(t(chol(0.5^abs(outer(1:m, 1:m, "-")))) %*% matrix(rnorm(n * m), m))
+  expect_message(fit <- lmm(y ~ visit + (1 | id) + ar1(visit | id), data = d),
+                 class = "lmmr_message_singular")
+  expect_true(fit$optinfo$converged)
+  expect_true(is_singular(fit))
+  expect_lt(fit$re_cov[[1]][1, 1], 1e-8)
+  skip_if_not_installed("nlme")
+  g <- nlme::lme(y ~ visit, random = ~ 1 | id,
+                 correlation = nlme::corAR1(form = ~ as.integer(visit) | id), data = d)
+  expect_lt(abs(as.numeric(logLik(fit)) - as.numeric(logLik(g))), 1e-6)
+})

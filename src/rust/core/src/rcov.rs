@@ -45,6 +45,10 @@ use crate::LmmError;
 
 const LOG_2PI: f64 = 1.837_877_066_409_345_3;
 
+/// Largest cluster (rows) for the dense per-cluster factorisation: two
+/// buffers of this size squared are kept.
+pub const MAX_CLUSTER_ROWS: usize = 4_000;
+
 /// A residual covariance structure (mmrm's names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CovType {
@@ -556,7 +560,7 @@ fn validate(inp: &RcovInput) -> Result<Layout, LmmError> {
         let r1 = inp.subj_start[inp.cluster_start[c + 1]];
         max_rows = max_rows.max(r1 - r0);
     }
-    if max_rows > 20_000 {
+    if max_rows > MAX_CLUSTER_ROWS {
         return Err(LmmError::TooLarge(format!(
             "a cluster of {max_rows} observations is too large for the dense per-cluster factorisation"
         )));
