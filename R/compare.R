@@ -3,7 +3,10 @@
 
 #' Number of parameters of a fit (fixed effects, theta, sigma)
 #' @noRd
-h_npar <- function(fit) length(fit$beta) + length(fit$theta) + 1L
+h_npar <- function(fit) {
+  if (inherits(fit, "lmmr_rcov")) return(length(fit$beta) + fit$cov_struct$n_par)
+  length(fit$beta) + length(fit$theta) + 1L
+}
 
 #' Re-evaluate a fit's call with changes, in the environment of its formula
 #' @noRd
@@ -299,6 +302,7 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
   if (!inherits(model, "lmmr")) { # e.g. an lmer fit: lmerTest's ranova()
     return(h_delegate_call(match.call(), "lmerTest", "ranova", parent.frame(), model))
   }
+  h_check_not_rcov(model, "ranova()")
   env <- environment(model$formula_input %||% model$formula)
   if (is.null(env)) env <- parent.frame()
   form <- model$formula

@@ -118,6 +118,7 @@ h_residual_level <- function(object, level) {
 #' qqnorm(rs$std[rs$term == "(Intercept)"])
 #' @export
 ranef_std <- function(object, type = c("diagnostic", "conditional")) {
+  h_check_not_rcov(object, "ranef_std()")
   h_check_lmm(object)
   type <- match.arg(type)
   rows <- list()

@@ -29,3 +29,13 @@ rs_model_set_response <- function(ptr, y) {
 rs_model_evaluate <- function(ptr, theta, reml) {
   .Call(wrap__rs_model_evaluate, ptr, theta, reml)
 }
+
+#' @noRd
+rs_fit_rcov <- function(x, y, subj_start, visit, coords, subj_group,
+                        subj_pattern, cluster_start, cov_type, m, n_groups,
+                        codes, z, k, reml, max_iter, gtol, theta_start,
+                        optimize) {
+  .Call(wrap__rs_fit_rcov, x, y, subj_start, visit, coords, subj_group,
+        subj_pattern, cluster_start, cov_type, m, n_groups, codes, z, k, reml,
+        max_iter, gtol, theta_start, optimize)
+}

@@ -352,6 +352,7 @@ h_report_fit_problems <- function(fit) {
 #' @export
 is_singular <- function(x, tol = 1e-4) {
   if (!inherits(x, "lmmr")) return(h_delegate("lme4", "isSingular", "is_singular", x, tol = tol))
+  if (inherits(x, "lmmr_rcov")) return(isTRUE(x$singular))
   any(x$theta[x$lower == 0] < tol)
 }
 

@@ -129,7 +129,7 @@ h_parse_bar <- function(x) {
 #' @return list of bar-term records in order of appearance.
 #' @noRd
 h_collect_bars <- function(x) {
-  if (!is.call(x)) return(list())
+  if (!is.call(x) || h_is_cov_term(x)) return(list())
   if (h_is_bar(x)) return(list(h_parse_bar(x)))
   if (h_is_call_to(x, "(") && length(x) == 2L) return(h_collect_bars(x[[2L]]))
   if (h_is_call_to(x, "+")) {
@@ -259,6 +259,7 @@ h_set_rhs <- function(formula, rhs) {
 h_no_bars <- function(formula) {
   h_collect_bars(h_rhs(formula)) # validates
   rhs <- h_drop_bars(h_rhs(formula))
+  if (!is.null(rhs)) rhs <- h_drop_cov_term(rhs) # residual structure (cov-struct.R)
   if (is.null(rhs)) rhs <- 1
   h_set_rhs(formula, rhs)
 }
@@ -318,6 +319,8 @@ h_frame_formula <- function(formula) {
   for (b in bars) {
     pieces <- c(pieces, list(call("(", b$lhs)), lapply(h_group_vars(b$group), as.name))
   }
+  ct <- h_find_cov_term(formula)
+  if (!is.null(ct)) pieces <- c(pieces, lapply(h_cov_term_vars(ct), as.name))
   h_set_rhs(formula, h_sum_exprs(pieces))
 }
 

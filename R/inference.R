@@ -12,6 +12,7 @@
 #' @param method "satterthwaite", "kenward-roger" or "both".
 #' @noRd
 h_inference_parts <- function(object, method = "satterthwaite") {
+  if (inherits(object, "lmmr_rcov")) return(h_rcov_inference_parts(object, method))
   if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
     h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
             "reml_required")

@@ -9,7 +9,12 @@
 #' @param formula a two-sided formula with fixed effects and random-effect
 #'   terms in lme4 syntax: `(1 | g)`, `(x | g)`, `(0 + x | g)`, `(x || g)`
 #'   (uncorrelated), `(1 | a/b)` (nested), `(1 | a:b)`, crossed terms, and
-#'   `offset()` terms.
+#'   `offset()` terms; and at most one residual covariance structure for
+#'   repeated measures, `us(visit | subject)`, `cs()`, `csh()`, `ar1()`,
+#'   `ar1h()`, `toep()`, `toeph()`, `adh()`, `sp_exp(x1, x2 | subject)`,
+#'   grouped `us(visit | arm / subject)`, alone or with random-effect terms
+#'   whose grouping factors contain the subject (see [cov_struct]). Such a
+#'   fit has class `c("lmmr_rcov", "lmmr")`.
 #' @param data a data frame containing the variables in `formula`, or a
 #'   database table as a dbplyr lazy table (`dplyr::tbl(con, "name")`, any
 #'   DBI backend): the model is then fitted from SQL aggregates computed in
@@ -94,8 +99,13 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
     return(fit)
   }
   design <- h_model_design_from_call(mc, parent.frame())
-  res <- h_fit_design(design, REML = REML, control = control)
-  fit <- h_build_lmm(design, res, REML = REML, call = mc, control = control)
+  if (!is.null(design$cov)) {
+    res <- h_fit_rcov_design(design, REML = REML, control = control)
+    fit <- h_build_rcov_fit(design, res, REML = REML, call = mc, control = control)
+  } else {
+    res <- h_fit_design(design, REML = REML, control = control)
+    fit <- h_build_lmm(design, res, REML = REML, call = mc, control = control)
+  }
   fit$formula_input <- if (inherits(formula, "formula")) formula else design$formula
   fit
 }

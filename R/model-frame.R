@@ -291,7 +291,8 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   if (is.null(environment(formula))) environment(formula) <- env
   if (length(formula) != 3L) h_abort("The formula must have a response (left-hand side).", "response")
   bars <- h_find_bars(formula, expand = TRUE)
-  if (!length(bars)) h_abort("No random effects terms specified in formula", "formula")
+  cov_term <- h_find_cov_term(formula)
+  if (!length(bars) && is.null(cov_term)) h_abort("No random effects terms specified in formula", "formula")
   data <- h_eval_data(data, env)
   subset <- h_eval_arg(subset, data, env, "subset")
   weights <- h_column_by_name(h_eval_arg(weights, data, env, "weights"), data)
@@ -301,7 +302,7 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   frame <- h_build_frame(h_frame_formula(formula), data, subset, weights, offset, h_na_action_fun(na.action))
   n <- nrow(frame)
   y <- h_frame_response(frame)
-  re <- h_re_terms(bars, frame, env = environment(formula))
+  re <- if (length(bars) || is.null(cov_term)) h_re_terms(bars, frame, env = environment(formula))
   fixed_formula <- h_no_bars(formula)
   fixed_terms <- h_attach_predvars(h_fixed_terms(fixed_formula, data), h_predvars_map(attr(frame, "terms")))
   X_full <- h_fixed_matrix(fixed_terms, frame, contrasts)
@@ -309,7 +310,15 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   h_check_scale_x(reduced$X)
   weights <- h_frame_weights(frame)
   attr(fixed_terms, "lmmr_kept_columns") <- colnames(reduced$X)
-  list(
+  cov <- NULL
+  if (!is.null(cov_term)) {
+    if (!is.null(stats::model.weights(frame))) {
+      h_abort("Prior weights cannot be combined with a residual covariance structure.", "cov_struct")
+    }
+    cov <- h_cov_layout(cov_term, frame, re)
+    h_check_cov_identified(cov, re, cov_term, n, ncol(reduced$X))
+  }
+  out <- list(
     y = y,
     X = reduced$X,
     dropped = reduced$dropped,
@@ -327,6 +336,8 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
     na_action = attr(frame, "na.action"),
     n = n
   )
+  if (!is.null(cov)) out[c("cov", "cov_term")] <- list(cov, cov_term)
+  out
 }
 
 #' Model design from the matched call of `lmm()`.

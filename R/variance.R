@@ -394,6 +394,7 @@ print.lmm_r2 <- function(x, digits = 3, ...) {
 #' design_effect(fit)
 #' @export
 design_effect <- function(x) {
+  h_check_not_rcov(x, "design_effect()")
   vc <- h_variance_components(x)
   total <- sum(vc$random) + vc$residual
   groups <- names(vc$by_group)
@@ -458,6 +459,7 @@ print.lmm_design_effect <- function(x, digits = 3, ...) {
 #' head(s)
 #' @export
 shrinkage <- function(x) {
+  h_check_not_rcov(x, "shrinkage()")
   if (!inherits(x, "lmmr")) {
     h_abort("`x` must be a model fitted by lmm().", "unsupported_model")
   }

@@ -4,6 +4,7 @@
 //! conditions by the R wrapper (`h_call_rust()`).
 
 mod inference_glue;
+mod rcov_glue;
 
 use extendr_api::prelude::*;
 use lmmr_core::{Design, FitControl, FitOutput, LmmError, Model, ReTerm};
@@ -242,4 +243,5 @@ extendr_module! {
     fn rs_model_fit;
     fn rs_model_set_response;
     fn rs_model_evaluate;
+    use rcov_glue;
 }

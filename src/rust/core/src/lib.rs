@@ -19,6 +19,7 @@ mod input;
 mod model;
 mod optim;
 mod precondition;
+mod rcov;
 mod solve;
 
 #[cfg(test)]
@@ -28,6 +29,10 @@ pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
 pub use input::{FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
+pub use rcov::{
+    fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
+    RcovTerm,
+};
 
 use blocks::Blocks;
 use factor::{evaluate, Workspace};

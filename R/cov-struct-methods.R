@@ -1,0 +1,442 @@
+# Methods for fits with a residual covariance structure (class
+# c("lmmr_rcov", "lmmr")): printing, VarCorr, likelihood, residuals,
+# prediction, the covariance matrices and the comparison of structures.
+
+#' Covariance and correlation matrices of a residual structure
+#'
+#' @param object an `"lmmr"` fit with a residual covariance structure (see
+#'   [cov_struct]).
+#' @param correlation logical: return correlation matrices instead of
+#'   covariances.
+#' @return A list with one matrix over the visit levels per group (a single
+#'   element `"(all)"` for an ungrouped structure). For `sp_exp()` each
+#'   element is a vector `c(variance, rho)` (correlation `rho^distance`).
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(id = factor(rep(1:30, each = 3)),
+#'                 visit = factor(rep(c("V1", "V2", "V3"), 30)))
+#' d$y <- rnorm(90) + rep(rnorm(30), each = 3)
+#' fit <- lmm(y ~ visit + cs(visit | id), data = d)
+#' cov_matrix(fit)
+#' cov_matrix(fit, correlation = TRUE)
+#' @export
+cov_matrix <- function(object, correlation = FALSE) {
+  h_check_rcov(object)
+  h_check_flag(correlation, "correlation")
+  covs <- object$cov_struct$covs
+  if (!correlation || object$cov_struct$type == "sp_exp") return(covs)
+  lapply(covs, stats::cov2cor)
+}
+
+#' @noRd
+h_check_rcov <- function(x, name = "object") {
+  if (!inherits(x, "lmmr_rcov")) {
+    h_abort(sprintf("`%s` must be a model fitted by lmm() with a residual covariance structure such as us(visit | subject).", name),
+            "argument")
+  }
+  invisible(x)
+}
+
+#' @export
+VarCorr.lmmr_rcov <- function(x, sigma = 1, ...) {
+  h_check_dots(..., .fn = "VarCorr")
+  re <- lapply(seq_along(x$re_cov), function(t) {
+    cov <- x$re_cov[[t]]
+    sd <- sqrt(pmax(diag(cov), 0))
+    cor <- cov / outer(sd, sd)
+    cor[!is.finite(cor)] <- 0
+    diag(cor) <- 1
+    attr(cov, "stddev") <- sd
+    attr(cov, "correlation") <- cor
+    cov
+  })
+  names(re) <- make.unique(vapply(x$re_terms_rcov, `[[`, "", "group"))
+  structure(re, residual = x$cov_struct, class = "VarCorr.lmmr_rcov")
+}
+
+#' @export
+print.VarCorr.lmmr_rcov <- function(x, digits = max(3, getOption("digits") - 3), ...) {
+  if (length(x)) {
+    cat("Random effects:\n")
+    for (nm in names(x)) {
+      cat(" Groups:", nm, "\n")
+      print(signif(unclass(x[[nm]])[, , drop = FALSE] + 0, digits))
+    }
+  }
+  h_print_cov_struct(attr(x, "residual"), digits)
+  invisible(x)
+}
+
+#' @noRd
+h_print_cov_struct <- function(cs, digits) {
+  cat(sprintf("Residual covariance: %s\n", h_deparse(cs$call)))
+  for (g in seq_along(cs$covs)) {
+    if (cs$grouped) cat(sprintf(" Group %s:\n", cs$group_levels[g]))
+    par <- cs$natural[[g]]
+    cat(" Parameters (SAS parametrisation):\n")
+    print(signif(par, digits))
+    if (cs$type != "sp_exp") {
+      V <- cs$covs[[g]]
+      cat(" Covariance over visits:\n")
+      print(signif(V, digits))
+      cat(" Correlation:\n")
+      print(round(stats::cov2cor(V), 3))
+    }
+  }
+  invisible(NULL)
+}
+
+#' @export
+print.lmmr_rcov <- function(x, digits = max(3, getOption("digits") - 3), ...) {
+  h_fit_header(x)
+  cat(sprintf("%s criterion (-2 log-likelihood) at convergence: %s\n",
+              if (x$REML) "REML" else "ML", format(x$objective, nsmall = 3, digits = 7)))
+  print(VarCorr(x), digits = digits)
+  cat(sprintf("Number of obs: %d, subjects: %d\n", x$n, nlevels(x$layout$subject)))
+  cat("Fixed Effects:\n")
+  print(signif(x$beta, digits))
+  h_fit_footer(x)
+  invisible(x)
+}
+
+#' @export
+summary.lmmr_rcov <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"), ...) {
+  h_check_dots(..., .fn = "summary")
+  choices <- c("Satterthwaite", "Kenward-Roger", "Kenward-Roger-Linear", "none")
+  if (!is.character(ddf) || !(ddf[1] %in% choices)) {
+    h_abort(sprintf("`ddf` must be one of %s.", paste0('"', choices, '"', collapse = ", ")), "ddf")
+  }
+  ddf <- ddf[1]
+  beta <- object$beta
+  se <- sqrt(diag(object$vcov))
+  coefs <- cbind(Estimate = beta, `Std. Error` = se, `t value` = beta / se)
+  if (ddf != "none") {
+    p <- length(beta)
+    if (ddf == "Satterthwaite") {
+      sat <- h_rcov_inference_parts(object, "satterthwaite")$satterthwaite
+      df <- vapply(seq_len(p), function(j) h_sat_df1(sat, replace(numeric(p), j, 1)), 0)
+    } else {
+      kr <- h_rcov_inference_parts(object, "kenward-roger",
+                                   linear = ddf == "Kenward-Roger-Linear")$kenward_roger
+      df <- vapply(seq_len(p), function(j) {
+        h_kr_ddf(kr, matrix(replace(numeric(p), j, 1), nrow = 1))$ddf
+      }, 0)
+      se <- sqrt(diag(kr$phi_adj))
+    }
+    coefs <- cbind(Estimate = beta, `Std. Error` = se, df = df, `t value` = beta / se,
+                   `Pr(>|t|)` = 2 * stats::pt(abs(beta / se), df, lower.tail = FALSE))
+  }
+  structure(list(object = object, ddf = ddf, coefficients = coefs,
+                 varcor = VarCorr(object), vcov = object$vcov),
+            class = c("summary.lmmr_rcov", "summary.lmmr"))
+}
+
+#' @export
+print.summary.lmmr_rcov <- function(x, digits = max(3, getOption("digits") - 3), ...) {
+  obj <- x$object
+  h_fit_header(obj)
+  ll <- logLik(obj)
+  tab <- c(`-2 logLik` = -2 * as.numeric(ll), AIC = stats::AIC(obj), BIC = stats::BIC(obj),
+           npar = attr(ll, "df"))
+  cat(sprintf("\n%s fit:\n", if (obj$REML) "REML" else "ML"))
+  print(round(tab, 4))
+  cat("\n")
+  print(x$varcor, digits = digits)
+  cat(sprintf("Number of obs: %d, subjects: %d\n", obj$n, nlevels(obj$layout$subject)))
+  cat("\nFixed effects:\n")
+  if (x$ddf != "none") {
+    cat(sprintf("(t tests use %s's method for the degrees of freedom)\n", x$ddf))
+  }
+  stats::printCoefmat(x$coefficients, digits = digits,
+                      has.Pvalue = x$ddf != "none", P.values = x$ddf != "none")
+  h_fit_footer(obj)
+  invisible(x)
+}
+
+#' @export
+logLik.lmmr_rcov <- function(object, REML = NULL, ...) {
+  h_check_dots(..., .fn = "logLik")
+  if (!is.null(REML) && !identical(isTRUE(REML), isTRUE(object$REML))) {
+    h_abort(sprintf("This fit is a%s fit; refit it with REML = %s for that log-likelihood (update(fit, REML = %s)).",
+                    if (object$REML) " REML" else "n ML", isTRUE(REML), isTRUE(REML)),
+            "argument")
+  }
+  structure(-object$objective / 2, df = length(object$beta) + object$cov_struct$n_par,
+            nobs = object$n, nall = object$n, class = "logLik")
+}
+
+#' @export
+deviance.lmmr_rcov <- function(object, REML = NULL, ...) {
+  h_check_dots(..., .fn = "deviance")
+  -2 * as.numeric(logLik(object, REML = REML))
+}
+
+#' Marginal covariance blocks (V, rows in sorted order, number of subjects
+#' sharing it) of a residual-structure fit
+#' @noRd
+h_rcov_V_blocks <- function(object) {
+  bl <- h_rcov_blocks(object, derivs = FALSE)$blocks
+  lapply(bl, function(b) list(V = b$V, rows = b$rows, N = b$N, nb = b$nb))
+}
+
+#' @export
+residuals.lmmr_rcov <- function(object, type = c("response", "pearson", "normalized"),
+                                scaled = FALSE, level = 0, ...) {
+  h_check_dots(..., .fn = "residuals")
+  type <- match.arg(type)
+  if (!identical(level, 0) && !identical(level, 1)) {
+    h_abort("`level` must be 0 (marginal: y - X beta) or 1 (conditional on the random effects).",
+            "argument")
+  }
+  r <- object$y - object$fitted
+  if (level == 1 && !is.null(object$design_re)) {
+    if (type != "response") {
+      h_abort("Conditional (level = 1) residuals are available as type = \"response\" only.",
+              "argument")
+    }
+    bl <- h_rcov_blups(object)
+    for (t in seq_along(bl)) {
+      term <- object$design_re$terms[[t]]
+      r <- r - rowSums(term$Z * as.matrix(bl[[t]])[as.integer(term$codes) + 1L, , drop = FALSE])
+    }
+  }
+  if (type != "response") {
+    o <- object$layout$order
+    rs <- r[o]
+    out <- numeric(length(rs))
+    for (b in h_rcov_V_blocks(object)) {
+      R <- matrix(rs[b$rows], b$nb, b$N)
+      R <- if (type == "pearson") R / sqrt(diag(b$V)) else
+        backsolve(chol(b$V), R, transpose = TRUE)
+      out[b$rows] <- as.vector(R)
+    }
+    r[o] <- out
+  }
+  r <- stats::setNames(r, rownames(object$frame))
+  stats::naresid(object$na_action, r)
+}
+
+#' @export
+predict.lmmr_rcov <- function(object, newdata = NULL, ...) {
+  h_check_dots(..., .fn = "predict")
+  if (is.null(newdata)) return(stats::fitted(object))
+  nx <- h_newdata_X(object$design_info, newdata)
+  stats::setNames(drop(nx$X %*% object$beta) + nx$offset, rownames(newdata))
+}
+
+#' @export
+ranef.lmmr_rcov <- function(object, condVar = FALSE, ...) {
+  h_check_dots(..., .fn = "ranef")
+  terms <- if (is.null(object$design_re)) list() else object$design_re$terms
+  if (!length(terms)) {
+    h_abort("This fit has no random effects (only a residual covariance structure).",
+            "not_implemented")
+  }
+  if (!isFALSE(condVar)) {
+    h_warn("Conditional variances are not available yet for fits with a residual covariance structure; returning the BLUPs only.",
+           "not_implemented")
+  }
+  h_rcov_blups(object)
+}
+
+#' BLUPs b = G Z' V^-1 (y - X beta) of the random effects of a
+#' residual-structure fit, one data frame per term (levels x columns)
+#' @noRd
+h_rcov_blups <- function(object) {
+  terms <- object$design_re$terms
+  o <- object$layout$order
+  r <- (object$y - object$fitted)[o]
+  e <- numeric(length(r))
+  for (b in h_rcov_V_blocks(object)) {
+    e[b$rows] <- as.vector(solve(b$V, matrix(r[b$rows], b$nb, b$N)))
+  }
+  out <- lapply(seq_along(terms), function(t) {
+    Z <- terms[[t]]$Z[o, , drop = FALSE]
+    cd <- as.integer(terms[[t]]$codes)[o] + 1L
+    s <- rowsum(Z * e, cd, reorder = TRUE)
+    B <- matrix(0, terms[[t]]$n_levels, ncol(Z))
+    B[as.integer(rownames(s)), ] <- s
+    B <- B %*% object$re_cov[[t]]
+    df <- as.data.frame(B)
+    names(df) <- terms[[t]]$cnms
+    rownames(df) <- levels(terms[[t]]$factor)
+    df
+  })
+  names(out) <- make.unique(vapply(terms, `[[`, "", "group"))
+  out
+}
+
+#' @export
+simulate.lmmr_rcov <- function(object, nsim = 1, seed = NULL, ...) {
+  h_check_dots(..., .fn = "simulate")
+  if (!is.null(seed)) set.seed(seed)
+  o <- object$layout$order
+  mu <- object$fitted[o]
+  out <- matrix(0, object$n, nsim)
+  for (b in h_rcov_V_blocks(object)) {
+    L <- t(chol(b$V))
+    for (s in seq_len(nsim)) {
+      out[b$rows, s] <- mu[b$rows] + as.vector(L %*% matrix(stats::rnorm(b$nb * b$N), b$nb, b$N))
+    }
+  }
+  res <- matrix(0, object$n, nsim)
+  res[o, ] <- out
+  res <- as.data.frame(res)
+  names(res) <- paste0("sim_", seq_len(nsim))
+  res
+}
+
+#' Compare residual covariance structures by AIC and BIC
+#'
+#' Refits a model with each of several residual covariance structures
+#' (same visit, subject and group) by maximum likelihood (the default, as
+#' the primer's lesson does; with the same fixed effects REML may be used
+#' too) and tabulates the fit criteria, smallest AIC first.
+#'
+#' @param object an `"lmmr"` fit with a residual covariance structure.
+#' @param structures character vector of structure names, from `"us"`,
+#'   `"cs"`, `"csh"`, `"ar1"`, `"ar1h"`, `"toep"`, `"toeph"`, `"adh"`.
+#' @param REML logical: compare REML fits instead of ML fits.
+#' @return A data frame with columns `structure`, `npar` (covariance
+#'   parameters plus fixed effects), `logLik`, `AIC`, `BIC`, `converged`;
+#'   the fits are in attribute `"fits"`.
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(id = factor(rep(1:30, each = 3)),
+#'                 visit = factor(rep(c("V1", "V2", "V3"), 30)))
+#' d$y <- rnorm(90) + rep(rnorm(30), each = 3)
+#' fit <- lmm(y ~ visit + cs(visit | id), data = d)
+#' compare_cov_structures(fit, c("cs", "ar1", "us"))
+#' @export
+compare_cov_structures <- function(object, structures = c("cs", "ar1", "toep", "us"),
+                                   REML = FALSE) {
+  h_check_rcov(object)
+  h_check_flag(REML, "REML")
+  bad <- setdiff(structures, setdiff(h_cov_types(), "sp_exp"))
+  if (!is.character(structures) || !length(structures) || length(bad)) {
+    h_abort(sprintf("`structures` must name structures among %s.",
+                    paste(setdiff(h_cov_types(), "sp_exp"), collapse = ", ")), "argument")
+  }
+  if (object$cov_struct$type == "sp_exp") {
+    h_abort("compare_cov_structures() needs a fit whose structure is indexed by a visit factor.",
+            "argument")
+  }
+  fml <- object$formula_input %||% object$formula
+  ct <- h_find_cov_term(fml)
+  fits <- lapply(structures, function(s) {
+    term <- ct$call
+    term[[1L]] <- as.name(s)
+    f2 <- h_set_rhs(fml, h_replace_cov_term(h_rhs(fml), term))
+    h_refit_call(object, list(formula = f2, REML = REML))
+  })
+  ll <- vapply(fits, function(f) as.numeric(logLik(f)), 0)
+  np <- vapply(fits, function(f) attr(logLik(f), "df"), 0)
+  tab <- data.frame(structure = structures, npar = np, logLik = ll,
+                    AIC = vapply(fits, stats::AIC, 0), BIC = vapply(fits, stats::BIC, 0),
+                    converged = vapply(fits, function(f) f$optinfo$converged, TRUE),
+                    stringsAsFactors = FALSE)
+  ord <- order(tab$AIC)
+  tab <- tab[ord, ]
+  rownames(tab) <- NULL
+  structure(tab, fits = stats::setNames(fits[ord], structures[ord]))
+}
+
+#' Replace the residual-structure term of an expression
+#' @noRd
+h_replace_cov_term <- function(x, term) {
+  if (h_is_cov_term(x)) return(term)
+  if (!is.call(x)) return(x)
+  if (h_is_call_to(x, "+") || h_is_call_to(x, "-") || h_is_call_to(x, "(")) {
+    for (i in seq_along(x)[-1L]) x[[i]] <- h_replace_cov_term(x[[i]], term)
+  }
+  x
+}
+
+#' Error for a method not (yet) available for residual-structure fits
+#' @noRd
+h_rcov_unsupported <- function(what) {
+  h_abort(sprintf("%s is not available yet for fits with a residual covariance structure.", what),
+          "not_implemented")
+}
+
+#' @noRd
+h_check_not_rcov <- function(x, what) {
+  if (inherits(x, "lmmr_rcov")) h_rcov_unsupported(what)
+  invisible(x)
+}
+
+#' @export
+confint.lmmr_rcov <- function(object, parm, level = 0.95, ...) {
+  h_check_dots(..., .fn = "confint")
+  h_check_number(level, "level", lower = 0)
+  se <- sqrt(diag(object$vcov))
+  z <- stats::qnorm(1 - (1 - level) / 2)
+  ci <- cbind(object$beta - z * se, object$beta + z * se)
+  pct <- paste(format(100 * c((1 - level) / 2, 1 - (1 - level) / 2), trim = TRUE), "%")
+  dimnames(ci) <- list(names(object$beta), pct)
+  if (!missing(parm)) ci <- ci[parm, , drop = FALSE]
+  ci
+}
+
+#' @export
+coef.lmmr_rcov <- function(object, ...) h_rcov_unsupported("coef() (per-level coefficients)")
+
+#' @export
+icc.lmmr_rcov <- function(x, ...) h_rcov_unsupported("icc()")
+
+#' @export
+r2.lmmr_rcov <- function(x, ...) h_rcov_unsupported("r2()")
+
+#' @export
+boxcox.lmmr_rcov <- function(object, ...) h_rcov_unsupported("boxcox()")
+
+#' @export
+plot.lmmr_rcov <- function(x, ...) h_rcov_unsupported("plot()")
+
+#' @export
+refit.lmmr_rcov <- function(object, newresp, ...) h_rcov_unsupported("refit()")
+
+#' @export
+model.matrix.lmmr_rcov <- function(object, type = c("fixed", "random"), ...) {
+  h_check_dots(..., .fn = "model.matrix")
+  type <- match.arg(type)
+  if (type == "random") h_rcov_unsupported("model.matrix(type = \"random\")")
+  object$X
+}
+
+#' @export
+as.data.frame.VarCorr.lmmr_rcov <- function(x, row.names = NULL, optional = FALSE,
+                                            order = c("cov.last", "lower.tri"), ...) {
+  order <- match.arg(order)
+  rows <- list()
+  add <- function(grp, V) {
+    idx <- which(lower.tri(V, diag = TRUE), arr.ind = TRUE)
+    if (order == "cov.last") idx <- idx[order(idx[, 1L] != idx[, 2L]), , drop = FALSE]
+    nm <- rownames(V)
+    sd <- sqrt(pmax(diag(V), 0))
+    diagonal <- idx[, 1L] == idx[, 2L]
+    rows[[length(rows) + 1L]] <<- data.frame(
+      grp = grp, var1 = nm[idx[, 2L]],
+      var2 = ifelse(diagonal, NA_character_, nm[idx[, 1L]]),
+      vcov = V[idx],
+      sdcor = ifelse(diagonal, sd[idx[, 1L]], V[idx] / (sd[idx[, 1L]] * sd[idx[, 2L]])),
+      stringsAsFactors = FALSE)
+  }
+  for (nm in names(x)) add(nm, unclass(x[[nm]]))
+  cs <- attr(x, "residual")
+  for (g in seq_along(cs$covs)) {
+    grp <- if (cs$grouped) paste0("Residual:", cs$group_levels[g]) else "Residual"
+    if (cs$type == "sp_exp") {
+      v <- cs$covs[[g]]
+      rows[[length(rows) + 1L]] <- data.frame(
+        grp = grp, var1 = c("variance", "rho"), var2 = NA_character_,
+        vcov = c(v[["variance"]], NA), sdcor = c(sqrt(v[["variance"]]), v[["rho"]]),
+        stringsAsFactors = FALSE)
+    } else {
+      add(grp, cs$covs[[g]])
+    }
+  }
+  out <- do.call(rbind, rows)
+  rownames(out) <- NULL
+  out
+}
