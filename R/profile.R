@@ -357,6 +357,7 @@ h_prof_end <- function(ctx, m, cutoff, dir, is_cor, cache) {
                           tol = tol)$root)
   }
   is_sd <- m <= length(ctx$phi)
+  f_log <- function(lx) z(exp(lx)) - target
   if (dir < 0 && est <= 0) return(0)
   if (dir < 0 && is_sd) {
     # lower end at the boundary when the profile at 0 stays below the cutoff
@@ -386,7 +387,6 @@ h_prof_end <- function(ctx, m, cutoff, dir, is_cor, cache) {
     # log scale, expanding steps extrapolated from the current zeta
     est_log <- log(est)
     f_est <- -target
-    f_log <- function(lx) z(exp(lx)) - target
     step <- 0.1
     prev <- est_log
     f_prev <- f_est
