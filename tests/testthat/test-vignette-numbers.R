@@ -114,3 +114,13 @@ test_that("primer: numbers as printed", {
   expect_equal(round(s$estimate, 2), -2.28)
   expect_equal(round(s$df), 178)
 })
+
+test_that("primer: covariance structures by AIC/BIC as printed", {
+  ar1_fit <- lmm(score ~ treatment * time + ar1(time | patient),
+                 data = primer_long, REML = FALSE)
+  tab <- compare_cov_structures(ar1_fit, c("cs", "csh", "ar1", "ar1h", "toep", "us"))
+  expect_equal(tab$structure[1], "toep")
+  expect_equal(round(tab$logLik[tab$structure == "toep"], 1), -683.2)
+  expect_equal(round(tab$logLik[tab$structure == "ar1"], 1), -696.7)
+  expect_equal(round(tab$AIC[tab$structure == "us"]), 1392)
+})
