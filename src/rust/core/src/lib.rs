@@ -15,6 +15,7 @@
 mod blocks;
 mod error;
 mod factor;
+mod grad;
 mod input;
 mod optim;
 mod precondition;
@@ -108,6 +109,17 @@ impl Prepared {
         self.ws.set_theta(&self.blocks, theta);
         evaluate(&self.blocks, &mut self.ws, reml)
     }
+
+    /// Criterion and its analytic gradient with respect to theta.
+    pub(crate) fn eval_grad(
+        &mut self,
+        theta: &[f64],
+        reml: bool,
+    ) -> Result<(factor::Criterion, Vec<f64>), LmmError> {
+        let crit = self.eval(theta, reml)?;
+        let g = grad::gradient(&self.blocks, &mut self.ws, &crit, reml)?;
+        Ok((crit, g))
+    }
 }
 
 /// Profiled REML criterion or ML deviance at a fixed `theta`.
@@ -122,6 +134,25 @@ pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result
     };
     let mut prep = Prepared::new(&transformed)?;
     Ok(prep.eval(theta, reml)?.value + criterion_shift(input, &pre, reml))
+}
+
+/// Profiled criterion and its analytic gradient with respect to theta.
+pub fn evaluate_gradient(
+    input: &FitInput,
+    theta: &[f64],
+    reml: bool,
+) -> Result<(f64, Vec<f64>), LmmError> {
+    input::validate(input)?;
+    input::check_theta(input, theta)?;
+    let pre = precondition::precondition(input)?;
+    let transformed = FitInput {
+        x: &pre.q,
+        y: &pre.y,
+        ..input.clone()
+    };
+    let mut prep = Prepared::new(&transformed)?;
+    let (crit, g) = prep.eval_grad(theta, reml)?;
+    Ok((crit.value + criterion_shift(input, &pre, reml), g))
 }
 
 /// What the transformation in `precondition` subtracts from the criterion:
