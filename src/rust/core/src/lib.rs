@@ -30,15 +30,17 @@ pub use input::{FitInput, ReTermInput};
 
 use blocks::Blocks;
 use factor::{evaluate, Workspace};
+use optim::{Objective, OptResult};
 
 /// Options of [`fit_lmm`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitControl {
     /// REML (true) or ML (false).
     pub reml: bool,
-    /// Maximum number of optimiser iterations (Newton steps).
+    /// Maximum number of quasi-Newton iterations per optimiser run.
     pub max_iter: usize,
-    /// Relative tolerance on the predicted decrease of a Newton step.
+    /// Relative tolerance on the decrease of the criterion predicted by a
+    /// Newton step (with the finite-difference Hessian at the end point).
     pub tol: f64,
     /// Starting value; lme4's default (1 on diagonals, 0 elsewhere) if `None`.
     pub theta_start: Option<Vec<f64>>,
@@ -80,16 +82,19 @@ pub struct FitOutput {
     /// Per term: `k*k*G`, column-major `k x k` blocks level after level.
     pub cond_var: Vec<Vec<f64>>,
     pub fitted: Vec<f64>,
-    /// Finite-difference gradient of the objective at `theta`.
+    /// Analytic gradient of the objective at `theta`.
     pub gradient: Vec<f64>,
     pub at_bound: Vec<bool>,
+    /// Criterion evaluations (each gradient evaluation includes one).
     pub n_eval: usize,
+    /// Gradient evaluations.
+    pub n_grad: usize,
     pub converged: bool,
     pub message: String,
 }
 
 /// A prepared model: validated input, cross-product blocks and workspace.
-struct Prepared {
+pub(crate) struct Prepared {
     blocks: Blocks,
     ws: Workspace,
 }
@@ -134,6 +139,95 @@ pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result
     };
     let mut prep = Prepared::new(&transformed)?;
     Ok(prep.eval(theta, reml)?.value + criterion_shift(input, &pre, reml))
+}
+
+/// The profiled criterion of a prepared model as an optimiser objective.
+struct PreparedObjective<'a> {
+    prep: &'a mut Prepared,
+    reml: bool,
+}
+
+impl Objective for PreparedObjective<'_> {
+    fn value(&mut self, x: &[f64]) -> Result<f64, LmmError> {
+        self.prep.eval(x, self.reml).map(|c| c.value)
+    }
+    fn value_grad(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), LmmError> {
+        self.prep.eval_grad(x, self.reml).map(|(c, g)| (c.value, g))
+    }
+}
+
+/// Optimises theta from `start` over `theta >= lower`, with the restarts
+/// that guard against local and mirror-image optima:
+/// * a fit that ends on the boundary (or whose optimum could not be
+///   confirmed) is restarted from a few other points (`boundary_restarts`);
+/// * a zero diagonal with a non-zero column below it is restarted from its
+///   mirror image (`column_sign_flips`), whose gradient differs in sign.
+///
+/// The best end point is kept; evaluations of all runs are counted.
+pub(crate) fn optimize_theta(
+    prep: &mut Prepared,
+    input: &FitInput,
+    start: &[f64],
+    lower: &[f64],
+    control: &FitControl,
+) -> Result<OptResult, LmmError> {
+    let mut obj = PreparedObjective {
+        prep,
+        reml: control.reml,
+    };
+    let (max_iter, tol) = (control.max_iter, control.tol);
+    let mut best = optim::minimize(&mut obj, start, lower, max_iter, tol)?;
+    let on_boundary = best.x.iter().zip(lower).any(|(x, l)| *l == 0.0 && x <= l);
+    let mut extra = if on_boundary || !best.converged {
+        input::boundary_restarts(&best.x, lower, start)
+    } else {
+        Vec::new()
+    };
+    for _round in 0..4 {
+        let mut improved = false;
+        let mut alts = input::column_sign_flips(input, &best.x);
+        alts.append(&mut extra);
+        for alt in alts {
+            let mut cand = optim::minimize(&mut obj, &alt, lower, max_iter, tol)?;
+            let scale = 1.0 + best.f.abs();
+            let better = cand.f < best.f - 1e-10 * scale
+                || (!best.converged && cand.converged && cand.f <= best.f + 1e-10 * scale);
+            if better {
+                cand.n_eval += best.n_eval;
+                cand.n_grad += best.n_grad;
+                best = cand;
+                improved = true;
+                break;
+            }
+            best.n_eval += cand.n_eval;
+            best.n_grad += cand.n_grad;
+        }
+        if !improved {
+            break;
+        }
+    }
+    Ok(best)
+}
+
+/// Hessian of the profiled criterion with respect to theta, by central
+/// differences of the analytic gradient (`k x k`, column-major).
+pub fn evaluate_hessian(input: &FitInput, theta: &[f64], reml: bool) -> Result<Vec<f64>, LmmError> {
+    input::validate(input)?;
+    input::check_theta(input, theta)?;
+    let pre = precondition::precondition(input)?;
+    let transformed = FitInput {
+        x: &pre.q,
+        y: &pre.y,
+        ..input.clone()
+    };
+    let mut prep = Prepared::new(&transformed)?;
+    let (_, g0) = prep.eval_grad(theta, reml)?;
+    optim::fd_hessian(
+        |t: &[f64]| prep.eval_grad(t, reml).map(|(_, g)| g),
+        theta,
+        &g0,
+        true,
+    )
 }
 
 /// Profiled criterion and its analytic gradient with respect to theta.
@@ -191,53 +285,16 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
     };
     let reml = control.reml;
     let opt = if control.optimize {
-        let mut f = |th: &[f64]| prep.eval(th, reml).map(|c| c.value);
-        let mut best = optim::minimize(&mut f, &start, &lower, control.max_iter, control.tol)?;
-        let mut best_f = f(&best.x)?;
-        // Escape boundary points whose mirror image (see
-        // `input::column_sign_flips`) has a descent direction.
-        // A fit that ends on the boundary may sit in a local minimum of a
-        // multimodal profile: try a few other starts once, keep the best.
-        let on_boundary = best.x.iter().zip(&lower).any(|(x, l)| *l == 0.0 && x <= l);
-        let mut extra = if on_boundary {
-            input::boundary_restarts(&best.x, &lower, &start)
-        } else {
-            Vec::new()
-        };
-        for _round in 0..4 {
-            let mut improved = false;
-            let mut alts = input::column_sign_flips(input, &best.x);
-            alts.append(&mut extra);
-            for alt in alts {
-                let mut cand =
-                    optim::minimize(&mut f, &alt, &lower, control.max_iter, control.tol)?;
-                let cand_f = f(&cand.x)?;
-                if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
-                    cand.n_eval += best.n_eval;
-                    best = cand;
-                    best_f = cand_f;
-                    improved = true;
-                    break;
-                }
-                best.n_eval += cand.n_eval;
-            }
-            if !improved {
-                break;
-            }
-        }
-        best
+        optimize_theta(&mut prep, input, &start, &lower, control)?
     } else {
-        let mut n_eval = 0;
-        let grad = optim::fd_gradient(
-            &mut |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
-            &start,
-            &mut n_eval,
-        )?;
+        let (crit, grad) = prep.eval_grad(&start, reml)?;
         optim::OptResult {
             at_bound: start.iter().zip(&lower).map(|(a, b)| a <= b).collect(),
             x: start,
+            f: crit.value,
             grad,
-            n_eval,
+            n_eval: 1,
+            n_grad: 1,
             converged: true,
             message: "evaluated at theta_start without optimisation".into(),
         }
@@ -262,6 +319,7 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
         gradient: opt.grad,
         at_bound: opt.at_bound,
         n_eval: opt.n_eval + 1,
+        n_grad: opt.n_grad,
         converged: opt.converged,
         message: opt.message,
     })
