@@ -28,20 +28,27 @@
 //! `K_D[R, :] (T_D' A_D)[:, R]`.
 
 use crate::blocks::Blocks;
+use crate::chunk::{Chunk, MAX_UNION};
 use crate::error::LmmError;
 use crate::factor::{level_block, Criterion, Workspace};
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 /// Forward solve `L x = b` in place (`L` lower, `k x k` column-major).
-fn lower_solve(l: &[f64], k: usize, b: &mut [f64]) {
-    for r in 0..k {
-        let mut v = b[r];
-        for c in 0..r {
-            v -= l[c * k + r] * b[c];
-        }
-        b[r] = v / l[r * k + r];
+pub(crate) fn lower_solve(l: &[f64], k: usize, b: &mut [f64]) {
+    for c in 0..k {
+        let v = b[c] / l[c * k + c];
+        b[c] = v;
+        axpy(&mut b[c + 1..k], -v, &l[c * k + c + 1..(c + 1) * k]);
+    }
+}
+
+/// `y += a x`.
+#[inline]
+pub(crate) fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
     }
 }
 
@@ -143,173 +150,235 @@ pub(crate) fn gradient(
     let mut zz = vec![0.0; kk];
     let mut lam1 = vec![0.0; kk];
     lam1.copy_from_slice(&ws.lam1);
-    for j in 0..bl.g1 {
-        let (m, _) = level_block(bl, ws, j)?;
-        let nc = m - p - 1;
-        let mm = nc + if reml { p } else { 0 };
-        let lj = &ws.m[..kk];
-        let cj = &ws.c[..k1 * m];
-        let idx = &ws.idx[..m];
-        // u1_j = L_j^{-T} (c_y - C_j x[idx]).
-        for a in 0..k1 {
-            let mut v = cj[(m - 1) * k1 + a];
+    let mut chunk = std::mem::replace(&mut ws.chunk, Chunk::new(0, 0));
+    chunk.clear();
+    let mut kg = Vec::new();
+    let mut ec = Vec::new();
+    let mut next = 0;
+    let mut pending = false;
+    while next < bl.g1 || !chunk.is_empty() {
+        if next < bl.g1 {
+            let (m, _) = level_block(bl, ws, next)?;
+            if chunk.accepts(&ws.idx[..m]) {
+                chunk.push(next, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
+                next += 1;
+                continue;
+            }
+            pending = true;
+        }
+        // E_j = C_j K_D[idx, idx] for the whole group by one product.
+        let nu = chunk.sort_union(dd);
+        let rows = chunk.rows;
+        let stacked = chunk.levels.len() > 1 && nu > 0 && nu <= MAX_UNION;
+        if stacked {
+            kg.clear();
+            kg.resize(nu * nu, 0.0);
+            for (b, &cb) in chunk.sorted.iter().enumerate() {
+                for (a, &ca) in chunk.sorted.iter().enumerate() {
+                    kg[b * nu + a] = kd[(ca, cb)];
+                }
+            }
+            ec.clear();
+            ec.resize(rows * nu, 0.0);
+            matmul(
+                MatMut::from_column_major_slice_mut(&mut ec, rows, nu),
+                Accum::Replace,
+                MatRef::from_column_major_slice(&chunk.cs, rows, nu),
+                MatRef::from_column_major_slice(&kg, nu, nu),
+                1.0,
+                Par::Seq,
+            );
+        }
+        for (li, &(j, m, off)) in chunk.levels.iter().enumerate() {
+            let nc = m - p - 1;
+            let mm = nc + if reml { p } else { 0 };
+            let lj = &chunk.lm[li * kk..(li + 1) * kk];
+            let cj = &chunk.lc[off * k1..(off + m) * k1];
+            let idx = &chunk.li[off..off + m];
+            // u1_j = L_j^{-T} (c_y - C_j x[idx]).
+            u1.copy_from_slice(&cj[(m - 1) * k1..m * k1]);
             for cc in 0..m - 1 {
-                v -= cj[cc * k1 + a] * x[idx[cc]];
+                axpy(&mut u1, -x[idx[cc]], &cj[cc * k1..(cc + 1) * k1]);
             }
-            u1[a] = v;
-        }
-        upper_t_solve(lj, k1, &mut u1);
-        for r in 0..k1 {
-            let mut v = 0.0;
-            for c in 0..=r {
-                v += lam1[c * k1 + r] * u1[c];
+            upper_t_solve(lj, k1, &mut u1);
+            for r in 0..k1 {
+                let mut v = 0.0;
+                for c in 0..=r {
+                    v += lam1[c * k1 + r] * u1[c];
+                }
+                b1[r] = v;
             }
-            b1[r] = v;
-        }
-        // Raw coupling and X blocks of level j.
-        let r0 = bl.r_ptr[j];
-        let a11 = &bl.a11[j * kk..(j + 1) * kk];
-        let rdat = &bl.r_dat[r0 * k1..(r0 + nc) * k1];
-        let a1x = &bl.a1x[j * k1 * p..(j + 1) * k1 * p];
-        // Z_1j' W rho.
-        for a in 0..k1 {
-            let mut v = bl.a1y[j * k1 + a];
+            // Raw coupling and X blocks of level j.
+            let r0 = bl.r_ptr[j];
+            let a11 = &bl.a11[j * kk..(j + 1) * kk];
+            let rdat = &bl.r_dat[r0 * k1..(r0 + nc) * k1];
+            let a1x = &bl.a1x[j * k1 * p..(j + 1) * k1 * p];
+            // Z_1j' W rho.
+            zr1.copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
             for c in 0..k1 {
-                v -= a11[c * k1 + a] * b1[c];
+                axpy(&mut zr1, -b1[c], &a11[c * k1..(c + 1) * k1]);
             }
             for cc in 0..nc {
-                v -= rdat[cc * k1 + a] * b_rest[idx[cc]];
+                axpy(&mut zr1, -b_rest[idx[cc]], &rdat[cc * k1..(cc + 1) * k1]);
             }
             for c in 0..p {
-                v -= a1x[c * k1 + a] * beta[c];
+                axpy(&mut zr1, -beta[c], &a1x[c * k1..(c + 1) * k1]);
             }
-            zr1[a] = v;
-        }
-        for cc in 0..nc {
-            let mut v = 0.0;
-            for a in 0..k1 {
-                v += rdat[cc * k1 + a] * b1[a];
-            }
-            zr_rest[idx[cc]] -= v;
-        }
-        for &t in &bl.prim_terms {
-            let ti = &bl.terms[t];
-            let o = ti.prim_offset.unwrap_or(0);
-            let k = ti.k;
-            let ru = &mut ru_term[t];
-            for c in 0..k {
-                for r in c..k {
-                    ru[c * k + r] += zr1[o + r] * u1[o + c];
-                }
-            }
-        }
-        // E = C[:, :mm] K_D[idx, idx] (k1 x mm).
-        e.clear();
-        e.resize(k1 * mm, 0.0);
-        for b in 0..mm {
-            let kb = idx[b];
-            let eb = &mut e[b * k1..(b + 1) * k1];
-            for a in 0..mm {
-                let kab = kd[(idx[a], kb)];
-                if kab == 0.0 {
-                    continue;
-                }
-                let ca = &cj[a * k1..(a + 1) * k1];
-                for r in 0..k1 {
-                    eb[r] += ca[r] * kab;
-                }
-            }
-        }
-        // W1 = I + E C[:, :mm]'.
-        for c in 0..k1 {
-            for r in 0..k1 {
-                let mut v = if r == c { 1.0 } else { 0.0 };
-                for b in 0..mm {
-                    v += e[b * k1 + r] * cj[b * k1 + c];
-                }
-                w1[c * k1 + r] = v;
-            }
-        }
-        // B_j[:, :mm] (k1 x mm): rest columns times Lambda_r, then X columns.
-        bmat.clear();
-        bmat.resize(k1 * mm, 0.0);
-        for cc in 0..nc {
-            let colr = idx[cc];
-            let (t, ci) = bl.rest_col_term[colr];
-            let k = bl.terms[t].k;
-            let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
-            for r in 0..k1 {
-                let mut v = 0.0;
-                for c2 in ci..k {
-                    v += rdat[(cc - ci + c2) * k1 + r] * lt[ci * k + c2];
-                }
-                bmat[cc * k1 + r] = v;
-            }
-        }
-        if reml {
-            bmat[nc * k1..(nc + p) * k1].copy_from_slice(a1x);
-        }
-        // Y = L^{-1} Lambda_1' A_11,j.
-        for c in 0..k1 {
-            for r in 0..k1 {
-                let mut v = 0.0;
-                for l in r..k1 {
-                    v += lam1[r * k1 + l] * a11[c * k1 + l];
-                }
-                y[c * k1 + r] = v;
-            }
-            lower_solve(lj, k1, &mut y[c * k1..(c + 1) * k1]);
-        }
-        // Z = W1 Y - E B'; F_jj = L^{-T} Z.
-        for c in 0..k1 {
-            for r in 0..k1 {
-                let mut v = 0.0;
-                for l in 0..k1 {
-                    v += w1[l * k1 + r] * y[c * k1 + l];
-                }
-                for b in 0..mm {
-                    v -= e[b * k1 + r] * bmat[b * k1 + c];
-                }
-                zz[c * k1 + r] = v;
-            }
-            upper_t_solve(lj, k1, &mut zz[c * k1..(c + 1) * k1]);
-        }
-        for (fp, z) in f_prim.iter_mut().zip(&zz) {
-            *fp += z;
-        }
-        // Rest blocks coupled to level j: -E[:, R]' G[:, R], G = L^{-1} Lambda_1' A_1R,j.
-        if nc > 0 {
-            gmat.clear();
-            gmat.resize(k1 * nc, 0.0);
             for cc in 0..nc {
-                let g = &mut gmat[cc * k1..(cc + 1) * k1];
+                let mut v = 0.0;
+                for a in 0..k1 {
+                    v += rdat[cc * k1 + a] * b1[a];
+                }
+                zr_rest[idx[cc]] -= v;
+            }
+            for &t in &bl.prim_terms {
+                let ti = &bl.terms[t];
+                let o = ti.prim_offset.unwrap_or(0);
+                let k = ti.k;
+                let ru = &mut ru_term[t];
+                for c in 0..k {
+                    for r in c..k {
+                        ru[c * k + r] += zr1[o + r] * u1[o + c];
+                    }
+                }
+            }
+            // E = C[:, :mm] K_D[idx, idx] (k1 x mm).
+            e.clear();
+            e.resize(k1 * mm, 0.0);
+            if stacked {
+                for b in 0..mm {
+                    let src = chunk.spos[idx[b]] * rows + li * k1;
+                    e[b * k1..(b + 1) * k1].copy_from_slice(&ec[src..src + k1]);
+                }
+            } else {
+                for b in 0..mm {
+                    let kb = idx[b];
+                    let eb = &mut e[b * k1..(b + 1) * k1];
+                    for a in 0..mm {
+                        let kab = kd[(idx[a], kb)];
+                        if kab == 0.0 {
+                            continue;
+                        }
+                        let ca = &cj[a * k1..(a + 1) * k1];
+                        for r in 0..k1 {
+                            eb[r] += ca[r] * kab;
+                        }
+                    }
+                }
+            }
+            // W1 = I + E C[:, :mm]'.
+            w1.fill(0.0);
+            for a in 0..k1 {
+                w1[a * k1 + a] = 1.0;
+            }
+            if mm > 0 {
+                matmul(
+                    MatMut::from_column_major_slice_mut(&mut w1, k1, k1),
+                    Accum::Add,
+                    MatRef::from_column_major_slice(&e, k1, mm),
+                    MatRef::from_column_major_slice(&cj[..k1 * mm], k1, mm).transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+            }
+            // B_j[:, :mm] (k1 x mm): rest columns times Lambda_r, then X columns.
+            bmat.clear();
+            bmat.resize(k1 * mm, 0.0);
+            for cc in 0..nc {
+                let colr = idx[cc];
+                let (t, ci) = bl.rest_col_term[colr];
+                let k = bl.terms[t].k;
+                let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
+                let dst = &mut bmat[cc * k1..(cc + 1) * k1];
+                for c2 in ci..k {
+                    let src = (cc - ci + c2) * k1;
+                    axpy(dst, lt[ci * k + c2], &rdat[src..src + k1]);
+                }
+            }
+            if reml {
+                bmat[nc * k1..(nc + p) * k1].copy_from_slice(a1x);
+            }
+            // Y = L^{-1} Lambda_1' A_11,j.
+            for c in 0..k1 {
                 for r in 0..k1 {
                     let mut v = 0.0;
                     for l in r..k1 {
-                        v += lam1[r * k1 + l] * rdat[cc * k1 + l];
+                        v += lam1[r * k1 + l] * a11[c * k1 + l];
                     }
-                    g[r] = v;
+                    y[c * k1 + r] = v;
                 }
-                lower_solve(lj, k1, g);
+                lower_solve(lj, k1, &mut y[c * k1..(c + 1) * k1]);
             }
-            let mut cc = 0;
-            while cc < nc {
-                let (t, _) = bl.rest_col_term[idx[cc]];
-                let k = bl.terms[t].k;
-                let ft = &mut f_term[t];
-                for b in 0..k {
-                    for a in 0..k {
+            // Z = W1 Y - E B'; F_jj = L^{-T} Z.
+            matmul(
+                MatMut::from_column_major_slice_mut(&mut zz, k1, k1),
+                Accum::Replace,
+                MatRef::from_column_major_slice(&w1, k1, k1),
+                MatRef::from_column_major_slice(&y, k1, k1),
+                1.0,
+                Par::Seq,
+            );
+            if mm > 0 {
+                matmul(
+                    MatMut::from_column_major_slice_mut(&mut zz, k1, k1),
+                    Accum::Add,
+                    MatRef::from_column_major_slice(&e, k1, mm),
+                    MatRef::from_column_major_slice(&bmat, k1, mm).transpose(),
+                    -1.0,
+                    Par::Seq,
+                );
+            }
+            for c in 0..k1 {
+                upper_t_solve(lj, k1, &mut zz[c * k1..(c + 1) * k1]);
+            }
+            for (fp, z) in f_prim.iter_mut().zip(&zz) {
+                *fp += z;
+            }
+            // Rest blocks coupled to level j: -E[:, R]' G[:, R], G = L^{-1} Lambda_1' A_1R,j.
+            if nc > 0 {
+                gmat.clear();
+                gmat.resize(k1 * nc, 0.0);
+                for cc in 0..nc {
+                    let g = &mut gmat[cc * k1..(cc + 1) * k1];
+                    for r in 0..k1 {
                         let mut v = 0.0;
-                        for r in 0..k1 {
-                            v += e[(cc + a) * k1 + r] * gmat[(cc + b) * k1 + r];
+                        for l in r..k1 {
+                            v += lam1[r * k1 + l] * rdat[cc * k1 + l];
                         }
-                        ft[b * k + a] -= v;
+                        g[r] = v;
                     }
+                    lower_solve(lj, k1, g);
                 }
-                cc += k;
+                let mut cc = 0;
+                while cc < nc {
+                    let (t, _) = bl.rest_col_term[idx[cc]];
+                    let k = bl.terms[t].k;
+                    let ft = &mut f_term[t];
+                    for b in 0..k {
+                        for a in 0..k {
+                            let mut v = 0.0;
+                            for r in 0..k1 {
+                                v += e[(cc + a) * k1 + r] * gmat[(cc + b) * k1 + r];
+                            }
+                            ft[b * k + a] -= v;
+                        }
+                    }
+                    cc += k;
+                }
             }
         }
+        chunk.clear();
+        if pending {
+            let m = ws
+                .idx
+                .len()
+                .min(bl.r_ptr[next + 1] - bl.r_ptr[next] + p + 1);
+            chunk.push(next, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
+            next += 1;
+            pending = false;
+        }
     }
+    ws.chunk = chunk;
     for &t in &bl.prim_terms {
         let ti = &bl.terms[t];
         let o = ti.prim_offset.unwrap_or(0);

@@ -179,9 +179,17 @@ pub(crate) fn check_theta(input: &FitInput, theta: &[f64]) -> Result<(), LmmErro
 /// its column is arbitrary (Lambda Lambda' does not change), but the
 /// gradient with respect to that diagonal entry flips with it. A boundary
 /// point can therefore look optimal while its mirror image has a descent
-/// direction. Returns the mirror images of `theta` (one per such column with
-/// a non-zero off-diagonal part).
-pub(crate) fn column_sign_flips(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64>> {
+/// direction: at the mirror image the gradient with respect to the zero
+/// diagonal entry changes sign, so a positive gradient there (a bound that
+/// looks binding) becomes a descent direction. Returns the mirror images of
+/// `theta` for the columns with a non-zero off-diagonal part whose diagonal
+/// gradient `grad` exceeds `gtol`.
+pub(crate) fn column_sign_flips(
+    input: &FitInput,
+    theta: &[f64],
+    grad: &[f64],
+    gtol: f64,
+) -> Vec<Vec<f64>> {
     let mut out = Vec::new();
     let mut offset = 0;
     for t in &input.terms {
@@ -190,7 +198,10 @@ pub(crate) fn column_sign_flips(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64>
         for c in 0..k {
             let len = k - c;
             let below = (col_start + 1)..(col_start + len);
-            if theta[col_start] == 0.0 && theta[below.clone()].iter().any(|v| *v != 0.0) {
+            if theta[col_start] == 0.0
+                && grad[col_start] > gtol
+                && theta[below.clone()].iter().any(|v| *v != 0.0)
+            {
                 let mut flipped = theta.to_vec();
                 for i in below {
                     flipped[i] = -flipped[i];
@@ -243,12 +254,15 @@ mod tests {
                 factor_id: 0,
             }],
         };
+        let g = [1.0, 0.0, 0.0];
         assert_eq!(
-            column_sign_flips(&input, &[0.0, -0.5, 0.2]),
+            column_sign_flips(&input, &[0.0, -0.5, 0.2], &g, 1e-9),
             vec![vec![0.0, 0.5, 0.2]]
         );
-        assert!(column_sign_flips(&input, &[0.3, -0.5, 0.0]).is_empty());
-        assert!(column_sign_flips(&input, &[0.0, 0.0, 0.2]).is_empty());
+        // No flip where the diagonal gradient does not push against the bound.
+        assert!(column_sign_flips(&input, &[0.0, -0.5, 0.2], &[0.0; 3], 1e-9).is_empty());
+        assert!(column_sign_flips(&input, &[0.3, -0.5, 0.0], &g, 1e-9).is_empty());
+        assert!(column_sign_flips(&input, &[0.0, 0.0, 0.2], &g, 1e-9).is_empty());
     }
 
     use super::*;

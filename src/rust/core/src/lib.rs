@@ -13,6 +13,7 @@
 #![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
 
 mod blocks;
+mod chunk;
 mod error;
 mod factor;
 mod grad;
@@ -176,22 +177,49 @@ pub(crate) fn optimize_theta(
         reml: control.reml,
     };
     let (max_iter, tol) = (control.max_iter, control.tol);
-    let mut best = optim::minimize(&mut obj, start, lower, max_iter, tol)?;
+    let mut best = optim::minimize(&mut obj, start, lower, max_iter, tol, true)?;
     let on_boundary = best.x.iter().zip(lower).any(|(x, l)| *l == 0.0 && x <= l);
+    let trace = std::env::var_os("LMMR_OPTIM_TRACE").is_some();
+    if trace {
+        eprintln!(
+            "[optim] first run: f = {:.10}, evals {}, grads {}, converged {}, {}",
+            best.f, best.n_eval, best.n_grad, best.converged, best.message
+        );
+    }
+    // The scaled restarts are full optimisations: only for small models,
+    // where they cost milliseconds.
     let mut extra = if on_boundary || !best.converged {
-        input::boundary_restarts(&best.x, lower, start)
+        let mut r = input::boundary_restarts(&best.x, lower, start);
+        if lower.len() > 8 && best.converged {
+            r.truncate(1);
+        }
+        r
     } else {
         Vec::new()
     };
     for _round in 0..4 {
         let mut improved = false;
-        let mut alts = input::column_sign_flips(input, &best.x);
+        let gtol = 1e-9 * (1.0 + best.f.abs());
+        let mut alts = input::column_sign_flips(input, &best.x, &best.grad, gtol);
         alts.append(&mut extra);
         for alt in alts {
-            let mut cand = optim::minimize(&mut obj, &alt, lower, max_iter, tol)?;
+            let mut cand = optim::minimize(&mut obj, &alt, lower, max_iter, tol, false)?;
+            if trace {
+                eprintln!(
+                    "[optim] restart: f = {:.10}, evals {}, grads {}, converged {}",
+                    cand.f, cand.n_eval, cand.n_grad, cand.converged
+                );
+            }
             let scale = 1.0 + best.f.abs();
             let better = cand.f < best.f - 1e-10 * scale
                 || (!best.converged && cand.converged && cand.f <= best.f + 1e-10 * scale);
+            if better {
+                // Check (and continue from) the better end point.
+                let (ne, ng) = (cand.n_eval, cand.n_grad);
+                cand = optim::minimize(&mut obj, &cand.x, lower, max_iter, tol, true)?;
+                cand.n_eval += ne;
+                cand.n_grad += ng;
+            }
             if better {
                 cand.n_eval += best.n_eval;
                 cand.n_grad += best.n_grad;
@@ -228,6 +256,36 @@ pub fn evaluate_hessian(input: &FitInput, theta: &[f64], reml: bool) -> Result<V
         &g0,
         true,
     )
+}
+
+/// Mean seconds per criterion evaluation and per criterion + gradient on a
+/// prepared model (for benchmarks; `examples/time_maximal.rs`).
+#[doc(hidden)]
+pub fn time_prepared(
+    input: &FitInput,
+    theta: &[f64],
+    reml: bool,
+    reps: usize,
+) -> Result<(f64, f64), LmmError> {
+    input::validate(input)?;
+    let pre = precondition::precondition(input)?;
+    let transformed = FitInput {
+        x: &pre.q,
+        y: &pre.y,
+        ..input.clone()
+    };
+    let mut prep = Prepared::new(&transformed)?;
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        prep.eval(theta, reml)?;
+    }
+    let te = t0.elapsed().as_secs_f64() / reps as f64;
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        prep.eval_grad(theta, reml)?;
+    }
+    let tg = t0.elapsed().as_secs_f64() / reps as f64;
+    Ok((te, tg))
 }
 
 /// Profiled criterion and its analytic gradient with respect to theta.

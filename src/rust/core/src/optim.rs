@@ -286,7 +286,9 @@ fn bfgs<O: Objective>(
         *budget -= 1;
         // Epsilon-active set (Bertsekas): near the bound with the gradient
         // pushing against it.
-        let pg = (0..m).fold(0.0f64, |a, i| a.max((x[i] - (x[i] - g[i]).max(lb[i])).abs()));
+        let pg = (0..m).fold(0.0f64, |a, i| {
+            a.max((x[i] - (x[i] - g[i]).max(lb[i])).abs())
+        });
         let eps = pg.min(1e-3);
         let free: Vec<bool> = (0..m)
             .map(|i| !(x[i] - lb[i] <= eps && g[i] > 0.0))
@@ -445,12 +447,16 @@ fn curvature_escape<O: Objective>(
 /// Minimises the objective over `x >= lb` from `x0`, then checks the end
 /// point (see the module documentation) and continues from wherever the
 /// check finds a way down.
+///
+/// With `check = false` only the quasi-Newton search runs (for restarts
+/// whose end point is only kept, and then checked, if it is better).
 pub(crate) fn minimize<O: Objective>(
     obj: &mut O,
     x0: &[f64],
     lb: &[f64],
     max_iter: usize,
     tol: f64,
+    check: bool,
 ) -> Result<OptResult, LmmError> {
     let m = x0.len();
     let tol = if tol > 0.0 && tol.is_finite() {
@@ -465,9 +471,14 @@ pub(crate) fn minimize<O: Objective>(
     };
     // One iteration budget for all quasi-Newton runs of this minimisation.
     let mut budget = max_iter;
-    let (mut x, mut fx, mut g, mut ok, mut message) = bfgs(&mut obj, x0, lb, None, &mut budget, tol)?;
+    let (mut x, mut fx, mut g, mut ok, mut message) =
+        bfgs(&mut obj, x0, lb, None, &mut budget, tol)?;
     let mut confirmed = false;
-    for _round in 0..6 {
+    let rounds = if check { 6 } else { 0 };
+    if !check {
+        confirmed = ok;
+    }
+    for _round in 0..rounds {
         // Snap components that are numerically at a bound onto it.
         let mut xs = x.clone();
         let mut snapped = false;
@@ -489,12 +500,7 @@ pub(crate) fn minimize<O: Objective>(
             confirmed = true;
             break;
         }
-        let h = fd_hessian(
-            |t: &[f64]| obj.fg(t).map(|(_, gg)| gg),
-            &x,
-            &g,
-            false,
-        )?;
+        let h = fd_hessian(|t: &[f64]| obj.fg(t).map(|(_, gg)| gg), &x, &g, false)?;
         // Free: interior, or on the bound without a gradient pushing
         // against it (curvature decides there).
         let gtol = 1e-9 * (1.0 + fx.abs());
@@ -509,10 +515,11 @@ pub(crate) fn minimize<O: Objective>(
         }
         let (ev, evec) = sym_eigen(&hf, nf);
         let lmax = ev.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        let (kmin, lmin) = ev
-            .iter()
-            .enumerate()
-            .fold((0, f64::INFINITY), |a, (k, &v)| if v < a.1 { (k, v) } else { a });
+        let (kmin, lmin) =
+            ev.iter().enumerate().fold(
+                (0, f64::INFINITY),
+                |a, (k, &v)| if v < a.1 { (k, v) } else { a },
+            );
         let mut moved = false;
         if nf > 0 && lmin < -1e-5 * lmax.max(1e-8) {
             let mut v = vec![0.0; m];
@@ -658,7 +665,15 @@ mod tests {
     #[test]
     fn rosenbrock_interior() {
         let ninf = f64::NEG_INFINITY;
-        let r = minimize(&mut Fun(rosen), &[-1.2, 1.0], &[ninf, ninf], 200, 1e-14).unwrap();
+        let r = minimize(
+            &mut Fun(rosen),
+            &[-1.2, 1.0],
+            &[ninf, ninf],
+            200,
+            1e-14,
+            true,
+        )
+        .unwrap();
         assert!(r.converged, "{}", r.message);
         assert!(
             (r.x[0] - 1.0).abs() < 1e-5 && (r.x[1] - 1.0).abs() < 1e-5,
@@ -676,7 +691,15 @@ mod tests {
                 vec![2.0 * (x[0] + 1.0), 2.0 * (x[1] - 2.0)],
             )
         };
-        let r = minimize(&mut Fun(f), &[1.0, 0.0], &[0.0, f64::NEG_INFINITY], 100, 1e-12).unwrap();
+        let r = minimize(
+            &mut Fun(f),
+            &[1.0, 0.0],
+            &[0.0, f64::NEG_INFINITY],
+            100,
+            1e-12,
+            true,
+        )
+        .unwrap();
         assert!(r.converged, "{}", r.message);
         assert_eq!(r.x[0], 0.0);
         assert!(r.at_bound[0] && !r.at_bound[1]);
@@ -695,7 +718,7 @@ mod tests {
                 vec![-2.0 * x[0] + 4.0 * x[0].powi(3)],
             )
         };
-        let r = minimize(&mut Fun(f), &[0.0], &[0.0], 100, 1e-12).unwrap();
+        let r = minimize(&mut Fun(f), &[0.0], &[0.0], 100, 1e-12, true).unwrap();
         assert!(r.converged, "{}", r.message);
         assert!((r.x[0] - 0.5f64.sqrt()).abs() < 1e-6, "{:?}", r.x);
     }
@@ -710,7 +733,7 @@ mod tests {
             )
         };
         let ninf = f64::NEG_INFINITY;
-        let r = minimize(&mut Fun(f), &[1.0, 0.0], &[ninf, ninf], 100, 1e-12).unwrap();
+        let r = minimize(&mut Fun(f), &[1.0, 0.0], &[ninf, ninf], 100, 1e-12, true).unwrap();
         assert!(r.converged, "{}", r.message);
         assert!((r.x[1].abs() - 2f64.sqrt()).abs() < 1e-6, "{:?}", r.x);
     }
@@ -720,7 +743,7 @@ mod tests {
         // Two BFGS iterations are not enough; the check continues and
         // either confirms the optimum or says it could not.
         let ninf = f64::NEG_INFINITY;
-        let r = minimize(&mut Fun(rosen), &[-1.2, 1.0], &[ninf, ninf], 2, 1e-14).unwrap();
+        let r = minimize(&mut Fun(rosen), &[-1.2, 1.0], &[ninf, ninf], 2, 1e-14, true).unwrap();
         if r.converged {
             assert!((r.x[0] - 1.0).abs() < 1e-5, "{:?}", r);
         } else {
@@ -743,8 +766,10 @@ mod tests {
             }
             (v, g)
         };
-        let lb: Vec<f64> = (0..m).map(|i| if i % 2 == 0 { 0.0 } else { f64::NEG_INFINITY }).collect();
-        let r = minimize(&mut Fun(f), &vec![0.5; m], &lb, 500, 1e-14).unwrap();
+        let lb: Vec<f64> = (0..m)
+            .map(|i| if i % 2 == 0 { 0.0 } else { f64::NEG_INFINITY })
+            .collect();
+        let r = minimize(&mut Fun(f), &vec![0.5; m], &lb, 500, 1e-14, true).unwrap();
         assert!(r.converged, "{}", r.message);
         for i in 0..m {
             let c: f64 = if i % 3 == 0 { -1.0 } else { 1.0 };
