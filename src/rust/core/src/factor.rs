@@ -7,6 +7,7 @@ use crate::error::LmmError;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, MatMut, MatRef, Par};
 
 /// Dense size above which faer's blocked Cholesky is used.
@@ -204,19 +205,31 @@ pub(crate) fn level_block(
     ws.t[(nc + p) * k1..(nc + p + 1) * k1].copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
     ws.idx[nc + p] = q2 + p;
     // C = L^{-1} Lambda1' B
-    for col in 0..m {
-        let bcol = &ws.t[col * k1..(col + 1) * k1];
-        let ccol = &mut ws.c[col * k1..(col + 1) * k1];
-        for r in 0..k1 {
-            let mut v = 0.0;
-            for l in r..k1 {
-                v += lam1[r * k1 + l] * bcol[l];
-            }
-            ccol[r] = v;
-        }
-        crate::grad::lower_solve(&ws.m[..kk], k1, ccol);
-    }
+    lambda_t_solve(&ws.lam1, &ws.m[..kk], k1, &ws.t[..k1 * m], &mut ws.c[..k1 * m]);
     Ok((m, ld))
+}
+
+/// `out = L^{-1} Lambda' b` for lower-triangular `k x k` `lam` and `l` and a
+/// `k x m` block `b` (column-major).
+pub(crate) fn lambda_t_solve(lam: &[f64], l: &[f64], k: usize, b: &[f64], out: &mut [f64]) {
+    let m = b.len() / k.max(1);
+    if m == 0 {
+        return;
+    }
+    let lam = MatRef::from_column_major_slice(lam, k, k);
+    let mut o = MatMut::from_column_major_slice_mut(out, k, m);
+    tri_matmul(
+        o.as_mut(),
+        BlockStructure::Rectangular,
+        Accum::Replace,
+        lam.transpose(),
+        BlockStructure::TriangularUpper,
+        MatRef::from_column_major_slice(b, k, m),
+        BlockStructure::Rectangular,
+        1.0,
+        Par::Seq,
+    );
+    solve_lower_triangular_in_place(MatRef::from_column_major_slice(l, k, k), o, Par::Seq);
 }
 
 /// Fills `ws.s` with `Lt' D Lt` (`Lt = blockdiag(Lambda_r, I)`) plus the

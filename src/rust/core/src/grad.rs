@@ -30,7 +30,7 @@
 use crate::blocks::Blocks;
 use crate::chunk::{Chunk, MAX_UNION};
 use crate::error::LmmError;
-use crate::factor::{level_block, Criterion, Workspace};
+use crate::factor::{lambda_t_solve, level_block, Criterion, Workspace};
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
@@ -338,17 +338,7 @@ pub(crate) fn gradient(
             if nc > 0 {
                 gmat.clear();
                 gmat.resize(k1 * nc, 0.0);
-                for cc in 0..nc {
-                    let g = &mut gmat[cc * k1..(cc + 1) * k1];
-                    for r in 0..k1 {
-                        let mut v = 0.0;
-                        for l in r..k1 {
-                            v += lam1[r * k1 + l] * rdat[cc * k1 + l];
-                        }
-                        g[r] = v;
-                    }
-                    lower_solve(lj, k1, g);
-                }
+                lambda_t_solve(&lam1, lj, k1, rdat, &mut gmat);
                 let mut cc = 0;
                 while cc < nc {
                     let (t, _) = bl.rest_col_term[idx[cc]];
@@ -441,7 +431,7 @@ pub(crate) fn gradient(
                 let ra = col + aa;
                 let mut v = 0.0;
                 for m in 0..dd {
-                    v += kd[(ra, m)] * at[m];
+                    v += kd[(m, ra)] * at[m];
                 }
                 ft[b * k + aa] += v;
             }
