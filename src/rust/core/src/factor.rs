@@ -205,7 +205,13 @@ pub(crate) fn level_block(
     ws.t[(nc + p) * k1..(nc + p + 1) * k1].copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
     ws.idx[nc + p] = q2 + p;
     // C = L^{-1} Lambda1' B
-    lambda_t_solve(&ws.lam1, &ws.m[..kk], k1, &ws.t[..k1 * m], &mut ws.c[..k1 * m]);
+    lambda_t_solve(
+        &ws.lam1,
+        &ws.m[..kk],
+        k1,
+        &ws.t[..k1 * m],
+        &mut ws.c[..k1 * m],
+    );
     Ok((m, ld))
 }
 

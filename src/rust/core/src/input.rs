@@ -223,11 +223,52 @@ pub(crate) fn boundary_restarts(theta: &[f64], lower: &[f64], start: &[f64]) -> 
     let reset: Vec<f64> = theta
         .iter()
         .zip(lower)
-        .map(|(t, l)| if *l == 0.0 && t <= l { 1.0 } else { *t })
+        .map(|(t, l)| if *l == 0.0 && *t <= 1e-4 { 1.0 } else { *t })
         .collect();
     let mut out = vec![reset];
     for factor in [0.3, 3.0] {
         out.push(start.iter().map(|t| t * factor).collect());
+    }
+    out
+}
+
+/// The default start with each term's factor scaled by a different amount
+/// (0.5 for the first term up to 1.5 for the last). Identical terms (e.g.
+/// `(z | g) + (z | g)`) keep identical values along a quasi-Newton path from
+/// a symmetric start, which can confine the search to a worse optimum.
+pub(crate) fn asymmetric_start(input: &FitInput, start: &[f64]) -> Vec<f64> {
+    let nt = input.terms.len();
+    let mut out = start.to_vec();
+    let mut offset = 0;
+    for (t, term) in input.terms.iter().enumerate() {
+        let len = n_theta(term.k);
+        let f = if nt > 1 {
+            0.5 + t as f64 / (nt - 1) as f64
+        } else {
+            0.5
+        };
+        out[offset..offset + len].iter_mut().for_each(|v| *v *= f);
+        offset += len;
+    }
+    out
+}
+
+/// Alternative starting points for small models: the end point with one
+/// term's relative covariance factor set to zero, one point per term. The
+/// profiled criterion can have an interior local minimum next to a lower
+/// one where a variance is zero (the criterion is even in a scalar theta, so
+/// a descent from the default start need not reach zero).
+pub(crate) fn term_zero_restarts(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for t in &input.terms {
+        let len = n_theta(t.k);
+        if theta[offset..offset + len].iter().any(|v| *v != 0.0) {
+            let mut z = theta.to_vec();
+            z[offset..offset + len].iter_mut().for_each(|v| *v = 0.0);
+            out.push(z);
+        }
+        offset += len;
     }
     out
 }

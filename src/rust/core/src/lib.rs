@@ -178,7 +178,13 @@ pub(crate) fn optimize_theta(
     };
     let (max_iter, tol) = (control.max_iter, control.tol);
     let mut best = optim::minimize(&mut obj, start, lower, max_iter, tol, true)?;
-    let on_boundary = best.x.iter().zip(lower).any(|(x, l)| *l == 0.0 && x <= l);
+    // On or next to the boundary (a singular fit).
+    let on_boundary = best
+        .x
+        .iter()
+        .zip(lower)
+        .any(|(x, l)| *l == 0.0 && *x <= 1e-4);
+    let small = lower.len() <= 10;
     let trace = std::env::var_os("LMMR_OPTIM_TRACE").is_some();
     if trace {
         eprintln!(
@@ -188,7 +194,7 @@ pub(crate) fn optimize_theta(
     }
     // The scaled restarts are full optimisations: only for small models,
     // where they cost milliseconds.
-    let mut extra = if on_boundary || !best.converged {
+    let mut extra = if on_boundary || !best.converged || small {
         let mut r = input::boundary_restarts(&best.x, lower, start);
         if lower.len() > 8 && best.converged {
             r.truncate(1);
@@ -197,13 +203,22 @@ pub(crate) fn optimize_theta(
     } else {
         Vec::new()
     };
+    if small {
+        extra.extend(input::term_zero_restarts(input, &best.x));
+        if input.terms.len() > 1 {
+            extra.push(input::asymmetric_start(input, start));
+        }
+    }
     for _round in 0..4 {
         let mut improved = false;
         let gtol = 1e-9 * (1.0 + best.f.abs());
         let mut alts = input::column_sign_flips(input, &best.x, &best.grad, gtol);
         alts.append(&mut extra);
         for alt in alts {
-            let mut cand = optim::minimize(&mut obj, &alt, lower, max_iter, tol, false)?;
+            // A restart whose start cannot be evaluated is skipped.
+            let Ok(mut cand) = optim::minimize(&mut obj, &alt, lower, max_iter, tol, false) else {
+                continue;
+            };
             if trace {
                 eprintln!(
                     "[optim] restart: f = {:.10}, evals {}, grads {}, converged {}",
@@ -216,7 +231,11 @@ pub(crate) fn optimize_theta(
             if better {
                 // Check (and continue from) the better end point.
                 let (ne, ng) = (cand.n_eval, cand.n_grad);
-                cand = optim::minimize(&mut obj, &cand.x, lower, max_iter, tol, true)?;
+                if let Ok(c) = optim::minimize(&mut obj, &cand.x, lower, max_iter, tol, true) {
+                    cand = c;
+                } else {
+                    cand.converged = false;
+                }
                 cand.n_eval += ne;
                 cand.n_grad += ng;
             }

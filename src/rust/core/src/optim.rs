@@ -249,8 +249,9 @@ fn arc_search<O: Objective>(
         } else {
             let fnew = obj.f(&xn);
             if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
-                let (fnew, gnew) = obj.fg(&xn)?;
-                return Ok(Some((xn, fnew, gnew)));
+                if let Ok((fnew, gnew)) = obj.fg(&xn) {
+                    return Ok(Some((xn, fnew, gnew)));
+                }
             }
         }
         alpha *= 0.5;
@@ -489,18 +490,25 @@ pub(crate) fn minimize<O: Objective>(
             }
         }
         if snapped {
-            let (fs, gs) = obj.fg(&xs)?;
-            if fs <= fx {
-                x = xs;
-                fx = fs;
-                g = gs;
+            if let Ok((fs, gs)) = obj.fg(&xs) {
+                if fs <= fx {
+                    x = xs;
+                    fx = fs;
+                    g = gs;
+                }
             }
         }
         if m == 0 {
             confirmed = true;
             break;
         }
-        let h = fd_hessian(|t: &[f64]| obj.fg(t).map(|(_, gg)| gg), &x, &g, false)?;
+        let h = match fd_hessian(|t: &[f64]| obj.fg(t).map(|(_, gg)| gg), &x, &g, false) {
+            Ok(h) if h.iter().all(|v| v.is_finite()) => h,
+            _ => {
+                message = "the Hessian could not be evaluated at the end point".into();
+                break;
+            }
+        };
         // Free: interior, or on the bound without a gradient pushing
         // against it (curvature decides there).
         let gtol = 1e-9 * (1.0 + fx.abs());
@@ -591,6 +599,13 @@ pub(crate) fn minimize<O: Objective>(
         message = format!("maximum number of iterations ({max_iter}) reached");
     } else if message.is_empty() || message == "converged" {
         message = "the optimum could not be confirmed".into();
+    }
+    let xmax = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    if !converged && xmax > 1e6 {
+        message = format!(
+            "{message}; theta grows without bound (largest |theta| {xmax:.3e}): the criterion keeps \
+             decreasing as a variance grows, e.g. because the random effects can reproduce the response"
+        );
     }
     let at_bound = x.iter().zip(lb).map(|(a, b)| a <= b).collect();
     Ok(OptResult {

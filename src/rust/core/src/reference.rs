@@ -189,7 +189,7 @@ pub(crate) fn dense_reference(input: &FitInput, theta: &[f64]) -> DenseRef {
 mod tests {
     use super::*;
     use crate::input::ReTermInput;
-    use crate::{evaluate_criterion, evaluate_gradient, fit_lmm, FitControl};
+    use crate::{evaluate_criterion, evaluate_gradient, evaluate_hessian, fit_lmm, FitControl};
 
     struct Rng(u64);
     impl Rng {
@@ -563,5 +563,50 @@ mod tests {
         let d = make(10, 80, 2, &[8, 3], &[(0, 2), (1, 1)], true, false);
         check_grad(&d, &[1.2, 0.1, 0.5, 0.0]);
         check_grad(&d, &[0.0, 0.0, 0.0, 0.7]);
+    }
+
+    #[test]
+    fn hessian_matches_second_differences() {
+        let d = make(10, 80, 2, &[8, 3], &[(0, 2), (1, 1)], true, false);
+        let input = d.input();
+        let theta = [1.2, 0.1, 0.5, 0.7];
+        for reml in [true, false] {
+            let h = evaluate_hessian(&input, &theta, reml).unwrap();
+            let m = theta.len();
+            let f = |t: &[f64]| evaluate_criterion(&input, t, reml).unwrap();
+            let f0 = f(&theta);
+            for i in 0..m {
+                for j in 0..m {
+                    assert!((h[i * m + j] - h[j * m + i]).abs() < 1e-12);
+                    let (hi, hj) = (1e-4, 1e-4);
+                    let mut t = theta.to_vec();
+                    let fd = if i == j {
+                        t[i] += hi;
+                        let fp = f(&t);
+                        t[i] -= 2.0 * hi;
+                        let fm = f(&t);
+                        (fp - 2.0 * f0 + fm) / (hi * hi)
+                    } else {
+                        let mut s = 0.0;
+                        for (a, b, sg) in [
+                            (1.0, 1.0, 1.0),
+                            (1.0, -1.0, -1.0),
+                            (-1.0, 1.0, -1.0),
+                            (-1.0, -1.0, 1.0),
+                        ] {
+                            t[i] = theta[i] + a * hi;
+                            t[j] = theta[j] + b * hj;
+                            s += sg * f(&t);
+                        }
+                        s / (4.0 * hi * hj)
+                    };
+                    let got = h[j * m + i];
+                    assert!(
+                        (got - fd).abs() < 1e-4 * (1.0 + fd.abs()),
+                        "H[{i},{j}] {got} vs {fd}"
+                    );
+                }
+            }
+        }
     }
 }
