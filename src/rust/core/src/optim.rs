@@ -549,6 +549,19 @@ pub(crate) fn minimize<O: Objective>(
         }
         let (d, dec) = newton_direction(&h, &g, &free);
         if dec <= tol * (1.0 + fx.abs()) {
+            // Confirmed; the (tiny) Newton step still buys the last digits
+            // of theta where the criterion is flat.
+            let mut xn: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + b).collect();
+            project(&mut xn, lb);
+            if xn != x {
+                if let Ok((fnew, gnew)) = obj.fg(&xn) {
+                    if fnew <= fx {
+                        x = xn;
+                        fx = fnew;
+                        g = gnew;
+                    }
+                }
+            }
             confirmed = true;
             break;
         }
