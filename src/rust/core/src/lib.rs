@@ -253,6 +253,34 @@ pub(crate) fn optimize_theta(
             break;
         }
     }
+    // theta beyond 1e6 (random-effect sd a million times the residual sd)
+    // cannot be confirmed as an optimum: the criterion keeps decreasing as a
+    // variance grows. When the penalised residual sum of squares vanishes
+    // on the way, the random effects reproduce the response: a perfect fit,
+    // reported as the error it is.
+    let xmax = best.x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    if xmax > 1e6 {
+        if best.converged {
+            best.converged = false;
+            best.message = format!(
+                "theta grows without bound (largest |theta| {xmax:.3e}): the criterion keeps \
+                 decreasing as a variance grows, e.g. because the random effects can reproduce \
+                 the response"
+            );
+        }
+        let r_end = obj.prep.eval(&best.x, control.reml).map(|c| c.pwrss);
+        let r_start = obj.prep.eval(start, control.reml).map(|c| c.pwrss);
+        if let (Ok(a), Ok(b)) = (r_end, r_start) {
+            if a < 1e-10 * b {
+                return Err(LmmError::NonFinite(
+                    "perfect fit: as the random-effect variances grow without bound the random \
+                     effects reproduce the response (the penalised residual sum of squares \
+                     vanishes), so the residual variance is zero"
+                        .into(),
+                ));
+            }
+        }
+    }
     Ok(best)
 }
 

@@ -579,13 +579,19 @@ pub(crate) fn minimize<O: Objective>(
                 (x, fx, g, ok, message) = r;
             }
             Some((xn, fnew, gnew)) => {
-                // Only noise-level progress is left.
+                // Only noise-level progress is left: a minimum within
+                // rounding if the Newton step did not promise much more.
                 if fnew <= fx {
                     x = xn;
                     fx = fnew;
                     g = gnew;
                 }
-                confirmed = true;
+                confirmed = dec <= 1e-6 * (1.0 + fx.abs());
+                if !confirmed {
+                    message = format!(
+                        "the end point could not be confirmed as a minimum (predicted decrease {dec:.3e})"
+                    );
+                }
                 break;
             }
             None => {
