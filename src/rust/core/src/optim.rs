@@ -115,6 +115,11 @@ pub(crate) fn sym_eigen(a: &[f64], m: usize) -> (Vec<f64>, Vec<f64>) {
     (ev, v)
 }
 
+/// A point with its criterion and gradient.
+type Point = (Vec<f64>, f64, Vec<f64>);
+/// End of a quasi-Newton run: point, criterion, gradient, success, message.
+type Run = (Vec<f64>, f64, Vec<f64>, bool, String);
+
 fn project(x: &mut [f64], lb: &[f64]) {
     for (xi, &l) in x.iter_mut().zip(lb) {
         if *xi < l {
@@ -225,7 +230,7 @@ fn arc_search<O: Objective>(
     g: &[f64],
     d: &[f64],
     lb: &[f64],
-) -> Result<Option<(Vec<f64>, f64, Vec<f64>)>, LmmError> {
+) -> Result<Option<Point>, LmmError> {
     let mut alpha = 1.0;
     for it in 0..50 {
         let mut xn: Vec<f64> = x.iter().zip(d).map(|(a, b)| a + alpha * b).collect();
@@ -268,7 +273,7 @@ fn bfgs<O: Objective>(
     b0: Option<&[f64]>,
     budget: &mut usize,
     tol: f64,
-) -> Result<(Vec<f64>, f64, Vec<f64>, bool, String), LmmError> {
+) -> Result<Run, LmmError> {
     let m = x0.len();
     let mut x = x0.to_vec();
     project(&mut x, lb);
