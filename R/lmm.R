@@ -74,9 +74,13 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 #' at zero must not have a gradient pointing into the interior) and the
 #' curvature on the free parameters. Where the check finds a way down
 #' (a remaining descent direction, a saddle point or a maximum along a
-#' direction) the search continues from there; fits that end on the
-#' boundary are also restarted from a few other points and from the mirror
-#' image of a zero diagonal. A fit whose optimum could not be confirmed is
+#' direction) the search continues from there. Fits that end on (or next to)
+#' the boundary, and all fits with at most 10 covariance parameters, are
+#' also restarted from a few other points (and from the mirror image of a
+#' zero diagonal), keeping the best optimum. A criterion that keeps
+#' decreasing as a variance grows until the random effects reproduce the
+#' response is a perfect-fit error (class `lmmr_error_non_finite`). A fit
+#' whose optimum could not be confirmed is
 #' reported with a warning (class `lmmr_warning_convergence`) and has
 #' `fit$optinfo$converged` set to `FALSE`.
 #' @param singular_tol a fit is reported as singular (on the boundary of the
@@ -89,7 +93,7 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 #' ctrl <- lmm_control(max_iter = 500)
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, control = ctrl)
 #' @export
-lmm_control <- function(max_iter = 200L, tol = 1e-10, singular_tol = 1e-4,
+lmm_control <- function(max_iter = 1000L, tol = 1e-10, singular_tol = 1e-4,
                         theta_start = NULL) {
   h_check_number(max_iter, "max_iter", lower = 1)
   if (max_iter > .Machine$integer.max) {

@@ -53,7 +53,7 @@ impl Default for FitControl {
     fn default() -> Self {
         FitControl {
             reml: true,
-            max_iter: 200,
+            max_iter: 1000,
             tol: 1e-12,
             theta_start: None,
             optimize: true,
