@@ -19,6 +19,8 @@
 h_refit_prepare <- function(fit, REML = fit$REML) {
   control <- fit$control
   if (is.null(control)) control <- lmm_control()
+  # warm start from the fit's estimates, as lme4's refit()
+  if (is.null(control$theta_start)) control$theta_start <- as.numeric(fit$theta)
   list(fit = fit, design = h_design_from_fit(fit, fit$y), control = control,
        REML = isTRUE(REML), engine = h_fit_engine(fit))
 }
