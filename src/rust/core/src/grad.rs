@@ -32,7 +32,8 @@ use crate::chunk::{Chunk, MAX_UNION};
 use crate::error::LmmError;
 use crate::factor::{lambda_t_solve, level_block, Criterion, Workspace};
 use faer::linalg::matmul::matmul;
-use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
+use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 /// Forward solve `L x = b` in place (`L` lower, `k x k` column-major).
@@ -93,23 +94,27 @@ pub(crate) fn gradient(
     // K_D = (L_dd L_dd')^{-1}, the leading dd block of the dense factor.
     let mut kd = Mat::<f64>::zeros(dd, dd);
     if dd > 0 {
-        let mut ldd = Mat::<f64>::zeros(dd, dd);
-        for c in 0..dd {
-            for r in c..dd {
-                ldd[(r, c)] = ws.s[c * d + r];
-            }
-        }
-        let mut linv = Mat::<f64>::identity(dd, dd);
         let par = if dd >= 384 { Par::rayon(0) } else { Par::Seq };
-        solve_lower_triangular_in_place(ldd.as_ref(), linv.as_mut(), par);
-        matmul(
+        let sm = MatRef::from_column_major_slice(&ws.s, d, d);
+        let mut linv = Mat::<f64>::zeros(dd, dd);
+        invert_lower_triangular(linv.as_mut(), sm.submatrix(0, 0, dd, dd), par);
+        // K = Linv' Linv, lower triangle, then mirrored.
+        tri_matmul(
             kd.as_mut(),
+            BlockStructure::TriangularLower,
             Accum::Replace,
             linv.transpose(),
+            BlockStructure::TriangularUpper,
             linv.as_ref(),
+            BlockStructure::TriangularLower,
             1.0,
             par,
         );
+        for c in 0..dd {
+            for r in (c + 1)..dd {
+                kd[(c, r)] = kd[(r, c)];
+            }
+        }
     }
 
     // Rest random effects b_r = Lambda_r u2 (internal rest layout).

@@ -168,6 +168,19 @@ impl Prepared {
         evaluate(&self.blocks, &mut self.ws, reml)
     }
 
+    /// Rough number of floating-point operations of one evaluation.
+    fn eval_cost(&self) -> f64 {
+        let bl = &self.blocks;
+        let d = bl.d() as f64;
+        let levels: f64 = (0..bl.g1)
+            .map(|j| {
+                let m = (bl.r_ptr[j + 1] - bl.r_ptr[j] + bl.p + 1) as f64;
+                bl.k1 as f64 * m * m
+            })
+            .sum();
+        d * d * d / 3.0 + levels
+    }
+
     /// Criterion and its analytic gradient with respect to theta.
     pub(crate) fn eval_grad(
         &mut self,
@@ -229,7 +242,12 @@ pub(crate) fn optimize_theta(
         .iter()
         .zip(lower)
         .any(|(x, l)| *l == 0.0 && *x <= 1e-4);
-    let small = lower.len() <= 10;
+    // Small models get extra restarts (a term set to zero, an asymmetric
+    // start, scaled starts) when they are cheap: at most about 1e9
+    // floating-point operations for the first run's evaluations (each
+    // gradient counted as four evaluations).
+    let first_cost = obj.prep.eval_cost() * (best.n_eval + 4 * best.n_grad) as f64;
+    let small = lower.len() <= 10 && first_cost <= 1e9;
     let trace = std::env::var_os("LMMR_OPTIM_TRACE").is_some();
     if trace {
         eprintln!(
