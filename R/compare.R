@@ -20,6 +20,17 @@ h_refit_call <- function(fit, changes, env = NULL) {
   eval(cl, env)
 }
 
+#' ML refit of a REML fit: the same design refitted with the fit's kept
+#' model (no re-evaluation of the call, so the data need not be reachable);
+#' fits on database tables are refitted from the table
+#' @noRd
+h_refit_ml <- function(fit, env = NULL) {
+  if (inherits(fit, "lmmr_db")) return(h_refit_call(fit, list(REML = FALSE), env))
+  ml <- refit.lmmr(fit, fit$y, REML = FALSE)
+  ml$call$REML <- FALSE
+  ml
+}
+
 #' @noRd
 `%||%` <- function(a, b) if (is.null(a)) b else a
 
@@ -77,7 +88,7 @@ h_anova_lrt <- function(fits, names, refit = TRUE, env = NULL) {
     h_inform(if (any(is_lm))
       "refitting model(s) with ML (instead of REML): linear models enter with their ML log-likelihood"
       else "refitting model(s) with ML (instead of REML)", "refit")
-    fits[reml] <- lapply(fits[reml], function(f) h_refit_call(f, list(REML = FALSE), env))
+    fits[reml] <- lapply(fits[reml], h_refit_ml, env = env)
     reml[] <- FALSE
   } else if (any(reml) && !all(reml)) {
     h_abort(if (any(is_lm))

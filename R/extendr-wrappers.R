@@ -6,11 +6,28 @@
 NULL
 
 #' @noRd
-rs_fit_lmm <- function(x, y, weights, codes, n_levels, z, k, factor_id,
-                       reml, max_iter, tol, theta_start, optimize,
-                       n_obs = NULL, log_w_sum = NULL) {
-  .Call(wrap__rs_fit_lmm, x, y, weights, codes, n_levels, z, k, factor_id,
-        reml, max_iter, tol, theta_start, optimize, n_obs, log_w_sum)
+rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id,
+                         n_obs = NULL, log_w_sum = NULL) {
+  .Call(wrap__rs_model_new, x, y, weights, codes, n_levels, z, k, factor_id,
+        n_obs, log_w_sum)
+}
+
+#' @noRd
+rs_model_is_live <- function(ptr) .Call(wrap__rs_model_is_live, ptr)
+
+#' @noRd
+rs_model_fit <- function(ptr, reml, max_iter, tol, theta_start, optimize) {
+  .Call(wrap__rs_model_fit, ptr, reml, max_iter, tol, theta_start, optimize)
+}
+
+#' @noRd
+rs_model_set_response <- function(ptr, y) {
+  .Call(wrap__rs_model_set_response, ptr, y)
+}
+
+#' @noRd
+rs_model_evaluate <- function(ptr, theta, reml) {
+  .Call(wrap__rs_model_evaluate, ptr, theta, reml)
 }
 
 #' @noRd

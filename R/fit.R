@@ -1,13 +1,19 @@
 # From a model design (h_model_design()) to a fitted "lmmr" object: one call
 # into Rust, then assembly of plain R data.
 
-#' Call the Rust fitting kernel on a design
+#' Fit a design with the kept Rust model
+#'
+#' `engine` is the kept model of an earlier fit of the same design (see
+#' [h_model_engine()]); without it a new one is built from `design`. The
+#' result carries the engine in `$engine`.
 #' @noRd
 h_fit_design <- function(design, REML, control, theta = NULL,
-                         optimize = TRUE) {
+                         optimize = TRUE, engine = NULL) {
   if (optimize) {
     bad <- h_unidentifiable_terms(design)
-    if (length(bad)) return(h_fit_without_terms(design, bad, REML, control, theta))
+    if (length(bad)) {
+      return(h_fit_without_terms(design, bad, REML, control, theta, engine))
+    }
   }
   terms <- design$re$terms
   theta_start <- if (!is.null(theta)) theta else control$theta_start
@@ -20,24 +26,82 @@ h_fit_design <- function(design, REML, control, theta = NULL,
     }
     theta_start <- as.numeric(theta_start)
   }
+  if (!is.environment(engine)) engine <- h_model_engine(design)
+  ptr <- h_engine_ptr(engine, as.numeric(design$y - design$offset),
+                      function() design)
+  res <- rs_model_fit(ptr, reml = REML, max_iter = control$max_iter,
+                      tol = control$tol, theta_start = theta_start,
+                      optimize = optimize)
+  res <- h_check_rust_result(res)
+  res$engine <- engine
+  res
+}
+
+#' The kept model of a design: an environment holding the external pointer
+#' to the Rust model (cross-product blocks and workspace, built once) and the
+#' response currently loaded in it
+#'
+#' Fits share it with their refits (refit(), simulate-and-refit, boxcox(),
+#' profiles, ML refits of LRTs); whoever uses the pointer first loads the
+#' response it needs (h_engine_ptr()). The environment survives saveRDS() but
+#' the pointer does not: it is rebuilt lazily from the plain data.
+#' @noRd
+h_model_engine <- function(design = NULL) {
+  engine <- new.env(parent = emptyenv())
+  if (!is.null(design)) h_engine_build(engine, design)
+  engine
+}
+
+#' (Re)build the Rust model of a design into an engine
+#' @noRd
+h_engine_build <- function(engine, design) {
   x <- design$X
   storage.mode(x) <- "double"
-  re <- h_rust_re_args(terms)
-  res <- rs_fit_lmm(
-    x = x,
-    y = as.numeric(design$y - design$offset),
-    weights = as.numeric(design$weights),
-    codes = re$codes, n_levels = re$n_levels, z = re$z, k = re$k,
-    factor_id = re$factor_id,
-    reml = REML,
-    max_iter = control$max_iter,
-    tol = control$tol,
-    theta_start = theta_start,
-    optimize = optimize,
-    n_obs = design$n_obs,
-    log_w_sum = design$log_w_sum
-  )
-  h_check_rust_result(res)
+  re <- h_rust_re_args(design$re$terms)
+  resp <- as.numeric(design$y - design$offset)
+  ptr <- rs_model_new(x = x, y = resp, weights = as.numeric(design$weights),
+                      codes = re$codes, n_levels = re$n_levels, z = re$z,
+                      k = re$k, factor_id = re$factor_id,
+                      n_obs = design$n_obs, log_w_sum = design$log_w_sum)
+  if (is.list(ptr)) h_check_rust_result(ptr)
+  engine$ptr <- ptr
+  engine$resp <- resp
+  invisible(engine)
+}
+
+#' The live pointer of an engine with response `resp` loaded
+#'
+#' @param design_fn function returning the design, called only when the
+#'   model must be rebuilt (no pointer yet, or a nil one after readRDS()).
+#' @noRd
+h_engine_ptr <- function(engine, resp, design_fn) {
+  if (is.null(engine$ptr) || !rs_model_is_live(engine$ptr)) {
+    h_engine_build(engine, design_fn())
+  }
+  if (!identical(engine$resp, resp)) {
+    h_check_rust_result(rs_model_set_response(engine$ptr, resp))
+    engine$resp <- resp
+  }
+  engine$ptr
+}
+
+#' The kept model of a fit (an engine environment); a new, empty one for
+#' fits made before fits kept their model
+#' @noRd
+h_fit_engine <- function(fit) {
+  if (is.environment(fit$engine)) fit$engine else h_model_engine()
+}
+
+#' The live external pointer to a fit's Rust model, with response `y` (on
+#' the scale of the fit's response, offset included) loaded
+#'
+#' Rebuilt from the plain data of the fit (X, y, weights, offset, terms) when
+#' missing or nil (after readRDS()); never needs the data or the caller's
+#' environment.
+#' @noRd
+h_model_ptr <- function(fit, y = fit$y) {
+  h_engine_ptr(h_fit_engine(fit), as.numeric(y - fit$offset),
+               function() h_design_from_fit(fit, fit$y))
 }
 
 #' Random-effect terms whose columns all lie in the column space of the
@@ -70,7 +134,8 @@ h_unidentifiable_terms <- function(design) {
 #' evaluated there (so BLUPs, conditional variances and the layout of the
 #' result are those of the full model), with a warning naming the terms
 #' @noRd
-h_fit_without_terms <- function(design, bad, REML, control, theta) {
+h_fit_without_terms <- function(design, bad, REML, control, theta,
+                                engine = NULL) {
   terms <- design$re$terms
   nth <- vapply(terms, function(t) ncol(t$Z) * (ncol(t$Z) + 1) / 2, numeric(1))
   labels <- vapply(terms[bad], function(t) {
@@ -98,7 +163,7 @@ h_fit_without_terms <- function(design, bad, REML, control, theta) {
     full[pos %in% keep] <- res_red$theta
   }
   res <- h_fit_design(design, REML = REML, control = control, theta = full,
-                      optimize = FALSE)
+                      optimize = FALSE, engine = engine)
   if (length(keep)) {
     res$converged <- res_red$converged
     res$message <- res_red$message
@@ -132,6 +197,9 @@ h_rust_re_args <- function(terms) {
 h_check_rust_result <- function(res) {
   if (!is.null(res$error_kind)) {
     msg <- res$error_message
+    if (identical(res$error_kind, "interrupted")) {
+      msg <- "Interrupted by the user (Ctrl-C); the computation was abandoned."
+    }
     if (identical(res$error_kind, "not_positive_definite")) {
       msg <- paste(msg, "This usually means the fixed-effects design is (nearly) rank deficient or the data are degenerate; check for collinear predictors or rescale them.")
     }
@@ -240,7 +308,8 @@ h_build_lmm <- function(design, res, REML, call, control) {
                    message = res$message),
     singular = singular,
     n = n, p = p, q = sum(vapply(terms, function(t) t$n_levels * t$k, numeric(1))),
-    control = control
+    control = control,
+    engine = res$engine
   ), class = "lmmr")
   h_report_fit_problems(fit)
   fit

@@ -772,7 +772,11 @@ h_type3_basis <- function(object, st, hyp) {
 #' @param ... further `"lmmr"` fits (or `lm` fits) for a likelihood-ratio
 #'   comparison; optionally `refit = FALSE` to compare REML fits without
 #'   refitting and `model.names`, a character vector of names for the
-#'   models (in the order given).
+#'   models (in the order given); `test = "PB"` for a parametric bootstrap
+#'   LRT (column `Pr(PB)`, as `pbkrtest::PBmodcomp()`: ML refits, `nsim`
+#'   responses (default 1000) simulated from the smaller fit of each pair,
+#'   p-value `(1 + #{LRT* > LRT}) / (1 + #{LRT* > 0})`) with `nsim`, `seed`,
+#'   `ncores` and `progress` as in [bootstrap_lmm()].
 #' @param type type of the hypotheses: `3`, `2` or `1` (also `"III"`,
 #'   `"II"`, `"I"`).
 #' @param ddf `"Satterthwaite"`, `"Kenward-Roger"` (REML fits only) or
@@ -793,12 +797,13 @@ h_type3_basis <- function(object, st, hyp) {
 #' anova(fit, ddf = "Kenward-Roger")
 #' fit0 <- lmm(Reaction ~ 1 + (Days | Subject), data = sleepstudy)
 #' anova(fit0, fit)
+#' anova(fit0, fit, test = "PB", nsim = 20, seed = 1)
 #' @export
 anova.lmmr <- function(object, ..., type = c(3, 2, 1),
                       ddf = c("Satterthwaite", "Kenward-Roger", "none")) {
   dots <- list(...)
   dn <- names(dots) %||% rep("", length(dots))
-  opt <- dn %in% c("refit", "model.names")
+  opt <- dn %in% c("refit", "model.names", h_anova_sim_args())
   is_fit <- !opt & vapply(dots, function(d) inherits(d, "lmmr") || h_is_lm(d), logical(1))
   bad <- !opt & !is_fit
   if (any(bad)) {
@@ -806,7 +811,7 @@ anova.lmmr <- function(object, ..., type = c(3, 2, 1),
       if (nzchar(dn[i])) sprintf("`%s`", dn[i]) else
         sprintf("an object of class \"%s\"", class(dots[[i]])[1])
     }, character(1))
-    h_abort(sprintf("anova() for lmm fits takes further models fitted by lmm() or lm() (for a likelihood-ratio test), `refit`, `model.names`, `type` and `ddf`; got %s.",
+    h_abort(sprintf("anova() for lmm fits takes further models fitted by lmm() or lm() (for a likelihood-ratio test), `refit`, `model.names`, `test`, `nsim`, `seed`, `ncores`, `type` and `ddf`; got %s.",
                     paste(what, collapse = ", ")), "argument")
   }
   if (any(is_fit)) {
@@ -833,8 +838,10 @@ anova.lmmr <- function(object, ..., type = c(3, 2, 1),
       }
     }
     refit <- if (!is.null(dots$refit)) dots$refit else TRUE
+    if (!is.null(dots$test)) return(h_anova_test(c(list(object), dots[is_fit]), all_names, dots))
     return(h_anova_lrt(c(list(object), dots[is_fit]), all_names, refit = refit))
   }
+  h_anova_sim_single(dots)
   type <- h_match_type(type)
   ddf <- h_match_ddf(ddf)
   if (ddf == "Kenward-Roger" && !isTRUE(object$REML)) {

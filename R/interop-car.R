@@ -13,7 +13,8 @@
 #' fits; `ddf = "Satterthwaite"` gives Satterthwaite's df and the unscaled
 #' F instead). The type II hypothesis of a term is the part of the
 #' hypothesis "the term and all terms containing it are zero" that is
-#' orthogonal, in the metric of the covariance of the estimates, to the
+#' orthogonal, in the metric of the covariance of the estimates (the
+#' Kenward-Roger adjusted one for Kenward-Roger F tests, as car), to the
 #' terms containing it (car's construction); type III tests the term's
 #' coefficients (so it depends on the contrast coding, as in car).
 #' `car::linearHypothesis()` tests a hypothesis matrix or car's character
@@ -65,6 +66,10 @@ Anova.lmmr <- function(mod, type = c("II", "III", 2, 3),
   test.statistic <- match.arg(test.statistic)
   ddf <- match.arg(ddf)
   V <- h_car_vcov(mod, vcov.)
+  parts <- if (test.statistic == "F") h_parts_for(mod, ddf) else NULL
+  # as car: with Kenward-Roger F tests the type II hypotheses are built in
+  # the metric of the adjusted covariance
+  if (test.statistic == "F" && ddf == "Kenward-Roger") V <- parts$kenward_roger$phi_adj
   st <- h_fixed_structure(mod)
   labels <- st$labels
   p <- length(mod$beta)
@@ -85,7 +90,6 @@ Anova.lmmr <- function(mod, type = c("II", "III", 2, 3),
         h_car_conj_comp(I_p[sub_rel, , drop = FALSE], H2, V)
     }
   }
-  parts <- if (test.statistic == "F") h_parts_for(mod, ddf) else NULL
   rows <- lapply(hyps, function(L) {
     if (!nrow(L)) return(c(NA_real_, 0, NA_real_, NA_real_))
     h_car_test(mod, L, rep(0, nrow(L)), test.statistic, ddf, V, parts)

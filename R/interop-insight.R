@@ -345,3 +345,11 @@ h_insight_ran_pars <- function(model, ci) {
   add("SD (Observations)", model$sigma, "Residual")
   do.call(rbind, rows)
 }
+
+#' @rdname lmmr-insight
+#' @exportS3Method insight::get_random
+get_random.lmmr <- function(x, ...) {
+  vars <- insight::find_random(x, split_nested = TRUE, flatten = TRUE)
+  d <- stats::model.frame(x)
+  d[, intersect(vars, names(d)), drop = FALSE]
+}

@@ -237,7 +237,7 @@ drop1.lmmr <- function(object, scope, ddf = c("Satterthwaite", "Kenward-Roger"),
                       paste(bad, collapse = ", ")), "argument")
     }
   }
-  tab <- anova(object, type = 3, ddf = ddf)
+  tab <- stats::anova(object, type = 3, ddf = ddf)
   tab <- tab[scope, , drop = FALSE]
   method <- if (ddf == "Satterthwaite") "Satterthwaite's" else "Kenward-Roger's"
   attr(tab, "heading") <- c(sprintf("Single term deletions using %s method:", method),

@@ -322,8 +322,31 @@ sigma.lmmr <- function(object, ...) {
   object$sigma
 }
 
+#' Covariance matrix of the fixed effects
+#'
+#' The model-based covariance (the default), or a cluster-robust (sandwich)
+#' one with `type`: the conventions of `clubSandwich::vcovCR()` for lmer
+#' fits, see Details of [summary.lmmr()].
+#'
+#' @param object an `"lmmr"` fit.
+#' @param type `NULL` (default: model-based), or `"CR0"`, `"CR1"`
+#'   (`J / (J - 1)` scaling), `"CR1p"`, `"CR1S"`, `"CR2"` (Bell-McCaffrey
+#'   bias-reduced) or `"CR3"` (jackknife-like).
+#' @param cluster for `type`: `NULL` (the grouping factor with the fewest
+#'   levels), the name of a grouping factor or model-frame column, or a
+#'   vector with one value per observation. Every grouping factor of the
+#'   model must be nested within the clusters.
+#' @param ... unused.
+#' @return A p x p matrix.
+#' @examples
+#' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+#' vcov(fit)
+#' vcov(fit, type = "CR2")
 #' @export
-vcov.lmmr <- function(object, ...) object$vcov
+vcov.lmmr <- function(object, type = NULL, cluster = NULL, ...) {
+  if (is.null(type) && is.null(cluster)) return(object$vcov)
+  h_vcov_cr(object, if (is.null(type)) "CR2" else type, cluster)$vcov
+}
 
 #' @export
 formula.lmmr <- function(x, ...) x$formula
@@ -377,12 +400,19 @@ model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
 #'   the profile is of the ML deviance, also for REML fits (pass
 #'   `REML = TRUE` to profile the REML criterion instead). A standard
 #'   deviation whose profile stays below the cutoff at zero gets a lower
-#'   limit of 0.
+#'   limit of 0. `"boot"`: parametric bootstrap intervals for the variance
+#'   parameters (named as for `"profile"`) and the fixed effects, as
+#'   `confint(lme4_fit, method = "boot")`, from [bootstrap_lmm()] (refits
+#'   with the fit's REML/ML setting).
 #' @param ddf for Wald intervals: `"none"` (default) uses normal quantiles, as
 #'   `confint(lme4_fit, method = "Wald")`; `"Satterthwaite"` or
 #'   `"Kenward-Roger"` use t quantiles with those degrees of freedom (and,
 #'   for Kenward-Roger, the adjusted standard errors).
-#' @param ... for `method = "profile"`: `REML` (see above).
+#' @param ... for `method = "profile"`: `REML` (see above). For
+#'   `method = "boot"`: `nsim` (default 500, as lme4), `type` (or lme4's
+#'   `boot.type`): `"perc"` (default), `"basic"` or `"norm"` (see
+#'   [confint.lmmr_boot()]), and `seed`, `use.u`, `ncores`, `progress`, `FUN`
+#'   passed to [bootstrap_lmm()].
 #' @return A matrix with one row per parameter and columns for the lower and
 #'   upper limits.
 #' @examples
@@ -390,10 +420,16 @@ model.matrix.lmmr <- function(object, type = c("fixed", "random"), ...) {
 #' confint(fit)
 #' confint(fit, ddf = "Satterthwaite")
 #' confint(fit, method = "profile")
+#' confint(fit, method = "boot", nsim = 50, seed = 1)
 #' @export
-confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile"),
+confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile", "boot"),
                         ddf = c("none", "Satterthwaite", "Kenward-Roger"), ...) {
   method <- h_match_confint_method(method)
+  if (method == "boot") {
+    if (!missing(ddf)) h_check_dots(ddf = ddf, .fn = "confint(method = \"boot\")")
+    return(h_confint_boot(object, parm = if (missing(parm)) NULL else parm,
+                          level = level, ...))
+  }
   dots <- list(...)
   reml <- isTRUE(dots$REML)
   dots$REML <- NULL
@@ -452,7 +488,8 @@ confint.lmmr <- function(object, parm, level = 0.95, method = c("Wald", "profile
 #' and refits. As lme4's method, the new call is evaluated first in the
 #' environment of the model formula (so fits made inside a function, with
 #' data local to that function, can be updated) and then in the caller's
-#' frame.
+#' frame; but an argument of `update()` given as a name (`data = d`) is
+#' always the caller's object of that name.
 #'
 #' @param object an `"lmmr"` fit.
 #' @param formula. changes to the formula, as in [stats::update.formula()]
@@ -480,6 +517,18 @@ update.lmmr <- function(object, formula., ..., evaluate = TRUE) {
   env <- environment(fml)
   caller <- parent.frame()
   if (is.null(env)) return(eval(call, caller))
+  # a name given to update() (`data = d`) means the caller's object, even
+  # when the formula's environment has another object of that name (e.g.
+  # performance's bootstrap calls update(fit, data = d) with resampled d)
+  syms <- Filter(is.name, as.list(extras))
+  if (length(syms)) {
+    env2 <- new.env(parent = env)
+    for (s in syms) {
+      val <- tryCatch(list(eval(s, caller)), error = function(e) NULL)
+      if (!is.null(val)) assign(as.character(s), val[[1]], envir = env2)
+    }
+    env <- env2
+  }
   tryCatch(eval(call, env), error = function(e) eval(call, caller))
 }
 
@@ -498,11 +547,11 @@ h_confint_theta_na <- function(object, level) {
 
 #' @noRd
 h_match_confint_method <- function(method) {
-  if (identical(method, c("Wald", "profile"))) return("Wald")
+  if (identical(method, c("Wald", "profile", "boot"))) return("Wald")
   if (!is.character(method) || length(method) != 1L || is.na(method) ||
-      !tolower(method) %in% c("wald", "profile")) {
-    h_abort(sprintf("`method` must be \"Wald\" or \"profile\"; got %s. Bootstrap intervals are not implemented.",
+      !tolower(method) %in% c("wald", "profile", "boot")) {
+    h_abort(sprintf("`method` must be \"Wald\", \"profile\" or \"boot\"; got %s.",
                     paste(deparse(method), collapse = " ")), "argument")
   }
-  if (tolower(method) == "wald") "Wald" else "profile"
+  c(wald = "Wald", profile = "profile", boot = "boot")[[tolower(method)]]
 }

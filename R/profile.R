@@ -79,7 +79,6 @@ h_confint_profile <- function(object, parm = NULL, level = 0.95, REML = FALSE) {
 #' function, optimum
 #' @noRd
 h_prof_context <- function(object, REML) {
-  design <- h_design_from_fit(object, object$y)
   control <- object$control
   if (is.null(control)) control <- lmm_control()
   layout <- h_prof_layout(object$re_terms)
@@ -87,22 +86,25 @@ h_prof_context <- function(object, REML) {
   p <- object$p
   nn <- if (REML) n - p else n
   ldw <- h_log_w_sum(object)
+  # every evaluation goes to the fit's kept model: one factorisation, no
+  # random effects or fitted values
+  ptr <- h_model_ptr(object)
+  evaluate <- function(theta) {
+    h_check_rust_result(rs_model_evaluate(ptr, as.numeric(theta), REML))
+  }
   # deviance at theta: profiled over sigma when sigma is NULL
   devfun <- function(theta, sigma = NULL) {
-    r <- h_fit_design(design, REML = REML, control = control, theta = theta,
-                      optimize = FALSE)
+    r <- evaluate(theta)
+    if (is.null(sigma)) return(r$objective)
     base <- r$ldl2 + (if (REML) r$ldrx2 else 0) - ldw
-    if (is.null(sigma)) {
-      base + nn * (1 + log(2 * pi * r$pwrss / nn))
-    } else {
-      base + nn * log(2 * pi * sigma^2) + r$pwrss / sigma^2
-    }
+    base + nn * log(2 * pi * sigma^2) + r$pwrss / sigma^2
   }
   theta0 <- as.numeric(object$theta)
   lower <- as.numeric(object$lower)
   if (!identical(isTRUE(object$REML), REML)) {
-    res <- h_fit_design(design, REML = REML, control = control,
-                        theta = theta0, optimize = TRUE)
+    res <- h_check_rust_result(rs_model_fit(
+      ptr, reml = REML, max_iter = control$max_iter, tol = control$tol,
+      theta_start = theta0, optimize = TRUE))
     theta0 <- as.numeric(res$theta)
   }
   # polish the optimum (the profiles must not find a lower deviance than the
@@ -113,8 +115,7 @@ h_prof_context <- function(object, REML) {
     theta0 <- pol$par
     dev0 <- pol$objective
   }
-  r <- h_fit_design(design, REML = REML, control = control,
-                    theta = theta0, optimize = FALSE)
+  r <- evaluate(theta0)
   sigma <- sqrt(r$pwrss / nn)
   phi <- h_prof_theta_to_phi(theta0, layout)
   ctx <- list(layout = layout, devfun = devfun, nn = nn, theta = theta0,
@@ -356,6 +357,7 @@ h_prof_end <- function(ctx, m, cutoff, dir, is_cor, cache) {
                           tol = tol)$root)
   }
   is_sd <- m <= length(ctx$phi)
+  f_log <- function(lx) z(exp(lx)) - target
   if (dir < 0 && est <= 0) return(0)
   if (dir < 0 && is_sd) {
     # lower end at the boundary when the profile at 0 stays below the cutoff
@@ -385,13 +387,12 @@ h_prof_end <- function(ctx, m, cutoff, dir, is_cor, cache) {
     # log scale, expanding steps extrapolated from the current zeta
     est_log <- log(est)
     f_est <- -target
-    f <- function(lx) z(exp(lx)) - target
     step <- 0.1
     prev <- est_log
     f_prev <- f_est
     repeat {
       lv <- est_log + dir * step
-      fv <- f(lv)
+      fv <- f_log(lv)
       if (dir * fv >= 0) break
       prev <- lv
       f_prev <- fv
@@ -403,10 +404,9 @@ h_prof_end <- function(ctx, m, cutoff, dir, is_cor, cache) {
     est_log <- prev
     f_est <- f_prev
   }
-  f <- function(lx) z(exp(lx)) - target
   lo <- min(est_log, lv)
   hi <- max(est_log, lv)
-  r <- stats::uniroot(f, c(lo, hi),
+  r <- stats::uniroot(f_log, c(lo, hi),
                       f.lower = if (est_log < lv) f_est else fv,
                       f.upper = if (est_log < lv) fv else f_est,
                       tol = tol)

@@ -213,8 +213,10 @@ refit <- function(object, newresp, ...) UseMethod("refit")
 #'
 #' Refits exactly the same model (same fixed-effects design, random-effects
 #' structure, weights and offset) to a new response vector, without going
-#' back to the data: the design is rebuilt from the fitted object and passed
-#' to the Rust fitting kernel. This is robust to transformed responses (e.g.
+#' back to the data: the fit's kept model (cross-product blocks built once in
+#' Rust) is reused and only its response part is recomputed; a fit restored
+#' by [readRDS()] rebuilds it from the design stored in the fit. The refit
+#' shares the kept model with `object`. This is robust to transformed responses (e.g.
 #' `log(y) ~ ...`), to data that are no longer available, and to `subset` and
 #' missing values (the new response is on the rows used in the fit).
 #'
@@ -250,9 +252,11 @@ refit.lmmr <- function(object, newresp, REML = object$REML, theta = NULL, ...) {
   design <- h_design_from_fit(object, y)
   control <- object$control
   if (is.null(control)) control <- lmm_control()
-  res <- h_fit_design(design, REML = REML, control = control, theta = theta)
+  res <- h_fit_design(design, REML = REML, control = control, theta = theta,
+                      engine = h_fit_engine(object))
   fit <- h_build_lmm(design, res, REML = REML, call = object$call,
                      control = control)
+  fit$formula_input <- object$formula_input
   fit
 }
 
@@ -292,7 +296,7 @@ h_newresp <- function(object, newresp) {
 h_design_from_fit <- function(object, y) {
   terms <- lapply(object$re_terms, function(t) {
     term <- t$info
-    term$factor <- factor(t$levels[t$codes + 1L], levels = t$levels)
+    term$factor <- structure(t$codes + 1L, levels = t$levels, class = "factor")
     term$codes <- t$codes
     term$Z <- t$Z
     term$group <- t$group

@@ -13,10 +13,31 @@
 #' balanced designs the two agree. The observed-information variant is not
 #' offered yet.
 #'
+#' Cluster-robust standard errors (`vcov = "CR2"` etc.) follow clubSandwich
+#' for lmer fits: the working covariance is the fitted marginal covariance
+#' V_j of each cluster, the bread `(X' V^-1 X)^-1`, the residuals the
+#' marginal ones `y - X beta`; CR1 scales by `J / (J - 1)` (J clusters),
+#' CR2 uses the Bell-McCaffrey adjustment matrices
+#' `A_j = R_j' (R_j (V_j - X_j M X_j') R_j')^(-1/2) R_j` (`V_j = R_j' R_j`,
+#' `M = (X' V^-1 X)^-1`), CR3 `(I - H_jj)^-1`. The degrees of freedom are
+#' those of Bell and McCaffrey (2002) and Pustejovsky and Tipton (2018).
+#' Only per-cluster blocks are formed; clusters must contain whole levels
+#' of every grouping factor. Prior weights enter the working covariance
+#' (clubSandwich does not accept weighted lmer fits); offsets are
+#' subtracted from the residuals.
+#'
 #' @param object an `"lmmr"` fit.
 #' @param ddf method for the denominator degrees of freedom of the t tests:
 #'   `"Satterthwaite"` (default, as lmerTest), `"Kenward-Roger"` (as
 #'   pbkrtest/lmerTest) or `"none"` (no df and p-values, as lme4).
+#' @param vcov `NULL` (model-based standard errors), or a cluster-robust
+#'   type, `"CR0"`, `"CR1"`, `"CR1p"`, `"CR1S"`, `"CR2"` or `"CR3"` (see
+#'   [vcov.lmmr()]): the coefficient table then has cluster-robust standard
+#'   errors and Satterthwaite (Bell-McCaffrey) degrees of freedom, as
+#'   `clubSandwich::coef_test(fit, vcov = "CR2", test = "Satterthwaite")`
+#'   on the lmer fit; `ddf` is not used.
+#' @param cluster with `vcov`: the clusters, see [vcov.lmmr()] (default the
+#'   grouping factor with the fewest levels).
 #' @param ... unused.
 #' @return An object of class `"summary.lmmr"` whose `coefficients` (see
 #'   [coef()]) is a matrix with columns `Estimate`, `Std. Error`, `df`,
@@ -25,14 +46,23 @@
 #' @examples
 #' fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
 #' summary(fit, ddf = "none")
+#' coef(summary(fit, vcov = "CR2"))
 #' @export
-summary.lmmr <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"), ...) {
+summary.lmmr <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none"),
+                         vcov = NULL, cluster = NULL, ...) {
   h_check_dots(..., .fn = "summary")
+  ddf_given <- !missing(ddf)
   ddf <- h_match_ddf(ddf)
   beta <- object$beta
   se <- sqrt(diag(object$vcov))
   coefs <- cbind(Estimate = beta, `Std. Error` = se, `t value` = beta / se)
-  if (ddf != "none") {
+  robust <- NULL
+  if (!is.null(vcov) || !is.null(cluster)) {
+    if (ddf_given) h_check_dots(ddf = ddf, .fn = "summary(vcov = )")
+    robust <- h_coef_table_cr(object, if (is.null(vcov)) "CR2" else vcov, cluster)
+    coefs <- robust$coefficients
+    ddf <- "Satterthwaite"
+  } else if (ddf != "none") {
     inf <- h_coef_ddf(object, ddf)
     coefs <- cbind(Estimate = beta, `Std. Error` = inf$se, df = inf$df,
                    `t value` = beta / inf$se,
@@ -43,7 +73,8 @@ summary.lmmr <- function(object, ddf = c("Satterthwaite", "Kenward-Roger", "none
     object = object, ddf = ddf, coefficients = coefs,
     varcor = VarCorr(object),
     scaled_residuals = if (is.null(object$db)) residuals(object, type = "pearson", scaled = TRUE),
-    vcov = object$vcov
+    vcov = if (is.null(robust)) object$vcov else robust$vcov,
+    robust = robust[c("type", "n_clusters")]
   ), class = "summary.lmmr")
 }
 
@@ -91,7 +122,10 @@ print.summary.lmmr <- function(x, digits = max(3, getOption("digits") - 3), ...)
   print(h_format_varcorr(x$varcor, digits = digits), quote = FALSE, right = FALSE)
   cat(h_groups_line(obj), "\n")
   cat("\nFixed effects:\n")
-  if (x$ddf != "none") {
+  if (length(x$robust)) {
+    cat(sprintf("(cluster-robust %s standard errors, %d clusters; Satterthwaite (Bell-McCaffrey) degrees of freedom)\n",
+                x$robust$type, x$robust$n_clusters))
+  } else if (x$ddf != "none") {
     cat(sprintf("(t tests use %s's method for the degrees of freedom)\n",
                 x$ddf))
   }

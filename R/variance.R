@@ -198,24 +198,12 @@ h_check_level <- function(level, name = "ci") {
   invisible(level)
 }
 
-#' Parametric bootstrap of a statistic: simulate, refit, apply stat
+#' Parametric bootstrap of a statistic (the engine of bootstrap_lmm())
 #' @return nsim x length(stat) matrix, NA rows for failed refits
 #' @noRd
 h_bootstrap <- function(x, nsim, seed, stat) {
   h_check_number(nsim, "nsim", lower = 2)
-  nsim <- as.integer(nsim)
-  sims <- simulate(x, nsim = nsim, seed = seed)
-  first <- stat(x)
-  out <- matrix(NA_real_, nsim, length(first),
-                dimnames = list(NULL, names(first)))
-  for (s in seq_len(nsim)) {
-    val <- tryCatch(
-      suppressMessages(suppressWarnings(stat(refit(x, sims[[s]])))),
-      error = function(e) NULL
-    )
-    if (!is.null(val)) out[s, ] <- val
-  }
-  out
+  bootstrap_lmm(x, FUN = stat, nsim = nsim, seed = seed)$t
 }
 
 #' Plural of a grouping-factor name for sentences ("Subjects")

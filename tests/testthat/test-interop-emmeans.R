@@ -15,11 +15,11 @@ test_that("emmeans() and ref_grid() match lmer fits for every df method", {
                       emmeans::emmeans(m$ref, ~ clinic_urban * smoker, lmer.df = mode))
   }
   expect_same_table(summary(emmeans::ref_grid(m$fit)), summary(emmeans::ref_grid(m$ref)))
-  expect_same_table(emmeans::emmeans(m$fit, ~ smoker, submodel = ~ smoker),
-                    emmeans::emmeans(m$ref, ~ smoker, submodel = ~ smoker))
-  expect_same_table(emmeans::emmeans(m$fit, ~ smoker, submodel = "minimal"),
-                    emmeans::emmeans(m$ref, ~ smoker, submodel = "minimal"))
-  em <- emmeans::emmeans(m$fit, ~ smoker)
+  expect_same_table(suppressMessages(emmeans::emmeans(m$fit, ~ smoker, submodel = ~ smoker)),
+                    suppressMessages(emmeans::emmeans(m$ref, ~ smoker, submodel = ~ smoker)))
+  expect_same_table(suppressMessages(emmeans::emmeans(m$fit, ~ smoker, submodel = "minimal")),
+                    suppressMessages(emmeans::emmeans(m$ref, ~ smoker, submodel = "minimal")))
+  em <- suppressMessages(emmeans::emmeans(m$fit, ~ smoker))
   expect_match(paste(capture.output(print(em)), collapse = "\n"), "kenward-roger")
 })
 
@@ -71,8 +71,8 @@ test_that("emm_options(lmer.df =) and a user covariance are honoured", {
   m <- interop_fits("clinics")
   old <- emmeans::emm_options(lmer.df = "satterthwaite")
   on.exit(emmeans::emm_options(old))
-  e1 <- emmeans::emmeans(m$fit, ~ smoker)
-  expect_same_table(e1, emmeans::emmeans(m$ref, ~ smoker))
+  e1 <- suppressMessages(emmeans::emmeans(m$fit, ~ smoker))
+  expect_same_table(e1, suppressMessages(emmeans::emmeans(m$ref, ~ smoker)))
   expect_identical(attr(e1@dffun, "mesg"), "satterthwaite")
   emmeans::emm_options(lmer.df = "kenward-roger")
   V <- vcov(m$fit) * 2
@@ -119,8 +119,8 @@ test_that("ML fits, aliased columns, transformed responses, offsets and weights"
   }
   ml <- both(sbp ~ clinic_urban * smoker + age + (1 | clinic_id), REML = FALSE)
   for (mode in modes) {
-    expect_same_table(emmeans::emmeans(ml$fit, ~ smoker, lmer.df = mode),
-                      emmeans::emmeans(ml$ref, ~ smoker, lmer.df = mode))
+    expect_same_table(suppressMessages(emmeans::emmeans(ml$fit, ~ smoker, lmer.df = mode)),
+                      suppressMessages(emmeans::emmeans(ml$ref, ~ smoker, lmer.df = mode)))
   }
   al <- both(sbp ~ clinic_urban + dup + smoker + (1 | clinic_id))
   expect_same_table(suppressMessages(emmeans::emmeans(al$fit, ~ smoker)),

@@ -14,6 +14,8 @@ test_that("insight reads the model as it reads the lmer fit", {
     expect_identical(names(ff), names(fr))
     expect_identical(lapply(ff, deparse), lapply(fr, deparse))
     expect_identical(insight::find_random(m$fit), insight::find_random(m$ref))
+    expect_equal(insight::get_random(m$fit), suppressWarnings(insight::get_random(m$ref)),
+                 ignore_attr = TRUE)
     expect_true(insight::is_mixed_model(m$fit))
     info <- insight::model_info(m$fit)
     expect_true(info$is_mixed && info$is_linear && info$family == "gaussian")
@@ -64,7 +66,7 @@ test_that("performance gives the lmer numbers", {
   expect_identical(suppressWarnings(performance::icc(s$fit)),
                    suppressWarnings(performance::icc(s$ref)))
   expect_same_table(suppressWarnings(performance::model_performance(s$fit)),
-                    suppressWarnings(performance::model_performance(s$ref)))
+                    suppressMessages(suppressWarnings(performance::model_performance(s$ref))))
   expect_true(performance::check_singularity(s$fit))
   expect_identical(performance::check_singularity(s$fit), performance::check_singularity(s$ref))
   for (name in c("sleep", "clinics")) {

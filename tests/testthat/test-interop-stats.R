@@ -110,3 +110,18 @@ test_that("rstudent() and influence(do.coef = FALSE) match lme4", {
   expect_error(influence(interop_fits("clinics")$fit, do.coef = TRUE),
                class = "lmmr_error_argument")
 })
+
+test_that("update(fit, data = d) uses the caller's d (as performance's bootstrap needs)", {
+  assign("interop_d", phaa_clinics, envir = globalenv())
+  on.exit(rm("interop_d", envir = globalenv()))
+  fit <- eval(quote(lmm(sbp ~ age + (1 | clinic_id), data = interop_d)), globalenv())
+  resample <- function(model) {
+    interop_d <- phaa_clinics[phaa_clinics$smoker == "No", ]
+    update(model, data = interop_d)
+  }
+  fit2 <- resample(fit)
+  expect_identical(nobs(fit2), sum(phaa_clinics$smoker == "No"))
+  skip_if_not_installed("performance")
+  ci <- suppressWarnings(performance::icc(fit, ci = 0.9, iterations = 5))
+  expect_gt(ci$ICC_adjusted[3] - ci$ICC_adjusted[2], 0)
+})

@@ -17,7 +17,7 @@ test_that("as.data.frame(ranef()) works with random slopes and matches lme4", {
 
 test_that("confint(): Wald and profile intervals, other methods are a classed error", {
   fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
-  expect_error(confint(fit, method = "boot"), class = "lmmr_error_argument")
+  expect_error(confint(fit, method = "bootstrap"), class = "lmmr_error_argument")
   expect_error(confint(fit, method = c("wald", "boot")), class = "lmmr_error_argument")
   expect_equal(confint(fit, method = "Wald"), confint(fit))
   pr <- confint(fit, method = "profile")

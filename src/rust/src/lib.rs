@@ -7,7 +7,7 @@ mod inference_glue;
 mod rcov_glue;
 
 use extendr_api::prelude::*;
-use lmmr_core::{FitControl, FitInput, FitOutput, LmmError, ReTermInput};
+use lmmr_core::{Design, FitControl, FitOutput, LmmError, Model, ReTerm};
 
 mod convert;
 
@@ -45,12 +45,40 @@ fn output_list(out: FitOutput, p: usize) -> List {
     )
 }
 
-/// Fit a linear mixed model (or evaluate its profiled criterion at
-/// `theta_start` when `optimize` is FALSE). Internal; called by `lmm()`.
+/// The thread R runs on (set by the first `rs_model_new()` call, which R
+/// makes from its main thread).
+static R_MAIN_THREAD: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
+
+/// Is a Ctrl-C pending? Runs `R_CheckUserInterrupt()` inside
+/// `R_ToplevelExec()` so that an interrupt unwinds only to here (never
+/// through Rust frames); the interrupt is then reported as an error.
+fn r_interrupt_pending() -> bool {
+    use std::os::raw::c_void;
+    extern "C" {
+        fn R_ToplevelExec(fun: Option<unsafe extern "C" fn(*mut c_void)>, data: *mut c_void)
+            -> i32;
+        fn R_CheckUserInterrupt();
+    }
+    unsafe extern "C" fn check(_: *mut c_void) {
+        R_CheckUserInterrupt();
+    }
+    // The R API must only be called from R's main thread: a criterion
+    // evaluated on a worker thread never checks.
+    if R_MAIN_THREAD.get() != Some(&std::thread::current().id()) {
+        return false;
+    }
+    // SAFETY: on R's main thread; the callback touches no Rust state.
+    unsafe { R_ToplevelExec(Some(check), std::ptr::null_mut()) == 0 }
+}
+
+/// Builds a [`Model`] from the design passed from R and returns it behind an
+/// external pointer (or an error list). `n_obs` and `log_w_sum` (or NULL)
+/// describe the data when the rows are pseudo-rows of a fit from sufficient
+/// statistics. Internal; called by `h_engine_build()`.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
-fn rs_fit_lmm(
+fn rs_model_new(
     x: Robj,
     y: Robj,
     weights: Robj,
@@ -59,14 +87,10 @@ fn rs_fit_lmm(
     z: List,
     k: Robj,
     factor_id: Robj,
-    reml: bool,
-    max_iter: i32,
-    tol: f64,
-    theta_start: Robj,
-    optimize: bool,
     n_obs: Robj,
     log_w_sum: Robj,
-) -> List {
+) -> Robj {
+    R_MAIN_THREAD.get_or_init(|| std::thread::current().id());
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
     let result = (|| {
@@ -81,28 +105,91 @@ fn rs_fit_lmm(
             factor_id: &factor_id,
         })
         .map_err(bad)?;
-        let theta0 = if theta_start.is_null() {
-            None
-        } else {
-            Some(reals(&theta_start, "theta_start").map_err(bad)?.to_vec())
-        };
-        let input = FitInput {
+        let design = Design {
             n: d.n,
             p: d.p,
-            x: d.x,
-            y: d.y,
-            weights: d.weights,
+            x: d.x.to_vec(),
+            y: d.y.to_vec(),
+            weights: d.weights.to_vec(),
             terms: d
                 .terms
                 .iter()
-                .map(|t| ReTermInput {
-                    codes: t.codes,
+                .map(|t| ReTerm {
+                    codes: t.codes.to_vec(),
                     n_levels: t.n_levels,
-                    z: t.z,
+                    z: t.z.to_vec(),
                     k: t.k,
                     factor_id: t.factor_id,
                 })
                 .collect(),
+        };
+        let n_obs = if n_obs.is_null() {
+            None
+        } else {
+            match reals(&n_obs, "n_obs").map_err(bad)? {
+                [x] if x.is_finite() && *x >= 1.0 && x.fract() == 0.0 => Some(*x as usize),
+                _ => return Err(bad("`n_obs` must be one positive whole number")),
+            }
+        };
+        let log_w_sum = if log_w_sum.is_null() {
+            None
+        } else {
+            match reals(&log_w_sum, "log_w_sum").map_err(bad)? {
+                [x] if x.is_finite() => Some(*x),
+                _ => return Err(bad("`log_w_sum` must be one finite number")),
+            }
+        };
+        let mut model = Model::new(design)?;
+        model.set_counts(n_obs, log_w_sum)?;
+        model.set_interrupt(Some(r_interrupt_pending));
+        Ok::<Model, LmmError>(model)
+    })();
+    match result {
+        Ok(m) => ExternalPtr::new(m).into(),
+        Err(e) => error_list(&e).into(),
+    }
+}
+
+/// Runs `f` on the model behind `ptr`; errors (a dead pointer after
+/// `readRDS()`, numerical failures) become error lists.
+fn with_model(ptr: &Robj, f: impl FnOnce(&mut Model) -> Result<List, LmmError>) -> List {
+    let result = ExternalPtr::<Model>::try_from(ptr)
+        .map_err(|_| bad("the fit's model pointer is not valid (rebuild it with h_model_ptr())"))
+        .and_then(|mut p| match p.try_addr_mut() {
+            Ok(m) => f(m),
+            Err(_) => Err(bad("the fit's model pointer is not valid")),
+        });
+    match result {
+        Ok(l) => l,
+        Err(e) => error_list(&e),
+    }
+}
+
+/// Does `ptr` point to a live model (FALSE after `readRDS()`)?
+/// @noRd
+#[extendr]
+fn rs_model_is_live(ptr: Robj) -> bool {
+    ExternalPtr::<Model>::try_from(&ptr)
+        .map(|p| p.try_addr().is_ok())
+        .unwrap_or(false)
+}
+
+/// Fits the kept model (REML or ML).
+/// @noRd
+#[extendr]
+fn rs_model_fit(
+    ptr: Robj,
+    reml: bool,
+    max_iter: i32,
+    tol: f64,
+    theta_start: Robj,
+    optimize: bool,
+) -> List {
+    with_model(&ptr, |m| {
+        let theta0 = if theta_start.is_null() {
+            None
+        } else {
+            Some(reals(&theta_start, "theta_start").map_err(bad)?.to_vec())
         };
         let control = FitControl {
             reml,
@@ -110,35 +197,51 @@ fn rs_fit_lmm(
             tol,
             theta_start: theta0,
             optimize,
-            n_obs: if n_obs.is_null() {
-                None
-            } else {
-                let v = reals(&n_obs, "n_obs").map_err(bad)?;
-                match v {
-                    [x] if x.is_finite() && *x >= 1.0 && x.fract() == 0.0 => Some(*x as usize),
-                    _ => return Err(bad("`n_obs` must be one positive whole number")),
-                }
-            },
-            log_w_sum: if log_w_sum.is_null() {
-                None
-            } else {
-                match reals(&log_w_sum, "log_w_sum").map_err(bad)? {
-                    [x] if x.is_finite() => Some(*x),
-                    _ => return Err(bad("`log_w_sum` must be one finite number")),
-                }
-            },
+            n_obs: None,
+            log_w_sum: None,
         };
-        lmmr_core::fit_lmm(&input, &control).map(|out| output_list(out, d.p))
-    })();
-    match result {
-        Ok(l) => l,
-        Err(e) => error_list(&e),
-    }
+        let p = m.design().p;
+        m.fit(&control).map(|out| output_list(out, p))
+    })
+}
+
+/// Replaces the kept model's response (offset already subtracted).
+/// @noRd
+#[extendr]
+fn rs_model_set_response(ptr: Robj, y: Robj) -> List {
+    with_model(&ptr, |m| {
+        let y = reals(&y, "y").map_err(bad)?;
+        m.set_response(y)?;
+        Ok(list!(n = y.len() as i32))
+    })
+}
+
+/// Criterion, its parts, sigma and beta at `theta` (no random effects or
+/// fitted values): the profiles' deviance function.
+/// @noRd
+#[extendr]
+fn rs_model_evaluate(ptr: Robj, theta: Robj, reml: bool) -> List {
+    with_model(&ptr, |m| {
+        let theta = reals(&theta, "theta").map_err(bad)?;
+        let e = m.evaluate(theta, reml)?;
+        Ok(list!(
+            objective = e.objective,
+            ldl2 = e.ldl2,
+            ldrx2 = e.ldrx2,
+            pwrss = e.pwrss,
+            sigma = e.sigma,
+            beta = e.beta
+        ))
+    })
 }
 
 extendr_module! {
     mod lmmr;
     use inference_glue;
+    fn rs_model_new;
+    fn rs_model_is_live;
+    fn rs_model_fit;
+    fn rs_model_set_response;
+    fn rs_model_evaluate;
     use rcov_glue;
-    fn rs_fit_lmm;
 }

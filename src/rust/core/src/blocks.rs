@@ -156,7 +156,7 @@ impl Blocks {
         let kk = k1 * k1;
         let mut a11 = vec![0.0; g1 * kk];
         let mut a1x = vec![0.0; g1 * k1 * p];
-        let mut a1y = vec![0.0; g1 * k1];
+        let a1y = vec![0.0; g1 * k1];
         // Flattened access to the primary z columns: (slice, column) pairs.
         let mut pz: Vec<&[f64]> = Vec::with_capacity(k1);
         for &t in &prim_terms {
@@ -172,7 +172,6 @@ impl Blocks {
                 let j = prim_codes[i] as usize;
                 let wz = weight(i) * z0[i];
                 a11[j] += wz * z0[i];
-                a1y[j] += wz * input.y[i];
             }
             for c in 0..p {
                 let xc = &input.x[c * n..(c + 1) * n];
@@ -194,10 +193,6 @@ impl Blocks {
                     for a in 0..k1 {
                         blk[b * k1 + a] += wzb * zrow[a];
                     }
-                }
-                let yi = w * input.y[i];
-                for a in 0..k1 {
-                    a1y[j * k1 + a] += yi * zrow[a];
                 }
             }
             for c in 0..p {
@@ -307,7 +302,6 @@ impl Blocks {
                     for a in 0..krest {
                         dense[cb + cols[a]] += wv * vals[a];
                     }
-                    dense[cols[b] * d + q2 + p] += wv * input.y[i];
                 }
             }
             for c in 0..p {
@@ -325,40 +319,7 @@ impl Blocks {
                 }
             }
         }
-        // [X y]' W [X y] by chunks with faer.
-        {
-            const CHUNK: usize = 4096;
-            let m = p + 1;
-            let mut xa = vec![0.0; CHUNK * m];
-            let mut wxa = vec![0.0; CHUNK * m];
-            let mut acc = vec![0.0; m * m];
-            let mut start = 0;
-            while start < n {
-                let len = CHUNK.min(n - start);
-                for c in 0..m {
-                    let src = if c < p {
-                        &input.x[c * n + start..c * n + start + len]
-                    } else {
-                        &input.y[start..start + len]
-                    };
-                    for r in 0..len {
-                        let v = src[r];
-                        xa[c * len + r] = v;
-                        wxa[c * len + r] = weight(start + r) * v;
-                    }
-                }
-                let xm = MatRef::from_column_major_slice(&xa[..len * m], len, m);
-                let wm = MatRef::from_column_major_slice(&wxa[..len * m], len, m);
-                let am = MatMut::from_column_major_slice_mut(&mut acc, m, m);
-                matmul(am, Accum::Add, xm.transpose(), wm, 1.0, Par::Seq);
-                start += len;
-            }
-            for b in 0..m {
-                for a in 0..m {
-                    dense[(q2 + b) * d + q2 + a] = acc[b * m + a];
-                }
-            }
-        }
+        xy_block(input, &mut dense, q2);
         // Symmetrise: fill the upper triangle from the lower one.
         for b in 0..d {
             for a in (b + 1)..d {
@@ -371,7 +332,7 @@ impl Blocks {
             input.weights.iter().map(|w| w.ln()).sum()
         };
         let rest_all_k1 = terms.iter().all(|t| t.prim_offset.is_some() || t.k == 1);
-        Ok(Blocks {
+        let mut blocks = Blocks {
             n,
             p,
             q,
@@ -391,7 +352,112 @@ impl Blocks {
             max_level_cols,
             rest_all_k1,
             ldw,
-        })
+        };
+        blocks.set_response(input);
+        Ok(blocks)
+    }
+
+    /// Recomputes the parts that depend on the response: `Z1' W y`, the `y`
+    /// column (and row) of the dense block, `X' W y` and `y' W y`. `input`
+    /// must be the one the blocks were built from, with a new `y`.
+    pub fn set_response(&mut self, input: &FitInput) {
+        let n = self.n;
+        let p = self.p;
+        let q2 = self.q2;
+        let k1 = self.k1;
+        let d = self.d();
+        let weight = |i: usize| -> f64 {
+            if input.weights.is_empty() {
+                1.0
+            } else {
+                input.weights[i]
+            }
+        };
+        let y = input.y;
+        let prim_codes = input.terms[self.prim_terms[0]].codes;
+        self.a1y.iter_mut().for_each(|v| *v = 0.0);
+        let mut a = 0;
+        for &t in &self.prim_terms {
+            let term = &input.terms[t];
+            for c in 0..term.k {
+                let zc = &term.z[c * n..(c + 1) * n];
+                for i in 0..n {
+                    let j = prim_codes[i] as usize;
+                    self.a1y[j * k1 + a] += weight(i) * zc[i] * y[i];
+                }
+                a += 1;
+            }
+        }
+        let ycol = q2 + p;
+        for c in 0..q2 {
+            self.dense[c * d + ycol] = 0.0;
+        }
+        for (t, ti) in self.terms.iter().enumerate() {
+            let Some(off) = ti.rest_offset else { continue };
+            let term = &input.terms[t];
+            for c in 0..ti.k {
+                let zc = &term.z[c * n..(c + 1) * n];
+                for i in 0..n {
+                    let col = off + term.codes[i] as usize * ti.k + c;
+                    self.dense[col * d + ycol] += weight(i) * zc[i] * y[i];
+                }
+            }
+        }
+        xy_block(input, &mut self.dense, q2);
+        for c in 0..ycol {
+            self.dense[ycol * d + c] = self.dense[c * d + ycol];
+        }
+    }
+}
+
+/// `[X y]' W [X y]` into the trailing `(p + 1) x (p + 1)` corner of the
+/// dense block (full storage), by chunks with faer.
+fn xy_block(input: &FitInput, dense: &mut [f64], q2: usize) {
+    let n = input.n;
+    let p = input.p;
+    let d = q2 + p + 1;
+    let weight = |i: usize| -> f64 {
+        if input.weights.is_empty() {
+            1.0
+        } else {
+            input.weights[i]
+        }
+    };
+    // [X y]' W [X y] by chunks with faer.
+    {
+        const CHUNK: usize = 4096;
+        let m = p + 1;
+        let mut xa = vec![0.0; CHUNK * m];
+        let mut wxa = vec![0.0; CHUNK * m];
+        let mut acc = vec![0.0; m * m];
+        let mut start = 0;
+        while start < n {
+            let len = CHUNK.min(n - start);
+            for c in 0..m {
+                let src = if c < p {
+                    &input.x[c * n + start..c * n + start + len]
+                } else {
+                    &input.y[start..start + len]
+                };
+                for r in 0..len {
+                    let v = src[r];
+                    xa[c * len + r] = v;
+                    wxa[c * len + r] = weight(start + r) * v;
+                }
+            }
+            let xm = MatRef::from_column_major_slice(&xa[..len * m], len, m);
+            let wm = MatRef::from_column_major_slice(&wxa[..len * m], len, m);
+            let am = MatMut::from_column_major_slice_mut(&mut acc, m, m);
+            matmul(am, Accum::Add, xm.transpose(), wm, 1.0, Par::Seq);
+            start += len;
+        }
+        // Lower triangle from the product, upper mirrored (exactly symmetric).
+        for b in 0..m {
+            for a in b..m {
+                dense[(q2 + b) * d + q2 + a] = acc[b * m + a];
+                dense[(q2 + a) * d + q2 + b] = acc[b * m + a];
+            }
+        }
     }
 }
 

@@ -16,6 +16,9 @@ pub enum LmmError {
     /// The problem is too large for the dense part of the algorithm.
     #[error("problem too large: {0}")]
     TooLarge(String),
+    /// The user interrupted a computation (Ctrl-C in R).
+    #[error("interrupted by the user")]
+    Interrupted,
 }
 
 impl LmmError {
@@ -26,6 +29,7 @@ impl LmmError {
             LmmError::NotPositiveDefinite(_) => "not_positive_definite",
             LmmError::NonFinite(_) => "non_finite",
             LmmError::TooLarge(_) => "too_large",
+            LmmError::Interrupted => "interrupted",
         }
     }
 }
@@ -45,5 +49,6 @@ mod tests {
         );
         assert_eq!(LmmError::NonFinite(String::new()).kind(), "non_finite");
         assert_eq!(LmmError::TooLarge(String::new()).kind(), "too_large");
+        assert_eq!(LmmError::Interrupted.kind(), "interrupted");
     }
 }

@@ -16,6 +16,7 @@ mod blocks;
 mod error;
 mod factor;
 mod input;
+mod model;
 mod optim;
 mod precondition;
 mod rcov;
@@ -27,6 +28,7 @@ mod reference;
 pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
 pub use input::{FitInput, ReTermInput};
+pub use model::{Design, Evaluation, Model, ReTerm};
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
     RcovTerm,
@@ -101,24 +103,60 @@ pub struct FitOutput {
     pub message: String,
 }
 
-/// A prepared model: validated input, cross-product blocks and workspace.
-struct Prepared {
-    blocks: Blocks,
-    ws: Workspace,
+/// Asks whether the user wants to stop (e.g. R's pending Ctrl-C); called by
+/// the criterion evaluations at most every [`INTERRUPT_EVERY`].
+pub type InterruptCheck = fn() -> bool;
+
+/// Minimum time between two interrupt checks.
+const INTERRUPT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Cross-product blocks and workspace of a (preconditioned) model: what every
+/// evaluation of the criterion needs.
+pub(crate) struct Prepared {
+    pub(crate) blocks: Blocks,
+    pub(crate) ws: Workspace,
+    interrupt: Option<InterruptCheck>,
+    pub(crate) last_check: std::time::Instant,
 }
 
 impl Prepared {
-    fn new(input: &FitInput) -> Result<Prepared, LmmError> {
-        input::validate(input)?;
+    /// `input` must have been validated.
+    pub(crate) fn new(input: &FitInput) -> Result<Prepared, LmmError> {
         let blocks = Blocks::build(input)?;
         let ws = Workspace::new(&blocks);
-        Ok(Prepared { blocks, ws })
+        Ok(Prepared {
+            blocks,
+            ws,
+            interrupt: None,
+            last_check: std::time::Instant::now(),
+        })
     }
 
-    fn eval(&mut self, theta: &[f64], reml: bool) -> Result<factor::Criterion, LmmError> {
+    pub(crate) fn set_interrupt(&mut self, check: Option<InterruptCheck>) {
+        self.interrupt = check;
+    }
+
+    fn check_interrupt(&mut self) -> Result<(), LmmError> {
+        if let Some(check) = self.interrupt {
+            if self.last_check.elapsed() >= INTERRUPT_EVERY {
+                self.last_check = std::time::Instant::now();
+                if check() {
+                    return Err(LmmError::Interrupted);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn eval(
+        &mut self,
+        theta: &[f64],
+        reml: bool,
+    ) -> Result<factor::Criterion, LmmError> {
         if theta.iter().any(|t| !t.is_finite()) {
             return Err(LmmError::NonFinite("theta is not finite".into()));
         }
+        self.check_interrupt()?;
         self.ws.set_theta(&self.blocks, theta);
         evaluate(&self.blocks, &mut self.ws, reml)
     }
@@ -128,19 +166,17 @@ impl Prepared {
 pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result<f64, LmmError> {
     input::validate(input)?;
     input::check_theta(input, theta)?;
-    let pre = precondition::precondition(input)?;
-    let transformed = FitInput {
-        x: &pre.q,
-        y: &pre.y,
-        ..input.clone()
-    };
-    let mut prep = Prepared::new(&transformed)?;
-    Ok(prep.eval(theta, reml)?.value + criterion_shift(input.n, input.p, &pre, reml))
+    Model::new(Design::from_input(input))?.criterion(theta, reml)
 }
 
 /// What the transformation in `precondition` subtracts from the criterion:
 /// `log |R|^2` (REML only) and the response scale.
-fn criterion_shift(n: usize, p: usize, pre: &precondition::Preconditioned, reml: bool) -> f64 {
+pub(crate) fn criterion_shift(
+    n: usize,
+    p: usize,
+    pre: &precondition::Preconditioned,
+    reml: bool,
+) -> f64 {
     let dof = if reml { n - p } else { n } as f64;
     let scale_term = dof * 2.0 * pre.scale.ln();
     if reml {
@@ -152,111 +188,56 @@ fn criterion_shift(n: usize, p: usize, pre: &precondition::Preconditioned, reml:
 
 /// Fits the model: optimises the profiled criterion over theta (unless
 /// `control.optimize` is false) and returns the estimates at the optimum.
+/// A thin wrapper: builds a [`Model`] and fits it.
 pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmError> {
     input::validate(input)?;
-    // Fit the transformed problem (see `precondition`); map results back below.
-    let original = input;
-    let pre = precondition::precondition(input)?;
-    let transformed = FitInput {
-        x: &pre.q,
-        y: &pre.y,
-        ..input.clone()
-    };
-    let input = &transformed;
-    let mut prep = Prepared::new(input)?;
-    let n_obs = control.n_obs.unwrap_or(input.n);
-    if n_obs <= input.p {
-        return Err(LmmError::InvalidInput(format!(
-            "n ({n_obs}) must be larger than p ({})",
-            input.p
-        )));
-    }
-    prep.blocks.n = n_obs;
-    if let Some(l) = control.log_w_sum {
-        prep.blocks.ldw = l;
-    }
-    let lower = input::lower_bounds(input);
-    let start = match &control.theta_start {
-        Some(t) => {
-            input::check_theta(input, t)?;
-            t.clone()
-        }
-        None => input::default_start(input),
-    };
+    Model::new(Design::from_input(input))?.fit(control)
+}
+
+/// Minimises the profiled criterion over theta from `start` (with restarts
+/// from the boundary and from mirrored columns). `input` is the
+/// (preconditioned) design `prep` was built from. The one place where the
+/// optimiser is called.
+pub(crate) fn optimize_theta(
+    prep: &mut Prepared,
+    input: &FitInput,
+    start: &[f64],
+    lower: &[f64],
+    control: &FitControl,
+) -> Result<optim::OptResult, LmmError> {
     let reml = control.reml;
-    let opt = if control.optimize {
-        let mut f = |th: &[f64]| prep.eval(th, reml).map(|c| c.value);
-        let mut best = optim::minimize(&mut f, &start, &lower, control.max_iter, control.tol)?;
-        let mut best_f = f(&best.x)?;
-        // Escape boundary points whose mirror image (see
-        // `input::column_sign_flips`) has a descent direction.
-        // A fit that ends on the boundary may sit in a local minimum of a
-        // multimodal profile: try a few other starts once, keep the best.
-        let on_boundary = best.x.iter().zip(&lower).any(|(x, l)| *l == 0.0 && x <= l);
-        let mut extra = if on_boundary {
-            input::boundary_restarts(&best.x, &lower, &start)
-        } else {
-            Vec::new()
-        };
-        for _round in 0..4 {
-            let mut improved = false;
-            let mut alts = input::column_sign_flips(input, &best.x);
-            alts.append(&mut extra);
-            for alt in alts {
-                let mut cand =
-                    optim::minimize(&mut f, &alt, &lower, control.max_iter, control.tol)?;
-                let cand_f = f(&cand.x)?;
-                if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
-                    cand.n_eval += best.n_eval;
-                    best = cand;
-                    best_f = cand_f;
-                    improved = true;
-                    break;
-                }
-                best.n_eval += cand.n_eval;
-            }
-            if !improved {
+    let mut f = |th: &[f64]| prep.eval(th, reml).map(|c| c.value);
+    let mut best = optim::minimize(&mut f, start, lower, control.max_iter, control.tol)?;
+    let mut best_f = f(&best.x)?;
+    // Escape boundary points whose mirror image (see
+    // `input::column_sign_flips`) has a descent direction.
+    // A fit that ends on the boundary may sit in a local minimum of a
+    // multimodal profile: try a few other starts once, keep the best.
+    let on_boundary = best.x.iter().zip(lower).any(|(x, l)| *l == 0.0 && x <= l);
+    let mut extra = if on_boundary {
+        input::boundary_restarts(&best.x, lower, start)
+    } else {
+        Vec::new()
+    };
+    for _round in 0..4 {
+        let mut improved = false;
+        let mut alts = input::column_sign_flips(input, &best.x);
+        alts.append(&mut extra);
+        for alt in alts {
+            let mut cand = optim::minimize(&mut f, &alt, lower, control.max_iter, control.tol)?;
+            let cand_f = f(&cand.x)?;
+            if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
+                cand.n_eval += best.n_eval;
+                best = cand;
+                best_f = cand_f;
+                improved = true;
                 break;
             }
+            best.n_eval += cand.n_eval;
         }
-        best
-    } else {
-        let mut n_eval = 0;
-        let grad = optim::fd_gradient(
-            &mut |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
-            &start,
-            &mut n_eval,
-        )?;
-        optim::OptResult {
-            at_bound: start.iter().zip(&lower).map(|(a, b)| a <= b).collect(),
-            x: start,
-            grad,
-            n_eval,
-            converged: true,
-            message: "evaluated at theta_start without optimisation".into(),
+        if !improved {
+            break;
         }
-    };
-    let crit = prep.eval(&opt.x, reml)?;
-    let sol = solve::solve(input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
-    let back = precondition::map_back(original, &pre, sol);
-    let shift = criterion_shift(n_obs, original.p, &pre, reml);
-    Ok(FitOutput {
-        theta: opt.x,
-        lower,
-        beta: back.beta,
-        sigma: back.sigma,
-        objective: crit.value + shift,
-        ldl2: crit.ldl2,
-        ldrx2: crit.ldrx2 + pre.log_det_r2,
-        pwrss: crit.pwrss * pre.scale * pre.scale,
-        vcov_beta: back.vcov_beta,
-        b: back.b,
-        cond_var: back.cond_var,
-        fitted: back.fitted,
-        gradient: opt.grad,
-        at_bound: opt.at_bound,
-        n_eval: opt.n_eval + 1,
-        converged: opt.converged,
-        message: opt.message,
-    })
+    }
+    Ok(best)
 }

@@ -92,10 +92,38 @@ pub(crate) fn solve_upper(r: &[f64], p: usize, c: &[f64]) -> Vec<f64> {
 /// Builds the transformed problem; errors on a rank-deficient X or a
 /// response that X reproduces exactly (nothing left to model).
 pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError> {
-    let (n, p) = (input.n, input.p);
-    let w = input.weights;
+    let p = input.p;
     let (q, r) = orthonormalise(input)?;
-    let mut res = input.y.to_vec();
+    let resp = response_part(&q, &r, input.n, p, input.y, input.weights)?;
+    let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
+    Ok(Preconditioned {
+        beta0: resp.beta0,
+        q,
+        r,
+        y: resp.y,
+        scale: resp.scale,
+        log_det_r2,
+    })
+}
+
+/// The part of the preconditioning that depends on the response.
+pub(crate) struct ResponsePart {
+    pub y: Vec<f64>,
+    pub beta0: Vec<f64>,
+    pub scale: f64,
+}
+
+/// Residualises `y` on the orthonormal `q` (two passes) and scales it; see
+/// the module documentation.
+pub(crate) fn response_part(
+    q: &[f64],
+    r: &[f64],
+    n: usize,
+    p: usize,
+    y: &[f64],
+    w: &[f64],
+) -> Result<ResponsePart, LmmError> {
+    let mut res = y.to_vec();
     let mut coef = vec![0.0; p];
     for _pass in 0..2 {
         for j in 0..p {
@@ -107,7 +135,7 @@ pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError>
             }
         }
     }
-    let y_max = input.y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let y_max = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let scale = res.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     if !(scale.is_finite() && scale > 1e-13 * y_max && scale > 0.0) {
         return Err(LmmError::NonFinite(
@@ -117,22 +145,18 @@ pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError>
     for v in &mut res {
         *v /= scale;
     }
-    let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
-    Ok(Preconditioned {
-        beta0: solve_upper(&r, p, &coef),
-        q,
-        r,
+    Ok(ResponsePart {
         y: res,
+        beta0: solve_upper(r, p, &coef),
         scale,
-        log_det_r2,
     })
 }
 
 /// Maps a solution of the transformed problem back to the original units:
 /// `beta = beta0 + s R^-1 beta~`, `Cov(beta) = s^2 R^-1 Cov(beta~) R^-T`,
-/// `b = s b~`, `sigma = s sigma~`, fitted `= X beta0 + s fitted~`.
-pub(crate) fn map_back(input: &FitInput, pre: &Preconditioned, sol: Solution) -> Solution {
-    let (n, p) = (input.n, input.p);
+/// `b = s b~`, `sigma = s sigma~`, fitted `= X beta0 + s fitted~` (with
+/// `X beta0 = Q (R beta0)`, so `X` itself need not be kept).
+pub(crate) fn map_back(n: usize, p: usize, pre: &Preconditioned, sol: Solution) -> Solution {
     let s = pre.scale;
     let bt = solve_upper(&pre.r, p, &sol.beta);
     let beta: Vec<f64> = bt
@@ -155,10 +179,11 @@ pub(crate) fn map_back(input: &FitInput, pre: &Preconditioned, sol: Solution) ->
         }
     }
     let mut fitted: Vec<f64> = sol.fitted.iter().map(|f| s * f).collect();
-    for (j, b0) in pre.beta0.iter().enumerate() {
-        let xj = &input.x[j * n..(j + 1) * n];
-        for (f, x) in fitted.iter_mut().zip(xj) {
-            *f += b0 * x;
+    for k in 0..p {
+        let c: f64 = (k..p).map(|j| pre.r[j * p + k] * pre.beta0[j]).sum();
+        let qk = &pre.q[k * n..(k + 1) * n];
+        for (f, q) in fitted.iter_mut().zip(qk) {
+            *f += c * q;
         }
     }
     Solution {

@@ -79,6 +79,23 @@ fn scale_block(lam: &[f64], q: &[f64], k: usize, s2: f64, out: &mut [f64]) {
     }
 }
 
+/// `[u2; beta]` (rest spherical random effects and fixed effects) by back
+/// substitution in the dense factor; `ws` must hold the factorisation.
+pub(crate) fn dense_solution(bl: &Blocks, ws: &Workspace) -> Vec<f64> {
+    let d = bl.d();
+    let mdim = bl.q2 + bl.p;
+    let mut x = vec![0.0; mdim];
+    for i in (0..mdim).rev() {
+        let mut v = ws.s[i * d + d - 1];
+        let col = &ws.s[i * d..(i + 1) * d];
+        for k in (i + 1)..mdim {
+            v -= col[k] * x[k];
+        }
+        x[i] = v / col[i];
+    }
+    x
+}
+
 /// Computes the solution. `ws` must hold the factorisation at the final theta
 /// (i.e. `evaluate` was the last call on it) and `ws.lam` that theta.
 pub(crate) fn solve(
@@ -93,17 +110,7 @@ pub(crate) fn solve(
     let p = bl.p;
     let k1 = bl.k1;
     let n = bl.n;
-    let mdim = q2 + p;
-    // [u2; beta] from the upper triangle of the dense factor.
-    let mut x = vec![0.0; mdim];
-    for i in (0..mdim).rev() {
-        let mut v = ws.s[i * d + d - 1];
-        let col = &ws.s[i * d..(i + 1) * d];
-        for k in (i + 1)..mdim {
-            v -= col[k] * x[k];
-        }
-        x[i] = v / col[i];
-    }
+    let x = dense_solution(bl, ws);
     let beta = x[q2..].to_vec();
     let s2 = pwrss / if reml { (n - p) as f64 } else { n as f64 };
     let sigma = s2.sqrt();

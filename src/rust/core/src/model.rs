@@ -1,0 +1,499 @@
+//! A model built once from its data and kept: the owned design, its
+//! preconditioning (see `precondition`), the cross-product blocks and the
+//! factorisation workspace. Everything that refits (a new response, other
+//! theta, REML or ML) goes through one [`Model`] instead of rebuilding the
+//! blocks from the rows.
+
+use crate::error::LmmError;
+use crate::input::{self, FitInput, ReTermInput};
+use crate::precondition::{self, Preconditioned};
+use crate::{criterion_shift, optim, optimize_theta, solve};
+use crate::{FitControl, FitOutput, InterruptCheck, Prepared};
+
+/// One random-effects term `(z | factor)`, owned (see [`ReTermInput`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReTerm {
+    /// 0-based level codes of the grouping factor, length `n`.
+    pub codes: Vec<i32>,
+    pub n_levels: usize,
+    /// `n x k` model matrix of the term, column-major.
+    pub z: Vec<f64>,
+    pub k: usize,
+    pub factor_id: usize,
+}
+
+/// A linear mixed model's data, owned (see [`FitInput`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Design {
+    pub n: usize,
+    pub p: usize,
+    /// `n x p` column-major.
+    pub x: Vec<f64>,
+    /// Response (offset already subtracted), length `n`.
+    pub y: Vec<f64>,
+    /// Prior weights, length `n`, or empty for all ones.
+    pub weights: Vec<f64>,
+    pub terms: Vec<ReTerm>,
+}
+
+impl Design {
+    /// Copies a borrowed input.
+    pub fn from_input(input: &FitInput) -> Design {
+        Design {
+            n: input.n,
+            p: input.p,
+            x: input.x.to_vec(),
+            y: input.y.to_vec(),
+            weights: input.weights.to_vec(),
+            terms: input
+                .terms
+                .iter()
+                .map(|t| ReTerm {
+                    codes: t.codes.to_vec(),
+                    n_levels: t.n_levels,
+                    z: t.z.to_vec(),
+                    k: t.k,
+                    factor_id: t.factor_id,
+                })
+                .collect(),
+        }
+    }
+
+    /// A borrowed view.
+    pub fn input(&self) -> FitInput<'_> {
+        FitInput {
+            n: self.n,
+            p: self.p,
+            x: &self.x,
+            y: &self.y,
+            weights: &self.weights,
+            terms: self
+                .terms
+                .iter()
+                .map(|t| ReTermInput {
+                    codes: &t.codes,
+                    n_levels: t.n_levels,
+                    z: &t.z,
+                    k: t.k,
+                    factor_id: t.factor_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The criterion and the fixed-effects solution at one theta, without the
+/// random effects, conditional variances and fitted values (what profiles
+/// need).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// REML criterion or ML deviance (user's scale).
+    pub objective: f64,
+    /// log |L|^2.
+    pub ldl2: f64,
+    /// log |R_X|^2 (user's scale).
+    pub ldrx2: f64,
+    /// Penalised weighted residual sum of squares (user's scale).
+    pub pwrss: f64,
+    /// Profiled residual standard deviation.
+    pub sigma: f64,
+    pub beta: Vec<f64>,
+}
+
+/// A model prepared once: see the module documentation.
+pub struct Model {
+    design: Design,
+    pre: Preconditioned,
+    prep: Prepared,
+}
+
+/// The preconditioned problem the blocks are built from: `Q` for `X` and the
+/// scaled residual for `y`.
+fn transformed<'a>(design: &'a Design, pre: &'a Preconditioned) -> FitInput<'a> {
+    FitInput {
+        x: &pre.q,
+        y: &pre.y,
+        ..design.input()
+    }
+}
+
+impl Model {
+    /// Validates the design, preconditions it and builds the blocks.
+    pub fn new(design: Design) -> Result<Model, LmmError> {
+        let input = design.input();
+        input::validate(&input)?;
+        let pre = precondition::precondition(&input)?;
+        let prep = Prepared::new(&transformed(&design, &pre))?;
+        // X = Q R: the preconditioned Q replaces X from here on.
+        let mut design = design;
+        design.x = Vec::new();
+        Ok(Model { design, pre, prep })
+    }
+
+    /// The data the model was built from (with the current response). Its
+    /// `x` is empty: the model keeps `X` only as `Q R` (see `precondition`).
+    pub fn design(&self) -> &Design {
+        &self.design
+    }
+
+    /// Number of covariance parameters.
+    pub fn n_theta(&self) -> usize {
+        input::total_theta(&self.design.input())
+    }
+
+    /// Lower bounds of theta.
+    pub fn lower(&self) -> Vec<f64> {
+        input::lower_bounds(&self.design.input())
+    }
+
+    /// Installs (or removes) a check for user interrupts, polled by the
+    /// criterion evaluations.
+    pub fn set_interrupt(&mut self, check: Option<InterruptCheck>) {
+        self.prep.set_interrupt(check);
+    }
+
+    /// Replaces the response, recomputing only what depends on it (the
+    /// response part of the preconditioning and of the blocks). On error the
+    /// model is unchanged.
+    pub fn set_response(&mut self, y: &[f64]) -> Result<(), LmmError> {
+        let (n, p) = (self.design.n, self.design.p);
+        if y.len() != n {
+            return Err(LmmError::InvalidInput(format!(
+                "y has length {} but n = {n}",
+                y.len()
+            )));
+        }
+        if !y.iter().all(|v| v.is_finite()) {
+            return Err(LmmError::InvalidInput(
+                "y contains non-finite values".into(),
+            ));
+        }
+        let resp =
+            precondition::response_part(&self.pre.q, &self.pre.r, n, p, y, &self.design.weights)?;
+        self.design.y.copy_from_slice(y);
+        self.pre.y = resp.y;
+        self.pre.beta0 = resp.beta0;
+        self.pre.scale = resp.scale;
+        let tr = transformed(&self.design, &self.pre);
+        self.prep.blocks.set_response(&tr);
+        Ok(())
+    }
+
+    /// Number of observations and `sum(log(w))` of the data when the rows
+    /// of the design are pseudo-rows reproducing its cross-products (a fit
+    /// from sufficient statistics); `None` restores the design's own.
+    pub fn set_counts(
+        &mut self,
+        n_obs: Option<usize>,
+        log_w_sum: Option<f64>,
+    ) -> Result<(), LmmError> {
+        let n = n_obs.unwrap_or(self.design.n);
+        if n <= self.design.p {
+            return Err(LmmError::InvalidInput(format!(
+                "n ({n}) must be larger than p ({})",
+                self.design.p
+            )));
+        }
+        self.prep.blocks.n = n;
+        self.prep.blocks.ldw = match log_w_sum {
+            Some(l) => l,
+            None => self.design.weights.iter().map(|w| w.ln()).sum(),
+        };
+        Ok(())
+    }
+
+    /// Number of observations the criterion counts (see [`Model::set_counts`]).
+    fn n_obs(&self) -> usize {
+        self.prep.blocks.n
+    }
+
+    fn check_theta(&self, theta: &[f64]) -> Result<(), LmmError> {
+        input::check_theta(&self.design.input(), theta)
+    }
+
+    /// Profiled REML criterion or ML deviance at `theta` (user's scale).
+    pub fn criterion(&mut self, theta: &[f64], reml: bool) -> Result<f64, LmmError> {
+        self.check_theta(theta)?;
+        let shift = criterion_shift(self.n_obs(), self.design.p, &self.pre, reml);
+        Ok(self.prep.eval(theta, reml)?.value + shift)
+    }
+
+    /// Criterion, its parts, sigma and beta at `theta`: one factorisation
+    /// and a back substitution.
+    pub fn evaluate(&mut self, theta: &[f64], reml: bool) -> Result<Evaluation, LmmError> {
+        self.check_theta(theta)?;
+        let (n, p) = (self.n_obs(), self.design.p);
+        let crit = self.prep.eval(theta, reml)?;
+        let x = solve::dense_solution(&self.prep.blocks, &self.prep.ws);
+        let s = self.pre.scale;
+        let bt = precondition::solve_upper(&self.pre.r, p, &x[self.prep.blocks.q2..]);
+        let beta: Vec<f64> = bt
+            .iter()
+            .zip(&self.pre.beta0)
+            .map(|(a, b0)| b0 + s * a)
+            .collect();
+        let dof = if reml { n - p } else { n } as f64;
+        let pwrss = crit.pwrss * s * s;
+        let sigma = (pwrss / dof).sqrt();
+        if !(sigma.is_finite() && beta.iter().all(|v| v.is_finite())) {
+            return Err(LmmError::NonFinite(
+                "solution contains non-finite values".into(),
+            ));
+        }
+        Ok(Evaluation {
+            objective: crit.value + criterion_shift(n, p, &self.pre, reml),
+            ldl2: crit.ldl2,
+            ldrx2: crit.ldrx2 + self.pre.log_det_r2,
+            pwrss,
+            sigma,
+            beta,
+        })
+    }
+
+    /// Fits the model (optimises over theta unless `control.optimize` is
+    /// false) and returns the estimates, random effects, conditional
+    /// variances and fitted values at the optimum.
+    /// `control.n_obs` / `control.log_w_sum`, when given, are set on the
+    /// model as by [`Model::set_counts`] (and kept).
+    pub fn fit(&mut self, control: &FitControl) -> Result<FitOutput, LmmError> {
+        if control.n_obs.is_some() || control.log_w_sum.is_some() {
+            self.set_counts(control.n_obs, control.log_w_sum)?;
+        }
+        let n_obs = self.n_obs();
+        let Model { design, pre, prep } = self;
+        let original = design.input();
+        let input = transformed(design, pre);
+        let lower = input::lower_bounds(&input);
+        let start = match &control.theta_start {
+            Some(t) => {
+                input::check_theta(&input, t)?;
+                t.clone()
+            }
+            None => input::default_start(&input),
+        };
+        let reml = control.reml;
+        let opt = if control.optimize {
+            optimize_theta(prep, &input, &start, &lower, control)?
+        } else {
+            let mut n_eval = 0;
+            let grad = optim::fd_gradient(
+                &mut |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
+                &start,
+                &mut n_eval,
+            )?;
+            optim::OptResult {
+                at_bound: start.iter().zip(&lower).map(|(a, b)| a <= b).collect(),
+                x: start,
+                grad,
+                n_eval,
+                converged: true,
+                message: "evaluated at theta_start without optimisation".into(),
+            }
+        };
+        let crit = prep.eval(&opt.x, reml)?;
+        let sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
+        let back = precondition::map_back(original.n, original.p, pre, sol);
+        let shift = criterion_shift(n_obs, original.p, pre, reml);
+        Ok(FitOutput {
+            theta: opt.x,
+            lower,
+            beta: back.beta,
+            sigma: back.sigma,
+            objective: crit.value + shift,
+            ldl2: crit.ldl2,
+            ldrx2: crit.ldrx2 + pre.log_det_r2,
+            pwrss: crit.pwrss * pre.scale * pre.scale,
+            vcov_beta: back.vcov_beta,
+            b: back.b,
+            cond_var: back.cond_var,
+            fitted: back.fitted,
+            gradient: opt.grad,
+            at_bound: opt.at_bound,
+            n_eval: opt.n_eval + 1,
+            converged: opt.converged,
+            message: opt.message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seeded design: intercept + covariate fixed, `(1 + x | g)` on 12 levels
+    /// and `(1 | h)` on 5 crossed levels, optional weights.
+    fn design(seed: u64, weighted: bool) -> Design {
+        let mut s = seed;
+        let mut unif = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let n = 150;
+        let xc: Vec<f64> = (0..n).map(|_| unif() * 4.0 - 2.0).collect();
+        let g: Vec<i32> = (0..n).map(|i| (i % 12) as i32).collect();
+        let h: Vec<i32> = (0..n).map(|_| (unif() * 5.0).min(4.0) as i32).collect();
+        let y: Vec<f64> = (0..n)
+            .map(|i| {
+                1.0 + 0.5 * xc[i]
+                    + (g[i] as f64 * 1.3).sin() * (1.0 + 0.3 * xc[i])
+                    + 0.4 * (h[i] as f64).cos()
+                    + (unif() - 0.5) * 1.5
+            })
+            .collect();
+        let mut x = vec![1.0; n];
+        x.extend_from_slice(&xc);
+        let mut z1 = vec![1.0; n];
+        z1.extend_from_slice(&xc);
+        let weights = if weighted {
+            (0..n).map(|_| 0.5 + unif()).collect()
+        } else {
+            Vec::new()
+        };
+        Design {
+            n,
+            p: 2,
+            x,
+            y,
+            weights,
+            terms: vec![
+                ReTerm {
+                    codes: g,
+                    n_levels: 12,
+                    z: z1,
+                    k: 2,
+                    factor_id: 0,
+                },
+                ReTerm {
+                    codes: h,
+                    n_levels: 5,
+                    z: vec![1.0; n],
+                    k: 1,
+                    factor_id: 1,
+                },
+            ],
+        }
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+    }
+
+    fn assert_same_fit(a: &FitOutput, b: &FitOutput) {
+        let tol = 1e-8;
+        assert!(
+            close(&a.theta, &b.theta, 1e-6),
+            "{:?} {:?}",
+            a.theta,
+            b.theta
+        );
+        assert!(close(&[a.objective], &[b.objective], tol));
+        assert!(close(&a.beta, &b.beta, 1e-6));
+        assert!(close(&[a.sigma], &[b.sigma], 1e-6));
+        assert!(close(&a.b, &b.b, 1e-5));
+        assert!(close(&a.fitted, &b.fitted, 1e-6));
+        assert!(close(&a.vcov_beta, &b.vcov_beta, 1e-5));
+    }
+
+    #[test]
+    fn set_response_then_fit_equals_a_fresh_model() {
+        for weighted in [false, true] {
+            let d1 = design(7, weighted);
+            let mut d2 = d1.clone();
+            d2.y = design(99, weighted).y;
+            let mut kept = Model::new(d1.clone()).unwrap();
+            for reml in [true, false] {
+                let control = FitControl {
+                    reml,
+                    ..FitControl::default()
+                };
+                let first = kept.fit(&control).unwrap();
+                kept.set_response(&d2.y).unwrap();
+                // the blocks themselves agree with a fresh build
+                let other = Model::new(d2.clone()).unwrap();
+                assert!(close(&kept.prep.blocks.a1y, &other.prep.blocks.a1y, 1e-12));
+                assert!(close(
+                    &kept.prep.blocks.dense,
+                    &other.prep.blocks.dense,
+                    1e-12
+                ));
+                let refit = kept.fit(&control).unwrap();
+                let fresh = Model::new(d2.clone()).unwrap().fit(&control).unwrap();
+                assert_same_fit(&refit, &fresh);
+                // and back again
+                kept.set_response(&d1.y).unwrap();
+                assert_same_fit(&kept.fit(&control).unwrap(), &first);
+            }
+        }
+    }
+
+    #[test]
+    fn fit_lmm_is_the_model_fit() {
+        let d = design(3, true);
+        let control = FitControl::default();
+        let a = crate::fit_lmm(&d.input(), &control).unwrap();
+        let b = Model::new(d).unwrap().fit(&control).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn light_evaluation_matches_the_fit() {
+        let d = design(11, false);
+        let mut m = Model::new(d).unwrap();
+        for reml in [true, false] {
+            let control = FitControl {
+                reml,
+                ..FitControl::default()
+            };
+            let f = m.fit(&control).unwrap();
+            let e = m.evaluate(&f.theta, reml).unwrap();
+            assert!(close(&[e.objective], &[f.objective], 1e-12));
+            assert!(close(
+                &[e.ldl2, e.ldrx2, e.pwrss],
+                &[f.ldl2, f.ldrx2, f.pwrss],
+                1e-12
+            ));
+            assert!(close(&[e.sigma], &[f.sigma], 1e-12));
+            assert!(close(&e.beta, &f.beta, 1e-10));
+            let c = m.criterion(&f.theta, reml).unwrap();
+            assert!(close(&[c], &[f.objective], 1e-12));
+            // away from the optimum the criterion is larger
+            let th: Vec<f64> = f.theta.iter().map(|t| t * 1.5 + 0.1).collect();
+            assert!(m.criterion(&th, reml).unwrap() > f.objective);
+            assert!(m.criterion(&[1.0], reml).is_err());
+        }
+    }
+
+    #[test]
+    fn bad_responses_leave_the_model_unchanged() {
+        let d = design(5, false);
+        let mut m = Model::new(d.clone()).unwrap();
+        let before = m.fit(&FitControl::default()).unwrap();
+        assert!(m.set_response(&d.y[..10]).is_err());
+        let mut nan = d.y.clone();
+        nan[3] = f64::NAN;
+        assert!(m.set_response(&nan).is_err());
+        // a response that X reproduces exactly
+        let exact: Vec<f64> = d.x[d.n..].iter().map(|x| 2.0 + 3.0 * x).collect();
+        assert_eq!(m.set_response(&exact).unwrap_err().kind(), "non_finite");
+        assert_eq!(m.fit(&FitControl::default()).unwrap(), before);
+    }
+
+    #[test]
+    fn interrupts_stop_the_fit() {
+        fn always() -> bool {
+            true
+        }
+        let mut m = Model::new(design(5, false)).unwrap();
+        m.prep.last_check = std::time::Instant::now() - std::time::Duration::from_secs(1);
+        m.set_interrupt(Some(always));
+        let e = m.fit(&FitControl::default()).unwrap_err();
+        assert_eq!(e, LmmError::Interrupted);
+        m.set_interrupt(None);
+        assert!(m.fit(&FitControl::default()).is_ok());
+    }
+}

@@ -1,0 +1,115 @@
+# The kept Rust model behind a fit (h_model_engine(), h_model_ptr()).
+
+test_that("a fit keeps its model and a restored fit rebuilds it lazily", {
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  expect_true(is.environment(fit$engine))
+  expect_true(lmmr:::rs_model_is_live(fit$engine$ptr))
+  path <- tempfile(fileext = ".rds")
+  on.exit(unlink(path))
+  saveRDS(fit, path)
+  restored <- readRDS(path)
+  # the pointer does not survive serialisation...
+  expect_false(lmmr:::rs_model_is_live(restored$engine$ptr))
+  # ...and is rebuilt from the plain data on first use
+  ptr <- lmmr:::h_model_ptr(restored)
+  expect_true(lmmr:::rs_model_is_live(ptr))
+  expect_true(lmmr:::rs_model_is_live(restored$engine$ptr))
+  ev <- lmmr:::h_check_rust_result(
+    lmmr:::rs_model_evaluate(ptr, as.numeric(fit$theta), TRUE))
+  expect_equal(ev$objective, fit$objective, tolerance = 1e-10)
+  expect_equal(ev$sigma, sigma(fit), tolerance = 1e-10)
+  expect_equal(ev$beta, unname(fixef(fit)), tolerance = 1e-10)
+  y2 <- simulate(fit, seed = 3)[[1]]
+  expect_equal(fixef(refit(restored, y2)), fixef(refit(fit, y2)),
+               tolerance = 1e-10)
+  expect_equal(confint(restored, method = "profile", parm = ".sigma"),
+               confint(fit, method = "profile", parm = ".sigma"),
+               tolerance = 1e-8)
+})
+
+test_that("refits share the kept model and each use loads its own response", {
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  y2 <- simulate(fit, seed = 1)[[1]]
+  f2 <- refit(fit, y2)
+  expect_identical(f2$engine, fit$engine)
+  d2 <- sleepstudy
+  d2$Reaction <- y2
+  fresh <- lmm(Reaction ~ Days + (Days | Subject), data = d2)
+  expect_equal(fixef(f2), fixef(fresh), tolerance = 1e-8)
+  expect_equal(f2$theta, fresh$theta, tolerance = 1e-6)
+  expect_equal(f2$objective, fresh$objective, tolerance = 1e-10)
+  # the original fit's response is loaded back when it is used again
+  ev <- lmmr:::h_check_rust_result(lmmr:::rs_model_evaluate(
+    lmmr:::h_model_ptr(fit), as.numeric(fit$theta), TRUE))
+  expect_equal(ev$objective, fit$objective, tolerance = 1e-10)
+  ev2 <- lmmr:::h_check_rust_result(lmmr:::rs_model_evaluate(
+    lmmr:::h_model_ptr(f2), as.numeric(f2$theta), TRUE))
+  expect_equal(ev2$objective, f2$objective, tolerance = 1e-10)
+})
+
+test_that("an offset and weights are kept by the model", {
+  d <- sleepstudy
+  d$w <- rep(c(1, 2, 0.5), length.out = nrow(d))
+  d$off <- d$Days * 2
+  fit <- lmm(Reaction ~ Days + (1 | Subject), data = d, weights = w,
+             offset = off)
+  y2 <- simulate(fit, seed = 2)[[1]]
+  d2 <- d
+  d2$Reaction <- y2
+  fresh <- lmm(Reaction ~ Days + (1 | Subject), data = d2, weights = w,
+               offset = off)
+  f2 <- refit(fit, y2)
+  expect_equal(fixef(f2), fixef(fresh), tolerance = 1e-8)
+  expect_equal(f2$objective, fresh$objective, tolerance = 1e-10)
+  expect_equal(fitted(f2), fitted(fresh), tolerance = 1e-8)
+})
+
+test_that("ML refits of LRTs do not need the data", {
+  local_d <- sleepstudy
+  fit0 <- lmm(Reaction ~ 1 + (Days | Subject), data = local_d)
+  fit1 <- lmm(Reaction ~ Days + (Days | Subject), data = local_d)
+  ref <- suppressMessages(anova(fit0, fit1))
+  rm(local_d)
+  tab <- suppressMessages(anova(fit0, fit1))
+  expect_equal(tab, ref)
+  # ML deviances as lme4 1.1-31:
+  # deviance(lmer(Reaction ~ 1 + (Days | Subject), sleepstudy, REML = FALSE))
+  # deviance(lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = FALSE))
+  expect_equal(tab$deviance, c(1775.475882, 1751.939344), tolerance = 1e-8)
+})
+
+test_that("a pointer that is not a model is an error, not a crash", {
+  expect_error(
+    lmmr:::h_check_rust_result(lmmr:::rs_model_evaluate(NULL, 1, TRUE)),
+    class = "lmmr_error_invalid_input")
+  fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy)
+  expect_error(
+    lmmr:::h_check_rust_result(lmmr:::rs_model_evaluate(
+      lmmr:::h_model_ptr(fit), c(1, 2), TRUE)),
+    class = "lmmr_error_invalid_input")
+  expect_error(
+    lmmr:::h_check_rust_result(lmmr:::rs_model_set_response(
+      lmmr:::h_model_ptr(fit), rep(300, nobs(fit)))),
+    class = "lmmr_error_non_finite")
+  # a failed response change leaves the kept model usable
+  expect_equal(fixef(refit(fit, sleepstudy$Reaction)), fixef(fit),
+               tolerance = 1e-10)
+})
+
+test_that("boxcox and bootstrap intervals work from the fit alone", {
+  local_d <- sleepstudy
+  fit <- lmm(Reaction ~ Days + (1 | Subject), data = local_d)
+  bc_ref <- boxcox(fit, lambda = seq(-1, 1, 0.25))
+  icc_ref <- icc(fit, ci = 0.9, nsim = 10, seed = 4)
+  path <- tempfile(fileext = ".rds")
+  on.exit(unlink(path))
+  saveRDS(fit, path)
+  rm(local_d, fit)
+  restored <- readRDS(path)
+  bc <- boxcox(restored, lambda = seq(-1, 1, 0.25))
+  expect_equal(bc$loglik, bc_ref$loglik, tolerance = 1e-8)
+  expect_equal(bc$best, bc_ref$best, tolerance = 1e-6)
+  ic <- icc(restored, ci = 0.9, nsim = 10, seed = 4)
+  expect_true(is.matrix(ic$ci))
+  expect_equal(ic$ci, icc_ref$ci, tolerance = 1e-8)
+})
