@@ -305,7 +305,7 @@ h_build_lmm <- function(design, res, REML, call, control) {
     na_action = design$na_action,
     optinfo = list(converged = isTRUE(res$converged), gradient = res$gradient,
                    at_bound = res$at_bound, n_eval = res$n_eval,
-                   message = res$message),
+                   n_grad = res$n_grad, message = res$message),
     singular = singular,
     n = n, p = p, q = sum(vapply(terms, function(t) t$n_levels * t$k, numeric(1))),
     control = control,
@@ -319,7 +319,7 @@ h_build_lmm <- function(design, res, REML, call, control) {
 #' @noRd
 h_report_fit_problems <- function(fit) {
   if (!fit$optinfo$converged) {
-    h_warn(sprintf("The optimiser did not converge (%s) after %d evaluations; the estimates may be inaccurate. Try rescaling predictors, simplifying the random effects, or raising `max_iter` in lmm_control().",
+    h_warn(sprintf("The optimiser could not confirm an optimum (%s) after %d evaluations; the estimates may be inaccurate. Try rescaling predictors, simplifying the random effects, or raising `max_iter` in lmm_control().",
                    fit$optinfo$message, as.integer(fit$optinfo$n_eval)),
            "convergence")
   }

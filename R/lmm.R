@@ -112,11 +112,31 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 
 #' Control settings for lmm()
 #'
-#' @param max_iter maximum number of iterations of the optimiser (a projected
-#'   Newton method with finite-difference derivatives of the profiled
-#'   criterion; each iteration costs a few evaluations of the criterion).
-#' @param tol convergence tolerance: the optimiser stops when the decrease
-#'   predicted by a Newton step is below `tol` relative to the criterion.
+#' @param max_iter maximum number of iterations of the optimiser, a projected
+#'   quasi-Newton (BFGS) method on the analytic gradient of the profiled
+#'   criterion with the bounds on the diagonal of the relative covariance
+#'   factor; each iteration costs about one evaluation of the criterion and
+#'   its gradient. The budget is shared by the continuation runs of one
+#'   start (see Details).
+#' @param tol convergence tolerance: an end point is accepted as an optimum
+#'   when the decrease of the criterion predicted by a Newton step (with a
+#'   Hessian from finite differences of the analytic gradient, computed at
+#'   the end point) is below `tol` relative to the criterion.
+#' @details
+#' Where the optimiser stops, lmm() checks the end point: the gradient on
+#' the free parameters, the sign of the gradient on the bounds (a variance
+#' at zero must not have a gradient pointing into the interior) and the
+#' curvature on the free parameters. Where the check finds a way down
+#' (a remaining descent direction, a saddle point or a maximum along a
+#' direction) the search continues from there. Fits that end on (or next to)
+#' the boundary, and all fits with at most 10 covariance parameters, are
+#' also restarted from a few other points (and from the mirror image of a
+#' zero diagonal), keeping the best optimum. A criterion that keeps
+#' decreasing as a variance grows until the random effects reproduce the
+#' response is a perfect-fit error (class `lmmr_error_non_finite`). A fit
+#' whose optimum could not be confirmed is
+#' reported with a warning (class `lmmr_warning_convergence`) and has
+#' `fit$optinfo$converged` set to `FALSE`.
 #' @param singular_tol a fit is reported as singular (on the boundary of the
 #'   parameter space) when a diagonal element of the relative covariance
 #'   factor is below this value, as `lme4::isSingular()`.
@@ -127,7 +147,7 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 #' ctrl <- lmm_control(max_iter = 500)
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, control = ctrl)
 #' @export
-lmm_control <- function(max_iter = 200L, tol = 1e-10, singular_tol = 1e-4,
+lmm_control <- function(max_iter = 1000L, tol = 1e-10, singular_tol = 1e-4,
                         theta_start = NULL) {
   h_check_number(max_iter, "max_iter", lower = 1)
   if (max_iter > .Machine$integer.max) {

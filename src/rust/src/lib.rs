@@ -40,6 +40,7 @@ fn output_list(out: FitOutput, p: usize) -> List {
         gradient = out.gradient,
         at_bound = out.at_bound,
         n_eval = out.n_eval as i32,
+        n_grad = out.n_grad as i32,
         converged = out.converged,
         message = out.message
     )

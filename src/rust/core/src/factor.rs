@@ -2,10 +2,13 @@
 //! profiled criteria (ML deviance, REML criterion).
 
 use crate::blocks::Blocks;
+use crate::chunk::{Chunk, MAX_UNION};
 use crate::error::LmmError;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
-use faer::{MatMut, Par};
+use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::{Accum, MatMut, MatRef, Par};
 
 /// Dense size above which faer's blocked Cholesky is used.
 const FAER_CHOL_MIN: usize = 48;
@@ -42,6 +45,8 @@ pub(crate) struct Workspace {
     /// Diagonal of the X part of the dense system before factorisation.
     xdiag: Vec<f64>,
     stack: MemBuffer,
+    /// Groups of levels for the stacked updates.
+    pub chunk: Chunk,
 }
 
 impl Workspace {
@@ -66,6 +71,7 @@ impl Workspace {
             idx: vec![0; mcols],
             xdiag: vec![0.0; bl.p],
             stack: MemBuffer::new(req),
+            chunk: Chunk::new(bl.k1, d),
         }
     }
 
@@ -183,12 +189,11 @@ pub(crate) fn level_block(
         let (t, ci) = bl.rest_col_term[col];
         let k = bl.terms[t].k;
         let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
-        for r in 0..k1 {
-            let mut v = 0.0;
-            for c2 in ci..k {
-                v += bl.r_dat[(r0 + cc - ci + c2) * k1 + r] * lt[ci * k + c2];
-            }
-            ws.t[cc * k1 + r] = v;
+        let dst = &mut ws.t[cc * k1..(cc + 1) * k1];
+        dst.fill(0.0);
+        for c2 in ci..k {
+            let src = (r0 + cc - ci + c2) * k1;
+            crate::grad::axpy(dst, lt[ci * k + c2], &bl.r_dat[src..src + k1]);
         }
         ws.idx[cc] = col;
     }
@@ -200,25 +205,37 @@ pub(crate) fn level_block(
     ws.t[(nc + p) * k1..(nc + p + 1) * k1].copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
     ws.idx[nc + p] = q2 + p;
     // C = L^{-1} Lambda1' B
-    for col in 0..m {
-        let bcol = &ws.t[col * k1..(col + 1) * k1];
-        let ccol = &mut ws.c[col * k1..(col + 1) * k1];
-        for r in 0..k1 {
-            let mut v = 0.0;
-            for l in r..k1 {
-                v += lam1[r * k1 + l] * bcol[l];
-            }
-            ccol[r] = v;
-        }
-        for r in 0..k1 {
-            let mut v = ccol[r];
-            for l in 0..r {
-                v -= ws.m[l * k1 + r] * ccol[l];
-            }
-            ccol[r] = v / ws.m[r * k1 + r];
-        }
-    }
+    lambda_t_solve(
+        &ws.lam1,
+        &ws.m[..kk],
+        k1,
+        &ws.t[..k1 * m],
+        &mut ws.c[..k1 * m],
+    );
     Ok((m, ld))
+}
+
+/// `out = L^{-1} Lambda' b` for lower-triangular `k x k` `lam` and `l` and a
+/// `k x m` block `b` (column-major).
+pub(crate) fn lambda_t_solve(lam: &[f64], l: &[f64], k: usize, b: &[f64], out: &mut [f64]) {
+    let m = b.len() / k.max(1);
+    if m == 0 {
+        return;
+    }
+    let lam = MatRef::from_column_major_slice(lam, k, k);
+    let mut o = MatMut::from_column_major_slice_mut(out, k, m);
+    tri_matmul(
+        o.as_mut(),
+        BlockStructure::Rectangular,
+        Accum::Replace,
+        lam.transpose(),
+        BlockStructure::TriangularUpper,
+        MatRef::from_column_major_slice(b, k, m),
+        BlockStructure::Rectangular,
+        1.0,
+        Par::Seq,
+    );
+    solve_lower_triangular_in_place(MatRef::from_column_major_slice(l, k, k), o, Par::Seq);
 }
 
 /// Fills `ws.s` with `Lt' D Lt` (`Lt = blockdiag(Lambda_r, I)`) plus the
@@ -310,36 +327,17 @@ pub(crate) fn evaluate(bl: &Blocks, ws: &mut Workspace, reml: bool) -> Result<Cr
     fill_dense(bl, ws);
     let mut ldl2 = 0.0;
     let k1 = bl.k1;
+    ws.chunk.clear();
     for j in 0..bl.g1 {
         let (m, ld) = level_block(bl, ws, j)?;
         ldl2 += ld;
-        // S[idx, idx] -= C' C (lower triangle; idx is increasing).
-        if k1 == 1 {
-            for b in 0..m {
-                let cb = ws.c[b];
-                if cb == 0.0 {
-                    continue;
-                }
-                let base = ws.idx[b] * d;
-                for a in b..m {
-                    ws.s[base + ws.idx[a]] -= ws.c[a] * cb;
-                }
-            }
-        } else {
-            for b in 0..m {
-                let cb = &ws.c[b * k1..(b + 1) * k1];
-                let base = ws.idx[b] * d;
-                for a in b..m {
-                    let ca = &ws.c[a * k1..(a + 1) * k1];
-                    let mut v = 0.0;
-                    for r in 0..k1 {
-                        v += ca[r] * cb[r];
-                    }
-                    ws.s[base + ws.idx[a]] -= v;
-                }
-            }
+        if !ws.chunk.accepts(&ws.idx[..m]) {
+            flush_update(d, ws);
         }
+        let kk = k1 * k1;
+        ws.chunk.push(j, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
     }
+    flush_update(d, ws);
     // Keep the diagonal of the X part to detect rank deficiency.
     for i in 0..p {
         ws.xdiag[i] = ws.s[(q2 + i) * d + q2 + i];
@@ -406,6 +404,85 @@ pub(crate) fn evaluate(bl: &Blocks, ws: &mut Workspace, reml: bool) -> Result<Cr
         pwrss,
         value,
     })
+}
+
+/// `S[idx, idx] -= C' C` for one level (lower triangle; idx increasing).
+fn scalar_update(s: &mut [f64], d: usize, k1: usize, c: &[f64], idx: &[usize]) {
+    let m = idx.len();
+    for b in 0..m {
+        let cb = &c[b * k1..(b + 1) * k1];
+        if cb.iter().all(|v| *v == 0.0) {
+            continue;
+        }
+        let base = idx[b] * d;
+        for a in b..m {
+            let ca = &c[a * k1..(a + 1) * k1];
+            let mut v = 0.0;
+            for r in 0..k1 {
+                v += ca[r] * cb[r];
+            }
+            s[base + idx[a]] -= v;
+        }
+    }
+}
+
+/// Applies `S -= sum_j C_j' C_j` for the levels of the current group and
+/// empties it.
+fn flush_update(d: usize, ws: &mut Workspace) {
+    let ch = &mut ws.chunk;
+    if ch.is_empty() {
+        return;
+    }
+    let k1 = ch.k1;
+    if ch.levels.len() == 1 || ch.ucols.len() > MAX_UNION && ch.levels.len() <= 2 {
+        for &(_, m, off) in &ch.levels {
+            let c = &ch.lc[off * k1..(off + m) * k1];
+            scalar_update(&mut ws.s, d, k1, c, &ch.li[off..off + m]);
+        }
+        ch.clear();
+        return;
+    }
+    let nu = ch.sort_union(d);
+    let rows = ch.rows;
+    let cs = MatRef::from_column_major_slice(&ch.cs, rows, nu);
+    let lo = ch.sorted[0];
+    if ch.sorted[nu - 1] - lo + 1 == nu {
+        let sm = MatMut::from_column_major_slice_mut(&mut ws.s, d, d);
+        let dst = sm.submatrix_mut(lo, lo, nu, nu);
+        tri_matmul(
+            dst,
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            cs.transpose(),
+            BlockStructure::Rectangular,
+            cs,
+            BlockStructure::Rectangular,
+            -1.0,
+            Par::Seq,
+        );
+    } else {
+        ch.tmp.clear();
+        ch.tmp.resize(nu * nu, 0.0);
+        let t = MatMut::from_column_major_slice_mut(&mut ch.tmp, nu, nu);
+        tri_matmul(
+            t,
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            cs.transpose(),
+            BlockStructure::Rectangular,
+            cs,
+            BlockStructure::Rectangular,
+            1.0,
+            Par::Seq,
+        );
+        for b in 0..nu {
+            let cb = ch.sorted[b];
+            for a in b..nu {
+                ws.s[cb * d + ch.sorted[a]] -= ch.tmp[b * nu + a];
+            }
+        }
+    }
+    ch.clear();
 }
 
 fn pivot_error(index: usize, q2: usize, p: usize) -> LmmError {

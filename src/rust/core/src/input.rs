@@ -179,9 +179,17 @@ pub(crate) fn check_theta(input: &FitInput, theta: &[f64]) -> Result<(), LmmErro
 /// its column is arbitrary (Lambda Lambda' does not change), but the
 /// gradient with respect to that diagonal entry flips with it. A boundary
 /// point can therefore look optimal while its mirror image has a descent
-/// direction. Returns the mirror images of `theta` (one per such column with
-/// a non-zero off-diagonal part).
-pub(crate) fn column_sign_flips(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64>> {
+/// direction: at the mirror image the gradient with respect to the zero
+/// diagonal entry changes sign, so a positive gradient there (a bound that
+/// looks binding) becomes a descent direction. Returns the mirror images of
+/// `theta` for the columns with a non-zero off-diagonal part whose diagonal
+/// gradient `grad` exceeds `gtol`.
+pub(crate) fn column_sign_flips(
+    input: &FitInput,
+    theta: &[f64],
+    grad: &[f64],
+    gtol: f64,
+) -> Vec<Vec<f64>> {
     let mut out = Vec::new();
     let mut offset = 0;
     for t in &input.terms {
@@ -190,7 +198,10 @@ pub(crate) fn column_sign_flips(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64>
         for c in 0..k {
             let len = k - c;
             let below = (col_start + 1)..(col_start + len);
-            if theta[col_start] == 0.0 && theta[below.clone()].iter().any(|v| *v != 0.0) {
+            if theta[col_start] == 0.0
+                && grad[col_start] > gtol
+                && theta[below.clone()].iter().any(|v| *v != 0.0)
+            {
                 let mut flipped = theta.to_vec();
                 for i in below {
                     flipped[i] = -flipped[i];
@@ -212,11 +223,52 @@ pub(crate) fn boundary_restarts(theta: &[f64], lower: &[f64], start: &[f64]) -> 
     let reset: Vec<f64> = theta
         .iter()
         .zip(lower)
-        .map(|(t, l)| if *l == 0.0 && t <= l { 1.0 } else { *t })
+        .map(|(t, l)| if *l == 0.0 && *t <= 1e-4 { 1.0 } else { *t })
         .collect();
     let mut out = vec![reset];
     for factor in [0.3, 3.0] {
         out.push(start.iter().map(|t| t * factor).collect());
+    }
+    out
+}
+
+/// The default start with each term's factor scaled by a different amount
+/// (0.5 for the first term up to 1.5 for the last). Identical terms (e.g.
+/// `(z | g) + (z | g)`) keep identical values along a quasi-Newton path from
+/// a symmetric start, which can confine the search to a worse optimum.
+pub(crate) fn asymmetric_start(input: &FitInput, start: &[f64]) -> Vec<f64> {
+    let nt = input.terms.len();
+    let mut out = start.to_vec();
+    let mut offset = 0;
+    for (t, term) in input.terms.iter().enumerate() {
+        let len = n_theta(term.k);
+        let f = if nt > 1 {
+            0.5 + t as f64 / (nt - 1) as f64
+        } else {
+            0.5
+        };
+        out[offset..offset + len].iter_mut().for_each(|v| *v *= f);
+        offset += len;
+    }
+    out
+}
+
+/// Alternative starting points for small models: the end point with one
+/// term's relative covariance factor set to zero, one point per term. The
+/// profiled criterion can have an interior local minimum next to a lower
+/// one where a variance is zero (the criterion is even in a scalar theta, so
+/// a descent from the default start need not reach zero).
+pub(crate) fn term_zero_restarts(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for t in &input.terms {
+        let len = n_theta(t.k);
+        if theta[offset..offset + len].iter().any(|v| *v != 0.0) {
+            let mut z = theta.to_vec();
+            z[offset..offset + len].iter_mut().for_each(|v| *v = 0.0);
+            out.push(z);
+        }
+        offset += len;
     }
     out
 }
@@ -243,12 +295,15 @@ mod tests {
                 factor_id: 0,
             }],
         };
+        let g = [1.0, 0.0, 0.0];
         assert_eq!(
-            column_sign_flips(&input, &[0.0, -0.5, 0.2]),
+            column_sign_flips(&input, &[0.0, -0.5, 0.2], &g, 1e-9),
             vec![vec![0.0, 0.5, 0.2]]
         );
-        assert!(column_sign_flips(&input, &[0.3, -0.5, 0.0]).is_empty());
-        assert!(column_sign_flips(&input, &[0.0, 0.0, 0.2]).is_empty());
+        // No flip where the diagonal gradient does not push against the bound.
+        assert!(column_sign_flips(&input, &[0.0, -0.5, 0.2], &[0.0; 3], 1e-9).is_empty());
+        assert!(column_sign_flips(&input, &[0.3, -0.5, 0.0], &g, 1e-9).is_empty());
+        assert!(column_sign_flips(&input, &[0.0, 0.0, 0.2], &g, 1e-9).is_empty());
     }
 
     use super::*;

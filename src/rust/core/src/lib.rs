@@ -13,8 +13,10 @@
 #![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
 
 mod blocks;
+mod chunk;
 mod error;
 mod factor;
+mod grad;
 mod input;
 mod model;
 mod optim;
@@ -36,15 +38,17 @@ pub use rcov::{
 
 use blocks::Blocks;
 use factor::{evaluate, Workspace};
+use optim::{Objective, OptResult};
 
 /// Options of [`fit_lmm`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitControl {
     /// REML (true) or ML (false).
     pub reml: bool,
-    /// Maximum number of optimiser iterations (Newton steps).
+    /// Maximum number of quasi-Newton iterations per optimiser run.
     pub max_iter: usize,
-    /// Relative tolerance on the predicted decrease of a Newton step.
+    /// Relative tolerance on the decrease of the criterion predicted by a
+    /// Newton step (with the finite-difference Hessian at the end point).
     pub tol: f64,
     /// Starting value; lme4's default (1 on diagonals, 0 elsewhere) if `None`.
     pub theta_start: Option<Vec<f64>>,
@@ -63,7 +67,7 @@ impl Default for FitControl {
     fn default() -> Self {
         FitControl {
             reml: true,
-            max_iter: 200,
+            max_iter: 1000,
             tol: 1e-12,
             theta_start: None,
             optimize: true,
@@ -95,10 +99,13 @@ pub struct FitOutput {
     /// Per term: `k*k*G`, column-major `k x k` blocks level after level.
     pub cond_var: Vec<Vec<f64>>,
     pub fitted: Vec<f64>,
-    /// Finite-difference gradient of the objective at `theta`.
+    /// Analytic gradient of the objective at `theta`.
     pub gradient: Vec<f64>,
     pub at_bound: Vec<bool>,
+    /// Criterion evaluations (each gradient evaluation includes one).
     pub n_eval: usize,
+    /// Gradient evaluations.
+    pub n_grad: usize,
     pub converged: bool,
     pub message: String,
 }
@@ -160,6 +167,17 @@ impl Prepared {
         self.ws.set_theta(&self.blocks, theta);
         evaluate(&self.blocks, &mut self.ws, reml)
     }
+
+    /// Criterion and its analytic gradient with respect to theta.
+    pub(crate) fn eval_grad(
+        &mut self,
+        theta: &[f64],
+        reml: bool,
+    ) -> Result<(factor::Criterion, Vec<f64>), LmmError> {
+        let crit = self.eval(theta, reml)?;
+        let g = grad::gradient(&self.blocks, &mut self.ws, &crit, reml)?;
+        Ok((crit, g))
+    }
 }
 
 /// Profiled REML criterion or ML deviance at a fixed `theta`.
@@ -167,6 +185,218 @@ pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result
     input::validate(input)?;
     input::check_theta(input, theta)?;
     Model::new(Design::from_input(input))?.criterion(theta, reml)
+}
+
+/// The profiled criterion of a prepared model as an optimiser objective.
+struct PreparedObjective<'a> {
+    prep: &'a mut Prepared,
+    reml: bool,
+}
+
+impl Objective for PreparedObjective<'_> {
+    fn value(&mut self, x: &[f64]) -> Result<f64, LmmError> {
+        self.prep.eval(x, self.reml).map(|c| c.value)
+    }
+    fn value_grad(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), LmmError> {
+        self.prep.eval_grad(x, self.reml).map(|(c, g)| (c.value, g))
+    }
+}
+
+/// Optimises theta from `start` over `theta >= lower`, with the restarts
+/// that guard against local and mirror-image optima:
+/// * a fit that ends on the boundary (or whose optimum could not be
+///   confirmed) is restarted from a few other points (`boundary_restarts`);
+/// * a zero diagonal with a non-zero column below it is restarted from its
+///   mirror image (`column_sign_flips`), whose gradient differs in sign.
+///
+/// The best end point is kept; evaluations of all runs are counted.
+pub(crate) fn optimize_theta(
+    prep: &mut Prepared,
+    input: &FitInput,
+    start: &[f64],
+    lower: &[f64],
+    control: &FitControl,
+) -> Result<OptResult, LmmError> {
+    let mut obj = PreparedObjective {
+        prep,
+        reml: control.reml,
+    };
+    let (max_iter, tol) = (control.max_iter, control.tol);
+    let mut best = optim::minimize(&mut obj, start, lower, max_iter, tol, true)?;
+    // On or next to the boundary (a singular fit).
+    let on_boundary = best
+        .x
+        .iter()
+        .zip(lower)
+        .any(|(x, l)| *l == 0.0 && *x <= 1e-4);
+    let small = lower.len() <= 10;
+    let trace = std::env::var_os("LMMR_OPTIM_TRACE").is_some();
+    if trace {
+        eprintln!(
+            "[optim] first run: f = {:.10}, evals {}, grads {}, converged {}, {}",
+            best.f, best.n_eval, best.n_grad, best.converged, best.message
+        );
+    }
+    // The scaled restarts are full optimisations: only for small models,
+    // where they cost milliseconds.
+    let mut extra = if on_boundary || !best.converged || small {
+        let mut r = input::boundary_restarts(&best.x, lower, start);
+        if lower.len() > 8 && best.converged {
+            r.truncate(1);
+        }
+        r
+    } else {
+        Vec::new()
+    };
+    if small {
+        extra.extend(input::term_zero_restarts(input, &best.x));
+        if input.terms.len() > 1 {
+            extra.push(input::asymmetric_start(input, start));
+        }
+    }
+    for _round in 0..4 {
+        let mut improved = false;
+        let gtol = 1e-9 * (1.0 + best.f.abs());
+        let mut alts = input::column_sign_flips(input, &best.x, &best.grad, gtol);
+        alts.append(&mut extra);
+        for alt in alts {
+            // A restart whose start cannot be evaluated is skipped.
+            let Ok(mut cand) = optim::minimize(&mut obj, &alt, lower, max_iter, tol, false) else {
+                continue;
+            };
+            if trace {
+                eprintln!(
+                    "[optim] restart: f = {:.10}, evals {}, grads {}, converged {}",
+                    cand.f, cand.n_eval, cand.n_grad, cand.converged
+                );
+            }
+            let scale = 1.0 + best.f.abs();
+            let better = cand.f < best.f - 1e-10 * scale
+                || (!best.converged && cand.converged && cand.f <= best.f + 1e-10 * scale);
+            if better {
+                // Check (and continue from) the better end point.
+                let (ne, ng) = (cand.n_eval, cand.n_grad);
+                if let Ok(c) = optim::minimize(&mut obj, &cand.x, lower, max_iter, tol, true) {
+                    cand = c;
+                } else {
+                    cand.converged = false;
+                }
+                cand.n_eval += ne;
+                cand.n_grad += ng;
+            }
+            if better {
+                cand.n_eval += best.n_eval;
+                cand.n_grad += best.n_grad;
+                best = cand;
+                improved = true;
+                break;
+            }
+            best.n_eval += cand.n_eval;
+            best.n_grad += cand.n_grad;
+        }
+        if !improved {
+            break;
+        }
+    }
+    // theta beyond 1e6 (random-effect sd a million times the residual sd)
+    // cannot be confirmed as an optimum: the criterion keeps decreasing as a
+    // variance grows. When the penalised residual sum of squares vanishes
+    // on the way, the random effects reproduce the response: a perfect fit,
+    // reported as the error it is.
+    let xmax = best.x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    if xmax > 1e6 {
+        if best.converged {
+            best.converged = false;
+            best.message = format!(
+                "theta grows without bound (largest |theta| {xmax:.3e}): the criterion keeps \
+                 decreasing as a variance grows, e.g. because the random effects can reproduce \
+                 the response"
+            );
+        }
+        let r_end = obj.prep.eval(&best.x, control.reml).map(|c| c.pwrss);
+        let r_start = obj.prep.eval(start, control.reml).map(|c| c.pwrss);
+        if let (Ok(a), Ok(b)) = (r_end, r_start) {
+            if a < 1e-10 * b {
+                return Err(LmmError::NonFinite(
+                    "perfect fit: as the random-effect variances grow without bound the random \
+                     effects reproduce the response (the penalised residual sum of squares \
+                     vanishes), so the residual variance is zero"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Hessian of the profiled criterion with respect to theta, by central
+/// differences of the analytic gradient (`k x k`, column-major).
+pub fn evaluate_hessian(input: &FitInput, theta: &[f64], reml: bool) -> Result<Vec<f64>, LmmError> {
+    input::validate(input)?;
+    input::check_theta(input, theta)?;
+    let pre = precondition::precondition(input)?;
+    let transformed = FitInput {
+        x: &pre.q,
+        y: &pre.y,
+        ..input.clone()
+    };
+    let mut prep = Prepared::new(&transformed)?;
+    let (_, g0) = prep.eval_grad(theta, reml)?;
+    optim::fd_hessian(
+        |t: &[f64]| prep.eval_grad(t, reml).map(|(_, g)| g),
+        theta,
+        &g0,
+        true,
+    )
+}
+
+/// Mean seconds per criterion evaluation and per criterion + gradient on a
+/// prepared model (for benchmarks; `examples/time_maximal.rs`).
+#[doc(hidden)]
+pub fn time_prepared(
+    input: &FitInput,
+    theta: &[f64],
+    reml: bool,
+    reps: usize,
+) -> Result<(f64, f64), LmmError> {
+    input::validate(input)?;
+    let pre = precondition::precondition(input)?;
+    let transformed = FitInput {
+        x: &pre.q,
+        y: &pre.y,
+        ..input.clone()
+    };
+    let mut prep = Prepared::new(&transformed)?;
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        prep.eval(theta, reml)?;
+    }
+    let te = t0.elapsed().as_secs_f64() / reps as f64;
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        prep.eval_grad(theta, reml)?;
+    }
+    let tg = t0.elapsed().as_secs_f64() / reps as f64;
+    Ok((te, tg))
+}
+
+/// Profiled criterion and its analytic gradient with respect to theta.
+pub fn evaluate_gradient(
+    input: &FitInput,
+    theta: &[f64],
+    reml: bool,
+) -> Result<(f64, Vec<f64>), LmmError> {
+    input::validate(input)?;
+    input::check_theta(input, theta)?;
+    let pre = precondition::precondition(input)?;
+    let transformed = FitInput {
+        x: &pre.q,
+        y: &pre.y,
+        ..input.clone()
+    };
+    let mut prep = Prepared::new(&transformed)?;
+    let (crit, g) = prep.eval_grad(theta, reml)?;
+    Ok((crit.value + criterion_shift(input.n, input.p, &pre, reml), g))
 }
 
 /// What the transformation in `precondition` subtracts from the criterion:
@@ -194,50 +424,3 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
     Model::new(Design::from_input(input))?.fit(control)
 }
 
-/// Minimises the profiled criterion over theta from `start` (with restarts
-/// from the boundary and from mirrored columns). `input` is the
-/// (preconditioned) design `prep` was built from. The one place where the
-/// optimiser is called.
-pub(crate) fn optimize_theta(
-    prep: &mut Prepared,
-    input: &FitInput,
-    start: &[f64],
-    lower: &[f64],
-    control: &FitControl,
-) -> Result<optim::OptResult, LmmError> {
-    let reml = control.reml;
-    let mut f = |th: &[f64]| prep.eval(th, reml).map(|c| c.value);
-    let mut best = optim::minimize(&mut f, start, lower, control.max_iter, control.tol)?;
-    let mut best_f = f(&best.x)?;
-    // Escape boundary points whose mirror image (see
-    // `input::column_sign_flips`) has a descent direction.
-    // A fit that ends on the boundary may sit in a local minimum of a
-    // multimodal profile: try a few other starts once, keep the best.
-    let on_boundary = best.x.iter().zip(lower).any(|(x, l)| *l == 0.0 && x <= l);
-    let mut extra = if on_boundary {
-        input::boundary_restarts(&best.x, lower, start)
-    } else {
-        Vec::new()
-    };
-    for _round in 0..4 {
-        let mut improved = false;
-        let mut alts = input::column_sign_flips(input, &best.x);
-        alts.append(&mut extra);
-        for alt in alts {
-            let mut cand = optim::minimize(&mut f, &alt, lower, control.max_iter, control.tol)?;
-            let cand_f = f(&cand.x)?;
-            if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
-                cand.n_eval += best.n_eval;
-                best = cand;
-                best_f = cand_f;
-                improved = true;
-                break;
-            }
-            best.n_eval += cand.n_eval;
-        }
-        if !improved {
-            break;
-        }
-    }
-    Ok(best)
-}

@@ -275,17 +275,14 @@ impl Model {
         let opt = if control.optimize {
             optimize_theta(prep, &input, &start, &lower, control)?
         } else {
-            let mut n_eval = 0;
-            let grad = optim::fd_gradient(
-                &mut |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
-                &start,
-                &mut n_eval,
-            )?;
+            let (crit, grad) = prep.eval_grad(&start, reml)?;
             optim::OptResult {
                 at_bound: start.iter().zip(&lower).map(|(a, b)| a <= b).collect(),
                 x: start,
+                f: crit.value,
                 grad,
-                n_eval,
+                n_eval: 1,
+                n_grad: 1,
                 converged: true,
                 message: "evaluated at theta_start without optimisation".into(),
             }
@@ -310,6 +307,7 @@ impl Model {
             gradient: opt.grad,
             at_bound: opt.at_bound,
             n_eval: opt.n_eval + 1,
+            n_grad: opt.n_grad,
             converged: opt.converged,
             message: opt.message,
         })

@@ -1,19 +1,56 @@
-//! Bound-constrained minimisation of the profiled criterion: a projected
-//! Newton method (Bertsekas' two-metric projection) with finite-difference
-//! derivatives, a modified-eigenvalue Hessian and an Armijo line search along
-//! the projection arc.
+//! Bound-constrained minimisation of the profiled criterion on its analytic
+//! gradient: a projected BFGS method (Bertsekas' two-metric projection with a
+//! quasi-Newton metric on the free variables and an Armijo search along the
+//! projection arc), followed by an honest check of the end point with a
+//! Hessian from finite differences of the analytic gradient: the gradient on
+//! the free parameters, the sign of the gradient on the bound faces and the
+//! curvature. Where the check finds a descent or negative-curvature
+//! direction the search continues from there; what it cannot confirm is
+//! reported as not converged.
 
 use crate::error::LmmError;
+
+/// What the optimiser minimises: the criterion, with and without gradient.
+pub(crate) trait Objective {
+    fn value(&mut self, x: &[f64]) -> Result<f64, LmmError>;
+    fn value_grad(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), LmmError>;
+}
 
 /// Result of a minimisation.
 #[derive(Debug, Clone)]
 pub(crate) struct OptResult {
     pub x: Vec<f64>,
+    pub f: f64,
     pub grad: Vec<f64>,
     pub at_bound: Vec<bool>,
+    /// Criterion evaluations (each gradient call includes one).
     pub n_eval: usize,
+    /// Gradient evaluations.
+    pub n_grad: usize,
     pub converged: bool,
     pub message: String,
+}
+
+/// Counts calls to an objective.
+pub(crate) struct Counted<'a, O: Objective> {
+    pub obj: &'a mut O,
+    pub n_eval: usize,
+    pub n_grad: usize,
+}
+
+impl<O: Objective> Counted<'_, O> {
+    fn f(&mut self, x: &[f64]) -> f64 {
+        self.n_eval += 1;
+        match self.obj.value(x) {
+            Ok(v) if v.is_finite() => v,
+            _ => f64::INFINITY,
+        }
+    }
+    fn fg(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), LmmError> {
+        self.n_eval += 1;
+        self.n_grad += 1;
+        self.obj.value_grad(x)
+    }
 }
 
 /// Symmetric eigen-decomposition by cyclic Jacobi rotations. `a` is `m x m`
@@ -78,6 +115,11 @@ pub(crate) fn sym_eigen(a: &[f64], m: usize) -> (Vec<f64>, Vec<f64>) {
     (ev, v)
 }
 
+/// A point with its criterion and gradient.
+type Point = (Vec<f64>, f64, Vec<f64>);
+/// End of a quasi-Newton run: point, criterion, gradient, success, message.
+type Run = (Vec<f64>, f64, Vec<f64>, bool, String);
+
 fn project(x: &mut [f64], lb: &[f64]) {
     for (xi, &l) in x.iter_mut().zip(lb) {
         if *xi < l {
@@ -86,362 +128,554 @@ fn project(x: &mut [f64], lb: &[f64]) {
     }
 }
 
-fn fd_step(x: f64) -> f64 {
-    1e-4 * x.abs().max(1.0)
-}
-
-/// Central-difference gradient and a finite-difference Hessian (diagonal from
-/// the central second difference, off-diagonals from forward differences).
-fn fd_derivs<F>(
-    f: &mut F,
-    x: &[f64],
-    fx: f64,
-    n_eval: &mut usize,
-) -> Result<(Vec<f64>, Vec<f64>), LmmError>
-where
-    F: FnMut(&[f64]) -> Result<f64, LmmError>,
-{
-    let m = x.len();
-    let mut g = vec![0.0; m];
-    let mut h = vec![0.0; m * m];
-    let mut fp = vec![0.0; m];
-    let mut xt = x.to_vec();
-    for i in 0..m {
-        let hi = fd_step(x[i]);
-        xt[i] = x[i] + hi;
-        let f1 = f(&xt)?;
-        xt[i] = x[i] - hi;
-        let f2 = f(&xt)?;
-        xt[i] = x[i];
-        *n_eval += 2;
-        g[i] = (f1 - f2) / (2.0 * hi);
-        h[i * m + i] = (f1 - 2.0 * fx + f2) / (hi * hi);
-        fp[i] = f1;
-    }
-    for i in 0..m {
-        for j in (i + 1)..m {
-            let hi = fd_step(x[i]);
-            let hj = fd_step(x[j]);
-            xt[i] = x[i] + hi;
-            xt[j] = x[j] + hj;
-            let fij = f(&xt)?;
-            *n_eval += 1;
-            xt[i] = x[i];
-            xt[j] = x[j];
-            let v = (fij - fp[i] - fp[j] + fx) / (hi * hj);
-            h[j * m + i] = v;
-            h[i * m + j] = v;
+/// In-place Cholesky of a dense `m x m` column-major matrix (lower triangle).
+fn chol(a: &mut [f64], m: usize) -> bool {
+    for j in 0..m {
+        let mut dj = a[j * m + j];
+        for l in 0..j {
+            dj -= a[l * m + j] * a[l * m + j];
+        }
+        if !(dj > 0.0 && dj.is_finite()) {
+            return false;
+        }
+        let ljj = dj.sqrt();
+        a[j * m + j] = ljj;
+        for i in (j + 1)..m {
+            let mut v = a[j * m + i];
+            for l in 0..j {
+                v -= a[l * m + i] * a[l * m + j];
+            }
+            a[j * m + i] = v / ljj;
         }
     }
-    Ok((g, h))
+    true
 }
 
-/// Central-difference gradient only.
-pub(crate) fn fd_gradient<F>(f: &mut F, x: &[f64], n_eval: &mut usize) -> Result<Vec<f64>, LmmError>
-where
-    F: FnMut(&[f64]) -> Result<f64, LmmError>,
-{
-    let mut g = vec![0.0; x.len()];
-    let mut xt = x.to_vec();
-    for i in 0..x.len() {
-        let hi = fd_step(x[i]);
-        xt[i] = x[i] + hi;
-        let f1 = f(&xt)?;
-        xt[i] = x[i] - hi;
-        let f2 = f(&xt)?;
-        xt[i] = x[i];
-        *n_eval += 2;
-        g[i] = (f1 - f2) / (2.0 * hi);
+/// Solves `(L L') x = b` in place.
+fn chol_solve(l: &[f64], m: usize, b: &mut [f64]) {
+    for r in 0..m {
+        let mut v = b[r];
+        for c in 0..r {
+            v -= l[c * m + r] * b[c];
+        }
+        b[r] = v / l[r * m + r];
     }
-    Ok(g)
+    for r in (0..m).rev() {
+        let mut v = b[r];
+        for c in (r + 1)..m {
+            v -= l[r * m + c] * b[c];
+        }
+        b[r] = v / l[r * m + r];
+    }
 }
 
-/// Minimises `f` over `x >= lb` starting from `x0`.
-pub(crate) fn minimize<F>(
-    mut f: F,
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Newton-type direction on the free variables for a symmetric matrix `h`
+/// (`m x m`): `d_F = -h_FF^{-1} g_F`, the eigenvalues of `h_FF` replaced by
+/// their absolute values with a floor when `h_FF` is not positive definite.
+/// Variables not in `free` get `d_i = -g_i / max(h_ii, floor)` (they are
+/// pushed onto their bound by the projection). Returns `(d, predicted
+/// decrease on the free variables)`.
+fn newton_direction(h: &[f64], g: &[f64], free: &[bool]) -> (Vec<f64>, f64) {
+    let m = g.len();
+    let fi: Vec<usize> = (0..m).filter(|&i| free[i]).collect();
+    let nf = fi.len();
+    let mut hf = vec![0.0; nf * nf];
+    for (b, &j) in fi.iter().enumerate() {
+        for (a, &i) in fi.iter().enumerate() {
+            hf[b * nf + a] = h[j * m + i];
+        }
+    }
+    let mut d = vec![0.0; m];
+    let mut l = hf.clone();
+    if chol(&mut l, nf) {
+        let mut rhs: Vec<f64> = fi.iter().map(|&i| -g[i]).collect();
+        chol_solve(&l, nf, &mut rhs);
+        for (a, &i) in fi.iter().enumerate() {
+            d[i] = rhs[a];
+        }
+    } else {
+        let (ev, evec) = sym_eigen(&hf, nf);
+        let lmax = ev.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let floor = (1e-8 * lmax).max(1e-12);
+        for k in 0..nf {
+            let vk = &evec[k * nf..(k + 1) * nf];
+            let proj: f64 = vk.iter().zip(&fi).map(|(v, &i)| v * g[i]).sum();
+            let s = proj / ev[k].abs().max(floor);
+            for (a, &i) in fi.iter().enumerate() {
+                d[i] -= s * vk[a];
+            }
+        }
+    }
+    let dec = -0.5 * fi.iter().map(|&i| g[i] * d[i]).sum::<f64>();
+    let diag_floor = 1e-8;
+    for i in 0..m {
+        if !free[i] {
+            d[i] = -g[i] / h[i * m + i].max(diag_floor);
+        }
+    }
+    (d, dec)
+}
+
+/// Armijo search along the projection arc `P(x + alpha d)`. The first trial
+/// (alpha = 1) is evaluated with its gradient since it is usually accepted.
+/// Returns the accepted point with its criterion and gradient.
+fn arc_search<O: Objective>(
+    obj: &mut Counted<O>,
+    x: &[f64],
+    fx: f64,
+    g: &[f64],
+    d: &[f64],
+    lb: &[f64],
+) -> Result<Option<Point>, LmmError> {
+    let mut alpha = 1.0;
+    for it in 0..50 {
+        let mut xn: Vec<f64> = x.iter().zip(d).map(|(a, b)| a + alpha * b).collect();
+        project(&mut xn, lb);
+        if xn == x {
+            return Ok(None);
+        }
+        let slope: f64 = (0..x.len()).map(|i| g[i] * (xn[i] - x[i])).sum();
+        if it == 0 {
+            if let Ok((fnew, gnew)) = obj.fg(&xn) {
+                if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
+                    return Ok(Some((xn, fnew, gnew)));
+                }
+                // Quadratic interpolation of the step length.
+                if fnew.is_finite() && slope < 0.0 {
+                    let a = -slope / (2.0 * (fnew - fx - slope));
+                    alpha = a.clamp(0.1, 0.5);
+                    continue;
+                }
+            }
+        } else {
+            let fnew = obj.f(&xn);
+            if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
+                if let Ok((fnew, gnew)) = obj.fg(&xn) {
+                    return Ok(Some((xn, fnew, gnew)));
+                }
+            }
+        }
+        alpha *= 0.5;
+    }
+    Ok(None)
+}
+
+/// Projected BFGS from `x0` over `x >= lb`. `b0` is an optional starting
+/// Hessian approximation (`m x m`).
+fn bfgs<O: Objective>(
+    obj: &mut Counted<O>,
+    x0: &[f64],
+    lb: &[f64],
+    b0: Option<&[f64]>,
+    budget: &mut usize,
+    tol: f64,
+) -> Result<Run, LmmError> {
+    let m = x0.len();
+    let mut x = x0.to_vec();
+    project(&mut x, lb);
+    let (mut fx, mut g) = obj.fg(&x)?;
+    if m == 0 {
+        return Ok((x, fx, g, true, "converged".into()));
+    }
+    let mut bm = vec![0.0; m * m];
+    let mut scaled = b0.is_some();
+    match b0 {
+        Some(b) => bm.copy_from_slice(b),
+        None => (0..m).for_each(|i| bm[i * m + i] = 1.0),
+    }
+    let mut resets = 0;
+    while *budget > 0 {
+        *budget -= 1;
+        // Epsilon-active set (Bertsekas): near the bound with the gradient
+        // pushing against it.
+        let pg = (0..m).fold(0.0f64, |a, i| {
+            a.max((x[i] - (x[i] - g[i]).max(lb[i])).abs())
+        });
+        let eps = pg.min(1e-3);
+        let free: Vec<bool> = (0..m)
+            .map(|i| !(x[i] - lb[i] <= eps && g[i] > 0.0))
+            .collect();
+        let (mut d, dec) = newton_direction(&bm, &g, &free);
+        let at_bounds = (0..m).all(|i| free[i] || x[i] == lb[i]);
+        if dec <= tol * (1.0 + fx.abs()) && at_bounds {
+            return Ok((x, fx, g, true, "converged".into()));
+        }
+        if !scaled {
+            // First step with the identity: at most one unit in theta.
+            let dmax = d.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            if dmax > 1.0 {
+                d.iter_mut().for_each(|v| *v /= dmax);
+            }
+        }
+        let step = arc_search(obj, &x, fx, &g, &d, lb)?;
+        let Some((xn, fnew, gnew)) = step else {
+            if dec <= 1e-8 * (1.0 + fx.abs()) {
+                return Ok((x, fx, g, true, "converged".into()));
+            }
+            if resets < 2 {
+                // Restart the metric from a scaled identity.
+                resets += 1;
+                bm.iter_mut().for_each(|v| *v = 0.0);
+                let sc = (0..m).fold(0.0f64, |a, i| a.max(g[i].abs())).max(1e-8);
+                (0..m).for_each(|i| bm[i * m + i] = sc);
+                scaled = true;
+                continue;
+            }
+            return Ok((
+                x,
+                fx,
+                g,
+                false,
+                "line search failed to reduce the criterion".into(),
+            ));
+        };
+        let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let yv: Vec<f64> = gnew.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let change = fx - fnew;
+        x = xn;
+        fx = fnew;
+        g = gnew;
+        let sy = dot(&s, &yv);
+        if !scaled && sy > 0.0 {
+            let yy = dot(&yv, &yv);
+            let sc = yy / sy;
+            bm.iter_mut().for_each(|v| *v = 0.0);
+            (0..m).for_each(|i| bm[i * m + i] = sc);
+            scaled = true;
+        }
+        // Damped BFGS update (Powell) keeps the metric positive definite.
+        let bs: Vec<f64> = (0..m)
+            .map(|r| (0..m).map(|c| bm[c * m + r] * s[c]).sum())
+            .collect();
+        let sbs = dot(&s, &bs);
+        if sbs > 0.0 && sbs.is_finite() {
+            let theta = if sy >= 0.2 * sbs {
+                1.0
+            } else {
+                0.8 * sbs / (sbs - sy)
+            };
+            let rv: Vec<f64> = (0..m)
+                .map(|i| theta * yv[i] + (1.0 - theta) * bs[i])
+                .collect();
+            let sr = dot(&s, &rv);
+            if sr > 0.0 {
+                for c in 0..m {
+                    for r in 0..m {
+                        bm[c * m + r] += rv[r] * rv[c] / sr - bs[r] * bs[c] / sbs;
+                    }
+                }
+            }
+        }
+        if change <= 1e-15 * (1.0 + fx.abs()) && dec <= 1e-8 * (1.0 + fx.abs()) {
+            return Ok((x, fx, g, true, "converged".into()));
+        }
+    }
+    Ok((x, fx, g, false, CAP_MESSAGE.into()))
+}
+
+const CAP_MESSAGE: &str = "maximum number of iterations reached";
+
+/// Hessian by differences of the analytic gradient (symmetrised):
+/// central differences if `central`, else forward differences (steps into
+/// the feasible side of a bound).
+pub(crate) fn fd_hessian<F>(
+    mut grad: F,
+    x: &[f64],
+    g0: &[f64],
+    central: bool,
+) -> Result<Vec<f64>, LmmError>
+where
+    F: FnMut(&[f64]) -> Result<Vec<f64>, LmmError>,
+{
+    let m = x.len();
+    let mut h = vec![0.0; m * m];
+    let mut xt = x.to_vec();
+    for i in 0..m {
+        let hi = if central { 1e-4 } else { 1e-6 } * x[i].abs().max(0.1);
+        xt[i] = x[i] + hi;
+        let gp = grad(&xt)?;
+        let (gm, den) = if central {
+            xt[i] = x[i] - hi;
+            (grad(&xt)?, 2.0 * hi)
+        } else {
+            (g0.to_vec(), hi)
+        };
+        xt[i] = x[i];
+        for r in 0..m {
+            h[i * m + r] = (gp[r] - gm[r]) / den;
+        }
+    }
+    for c in 0..m {
+        for r in (c + 1)..m {
+            let v = 0.5 * (h[c * m + r] + h[r * m + c]);
+            h[c * m + r] = v;
+            h[r * m + c] = v;
+        }
+    }
+    Ok(h)
+}
+
+/// Searches `x + t v` (projected) for a decrease, for growing `t`.
+fn curvature_escape<O: Objective>(
+    obj: &mut Counted<O>,
+    x: &[f64],
+    fx: f64,
+    v: &[f64],
+    lb: &[f64],
+) -> Option<(Vec<f64>, f64)> {
+    let scale = x.iter().fold(0.0f64, |a, b| a.max(b.abs())).max(0.1);
+    let mut best: Option<(Vec<f64>, f64)> = None;
+    for sign in [1.0, -1.0] {
+        let mut t = 1e-3 * scale;
+        let mut fbest = fx;
+        for _ in 0..30 {
+            let mut xn: Vec<f64> = x.iter().zip(v).map(|(a, b)| a + sign * t * b).collect();
+            project(&mut xn, lb);
+            let fnew = obj.f(&xn);
+            if fnew < fbest - 1e-12 * (1.0 + fx.abs()) {
+                fbest = fnew;
+                if best.as_ref().is_none_or(|b| fnew < b.1) {
+                    best = Some((xn, fnew));
+                }
+                t *= 2.0;
+            } else {
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// Minimises the objective over `x >= lb` from `x0`, then checks the end
+/// point (see the module documentation) and continues from wherever the
+/// check finds a way down.
+///
+/// With `check = false` only the quasi-Newton search runs (for restarts
+/// whose end point is only kept, and then checked, if it is better).
+pub(crate) fn minimize<O: Objective>(
+    obj: &mut O,
     x0: &[f64],
     lb: &[f64],
     max_iter: usize,
     tol: f64,
-) -> Result<OptResult, LmmError>
-where
-    F: FnMut(&[f64]) -> Result<f64, LmmError>,
-{
+    check: bool,
+) -> Result<OptResult, LmmError> {
     let m = x0.len();
-    let mut x = x0.to_vec();
-    project(&mut x, lb);
-    let mut n_eval = 1;
-    let mut fx = f(&x)?;
-    let mut converged = false;
-    let mut message = String::new();
-    let mut g = vec![0.0; m];
-    let mut g_at_x = false;
     let tol = if tol > 0.0 && tol.is_finite() {
         tol
     } else {
         1e-12
     };
-    if m == 0 {
-        converged = true;
+    let mut obj = Counted {
+        obj,
+        n_eval: 0,
+        n_grad: 0,
+    };
+    // One iteration budget for all quasi-Newton runs of this minimisation.
+    let mut budget = max_iter;
+    let (mut x, mut fx, mut g, mut ok, mut message) =
+        bfgs(&mut obj, x0, lb, None, &mut budget, tol)?;
+    let mut confirmed = false;
+    let rounds = if check { 6 } else { 0 };
+    if !check {
+        confirmed = ok;
     }
-    let mut iter = 0;
-    while !converged && iter < max_iter {
-        iter += 1;
-        let (gg, h) = fd_derivs(&mut f, &x, fx, &mut n_eval)?;
-        g = gg;
-        g_at_x = true;
-        // Projected gradient and epsilon-active set.
-        let mut pg = 0.0f64;
+    for _round in 0..rounds {
+        // Snap components that are numerically at a bound onto it.
+        let mut xs = x.clone();
+        let mut snapped = false;
         for i in 0..m {
-            let step = x[i] - (x[i] - g[i]).max(lb[i]);
-            pg = pg.max(step.abs());
+            if xs[i] > lb[i] && xs[i] - lb[i] < 1e-7 * (1.0 + lb[i].abs()) {
+                xs[i] = lb[i];
+                snapped = true;
+            }
         }
-        let eps = pg.min(1e-3);
-        // A bound is binding only if the gradient pushes against it by more
-        // than finite-difference noise. For a scalar variance the criterion
-        // is even in theta, so at theta = 0 the gradient is zero up to
-        // rounding and only the curvature tells whether 0 is a minimum or a
-        // maximum; treating such a component as free lets the
-        // negative-curvature step below leave the boundary.
-        let g_noise = 1e-8 * (1.0 + fx.abs());
-        let active: Vec<bool> = (0..m)
-            .map(|i| x[i] - lb[i] <= eps && g[i] > g_noise)
-            .collect();
-        let free: Vec<usize> = (0..m).filter(|&i| !active[i]).collect();
-        let nf = free.len();
+        if snapped {
+            if let Ok((fs, gs)) = obj.fg(&xs) {
+                if fs <= fx {
+                    x = xs;
+                    fx = fs;
+                    g = gs;
+                }
+            }
+        }
+        if m == 0 {
+            confirmed = true;
+            break;
+        }
+        let h = match fd_hessian(|t: &[f64]| obj.fg(t).map(|(_, gg)| gg), &x, &g, false) {
+            Ok(h) if h.iter().all(|v| v.is_finite()) => h,
+            _ => {
+                message = "the Hessian could not be evaluated at the end point".into();
+                break;
+            }
+        };
+        // Free: interior, or on the bound without a gradient pushing
+        // against it (curvature decides there).
+        let gtol = 1e-9 * (1.0 + fx.abs());
+        let free: Vec<bool> = (0..m).map(|i| x[i] > lb[i] || g[i] <= gtol).collect();
+        let fi: Vec<usize> = (0..m).filter(|&i| free[i]).collect();
+        let nf = fi.len();
         let mut hf = vec![0.0; nf * nf];
-        for (a, &i) in free.iter().enumerate() {
-            for (b, &j) in free.iter().enumerate() {
+        for (b, &j) in fi.iter().enumerate() {
+            for (a, &i) in fi.iter().enumerate() {
                 hf[b * nf + a] = h[j * m + i];
             }
         }
         let (ev, evec) = sym_eigen(&hf, nf);
-        let lmax = ev.iter().fold(0.0f64, |acc, v| acc.max(v.abs()));
-        let floor = (1e-10 * lmax).max(1e-12);
-        let mut d = vec![0.0; m];
-        for k in 0..nf {
-            let vk = &evec[k * nf..(k + 1) * nf];
-            let proj: f64 = vk.iter().zip(&free).map(|(v, &i)| v * g[i]).sum();
-            let s = proj / ev[k].abs().max(floor);
-            for (a, &i) in free.iter().enumerate() {
-                d[i] -= s * vk[a];
-            }
-        }
-        let dec: f64 = free.iter().map(|&i| -g[i] * d[i]).sum();
-        for i in 0..m {
-            if active[i] {
-                let hii = h[i * m + i];
-                d[i] = -g[i] / if hii > floor { hii } else { 1.0 };
-            }
-        }
+        let lmax = ev.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         let (kmin, lmin) =
             ev.iter().enumerate().fold(
                 (0, f64::INFINITY),
-                |acc, (k, &v)| if v < acc.1 { (k, v) } else { acc },
+                |a, (k, &v)| if v < a.1 { (k, v) } else { a },
             );
-        let negative = nf > 0 && lmin < -1e-6 * lmax.max(1e-8);
-        let small = dec <= tol * (1.0 + fx.abs());
-        if small
-            && !negative
-            && active
-                .iter()
-                .zip(&x)
-                .zip(lb)
-                .all(|((&a, xi), l)| !a || xi == l)
-        {
-            // Converged; still take the (tiny) Newton step if it does not
-            // increase the criterion, for a last digit of accuracy.
+        let mut moved = false;
+        if nf > 0 && lmin < -1e-5 * lmax.max(1e-8) {
+            let mut v = vec![0.0; m];
+            for (a, &i) in fi.iter().enumerate() {
+                v[i] = evec[kmin * nf + a];
+            }
+            if let Some((xn, fnew)) = curvature_escape(&mut obj, &x, fx, &v, lb) {
+                let _ = fnew;
+                if budget == 0 {
+                    break;
+                }
+                let r = bfgs(&mut obj, &xn, lb, None, &mut budget, tol)?;
+                (x, fx, g, ok, message) = r;
+                moved = true;
+            }
+        }
+        if moved {
+            continue;
+        }
+        let (d, dec) = newton_direction(&h, &g, &free);
+        if dec <= tol * (1.0 + fx.abs()) {
+            // Confirmed; the (tiny) Newton step still buys the last digits
+            // of theta where the criterion is flat.
             let mut xn: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + b).collect();
             project(&mut xn, lb);
             if xn != x {
-                n_eval += 1;
-                if let Ok(fnew) = f(&xn) {
+                if let Ok((fnew, gnew)) = obj.fg(&xn) {
                     if fnew <= fx {
                         x = xn;
                         fx = fnew;
-                        g_at_x = false;
+                        g = gnew;
                     }
                 }
             }
-            converged = true;
+            confirmed = true;
             break;
         }
-        if small && negative {
-            // Saddle point or maximum along a direction: move along the
-            // eigenvector of the most negative curvature (feasible sign).
-            // Both signs of the eigenvector are candidates. At a bound one of
-            // them is (partly) cut off by the projection: take the one that
-            // moves further, and only when both move alike the lower one.
-            let vk = &evec[kmin * nf..(kmin + 1) * nf];
-            let scale = x.iter().fold(0.0f64, |a, v| a.max(v.abs())).max(1.0) * 0.1;
-            let mut cands = Vec::with_capacity(2);
-            for sign in [1.0, -1.0] {
-                let mut xn = x.clone();
-                for (a, &i) in free.iter().enumerate() {
-                    xn[i] += sign * scale * vk[a];
-                }
-                project(&mut xn, lb);
-                let moved: f64 = xn.iter().zip(&x).map(|(a, b)| (a - b) * (a - b)).sum();
-                cands.push((sign, moved.sqrt(), xn));
-            }
-            let (m0, m1) = (cands[0].1, cands[1].1);
-            let best_sign = if (m0 - m1).abs() > 0.1 * m0.max(m1) {
-                if m0 > m1 {
-                    1.0
-                } else {
-                    -1.0
-                }
-            } else {
-                n_eval += 2;
-                let f0 = f(&cands[0].2).unwrap_or(f64::INFINITY);
-                let f1 = f(&cands[1].2).unwrap_or(f64::INFINITY);
-                if f0 <= f1 {
-                    1.0
-                } else {
-                    -1.0
-                }
-            };
-            d.iter_mut().for_each(|v| *v = 0.0);
-            for (a, &i) in free.iter().enumerate() {
-                d[i] = best_sign * scale * vk[a];
-            }
-        }
-        // Armijo search along the projection arc.
-        let mut alpha = 1.0;
-        let mut accepted = None;
-        for _ in 0..60 {
-            let mut xn: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + alpha * b).collect();
-            project(&mut xn, lb);
-            let slope: f64 = (0..m).map(|i| g[i] * (xn[i] - x[i])).sum();
-            n_eval += 1;
-            let fnew = f(&xn).unwrap_or(f64::INFINITY);
-            if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
-                accepted = Some((xn, fnew));
+        match arc_search(&mut obj, &x, fx, &g, &d, lb)? {
+            Some(_) | None if budget == 0 => {
+                message = format!("maximum number of iterations ({max_iter}) reached");
                 break;
             }
-            alpha *= 0.5;
-        }
-        // Along directions of negative curvature the quadratic model is no
-        // guide to the step length: extrapolate while the criterion keeps
-        // decreasing (e.g. leaving a saddle at a variance of zero).
-        if let (true, true, Some((xb, fb))) = (negative, alpha == 1.0, accepted.as_ref()) {
-            let (mut xb, mut fb) = (xb.clone(), *fb);
-            for _ in 0..40 {
-                let a2 = alpha * 2.0;
-                let mut xn: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + a2 * b).collect();
-                project(&mut xn, lb);
-                if xn == xb {
-                    break;
-                }
-                n_eval += 1;
-                match f(&xn) {
-                    Ok(f2) if f2 < fb => {
-                        xb = xn;
-                        fb = f2;
-                        alpha = a2;
-                    }
-                    _ => break,
-                }
+            Some((xn, fnew, gnew)) if fnew < fx - tol * (1.0 + fx.abs()) => {
+                // A way down: continue the quasi-Newton search from there,
+                // with the finite-difference Hessian as its metric.
+                let _ = (fnew, gnew);
+                let hp = positive_part(&h, m);
+                let r = bfgs(&mut obj, &xn, lb, Some(&hp), &mut budget, tol)?;
+                (x, fx, g, ok, message) = r;
             }
-            accepted = Some((xb, fb));
-        }
-        // A negative-curvature direction along which the gradient vanishes
-        // (typically a variance parameter at zero, where the criterion is
-        // even) is not explored by the modified Newton step: search it.
-        if let (true, false, Some((xb, fb))) = (negative, small, accepted.as_ref()) {
-            let vk = &evec[kmin * nf..(kmin + 1) * nf];
-            let gv: f64 = vk.iter().zip(&free).map(|(v, &i)| v * g[i]).sum();
-            if gv.abs() / (-lmin) < 1e-3 {
-                let mut sign = if gv > 0.0 { -1.0 } else { 1.0 };
-                for (a, &i) in free.iter().enumerate() {
-                    if xb[i] <= lb[i] && sign * vk[a] < 0.0 {
-                        sign = -sign;
-                    }
+            Some((xn, fnew, gnew)) => {
+                // Only noise-level progress is left: a minimum within
+                // rounding if the Newton step did not promise much more.
+                if fnew <= fx {
+                    x = xn;
+                    fx = fnew;
+                    g = gnew;
                 }
-                let (mut xbest, mut fbest) = (xb.clone(), *fb);
-                let mut t = 1e-3 * xb.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-                for _ in 0..40 {
-                    let mut xn = xb.clone();
-                    for (a, &i) in free.iter().enumerate() {
-                        xn[i] += sign * t * vk[a];
-                    }
-                    project(&mut xn, lb);
-                    n_eval += 1;
-                    match f(&xn) {
-                        Ok(f2) if f2 < fbest => {
-                            xbest = xn;
-                            fbest = f2;
-                            t *= 2.0;
-                        }
-                        _ => break,
-                    }
+                confirmed = dec <= 1e-6 * (1.0 + fx.abs());
+                if !confirmed {
+                    message = format!(
+                        "the end point could not be confirmed as a minimum (predicted decrease {dec:.3e})"
+                    );
                 }
-                accepted = Some((xbest, fbest));
-            }
-        }
-        match accepted {
-            Some((xn, fnew)) => {
-                let change = fx - fnew;
-                let moved = xn != x;
-                x = xn;
-                fx = fnew;
-                g_at_x = !moved;
-                if moved && change <= 1e-15 * (1.0 + fx.abs()) && dec <= 1e-8 * (1.0 + fx.abs()) {
-                    // At the noise level of the criterion.
-                    converged = true;
-                }
+                break;
             }
             None => {
-                if dec <= 1e-8 * (1.0 + fx.abs()) {
-                    converged = true;
-                } else {
-                    message = "line search failed to reduce the criterion".into();
-                    break;
+                // The Newton step on the Hessian cannot reduce the
+                // criterion: a minimum within rounding.
+                confirmed = dec <= 1e-6 * (1.0 + fx.abs());
+                if !confirmed {
+                    message = format!(
+                        "the end point could not be confirmed as a minimum (predicted decrease {dec:.3e})"
+                    );
                 }
+                break;
             }
         }
     }
-    if !converged && message.is_empty() {
+    let converged = confirmed;
+    if converged {
+        message = if ok || message.is_empty() {
+            "converged".into()
+        } else {
+            format!("converged (optimum confirmed after: {message})")
+        };
+    } else if message == CAP_MESSAGE {
         message = format!("maximum number of iterations ({max_iter}) reached");
+    } else if message.is_empty() || message == "converged" {
+        message = "the optimum could not be confirmed".into();
     }
-    // Snap components that are numerically at a bound onto it.
-    let mut xs = x.clone();
-    let mut snapped = false;
-    for i in 0..m {
-        if xs[i] > lb[i] && xs[i] - lb[i] < 1e-7 {
-            xs[i] = lb[i];
-            snapped = true;
-        }
-    }
-    if snapped {
-        n_eval += 1;
-        if let Ok(fs) = f(&xs) {
-            if fs <= fx {
-                x = xs;
-                g_at_x = false;
-            }
-        }
-    }
-    if !g_at_x && m > 0 {
-        g = fd_gradient(&mut f, &x, &mut n_eval)?;
+    let xmax = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    if !converged && xmax > 1e6 {
+        message = format!(
+            "{message}; theta grows without bound (largest |theta| {xmax:.3e}): the criterion keeps \
+             decreasing as a variance grows, e.g. because the random effects can reproduce the response"
+        );
     }
     let at_bound = x.iter().zip(lb).map(|(a, b)| a <= b).collect();
-    if converged && message.is_empty() {
-        message = "converged".into();
-    }
     Ok(OptResult {
         x,
+        f: fx,
         grad: g,
         at_bound,
-        n_eval,
+        n_eval: obj.n_eval,
+        n_grad: obj.n_grad,
         converged,
         message,
     })
 }
 
+/// The matrix with its eigenvalues replaced by their absolute values
+/// (floored), a positive definite metric for BFGS.
+fn positive_part(h: &[f64], m: usize) -> Vec<f64> {
+    let (ev, v) = sym_eigen(h, m);
+    let lmax = ev.iter().fold(0.0f64, |a, e| a.max(e.abs()));
+    let floor = (1e-8 * lmax).max(1e-10);
+    let mut out = vec![0.0; m * m];
+    for k in 0..m {
+        let e = ev[k].abs().max(floor);
+        let vk = &v[k * m..(k + 1) * m];
+        for c in 0..m {
+            for r in 0..m {
+                out[c * m + r] += e * vk[r] * vk[c];
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Fun<F: Fn(&[f64]) -> (f64, Vec<f64>)>(F);
+    impl<F: Fn(&[f64]) -> (f64, Vec<f64>)> Objective for Fun<F> {
+        fn value(&mut self, x: &[f64]) -> Result<f64, LmmError> {
+            Ok((self.0)(x).0)
+        }
+        fn value_grad(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), LmmError> {
+            Ok((self.0)(x))
+        }
+    }
 
     #[test]
     fn eigen_2x2() {
@@ -450,7 +684,6 @@ mod tests {
         let mut e = ev.clone();
         e.sort_by(|a, b| a.partial_cmp(b).unwrap());
         assert!((e[0] - 1.0).abs() < 1e-12 && (e[1] - 3.0).abs() < 1e-12);
-        // A v = lambda v
         for k in 0..2 {
             for r in 0..2 {
                 let av = a[r] * v[k * 2] + a[2 + r] * v[k * 2 + 1];
@@ -459,17 +692,25 @@ mod tests {
         }
     }
 
+    fn rosen(x: &[f64]) -> (f64, Vec<f64>) {
+        let f = (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
+        let g = vec![
+            -2.0 * (1.0 - x[0]) - 400.0 * x[0] * (x[1] - x[0] * x[0]),
+            200.0 * (x[1] - x[0] * x[0]),
+        ];
+        (f, g)
+    }
+
     #[test]
     fn rosenbrock_interior() {
-        let f = |x: &[f64]| -> Result<f64, LmmError> {
-            Ok((1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2))
-        };
+        let ninf = f64::NEG_INFINITY;
         let r = minimize(
-            f,
+            &mut Fun(rosen),
             &[-1.2, 1.0],
-            &[f64::NEG_INFINITY, f64::NEG_INFINITY],
+            &[ninf, ninf],
             200,
             1e-14,
+            true,
         )
         .unwrap();
         assert!(r.converged, "{}", r.message);
@@ -483,11 +724,22 @@ mod tests {
     #[test]
     fn bound_active() {
         // minimum of (x+1)^2 + (y-2)^2 over x >= 0: x = 0, y = 2.
-        let f = |x: &[f64]| -> Result<f64, LmmError> {
-            Ok((x[0] + 1.0).powi(2) + (x[1] - 2.0).powi(2))
+        let f = |x: &[f64]| {
+            (
+                (x[0] + 1.0).powi(2) + (x[1] - 2.0).powi(2),
+                vec![2.0 * (x[0] + 1.0), 2.0 * (x[1] - 2.0)],
+            )
         };
-        let r = minimize(f, &[1.0, 0.0], &[0.0, f64::NEG_INFINITY], 100, 1e-12).unwrap();
-        assert!(r.converged);
+        let r = minimize(
+            &mut Fun(f),
+            &[1.0, 0.0],
+            &[0.0, f64::NEG_INFINITY],
+            100,
+            1e-12,
+            true,
+        )
+        .unwrap();
+        assert!(r.converged, "{}", r.message);
         assert_eq!(r.x[0], 0.0);
         assert!(r.at_bound[0] && !r.at_bound[1]);
         assert!((r.x[1] - 2.0).abs() < 1e-7, "{:?}", r);
@@ -496,27 +748,72 @@ mod tests {
 
     #[test]
     fn even_function_saddle_start() {
-        // f(t) = -t^2 + t^4 has a maximum at 0 and minima at +-1/sqrt(2).
-        let f = |x: &[f64]| -> Result<f64, LmmError> { Ok(-x[0].powi(2) + x[0].powi(4)) };
-        let r = minimize(f, &[0.0], &[0.0], 100, 1e-12).unwrap();
+        // f(t) = -t^2 + t^4 has a maximum at 0 and minima at +-1/sqrt(2):
+        // the gradient vanishes at the start, only the curvature check
+        // finds the way down.
+        let f = |x: &[f64]| {
+            (
+                -x[0].powi(2) + x[0].powi(4),
+                vec![-2.0 * x[0] + 4.0 * x[0].powi(3)],
+            )
+        };
+        let r = minimize(&mut Fun(f), &[0.0], &[0.0], 100, 1e-12, true).unwrap();
         assert!(r.converged, "{}", r.message);
         assert!((r.x[0] - 0.5f64.sqrt()).abs() < 1e-6, "{:?}", r.x);
     }
 
     #[test]
-    fn iteration_cap_reported() {
-        let f = |x: &[f64]| -> Result<f64, LmmError> {
-            Ok((1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2))
+    fn saddle_in_two_dimensions() {
+        // f = x^2 - y^2 + y^4 / 4, start on the saddle's stable manifold.
+        let f = |x: &[f64]| {
+            (
+                x[0].powi(2) - x[1].powi(2) + x[1].powi(4) / 4.0,
+                vec![2.0 * x[0], -2.0 * x[1] + x[1].powi(3)],
+            )
         };
-        let r = minimize(
-            f,
-            &[-1.2, 1.0],
-            &[f64::NEG_INFINITY, f64::NEG_INFINITY],
-            2,
-            1e-14,
-        )
-        .unwrap();
-        assert!(!r.converged);
-        assert!(r.message.contains("maximum number of iterations"));
+        let ninf = f64::NEG_INFINITY;
+        let r = minimize(&mut Fun(f), &[1.0, 0.0], &[ninf, ninf], 100, 1e-12, true).unwrap();
+        assert!(r.converged, "{}", r.message);
+        assert!((r.x[1].abs() - 2f64.sqrt()).abs() < 1e-6, "{:?}", r.x);
+    }
+
+    #[test]
+    fn iteration_cap_is_continued_by_the_check() {
+        // Two BFGS iterations are not enough; the check continues and
+        // either confirms the optimum or says it could not.
+        let ninf = f64::NEG_INFINITY;
+        let r = minimize(&mut Fun(rosen), &[-1.2, 1.0], &[ninf, ninf], 2, 1e-14, true).unwrap();
+        if r.converged {
+            assert!((r.x[0] - 1.0).abs() < 1e-5, "{:?}", r);
+        } else {
+            assert!(!r.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn quadratic_with_many_parameters() {
+        // Ill-conditioned convex quadratic in 40 dimensions with bounds.
+        let m = 40;
+        let f = move |x: &[f64]| {
+            let mut v = 0.0;
+            let mut g = vec![0.0; m];
+            for i in 0..m {
+                let a = 10f64.powf(i as f64 / 13.0);
+                let c = if i % 3 == 0 { -1.0 } else { 1.0 };
+                v += 0.5 * a * (x[i] - c).powi(2);
+                g[i] = a * (x[i] - c);
+            }
+            (v, g)
+        };
+        let lb: Vec<f64> = (0..m)
+            .map(|i| if i % 2 == 0 { 0.0 } else { f64::NEG_INFINITY })
+            .collect();
+        let r = minimize(&mut Fun(f), &vec![0.5; m], &lb, 500, 1e-14, true).unwrap();
+        assert!(r.converged, "{}", r.message);
+        for i in 0..m {
+            let c: f64 = if i % 3 == 0 { -1.0 } else { 1.0 };
+            let want = c.max(lb[i]);
+            assert!((r.x[i] - want).abs() < 1e-5, "{i}: {} vs {want}", r.x[i]);
+        }
     }
 }

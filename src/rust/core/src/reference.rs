@@ -189,7 +189,7 @@ pub(crate) fn dense_reference(input: &FitInput, theta: &[f64]) -> DenseRef {
 mod tests {
     use super::*;
     use crate::input::ReTermInput;
-    use crate::{evaluate_criterion, fit_lmm, FitControl};
+    use crate::{evaluate_criterion, evaluate_gradient, evaluate_hessian, fit_lmm, FitControl};
 
     struct Rng(u64);
     impl Rng {
@@ -464,5 +464,149 @@ mod tests {
         // q2 + p + 1 > 48 so the dense factorisation goes through faer.
         let d = make(11, 300, 2, &[60, 50], &[(0, 1), (1, 1)], false, false);
         compare(&d, &[0.8, 1.4]);
+    }
+
+    /// Analytic gradient against central differences of the criterion.
+    fn check_grad(des: &Design, theta: &[f64]) {
+        let input = des.input();
+        for reml in [true, false] {
+            let (f0, g) = evaluate_gradient(&input, theta, reml).unwrap();
+            let f1 = evaluate_criterion(&input, theta, reml).unwrap();
+            assert!(rel(f0, f1) < 1e-12);
+            let mut th = theta.to_vec();
+            for i in 0..theta.len() {
+                let h = 1e-5 * theta[i].abs().max(0.5);
+                th[i] = theta[i] + h;
+                let fp = evaluate_criterion(&input, &th, reml).unwrap();
+                th[i] = theta[i] - h;
+                let fm = evaluate_criterion(&input, &th, reml).unwrap();
+                th[i] = theta[i];
+                let fd = (fp - fm) / (2.0 * h);
+                assert!(
+                    (g[i] - fd).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "reml {reml} theta {theta:?} component {i}: analytic {} vs fd {fd}",
+                    g[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_one_intercept() {
+        let d = make(1, 40, 1, &[7], &[(0, 1)], false, false);
+        check_grad(&d, &[0.8]);
+        check_grad(&d, &[3.0]);
+        let d = make(12, 60, 3, &[9], &[(0, 1)], false, false);
+        check_grad(&d, &[0.4]);
+    }
+
+    #[test]
+    fn gradient_correlated_slopes() {
+        let d = make(2, 60, 2, &[6], &[(0, 2)], false, false);
+        check_grad(&d, &[0.9, -0.3, 0.4]);
+        let d = make(13, 120, 3, &[10], &[(0, 3)], false, false);
+        check_grad(&d, &[0.9, -0.3, 0.2, 0.4, 0.1, 0.7]);
+    }
+
+    #[test]
+    fn gradient_several_terms_one_factor() {
+        // (x || g): two k = 1 terms on one factor; and (x | g) + (1 | g).
+        let d = make(3, 50, 2, &[5], &[(0, 1), (0, 1)], false, false);
+        check_grad(&d, &[0.7, 1.3]);
+        let d = make(4, 70, 3, &[5], &[(0, 2), (0, 1)], true, false);
+        check_grad(&d, &[0.7, 0.2, 1.1, 0.5]);
+    }
+
+    #[test]
+    fn gradient_nested_and_crossed() {
+        let d = make(8, 90, 1, &[4, 12], &[(1, 1), (0, 1)], false, true);
+        check_grad(&d, &[0.8, 1.4]);
+        let d = make(5, 80, 2, &[9, 5], &[(0, 1), (1, 1)], false, false);
+        check_grad(&d, &[0.8, 1.4]);
+        // rest term with k = 2, primary term with k = 2
+        let d = make(6, 90, 2, &[9, 4], &[(1, 2), (0, 2)], false, false);
+        check_grad(&d, &[0.5, 0.3, 0.8, 1.2, -0.4, 0.6]);
+        let d = make(
+            7,
+            100,
+            2,
+            &[10, 4, 3],
+            &[(0, 1), (1, 1), (2, 2)],
+            true,
+            false,
+        );
+        check_grad(&d, &[0.8, 1.4, 0.6, -0.2, 0.9]);
+        // rest block through faer (d > 48)
+        let d = make(11, 300, 2, &[60, 50], &[(0, 1), (1, 2)], false, false);
+        check_grad(&d, &[0.8, 1.4, 0.3, 0.5]);
+    }
+
+    #[test]
+    fn gradient_weighted() {
+        let d = make(9, 50, 3, &[6], &[(0, 1)], true, false);
+        check_grad(&d, &[1.2]);
+        let d = make(10, 80, 2, &[8, 3], &[(0, 2), (1, 1)], true, false);
+        check_grad(&d, &[1.2, 0.1, 0.5, 0.7]);
+    }
+
+    #[test]
+    fn gradient_at_the_boundary() {
+        // A zero diagonal: scalar variance (even criterion, zero gradient)
+        // and a zero diagonal with a non-zero column below it.
+        let d = make(1, 40, 1, &[7], &[(0, 1)], false, false);
+        check_grad(&d, &[0.0]);
+        let (_, g) = evaluate_gradient(&d.input(), &[0.0], true).unwrap();
+        assert!(g[0].abs() < 1e-12);
+        let d = make(2, 60, 2, &[6], &[(0, 2)], false, false);
+        check_grad(&d, &[0.0, -0.3, 0.4]);
+        check_grad(&d, &[0.9, -0.3, 0.0]);
+        let d = make(10, 80, 2, &[8, 3], &[(0, 2), (1, 1)], true, false);
+        check_grad(&d, &[1.2, 0.1, 0.5, 0.0]);
+        check_grad(&d, &[0.0, 0.0, 0.0, 0.7]);
+    }
+
+    #[test]
+    fn hessian_matches_second_differences() {
+        let d = make(10, 80, 2, &[8, 3], &[(0, 2), (1, 1)], true, false);
+        let input = d.input();
+        let theta = [1.2, 0.1, 0.5, 0.7];
+        for reml in [true, false] {
+            let h = evaluate_hessian(&input, &theta, reml).unwrap();
+            let m = theta.len();
+            let f = |t: &[f64]| evaluate_criterion(&input, t, reml).unwrap();
+            let f0 = f(&theta);
+            for i in 0..m {
+                for j in 0..m {
+                    assert!((h[i * m + j] - h[j * m + i]).abs() < 1e-12);
+                    let (hi, hj) = (1e-4, 1e-4);
+                    let mut t = theta.to_vec();
+                    let fd = if i == j {
+                        t[i] += hi;
+                        let fp = f(&t);
+                        t[i] -= 2.0 * hi;
+                        let fm = f(&t);
+                        (fp - 2.0 * f0 + fm) / (hi * hi)
+                    } else {
+                        let mut s = 0.0;
+                        for (a, b, sg) in [
+                            (1.0, 1.0, 1.0),
+                            (1.0, -1.0, -1.0),
+                            (-1.0, 1.0, -1.0),
+                            (-1.0, -1.0, 1.0),
+                        ] {
+                            t[i] = theta[i] + a * hi;
+                            t[j] = theta[j] + b * hj;
+                            s += sg * f(&t);
+                        }
+                        s / (4.0 * hi * hj)
+                    };
+                    let got = h[j * m + i];
+                    assert!(
+                        (got - fd).abs() < 1e-4 * (1.0 + fd.abs()),
+                        "H[{i},{j}] {got} vs {fd}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,461 @@
+//! Analytic gradient of the profiled criterion with respect to theta,
+//! computed from the cross-product blocks and the factorisation that
+//! [`evaluate`](crate::factor::evaluate) leaves in the workspace.
+//!
+//! With `A` the weighted cross-products of `[Z X]`, `T = blockdiag(Lambda, I)`
+//! and `M = T' A T + blockdiag(I_q, 0)`, the criterion is
+//! `log|M_P| + dof * log(r2) + const`, where `P` is the Z part (ML,
+//! `dof = n`) or the Z and X parts (REML, `dof = n - p`) and `r2` the
+//! penalised weighted residual sum of squares. For a theta entry at
+//! position `(r, c)` of `Lambda_t` (so `dLambda` has ones at
+//! `((t, l, r), (t, l, c))` for every level `l`):
+//!
+//! * `d log|M_P| = tr(K dM_P) = 2 tr(K T' A dT) = 2 sum_l F[(t,l,c), (t,l,r)]`
+//!   with `K = M_P^{-1}` and `F = K T' A`. Only the diagonal blocks of `F`
+//!   are needed, hence only the *selected inverse* of `M_P` on the block
+//!   pattern of `A`: per primary level its diagonal block and its coupling
+//!   to the dense part, and the dense (rest, X) inverse.
+//! * `d r2 = -2 rho' W Z dLambda u` (envelope theorem: `r2` is the minimum of
+//!   the penalised sum of squares over `u` and `beta`), with
+//!   `Z' W rho = Z'Wy - Z'WZ b - Z'WX beta` formed from the blocks.
+//!
+//! For primary level `j` (factor `L_j`, `C_j = L_j^{-1} Lambda_1' B_j`,
+//! `B_j = [A_1r,j Lambda_r, A_1X,j]`) and the dense inverse `K_D`:
+//! `E_j = C_j K_D[idx, idx]`, `K_jD = -L_j^{-T} E_j`,
+//! `K_jj = L_j^{-T} (I + E_j C_j') L_j^{-1}`; so
+//! `F_jj = K_jj Lambda_1' A_11,j - L_j^{-T} E_j B_j'`, and a rest block `R`
+//! receives `-sum_j E_j[:, R]' L_j^{-1} Lambda_1' A_1R,j` plus its dense part
+//! `K_D[R, :] (T_D' A_D)[:, R]`.
+
+use crate::blocks::Blocks;
+use crate::chunk::{Chunk, MAX_UNION};
+use crate::error::LmmError;
+use crate::factor::{lambda_t_solve, level_block, Criterion, Workspace};
+use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+
+/// Forward solve `L x = b` in place (`L` lower, `k x k` column-major).
+pub(crate) fn lower_solve(l: &[f64], k: usize, b: &mut [f64]) {
+    for c in 0..k {
+        let v = b[c] / l[c * k + c];
+        b[c] = v;
+        axpy(&mut b[c + 1..k], -v, &l[c * k + c + 1..(c + 1) * k]);
+    }
+}
+
+/// `y += a x`.
+#[inline]
+pub(crate) fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// Back solve `L' x = b` in place.
+fn upper_t_solve(l: &[f64], k: usize, b: &mut [f64]) {
+    for r in (0..k).rev() {
+        let mut v = b[r];
+        for c in (r + 1)..k {
+            v -= l[r * k + c] * b[c];
+        }
+        b[r] = v / l[r * k + r];
+    }
+}
+
+/// Gradient of the criterion at the theta for which `evaluate` was the last
+/// call on `ws` (so `ws.s` holds the dense factor and `ws.lam` Lambda).
+pub(crate) fn gradient(
+    bl: &Blocks,
+    ws: &mut Workspace,
+    crit: &Criterion,
+    reml: bool,
+) -> Result<Vec<f64>, LmmError> {
+    let d = bl.d();
+    let q2 = bl.q2;
+    let p = bl.p;
+    let k1 = bl.k1;
+    let dd = q2 + if reml { p } else { 0 };
+    let mdim = q2 + p;
+
+    // [u2; beta] by back substitution in the dense factor.
+    let mut x = vec![0.0; mdim];
+    for i in (0..mdim).rev() {
+        let col = &ws.s[i * d..(i + 1) * d];
+        let mut v = ws.s[i * d + d - 1];
+        for k in (i + 1)..mdim {
+            v -= col[k] * x[k];
+        }
+        x[i] = v / col[i];
+    }
+    let beta = &x[q2..mdim];
+
+    // K_D = (L_dd L_dd')^{-1}, the leading dd block of the dense factor.
+    let mut kd = Mat::<f64>::zeros(dd, dd);
+    if dd > 0 {
+        let mut ldd = Mat::<f64>::zeros(dd, dd);
+        for c in 0..dd {
+            for r in c..dd {
+                ldd[(r, c)] = ws.s[c * d + r];
+            }
+        }
+        let mut linv = Mat::<f64>::identity(dd, dd);
+        let par = if dd >= 384 { Par::rayon(0) } else { Par::Seq };
+        solve_lower_triangular_in_place(ldd.as_ref(), linv.as_mut(), par);
+        matmul(
+            kd.as_mut(),
+            Accum::Replace,
+            linv.transpose(),
+            linv.as_ref(),
+            1.0,
+            par,
+        );
+    }
+
+    // Rest random effects b_r = Lambda_r u2 (internal rest layout).
+    let mut b_rest = vec![0.0; q2];
+    let mut col = 0;
+    while col < q2 {
+        let (t, _) = bl.rest_col_term[col];
+        let k = bl.terms[t].k;
+        let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
+        for r in 0..k {
+            let mut v = 0.0;
+            for c in 0..=r {
+                v += lt[c * k + r] * x[col + c];
+            }
+            b_rest[r + col] = v;
+        }
+        col += k;
+    }
+
+    let nt = bl.terms.len();
+    // Per term: sum over levels of the diagonal blocks of F (k x k).
+    let mut f_term: Vec<Vec<f64>> = bl.terms.iter().map(|t| vec![0.0; t.k * t.k]).collect();
+    // Per term: sum over levels of (Z'W rho)_(l,r) u_(l,c), k x k (r + c k).
+    let mut ru_term: Vec<Vec<f64>> = bl.terms.iter().map(|t| vec![0.0; t.k * t.k]).collect();
+    let mut f_prim = vec![0.0; k1 * k1];
+    // Z_r' W rho, accumulated: - sum_j A_1r,j' b_j first.
+    let mut zr_rest = vec![0.0; q2];
+
+    let kk = k1 * k1;
+    let mut u1 = vec![0.0; k1];
+    let mut b1 = vec![0.0; k1];
+    let mut zr1 = vec![0.0; k1];
+    let mut e = Vec::new();
+    let mut gmat = Vec::new();
+    let mut bmat = Vec::new();
+    let mut w1 = vec![0.0; kk];
+    let mut y = vec![0.0; kk];
+    let mut zz = vec![0.0; kk];
+    let mut lam1 = vec![0.0; kk];
+    lam1.copy_from_slice(&ws.lam1);
+    let mut chunk = std::mem::replace(&mut ws.chunk, Chunk::new(0, 0));
+    chunk.clear();
+    let mut kg = Vec::new();
+    let mut ec = Vec::new();
+    let mut next = 0;
+    let mut pending = false;
+    while next < bl.g1 || !chunk.is_empty() {
+        if next < bl.g1 {
+            let (m, _) = level_block(bl, ws, next)?;
+            if chunk.accepts(&ws.idx[..m]) {
+                chunk.push(next, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
+                next += 1;
+                continue;
+            }
+            pending = true;
+        }
+        // E_j = C_j K_D[idx, idx] for the whole group by one product.
+        let nu = chunk.sort_union(dd);
+        let rows = chunk.rows;
+        let stacked = chunk.levels.len() > 1 && nu > 0 && nu <= MAX_UNION;
+        if stacked {
+            kg.clear();
+            kg.resize(nu * nu, 0.0);
+            for (b, &cb) in chunk.sorted.iter().enumerate() {
+                for (a, &ca) in chunk.sorted.iter().enumerate() {
+                    kg[b * nu + a] = kd[(ca, cb)];
+                }
+            }
+            ec.clear();
+            ec.resize(rows * nu, 0.0);
+            matmul(
+                MatMut::from_column_major_slice_mut(&mut ec, rows, nu),
+                Accum::Replace,
+                MatRef::from_column_major_slice(&chunk.cs, rows, nu),
+                MatRef::from_column_major_slice(&kg, nu, nu),
+                1.0,
+                Par::Seq,
+            );
+        }
+        for (li, &(j, m, off)) in chunk.levels.iter().enumerate() {
+            let nc = m - p - 1;
+            let mm = nc + if reml { p } else { 0 };
+            let lj = &chunk.lm[li * kk..(li + 1) * kk];
+            let cj = &chunk.lc[off * k1..(off + m) * k1];
+            let idx = &chunk.li[off..off + m];
+            // u1_j = L_j^{-T} (c_y - C_j x[idx]).
+            u1.copy_from_slice(&cj[(m - 1) * k1..m * k1]);
+            for cc in 0..m - 1 {
+                axpy(&mut u1, -x[idx[cc]], &cj[cc * k1..(cc + 1) * k1]);
+            }
+            upper_t_solve(lj, k1, &mut u1);
+            for r in 0..k1 {
+                let mut v = 0.0;
+                for c in 0..=r {
+                    v += lam1[c * k1 + r] * u1[c];
+                }
+                b1[r] = v;
+            }
+            // Raw coupling and X blocks of level j.
+            let r0 = bl.r_ptr[j];
+            let a11 = &bl.a11[j * kk..(j + 1) * kk];
+            let rdat = &bl.r_dat[r0 * k1..(r0 + nc) * k1];
+            let a1x = &bl.a1x[j * k1 * p..(j + 1) * k1 * p];
+            // Z_1j' W rho.
+            zr1.copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
+            for c in 0..k1 {
+                axpy(&mut zr1, -b1[c], &a11[c * k1..(c + 1) * k1]);
+            }
+            for cc in 0..nc {
+                axpy(&mut zr1, -b_rest[idx[cc]], &rdat[cc * k1..(cc + 1) * k1]);
+            }
+            for c in 0..p {
+                axpy(&mut zr1, -beta[c], &a1x[c * k1..(c + 1) * k1]);
+            }
+            for cc in 0..nc {
+                let mut v = 0.0;
+                for a in 0..k1 {
+                    v += rdat[cc * k1 + a] * b1[a];
+                }
+                zr_rest[idx[cc]] -= v;
+            }
+            for &t in &bl.prim_terms {
+                let ti = &bl.terms[t];
+                let o = ti.prim_offset.unwrap_or(0);
+                let k = ti.k;
+                let ru = &mut ru_term[t];
+                for c in 0..k {
+                    for r in c..k {
+                        ru[c * k + r] += zr1[o + r] * u1[o + c];
+                    }
+                }
+            }
+            // E = C[:, :mm] K_D[idx, idx] (k1 x mm).
+            e.clear();
+            e.resize(k1 * mm, 0.0);
+            if stacked {
+                for b in 0..mm {
+                    let src = chunk.spos[idx[b]] * rows + li * k1;
+                    e[b * k1..(b + 1) * k1].copy_from_slice(&ec[src..src + k1]);
+                }
+            } else {
+                for b in 0..mm {
+                    let kb = idx[b];
+                    let eb = &mut e[b * k1..(b + 1) * k1];
+                    for a in 0..mm {
+                        let kab = kd[(idx[a], kb)];
+                        if kab == 0.0 {
+                            continue;
+                        }
+                        let ca = &cj[a * k1..(a + 1) * k1];
+                        for r in 0..k1 {
+                            eb[r] += ca[r] * kab;
+                        }
+                    }
+                }
+            }
+            // W1 = I + E C[:, :mm]'.
+            w1.fill(0.0);
+            for a in 0..k1 {
+                w1[a * k1 + a] = 1.0;
+            }
+            if mm > 0 {
+                matmul(
+                    MatMut::from_column_major_slice_mut(&mut w1, k1, k1),
+                    Accum::Add,
+                    MatRef::from_column_major_slice(&e, k1, mm),
+                    MatRef::from_column_major_slice(&cj[..k1 * mm], k1, mm).transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+            }
+            // B_j[:, :mm] (k1 x mm): rest columns times Lambda_r, then X columns.
+            bmat.clear();
+            bmat.resize(k1 * mm, 0.0);
+            for cc in 0..nc {
+                let colr = idx[cc];
+                let (t, ci) = bl.rest_col_term[colr];
+                let k = bl.terms[t].k;
+                let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
+                let dst = &mut bmat[cc * k1..(cc + 1) * k1];
+                for c2 in ci..k {
+                    let src = (cc - ci + c2) * k1;
+                    axpy(dst, lt[ci * k + c2], &rdat[src..src + k1]);
+                }
+            }
+            if reml {
+                bmat[nc * k1..(nc + p) * k1].copy_from_slice(a1x);
+            }
+            // Y = L^{-1} Lambda_1' A_11,j.
+            for c in 0..k1 {
+                for r in 0..k1 {
+                    let mut v = 0.0;
+                    for l in r..k1 {
+                        v += lam1[r * k1 + l] * a11[c * k1 + l];
+                    }
+                    y[c * k1 + r] = v;
+                }
+                lower_solve(lj, k1, &mut y[c * k1..(c + 1) * k1]);
+            }
+            // Z = W1 Y - E B'; F_jj = L^{-T} Z.
+            matmul(
+                MatMut::from_column_major_slice_mut(&mut zz, k1, k1),
+                Accum::Replace,
+                MatRef::from_column_major_slice(&w1, k1, k1),
+                MatRef::from_column_major_slice(&y, k1, k1),
+                1.0,
+                Par::Seq,
+            );
+            if mm > 0 {
+                matmul(
+                    MatMut::from_column_major_slice_mut(&mut zz, k1, k1),
+                    Accum::Add,
+                    MatRef::from_column_major_slice(&e, k1, mm),
+                    MatRef::from_column_major_slice(&bmat, k1, mm).transpose(),
+                    -1.0,
+                    Par::Seq,
+                );
+            }
+            for c in 0..k1 {
+                upper_t_solve(lj, k1, &mut zz[c * k1..(c + 1) * k1]);
+            }
+            for (fp, z) in f_prim.iter_mut().zip(&zz) {
+                *fp += z;
+            }
+            // Rest blocks coupled to level j: -E[:, R]' G[:, R], G = L^{-1} Lambda_1' A_1R,j.
+            if nc > 0 {
+                gmat.clear();
+                gmat.resize(k1 * nc, 0.0);
+                lambda_t_solve(&lam1, lj, k1, rdat, &mut gmat);
+                let mut cc = 0;
+                while cc < nc {
+                    let (t, _) = bl.rest_col_term[idx[cc]];
+                    let k = bl.terms[t].k;
+                    let ft = &mut f_term[t];
+                    for b in 0..k {
+                        for a in 0..k {
+                            let mut v = 0.0;
+                            for r in 0..k1 {
+                                v += e[(cc + a) * k1 + r] * gmat[(cc + b) * k1 + r];
+                            }
+                            ft[b * k + a] -= v;
+                        }
+                    }
+                    cc += k;
+                }
+            }
+        }
+        chunk.clear();
+        if pending {
+            let m = ws
+                .idx
+                .len()
+                .min(bl.r_ptr[next + 1] - bl.r_ptr[next] + p + 1);
+            chunk.push(next, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
+            next += 1;
+            pending = false;
+        }
+    }
+    ws.chunk = chunk;
+    for &t in &bl.prim_terms {
+        let ti = &bl.terms[t];
+        let o = ti.prim_offset.unwrap_or(0);
+        let k = ti.k;
+        for c in 0..k {
+            for r in 0..k {
+                f_term[t][c * k + r] = f_prim[(o + c) * k1 + o + r];
+            }
+        }
+    }
+
+    // Rest blocks: Z_r' W rho and the dense part K_D[R, :] (T_D' A_D)[:, R].
+    let a = MatRef::from_column_major_slice(&bl.dense, d, d);
+    let mut at = vec![0.0; dd];
+    let mut col = 0;
+    while col < q2 {
+        let (t, _) = bl.rest_col_term[col];
+        let k = bl.terms[t].k;
+        for c in 0..k {
+            let cr = col + c;
+            let mut v = a[(q2 + p, cr)];
+            for m in 0..q2 {
+                v -= a[(m, cr)] * b_rest[m];
+            }
+            for c2 in 0..p {
+                v -= a[(q2 + c2, cr)] * beta[c2];
+            }
+            zr_rest[cr] += v;
+        }
+        {
+            let ru = &mut ru_term[t];
+            for c in 0..k {
+                for r in c..k {
+                    ru[c * k + r] += zr_rest[col + r] * x[col + c];
+                }
+            }
+        }
+        for b in 0..k {
+            let cb = col + b;
+            // at = (T_D' A_D)[:dd, cb]
+            let mut m = 0;
+            while m < q2 {
+                let (t2, _) = bl.rest_col_term[m];
+                let k2 = bl.terms[t2].k;
+                let l2 = &ws.lam[ws.lam_off[t2]..ws.lam_off[t2] + k2 * k2];
+                for r in 0..k2 {
+                    let mut v = 0.0;
+                    for c2 in r..k2 {
+                        v += l2[r * k2 + c2] * a[(m + c2, cb)];
+                    }
+                    at[m + r] = v;
+                }
+                m += k2;
+            }
+            for r in q2..dd {
+                at[r] = a[(r, cb)];
+            }
+            let ft = &mut f_term[t];
+            for aa in 0..k {
+                let ra = col + aa;
+                let mut v = 0.0;
+                for m in 0..dd {
+                    v += kd[(m, ra)] * at[m];
+                }
+                ft[b * k + aa] += v;
+            }
+        }
+        col += k;
+    }
+
+    // Assemble: 2 F[c, r] + dof * (-2 sum_l rho_(l,r) u_(l,c)) / r2.
+    let n = bl.n as f64;
+    let dof = if reml { n - p as f64 } else { n };
+    let r2 = crit.pwrss;
+    let mut g = Vec::new();
+    for t in 0..nt {
+        let k = bl.terms[t].k;
+        for c in 0..k {
+            for r in c..k {
+                let ld = 2.0 * f_term[t][r * k + c];
+                let dr2 = -2.0 * ru_term[t][c * k + r];
+                g.push(ld + dof * dr2 / r2);
+            }
+        }
+    }
+    if g.iter().any(|v| !v.is_finite()) {
+        return Err(LmmError::NonFinite("gradient is not finite".into()));
+    }
+    Ok(g)
+}
