@@ -46,7 +46,16 @@
 #' correlations, and for `sp_exp` the range `theta`); `UN`, `CS` and `TOEP`
 #' are linear in SAS's parameters, so there `DDFM=KR` and `DDFM=KR(LINEAR)`
 #' coincide. `summary(fit, ddf = "Kenward-Roger-Linear")` gives
-#' `KR(LINEAR)`.
+#' `KR(LINEAR)`. Satterthwaite uses the same observed information (its df
+#' do not depend on the parametrisation). These small-sample ingredients are
+#' computed in R on blocks of identical covariance (one per visit pattern
+#' without random effects, one per cluster with them): quick for
+#' subject-level clusters, slow (dense) for clusters of hundreds of
+#' observations.
+#'
+#' Not available yet for these fits: conditional variances of the random
+#' effects, `icc()`, `r2()`, `ranova()`, profile intervals, `refit()`,
+#' database (lazy table) data, prior weights.
 #'
 #' @name cov_struct
 #' @return Not a function; see [lmm()].

@@ -472,6 +472,15 @@ struct Agg {
 const AGG_BUDGET: usize = 20_000_000;
 
 struct Layout {
+    /// Local random-effect column offset of each row's level, per term
+    /// (`loc[t * n + r]`), within its cluster.
+    loc: Vec<usize>,
+    /// Number of local random-effect columns of each cluster.
+    cl_q: Vec<usize>,
+    /// (term, local offset) of each random-effect level block per cluster.
+    cl_blocks: Vec<Vec<(usize, usize)>>,
+    max_q: usize,
+    max_subj_rows: usize,
     aggs: Vec<Agg>,
     agg_at: Vec<Option<usize>>,
     n_struct: usize,
@@ -509,6 +518,22 @@ struct Work {
     ainv: Vec<f64>,
     cached_pattern: Option<usize>,
     cached_inv: bool,
+    wb: Woodbury,
+}
+
+/// Buffers of the Woodbury evaluation of a cluster with random effects.
+struct Woodbury {
+    lblk: Vec<f64>,
+    zt: Vec<f64>,
+    k: Vec<f64>,
+    mq: Vec<f64>,
+    kx: Vec<f64>,
+    ky: Vec<f64>,
+    rw: Vec<f64>,
+    zz: Vec<f64>,
+    zu: Vec<f64>,
+    ze: Vec<f64>,
+    sub: Vec<f64>,
 }
 
 fn validate(inp: &RcovInput) -> Result<Layout, LmmError> {
@@ -579,7 +604,46 @@ fn validate(inp: &RcovInput) -> Result<Layout, LmmError> {
         off += t.k * (t.k + 1) / 2;
     }
     let mm = if inp.cov_type.uses_visits() { m * m } else { 2 };
+    // local random-effect columns of each cluster (Woodbury)
+    let nt = inp.terms.len();
+    let mut loc = vec![0usize; nt * n];
+    let mut cl_q = vec![0usize; nc];
+    let mut cl_blocks = vec![Vec::new(); if nt > 0 { nc } else { 0 }];
+    let mut max_q = 0;
+    if nt > 0 {
+        let mut seen: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
+        for c in 0..nc {
+            let r0 = inp.subj_start[inp.cluster_start[c]];
+            let r1 = inp.subj_start[inp.cluster_start[c + 1]];
+            let mut q = 0;
+            for (t, term) in inp.terms.iter().enumerate() {
+                seen.clear();
+                for r in r0..r1 {
+                    let off = *seen.entry(term.codes[r]).or_insert_with(|| {
+                        let o = q;
+                        q += term.k;
+                        cl_blocks[c].push((t, o));
+                        o
+                    });
+                    loc[t * n + r] = off;
+                }
+            }
+            cl_q[c] = q;
+            max_q = max_q.max(q);
+        }
+    }
+    let max_subj_rows = inp
+        .subj_start
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(0);
     Ok(Layout {
+        loc,
+        cl_q,
+        cl_blocks,
+        max_q,
+        max_subj_rows,
         aggs: Vec::new(),
         agg_at: Vec::new(),
         n_struct,
@@ -687,6 +751,23 @@ fn new_work(inp: &RcovInput, lay: &Layout) -> Work {
         ainv: vec![0.0; p * p],
         cached_pattern: None,
         cached_inv: false,
+        wb: {
+            let q = lay.max_q;
+            let ms = lay.max_subj_rows;
+            Woodbury {
+                lblk: vec![0.0; nm * ms.max(1)],
+                zt: vec![0.0; nm * q],
+                k: vec![0.0; nm * q],
+                mq: vec![0.0; q * q],
+                kx: vec![0.0; q * p],
+                ky: vec![0.0; q],
+                rw: vec![0.0; nm],
+                zz: vec![0.0; q * q],
+                zu: vec![0.0; q * p],
+                ze: vec![0.0; q],
+                sub: vec![0.0; ms * ms],
+            }
+        },
     }
 }
 
@@ -844,6 +925,303 @@ fn factor_cluster(
     true
 }
 
+/// Whitened pieces of cluster c with random effects: per-subject Cholesky
+/// factors L_i of R_i (in `wb.lblk`), L^-1 X (`xw`), L^-1 y (`yw`),
+/// L^-1 Z (`wb.zt`), K = L^-1 Z Lambda L_M^-T (`wb.k`) with
+/// L_M L_M' = I + Lambda' Z' R^-1 Z Lambda. Returns log|V_c|, or None if
+/// not positive definite. V_c^-1 = L^-T (I - K K') L^-1.
+fn woodbury_factor(inp: &RcovInput, lay: &Layout, ws: &mut Work, c: usize) -> Option<f64> {
+    let n = inp.n;
+    let p = inp.p;
+    let m = inp.m;
+    let (s0, s1) = (inp.cluster_start[c], inp.cluster_start[c + 1]);
+    let r0 = inp.subj_start[s0];
+    let nc = inp.subj_start[s1] - r0;
+    let q = lay.cl_q[c];
+    let mut logdet = 0.0;
+    // local Z
+    let zt = &mut ws.wb.zt[..nc * q];
+    zt.iter_mut().for_each(|v| *v = 0.0);
+    for (t, term) in inp.terms.iter().enumerate() {
+        for r in 0..nc {
+            let off = lay.loc[t * n + r0 + r];
+            for j in 0..term.k {
+                zt[r + (off + j) * nc] = term.z[r0 + r + j * n];
+            }
+        }
+    }
+    for j in 0..p {
+        ws.xw[j * nc..j * nc + nc].copy_from_slice(&inp.x[j * n + r0..j * n + r0 + nc]);
+    }
+    ws.yw[..nc].copy_from_slice(&inp.y[r0..r0 + nc]);
+    let mut boff = 0;
+    for s in s0..s1 {
+        let (a0, a1) = (inp.subj_start[s], inp.subj_start[s + 1]);
+        let mi = a1 - a0;
+        let g = inp.subj_group[s];
+        let l = &mut ws.wb.lblk[boff..boff + mi * mi];
+        for b in 0..mi {
+            for a in 0..mi {
+                let (ra, rb) = (a0 + a, a0 + b);
+                l[a + b * mi] = if inp.cov_type.uses_visits() {
+                    ws.vg[g * lay.mm + inp.visit[ra] + inp.visit[rb] * m]
+                } else {
+                    ws.vg[g * 2] * ws.vg[g * 2 + 1].powf(distance(inp, ra, rb))
+                };
+            }
+        }
+        if !chol_in_place(l, mi) {
+            return None;
+        }
+        for i in 0..mi {
+            logdet += 2.0 * l[i + i * mi].ln();
+        }
+        let lo = a0 - r0;
+        forward_solve(l, mi, &mut ws.xw[lo..], nc, p);
+        forward_solve(l, mi, &mut ws.yw[lo..], nc, 1);
+        forward_solve(l, mi, &mut ws.wb.zt[lo..], nc, q);
+        boff += mi * mi;
+    }
+    // W = Z~ Lambda (block-diagonal lower factors per level)
+    let zt = &ws.wb.zt[..nc * q];
+    let kk = &mut ws.wb.k[..nc * q];
+    kk.iter_mut().for_each(|v| *v = 0.0);
+    for &(t, off) in &lay.cl_blocks[c] {
+        let k = inp.terms[t].k;
+        let l = &ws.g_l[t];
+        for j in 0..k {
+            for i in j..k {
+                let lij = l[i + j * k];
+                if lij == 0.0 {
+                    continue;
+                }
+                for rr in 0..nc {
+                    kk[rr + (off + j) * nc] += zt[rr + (off + i) * nc] * lij;
+                }
+            }
+        }
+    }
+    // M = I + W'W, K = W L_M^-T
+    let mq = &mut ws.wb.mq[..q * q];
+    for j in 0..q {
+        for i in j..q {
+            let v: f64 = (0..nc).map(|r| kk[r + i * nc] * kk[r + j * nc]).sum();
+            mq[i + j * q] = v + if i == j { 1.0 } else { 0.0 };
+            mq[j + i * q] = mq[i + j * q];
+        }
+    }
+    if !chol_in_place(mq, q) {
+        return None;
+    }
+    for i in 0..q {
+        logdet += 2.0 * mq[i + i * q].ln();
+    }
+    // K' = L_M^-1 W'  (solve on the rows of W)
+    for r in 0..nc {
+        for i in 0..q {
+            let mut v = kk[r + i * nc];
+            for j in 0..i {
+                v -= mq[i + j * q] * kk[r + j * nc];
+            }
+            kk[r + i * nc] = v / mq[i + i * q];
+        }
+    }
+    Some(logdet)
+}
+
+/// Forward (criterion) contribution of a cluster with random effects.
+fn woodbury_forward(
+    inp: &RcovInput,
+    lay: &Layout,
+    ws: &mut Work,
+    c: usize,
+    yy: &mut f64,
+    logdet: &mut f64,
+) -> bool {
+    let p = inp.p;
+    let ld = match woodbury_factor(inp, lay, ws, c) {
+        Some(v) => v,
+        None => return false,
+    };
+    *logdet += ld;
+    let (s0, s1) = (inp.cluster_start[c], inp.cluster_start[c + 1]);
+    let nc = inp.subj_start[s1] - inp.subj_start[s0];
+    let q = lay.cl_q[c];
+    let kk = &ws.wb.k[..nc * q];
+    for j in 0..p {
+        for i in 0..q {
+            ws.wb.kx[i + j * q] = (0..nc).map(|r| kk[r + i * nc] * ws.xw[r + j * nc]).sum();
+        }
+    }
+    for i in 0..q {
+        ws.wb.ky[i] = (0..nc).map(|r| kk[r + i * nc] * ws.yw[r]).sum();
+    }
+    for j in 0..p {
+        let xj = &ws.xw[j * nc..j * nc + nc];
+        for i in j..p {
+            let xi = &ws.xw[i * nc..i * nc + nc];
+            let mut v: f64 = xi.iter().zip(xj).map(|(a, b)| a * b).sum();
+            for h in 0..q {
+                v -= ws.wb.kx[h + i * q] * ws.wb.kx[h + j * q];
+            }
+            ws.a[i + j * p] += v;
+        }
+        let mut v: f64 = xj.iter().zip(&ws.yw[..nc]).map(|(a, b)| a * b).sum();
+        for h in 0..q {
+            v -= ws.wb.kx[h + j * q] * ws.wb.ky[h];
+        }
+        ws.b[j] += v;
+    }
+    let mut v: f64 = ws.yw[..nc].iter().map(|a| a * a).sum();
+    for h in 0..q {
+        v -= ws.wb.ky[h] * ws.wb.ky[h];
+    }
+    *yy += v;
+    true
+}
+
+/// Gradient contribution of a cluster with random effects: the subjects'
+/// diagonal blocks of M_c into the group matrices, Z'M_cZ into N_t.
+fn woodbury_gradient(inp: &RcovInput, lay: &Layout, ws: &mut Work, c: usize, reml: bool) -> bool {
+    let p = inp.p;
+    let m = inp.m;
+    if woodbury_factor(inp, lay, ws, c).is_none() {
+        return false;
+    }
+    let (s0, s1) = (inp.cluster_start[c], inp.cluster_start[c + 1]);
+    let r0 = inp.subj_start[s0];
+    let nc = inp.subj_start[s1] - r0;
+    let q = lay.cl_q[c];
+    // whitened residual r~ = y~ - X~ beta
+    for r in 0..nc {
+        let mut v = ws.yw[r];
+        for j in 0..p {
+            v -= ws.xw[r + j * nc] * ws.beta[j];
+        }
+        ws.wb.rw[r] = v;
+    }
+    let kk = &ws.wb.k[..nc * q];
+    // a = (I - K K') X~, e = (I - K K') r~ (whitened: U = L^-T a, e = L^-T ew)
+    for j in 0..p {
+        for i in 0..q {
+            ws.wb.kx[i + j * q] = (0..nc).map(|r| kk[r + i * nc] * ws.xw[r + j * nc]).sum();
+        }
+    }
+    for i in 0..q {
+        ws.wb.ky[i] = (0..nc).map(|r| kk[r + i * nc] * ws.wb.rw[r]).sum();
+    }
+    for r in 0..nc {
+        for j in 0..p {
+            let mut v = ws.xw[r + j * nc];
+            for h in 0..q {
+                v -= kk[r + h * nc] * ws.wb.kx[h + j * q];
+            }
+            ws.u[r + j * nc] = v;
+        }
+        let mut v = ws.wb.rw[r];
+        for h in 0..q {
+            v -= kk[r + h * nc] * ws.wb.ky[h];
+        }
+        ws.e[r] = v;
+    }
+    // Z'V^-1Z, Z'V^-1X (= Z~' a), Z'V^-1 r (= Z~' ew) in whitened terms:
+    // Z~'(I - KK')Z~
+    let zt = &ws.wb.zt[..nc * q];
+    // ZK = Z~'K (q x q) in the scratch mq (L_M is no longer needed)
+    let zk = &mut ws.wb.mq[..q * q];
+    for h in 0..q {
+        for i in 0..q {
+            zk[i + h * q] = (0..nc).map(|r| zt[r + i * nc] * kk[r + h * nc]).sum();
+        }
+    }
+    for j in 0..q {
+        for i in j..q {
+            let mut v: f64 = (0..nc).map(|r| zt[r + i * nc] * zt[r + j * nc]).sum();
+            for h in 0..q {
+                v -= zk[i + h * q] * zk[j + h * q];
+            }
+            ws.wb.zz[i + j * q] = v;
+            ws.wb.zz[j + i * q] = v;
+        }
+        for jj in 0..p {
+            ws.wb.zu[j + jj * q] = (0..nc).map(|r| zt[r + j * nc] * ws.u[r + jj * nc]).sum();
+        }
+        ws.wb.ze[j] = (0..nc).map(|r| zt[r + j * nc] * ws.e[r]).sum();
+    }
+    // N_t: diagonal level blocks of Z'MZ = zz - zu A^-1 zu' - ze ze'
+    for &(t, off) in &lay.cl_blocks[c] {
+        let k = inp.terms[t].k;
+        for j in 0..k {
+            for i in 0..k {
+                let (a, b) = (off + i, off + j);
+                let mut v = ws.wb.zz[a + b * q] - ws.wb.ze[a] * ws.wb.ze[b];
+                if reml {
+                    for u in 0..p {
+                        for w in 0..p {
+                            v -= ws.wb.zu[a + u * q] * ws.ainv[u + w * p] * ws.wb.zu[b + w * q];
+                        }
+                    }
+                }
+                ws.n_t[t][i + j * k] += v;
+            }
+        }
+    }
+    // subjects' diagonal blocks: M_II = L_i^-T [(I - K_I K_I') - a_I A^-1 a_I' - e_I e_I'] L_i^-1
+    let mut boff = 0;
+    for s in s0..s1 {
+        let (a0, a1) = (inp.subj_start[s], inp.subj_start[s + 1]);
+        let mi = a1 - a0;
+        let lo = a0 - r0;
+        let g = inp.subj_group[s];
+        let sub = &mut ws.wb.sub[..mi * mi];
+        for b in 0..mi {
+            for a in 0..mi {
+                let (ra, rb) = (lo + a, lo + b);
+                let mut v = if a == b { 1.0 } else { 0.0 };
+                for h in 0..q {
+                    v -= kk[ra + h * nc] * kk[rb + h * nc];
+                }
+                v -= ws.e[ra] * ws.e[rb];
+                if reml {
+                    for u in 0..p {
+                        for w in 0..p {
+                            v -= ws.u[ra + u * nc] * ws.ainv[u + w * p] * ws.u[rb + w * nc];
+                        }
+                    }
+                }
+                sub[a + b * mi] = v;
+            }
+        }
+        let l = &ws.wb.lblk[boff..boff + mi * mi];
+        // sub <- L^-T sub L^-1: columns then rows
+        backward_solve(l, mi, sub, mi, mi);
+        for a in 0..mi {
+            for b in (a + 1)..mi {
+                sub.swap(a + b * mi, b + a * mi);
+            }
+        }
+        backward_solve(l, mi, sub, mi, mi);
+        for b in 0..mi {
+            for a in 0..mi {
+                let (ra, rb) = (a0 + a, a0 + b);
+                let mv = sub[a + b * mi];
+                if inp.cov_type.uses_visits() {
+                    ws.mg[g * m * m + inp.visit[ra] + inp.visit[rb] * m] += mv;
+                } else {
+                    let var = ws.vg[g * 2];
+                    let rho = ws.vg[g * 2 + 1];
+                    let d = distance(inp, ra, rb);
+                    let rv = var * rho.powf(d);
+                    ws.sp_grad[2 * g] += mv * rv;
+                    ws.sp_grad[2 * g + 1] += mv * rv * d * (1.0 - rho);
+                }
+            }
+        }
+        boff += mi * mi;
+    }
+    true
+}
+
 /// Criterion (and gradient into `grad` if given). `Ok(None)` when some
 /// matrix is not positive definite at `theta` (the optimiser backs off).
 fn evaluate(
@@ -898,6 +1276,13 @@ fn evaluate(
                 }
             }
             c = ag.s1;
+            continue;
+        }
+        if !inp.terms.is_empty() {
+            if !woodbury_forward(inp, lay, ws, c, &mut yy, &mut logdet) {
+                return Ok(None);
+            }
+            c += 1;
             continue;
         }
         let (s0, s1) = (inp.cluster_start[c], inp.cluster_start[c + 1]);
@@ -1049,6 +1434,15 @@ fn gradient(
             }
             agg_gradient(inp, ws, ag, reml);
             c = ag.s1;
+            continue;
+        }
+        if !inp.terms.is_empty() {
+            if !woodbury_gradient(inp, lay, ws, c, reml) {
+                return Err(LmmError::NotPositiveDefinite(
+                    "covariance matrix lost positive definiteness".into(),
+                ));
+            }
+            c += 1;
             continue;
         }
         let (s0, s1) = (inp.cluster_start[c], inp.cluster_start[c + 1]);
