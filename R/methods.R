@@ -230,15 +230,15 @@ logLik.lmmr <- function(object, REML = NULL, ...) {
     -h_ml_deviance(object) / 2
   }
   structure(val, df = length(object$beta) + length(object$theta) + 1L,
-            nobs = object$n, nall = object$n, class = "logLik")
+            nobs = h_n_obs(object), nall = object$n, class = "logLik")
 }
 
 #' ML deviance at the stored estimates (for a REML fit: at the REML estimates)
 #' @noRd
 h_ml_deviance <- function(object) {
   if (!object$REML) return(object$objective)
-  n <- object$n
-  object$ldl2 - sum(log(object$weights)) +
+  n <- h_n_obs(object)
+  object$ldl2 - h_sum_log_weights(object$weights) +
     n * (1 + log(2 * pi * object$pwrss / n))
 }
 
@@ -260,6 +260,18 @@ h_remlcrit <- function(object) {
 
 #' @export
 nobs.lmmr <- function(object, ...) object$n
+
+#' Number of observations that contribute to the criterion (positive
+#' weight; a zero weight drops the observation's contribution). Fits made
+#' before zero weights were allowed have no `n_obs` and no zero weights.
+#' @noRd
+h_n_obs <- function(object) {
+  if (is.null(object$n_obs)) object$n else object$n_obs
+}
+
+#' `sum(log(w))` over the observations that contribute (positive weight)
+#' @noRd
+h_sum_log_weights <- function(w) sum(log(w[w > 0]))
 
 #' @export
 sigma.lmmr <- function(object, ...) object$sigma

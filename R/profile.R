@@ -83,10 +83,10 @@ h_prof_context <- function(object, REML) {
   control <- object$control
   if (is.null(control)) control <- lmm_control()
   layout <- h_prof_layout(object$re_terms)
-  n <- object$n
+  n <- h_n_obs(object)
   p <- object$p
   nn <- if (REML) n - p else n
-  ldw <- sum(log(design$weights))
+  ldw <- h_sum_log_weights(design$weights)
   # deviance at theta: profiled over sigma when sigma is NULL
   devfun <- function(theta, sigma = NULL) {
     r <- h_fit_design(design, REML = REML, control = control, theta = theta,

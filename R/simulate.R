@@ -224,6 +224,7 @@ h_design_from_fit <- function(object, y) {
     frame = frame,
     formula = object$formula,
     na_action = object$na_action,
-    n = object$n
+    n = object$n,
+    n_obs = h_n_obs(object)
   ), info)
 }

@@ -40,7 +40,8 @@ fn output_list(out: FitOutput, p: usize) -> List {
         at_bound = out.at_bound,
         n_eval = out.n_eval as i32,
         converged = out.converged,
-        message = out.message
+        message = out.message,
+        time_budget_spent = out.time_budget_spent
     )
 }
 
@@ -63,6 +64,7 @@ fn rs_fit_lmm(
     tol: f64,
     theta_start: Robj,
     optimize: bool,
+    max_time: f64,
 ) -> List {
     let codes_v: Vec<Robj> = codes.values().collect();
     let z_v: Vec<Robj> = z.values().collect();
@@ -107,6 +109,7 @@ fn rs_fit_lmm(
             tol,
             theta_start: theta0,
             optimize,
+            max_time: Some(max_time).filter(|t| t.is_finite()),
         };
         lmmr_core::fit_lmm(&input, &control).map(|out| output_list(out, d.p))
     })();
@@ -116,8 +119,24 @@ fn rs_fit_lmm(
     }
 }
 
+/// Check prior weights with the one rule the fit uses
+/// (`lmmr_core::check_weights`): `list(n_positive =)` or an error list.
+/// Internal; called by the model-frame code before anything is built.
+/// @noRd
+#[extendr]
+fn rs_check_weights(weights: Robj) -> List {
+    let result = reals(&weights, "weights")
+        .map_err(bad)
+        .and_then(lmmr_core::check_weights);
+    match result {
+        Ok(n_pos) => list!(n_positive = n_pos as f64),
+        Err(e) => error_list(&e),
+    }
+}
+
 extendr_module! {
     mod lmmr;
     use inference_glue;
     fn rs_fit_lmm;
+    fn rs_check_weights;
 }

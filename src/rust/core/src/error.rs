@@ -16,6 +16,14 @@ pub enum LmmError {
     /// The problem is too large for the dense part of the algorithm.
     #[error("problem too large: {0}")]
     TooLarge(String),
+    /// A user-supplied argument breaks its rule (e.g. negative weights); the
+    /// message is meant for the user as is.
+    #[error("{0}")]
+    BadArgument(String),
+    /// The optimisation's time budget was spent (handled inside the fit,
+    /// which then stops at the best point reached).
+    #[error("time budget spent: {0}")]
+    TimeBudget(String),
 }
 
 impl LmmError {
@@ -26,6 +34,8 @@ impl LmmError {
             LmmError::NotPositiveDefinite(_) => "not_positive_definite",
             LmmError::NonFinite(_) => "non_finite",
             LmmError::TooLarge(_) => "too_large",
+            LmmError::BadArgument(_) => "argument",
+            LmmError::TimeBudget(_) => "time_budget",
         }
     }
 }
@@ -45,5 +55,6 @@ mod tests {
         );
         assert_eq!(LmmError::NonFinite(String::new()).kind(), "non_finite");
         assert_eq!(LmmError::TooLarge(String::new()).kind(), "too_large");
+        assert_eq!(LmmError::BadArgument("w".into()).to_string(), "w");
     }
 }

@@ -13,6 +13,7 @@
 #![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
 
 mod blocks;
+mod budget;
 mod error;
 mod factor;
 mod input;
@@ -25,7 +26,7 @@ mod reference;
 
 pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
-pub use input::{FitInput, ReTermInput};
+pub use input::{check_weights, FitInput, ReTermInput};
 
 use blocks::Blocks;
 use factor::{evaluate, Workspace};
@@ -43,6 +44,10 @@ pub struct FitControl {
     pub theta_start: Option<Vec<f64>>,
     /// If false, only evaluate at `theta_start` (or the default start).
     pub optimize: bool,
+    /// Time budget of the optimisation in seconds (`None`: no budget). When
+    /// it is spent the fit stops at the best point reached, reported as not
+    /// converged with `time_budget_spent = true`.
+    pub max_time: Option<f64>,
 }
 
 impl Default for FitControl {
@@ -53,6 +58,7 @@ impl Default for FitControl {
             tol: 1e-12,
             theta_start: None,
             optimize: true,
+            max_time: None,
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct FitOutput {
     pub n_eval: usize,
     pub converged: bool,
     pub message: String,
+    /// The optimisation stopped because its time budget was spent.
+    pub time_budget_spent: bool,
 }
 
 /// A prepared model: validated input, cross-product blocks and workspace.
@@ -127,7 +135,8 @@ pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result
 /// What the transformation in `precondition` subtracts from the criterion:
 /// `log |R|^2` (REML only) and the response scale.
 fn criterion_shift(input: &FitInput, pre: &precondition::Preconditioned, reml: bool) -> f64 {
-    let dof = if reml { input.n - input.p } else { input.n } as f64;
+    let n_obs = input::n_effective(input);
+    let dof = if reml { n_obs - input.p } else { n_obs } as f64;
     let scale_term = dof * 2.0 * pre.scale.ln();
     if reml {
         pre.log_det_r2 + scale_term
@@ -159,42 +168,22 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
         None => input::default_start(input),
     };
     let reml = control.reml;
+    let mut budget = budget::Budget::new(control.max_time);
+    let mut time_budget_spent = false;
     let opt = if control.optimize {
-        let mut f = |th: &[f64]| prep.eval(th, reml).map(|c| c.value);
-        let mut best = optim::minimize(&mut f, &start, &lower, control.max_iter, control.tol)?;
-        let mut best_f = f(&best.x)?;
-        // Escape boundary points whose mirror image (see
-        // `input::column_sign_flips`) has a descent direction.
-        // A fit that ends on the boundary may sit in a local minimum of a
-        // multimodal profile: try a few other starts once, keep the best.
-        let on_boundary = best.x.iter().zip(&lower).any(|(x, l)| *l == 0.0 && x <= l);
-        let mut extra = if on_boundary {
-            input::boundary_restarts(&best.x, &lower, &start)
-        } else {
-            Vec::new()
+        let result = {
+            let mut raw = |th: &[f64]| prep.eval(th, reml).map(|c| c.value);
+            let mut f = |th: &[f64]| budget.eval(&mut raw, th);
+            optimise_with_restarts(&mut f, input, &start, &lower, control)
         };
-        for _round in 0..4 {
-            let mut improved = false;
-            let mut alts = input::column_sign_flips(input, &best.x);
-            alts.append(&mut extra);
-            for alt in alts {
-                let mut cand =
-                    optim::minimize(&mut f, &alt, &lower, control.max_iter, control.tol)?;
-                let cand_f = f(&cand.x)?;
-                if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
-                    cand.n_eval += best.n_eval;
-                    best = cand;
-                    best_f = cand_f;
-                    improved = true;
-                    break;
-                }
-                best.n_eval += cand.n_eval;
+        match result {
+            Ok(best) => best,
+            Err(LmmError::TimeBudget(msg)) => {
+                time_budget_spent = true;
+                stopped_at_best(&mut prep, reml, budget, &start, &lower, msg)?
             }
-            if !improved {
-                break;
-            }
+            Err(e) => return Err(e),
         }
-        best
     } else {
         let mut n_eval = 0;
         let grad = optim::fd_gradient(
@@ -233,5 +222,89 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
         n_eval: opt.n_eval + 1,
         converged: opt.converged,
         message: opt.message,
+        time_budget_spent,
+    })
+}
+
+/// Minimises from `start`, then from the alternative starts of a boundary
+/// fit (see `input::boundary_restarts` and `input::column_sign_flips`),
+/// keeping the best.
+fn optimise_with_restarts<F>(
+    f: &mut F,
+    input: &FitInput,
+    start: &[f64],
+    lower: &[f64],
+    control: &FitControl,
+) -> Result<optim::OptResult, LmmError>
+where
+    F: FnMut(&[f64]) -> Result<f64, LmmError>,
+{
+    let mut best = optim::minimize(&mut *f, start, lower, control.max_iter, control.tol)?;
+    let mut best_f = f(&best.x)?;
+    // Escape boundary points whose mirror image (see
+    // `input::column_sign_flips`) has a descent direction.
+    // A fit that ends on the boundary may sit in a local minimum of a
+    // multimodal profile: try a few other starts once, keep the best.
+    let on_boundary = best.x.iter().zip(lower).any(|(x, l)| *l == 0.0 && x <= l);
+    let mut extra = if on_boundary {
+        input::boundary_restarts(&best.x, lower, start)
+    } else {
+        Vec::new()
+    };
+    for _round in 0..4 {
+        let mut improved = false;
+        let mut alts = input::column_sign_flips(input, &best.x);
+        alts.append(&mut extra);
+        for alt in alts {
+            let mut cand = optim::minimize(&mut *f, &alt, lower, control.max_iter, control.tol)?;
+            let cand_f = f(&cand.x)?;
+            if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
+                cand.n_eval += best.n_eval;
+                best = cand;
+                best_f = cand_f;
+                improved = true;
+                break;
+            }
+            best.n_eval += cand.n_eval;
+        }
+        if !improved {
+            break;
+        }
+    }
+    Ok(best)
+}
+
+/// The result of an optimisation whose time budget was spent: the best
+/// point evaluated (the start if none), not converged. The gradient is
+/// computed only for a few parameters (it costs one evaluation each).
+fn stopped_at_best(
+    prep: &mut Prepared,
+    reml: bool,
+    budget: budget::Budget,
+    start: &[f64],
+    lower: &[f64],
+    msg: String,
+) -> Result<optim::OptResult, LmmError> {
+    let mut n_eval = budget.n_eval;
+    let x = budget
+        .best
+        .map(|(_, x)| x)
+        .unwrap_or_else(|| start.to_vec());
+    let grad = if x.len() <= 10 {
+        optim::fd_gradient(
+            &mut |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
+            &x,
+            &mut n_eval,
+        )?
+    } else {
+        vec![f64::NAN; x.len()]
+    };
+    Ok(optim::OptResult {
+        at_bound: x.iter().zip(lower).map(|(a, b)| a <= b).collect(),
+        x,
+        grad,
+        n_eval,
+        converged: false,
+        message: msg,
     })
 }

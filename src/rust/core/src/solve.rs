@@ -92,7 +92,9 @@ pub(crate) fn solve(
     let q2 = bl.q2;
     let p = bl.p;
     let k1 = bl.k1;
-    let n = bl.n;
+    // rows (fitted values for every row) vs observations that count (df)
+    let n = input.n;
+    let n_obs = bl.n;
     let mdim = q2 + p;
     // [u2; beta] from the upper triangle of the dense factor.
     let mut x = vec![0.0; mdim];
@@ -105,7 +107,12 @@ pub(crate) fn solve(
         x[i] = v / col[i];
     }
     let beta = x[q2..].to_vec();
-    let s2 = pwrss / if reml { (n - p) as f64 } else { n as f64 };
+    let s2 = pwrss
+        / if reml {
+            (n_obs - p) as f64
+        } else {
+            n_obs as f64
+        };
     let sigma = s2.sqrt();
 
     // vcov(beta) = s2 * (L_X L_X')^{-1}.

@@ -111,6 +111,8 @@ struct QSpace<'a> {
     xsx: Mat<f64>,
     beta: Vec<f64>,
     ypy: f64,
+    /// Observations that contribute (positive weight; a zero weight drops
+    /// the observation's contribution, as in the fit).
     n: usize,
     p: usize,
     sigma: f64,
@@ -441,7 +443,7 @@ impl<'a> QSpace<'a> {
             xsx,
             beta,
             ypy,
-            n,
+            n: inp.weights.iter().filter(|w| **w > 0.0).count(),
             p,
             sigma: inp.sigma,
         })
