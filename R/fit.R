@@ -210,7 +210,7 @@ h_time_budget_message <- function(fit) {
   n_theta <- vapply(terms, function(t) t$k * (t$k + 1) / 2, numeric(1))
   labels <- vapply(terms, function(t) {
     nm <- t$info$term_name
-    if (is.null(nm)) sprintf("(... | %s)", t$group) else nm
+    if (is.null(nm)) sprintf("(... | %s)", t$group) else sprintf("(%s)", nm)
   }, "")
   fixed_vars <- all.vars(h_no_bars_safe(fit$fixed_formula))
   grp_vars <- lapply(terms, function(t) {

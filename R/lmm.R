@@ -81,7 +81,7 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 #' ctrl <- lmm_control(max_time = 30)
 #' @export
 lmm_control <- function(max_iter = 200L, tol = 1e-10, singular_tol = 1e-4,
-                        theta_start = NULL, max_time = 300) {
+                        theta_start = NULL, max_time = 60) {
   h_check_number(max_iter, "max_iter", lower = 1)
   if (max_iter > .Machine$integer.max) {
     h_abort(sprintf("`max_iter` must be at most %d.", .Machine$integer.max), "argument")

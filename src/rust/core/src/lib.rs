@@ -160,14 +160,15 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
     let input = &transformed;
     let mut prep = Prepared::new(input)?;
     let lower = input::lower_bounds(input);
+    let reml = control.reml;
     let start = match &control.theta_start {
         Some(t) => {
             input::check_theta(input, t)?;
             t.clone()
         }
+        None if control.optimize => usable_default_start(&mut prep, input, reml)?,
         None => input::default_start(input),
     };
-    let reml = control.reml;
     let mut budget = budget::Budget::new(control.max_time);
     let mut time_budget_spent = false;
     let opt = if control.optimize {
@@ -180,6 +181,18 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
             Ok(best) => best,
             Err(LmmError::TimeBudget(msg)) => {
                 time_budget_spent = true;
+                stopped_at_best(&mut prep, reml, budget, &start, &lower, msg)?
+            }
+            // The criterion failed at a trial point far from where the
+            // optimisation had got to (a numerically singular corner of the
+            // parameter space): keep the best point reached, not converged,
+            // rather than refusing a model whose criterion we can evaluate.
+            Err(e @ (LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_)))
+                if budget.best.is_some() =>
+            {
+                let msg = format!(
+                    "the criterion could not be evaluated at a trial point ({e}); stopped at the best point reached"
+                );
                 stopped_at_best(&mut prep, reml, budget, &start, &lower, msg)?
             }
             Err(e) => return Err(e),
@@ -256,8 +269,19 @@ where
         let mut alts = input::column_sign_flips(input, &best.x);
         alts.append(&mut extra);
         for alt in alts {
-            let mut cand = optim::minimize(&mut *f, &alt, lower, control.max_iter, control.tol)?;
-            let cand_f = f(&cand.x)?;
+            // a restart that runs into a numerically singular point is
+            // abandoned; the fit from the first start stands
+            let mut cand =
+                match optim::minimize(&mut *f, &alt, lower, control.max_iter, control.tol) {
+                    Ok(c) => c,
+                    Err(LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+            let cand_f = match f(&cand.x) {
+                Ok(v) => v,
+                Err(LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_)) => continue,
+                Err(e) => return Err(e),
+            };
             if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
                 cand.n_eval += best.n_eval;
                 best = cand;
@@ -272,6 +296,33 @@ where
         }
     }
     Ok(best)
+}
+
+/// lme4's default start (1 on the diagonals), or, when the criterion cannot
+/// be evaluated there, the first of that start scaled by 10^-1, ..., 10^-10
+/// at which it can: a random-effect covariate on a large scale (say 1e5)
+/// makes theta = 1 a numerically singular point (the random effects absorb
+/// the fixed-effect columns to machine precision) although smaller values
+/// are fine. The error at the default start is returned if none works.
+fn usable_default_start(
+    prep: &mut Prepared,
+    input: &FitInput,
+    reml: bool,
+) -> Result<Vec<f64>, LmmError> {
+    let start = input::default_start(input);
+    let first = match prep.eval(&start, reml) {
+        Ok(_) => return Ok(start),
+        Err(e @ (LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_))) => e,
+        Err(e) => return Err(e),
+    };
+    for k in 1..=10 {
+        let scale = 10f64.powi(-k);
+        let cand: Vec<f64> = start.iter().map(|t| t * scale).collect();
+        if prep.eval(&cand, reml).is_ok() {
+            return Ok(cand);
+        }
+    }
+    Err(first)
 }
 
 /// The result of an optimisation whose time budget was spent: the best
@@ -295,7 +346,8 @@ fn stopped_at_best(
             &mut |th: &[f64]| prep.eval(th, reml).map(|c| c.value),
             &x,
             &mut n_eval,
-        )?
+        )
+        .unwrap_or_else(|_| vec![f64::NAN; x.len()])
     } else {
         vec![f64::NAN; x.len()]
     };
