@@ -15,7 +15,9 @@
 #'   maximum likelihood.
 #' @param weights optional prior weights (a numeric vector or a column name
 #'   of `data`), as in `lme4::lmer()`: the residual variance of observation
-#'   i is `sigma^2 / weights[i]`.
+#'   i is `sigma^2 / weights[i]`. Weights must be finite and non-negative; a
+#'   zero weight drops the observation's contribution to the likelihood (as
+#'   in `lm()`; the row still gets a fitted value).
 #' @param subset optional expression selecting the rows of `data` to use.
 #' @param na.action how to handle missing values: `na.omit` (default),
 #'   `na.exclude` (fitted values and residuals are padded with `NA`) or

@@ -58,7 +58,7 @@ h_in_child <- function(expr, timeout) {
     }
     if (el > timeout) {
       tools::pskill(job$pid, tools::SIGKILL)
-      mccollect(job, wait = TRUE)
+      suppressWarnings(mccollect(job, wait = TRUE))
       return(list(value = NULL, status = "timeout", time = el))
     }
   }
@@ -94,8 +94,11 @@ h_fit_one <- function(cs, fun) {
   }
   crit <- tryCatch(-2 * as.numeric(logLik(fit)), error = function(e) NA_real_)
   conv <- if (fun == "lmmr::lmm") isTRUE(fit$optinfo$converged) else NA
+  lmm <- fun == "lmmr::lmm"
   list(ok = TRUE, crit = crit, converged = conv, warns = warns, wclass = wclass, time = tm,
-       npar = length(if (fun == "lmmr::lmm") fit$theta else lme4::getME(fit, "theta")))
+       npar = length(if (lmm) fit$theta else lme4::getME(fit, "theta")),
+       p = if (lmm) length(fit$beta) else ncol(lme4::getME(fit, "X")),
+       time_budget = lmm && isTRUE(fit$optinfo$time_budget_spent))
 }
 
 # Outcome of one case.
@@ -111,6 +114,9 @@ h_classify <- function(a, b) {
   }
   if (!lme4_ok) return("lme4_refuses")
   if (!is.finite(la$crit)) return("lmm_nonfinite")
+  # the two packages read the formula as different models (e.g. lme4 1.1-31
+  # keeps the intercept of `y ~ (1 | g) - 1`): criteria are not comparable
+  if (la$p != b$value$p || la$npar != b$value$npar) return("different_model")
   rel <- (la$crit - b$value$crit) / max(1, abs(b$value$crit))
   warned <- any(grepl("^lmmr_warning_", la$wclass) & !grepl("scale", la$wclass))
   if (rel > 1e-6) {
@@ -138,6 +144,8 @@ h_row <- function(cs, a, b, outcome, args) {
     lme4_message = chr(c(bv$msg, if (length(bv$warns)) bv$warns)),
     lmm_time = round(a$time, 3), lme4_time = round(b$time, 3),
     npar = num(if (isTRUE(av$ok)) av$npar else if (isTRUE(bv$ok)) bv$npar),
+    p_lmm = num(if (isTRUE(av$ok)) av$p), p_lme4 = num(if (isTRUE(bv$ok)) bv$p),
+    lmm_time_budget = isTRUE(av$time_budget),
     replay = sprintf("Rscript bench/fuzz/fuzz.R --seed %d --case %d", cs$seed, cs$id),
     stringsAsFactors = FALSE
   )
@@ -179,7 +187,8 @@ h_main <- function() {
     }
     r <- h_run_case(args$seed, id, args)$row
     rows[[length(rows) + 1L]] <- r
-    if (!args$quiet && !r$outcome %in% c("both_fit", "both_refuse", "lme4_refuses", "lmm_better")) {
+    if (!args$quiet && !r$outcome %in% c("both_fit", "both_refuse", "lme4_refuses", "lmm_better",
+                                         "different_model")) {
       message(sprintf("case %d: %s  %s  %s", id, r$outcome, r$formula,
                       substr(r$lmm_message, 1, 120)))
     }
@@ -193,7 +202,8 @@ h_main <- function() {
   cat(sprintf("seed %d: %d cases in %.1f min (lmm %.0f s, lme4 %.0f s)\n", args$seed, nrow(res),
               el, sum(res$lmm_time), sum(res$lme4_time)))
   lev <- c("both_fit", "lmm_better", "lmm_worse_warned", "lmm_worse_silent", "lmm_refuses",
-           "both_refuse", "lme4_refuses", "hang", "crash", "unclassed_error", "lmm_nonfinite")
+           "both_refuse", "lme4_refuses", "different_model", "hang", "crash", "unclassed_error",
+           "lmm_nonfinite")
   print(table(outcome = factor(res$outcome, levels = lev)))
   invisible(res)
 }
