@@ -300,7 +300,7 @@ h_frame_offset <- function(frame) {
 #' @param env environment in which to evaluate the arguments.
 #' @return list(y, X, dropped, X_full_colnames, weights, offset, has_weights,
 #'   re, frame, fixed_formula, fixed_terms, xlevels, contrasts, formula,
-#'   na_action, n).
+#'   na_action, n, n_obs = number of rows with a positive weight).
 #' @noRd
 h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
                            na.action = NULL, offset = NULL, contrasts = NULL,

@@ -198,7 +198,7 @@ test_that("formula shapes found by the harness: lmm fits, errors classed, not wo
     list(f = y ~ x + (1 + x | g) + (1 | h), reml = FALSE, weights = TRUE)
   )
   for (cs in cases) {
-    res <- if (isTRUE(cs$weights)) fz_lmm(cs$f, data = d, REML = cs$reml, weights = w)
+    res <- if (isTRUE(cs$weights)) fz_lmm(cs$f, data = d, REML = cs$reml, weights = d$w)
            else fz_lmm(cs$f, data = d, REML = cs$reml)
     ref <- suppressWarnings(suppressMessages(
       if (isTRUE(cs$weights)) lme4::lmer(cs$f, data = d, REML = cs$reml, weights = w)

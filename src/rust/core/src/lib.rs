@@ -187,9 +187,8 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
             // optimisation had got to (a numerically singular corner of the
             // parameter space): keep the best point reached, not converged,
             // rather than refusing a model whose criterion we can evaluate.
-            Err(e @ (LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_)))
-                if budget.best.is_some() =>
-            {
+            // (A perfect fit is a property of the data: it stays an error.)
+            Err(e) if budget.best.is_some() && at_trial_point(&e) => {
                 let msg = format!(
                     "the criterion could not be evaluated at a trial point ({e}); stopped at the best point reached"
                 );
@@ -274,12 +273,12 @@ where
             let mut cand =
                 match optim::minimize(&mut *f, &alt, lower, control.max_iter, control.tol) {
                     Ok(c) => c,
-                    Err(LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_)) => continue,
+                    Err(e) if at_trial_point(&e) => continue,
                     Err(e) => return Err(e),
                 };
             let cand_f = match f(&cand.x) {
                 Ok(v) => v,
-                Err(LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_)) => continue,
+                Err(e) if at_trial_point(&e) => continue,
                 Err(e) => return Err(e),
             };
             if cand_f < best_f - 1e-10 * (1.0 + best_f.abs()) {
@@ -296,6 +295,18 @@ where
         }
     }
     Ok(best)
+}
+
+/// Is `e` a failure of the criterion at one trial point (a numerically
+/// singular factorisation) rather than a property of the data? A perfect fit
+/// (penalised residual sum of squares not positive: the random effects
+/// reproduce the response) is the latter.
+fn at_trial_point(e: &LmmError) -> bool {
+    match e {
+        LmmError::NotPositiveDefinite(_) => true,
+        LmmError::NonFinite(m) => !m.contains("perfect fit"),
+        _ => false,
+    }
 }
 
 /// lme4's default start (1 on the diagonals), or, when the criterion cannot
