@@ -67,6 +67,9 @@ simulate.lmmr <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
     base <- base + rowSums(term$Z * term$b[term$codes + 1L, , drop = FALSE])
   }
   res_sd <- object$sigma / sqrt(object$weights)
+  # a zero-weight row does not contribute to the fit: its simulated value is
+  # its mean (an infinite residual variance would make the refit fail)
+  res_sd[object$weights == 0] <- 0
   out <- matrix(NA_real_, n, nsim)
   for (s in seq_len(nsim)) {
     eta <- base

@@ -67,6 +67,15 @@ test_that("zero weights drop the observation's contribution (lme4 fit without th
   }
 })
 
+test_that("zero weights: simulate() and refit() work", {
+  d <- fz_data(14)
+  d$w <- rep(c(1, 0, 2), length.out = nrow(d))
+  fit <- lmm(y ~ x + (1 | g), data = d, weights = w)
+  sims <- simulate(fit, nsim = 2, seed = 1)
+  expect_true(all(is.finite(as.matrix(sims))))
+  expect_s3_class(refit(fit, sims[[1]]), "lmmr")
+})
+
 test_that("zero weights: Satterthwaite df as lmerTest on the rows with positive weight", {
   skip_if_not_installed("lmerTest")
   d <- fz_data(2)
