@@ -14,8 +14,10 @@ rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id) {
 rs_model_is_live <- function(ptr) .Call(wrap__rs_model_is_live, ptr)
 
 #' @noRd
-rs_model_fit <- function(ptr, reml, max_iter, tol, theta_start, optimize) {
-  .Call(wrap__rs_model_fit, ptr, reml, max_iter, tol, theta_start, optimize)
+rs_model_fit <- function(ptr, reml, max_iter, tol, theta_start, optimize,
+                         max_time = Inf) {
+  .Call(wrap__rs_model_fit, ptr, reml, max_iter, tol, theta_start, optimize,
+        as.numeric(max_time))
 }
 
 #' @noRd
@@ -31,4 +33,9 @@ rs_model_evaluate <- function(ptr, theta, reml) {
 #' @noRd
 rs_model_set_observations <- function(ptr, n_obs, log_w_sum) {
   .Call(wrap__rs_model_set_observations, ptr, n_obs, log_w_sum)
+}
+
+#' @noRd
+rs_check_weights <- function(weights) {
+  .Call(wrap__rs_check_weights, weights)
 }

@@ -7,7 +7,8 @@
 use crate::error::LmmError;
 use crate::input::{self, FitInput, ReTermInput};
 use crate::precondition::{self, Preconditioned};
-use crate::{criterion_shift, optim, optimize_theta, solve};
+use crate::{at_trial_point, criterion_shift, optim, optimize_theta, solve};
+use crate::{stopped_at_best, usable_default_start};
 use crate::{FitControl, FitOutput, InterruptCheck, Prepared};
 
 /// One random-effects term `(z | factor)`, owned (see [`ReTermInput`]).
@@ -105,8 +106,10 @@ pub struct Model {
     design: Design,
     pre: Preconditioned,
     prep: Prepared,
-    /// Number of observations in the criterion: `design.n`, or the data's n
-    /// when the rows are pseudo-rows (see [`Model::set_observations`]).
+    /// Number of observations in the criterion: the rows with a positive
+    /// weight (a zero weight drops the observation's contribution), or the
+    /// data's n when the rows are pseudo-rows (see
+    /// [`Model::set_observations`]).
     n_obs: usize,
 }
 
@@ -130,7 +133,7 @@ impl Model {
         // X = Q R: the preconditioned Q replaces X from here on.
         let mut design = design;
         design.x = Vec::new();
-        let n_obs = design.n;
+        let n_obs = input::n_effective(&design.input());
         Ok(Model {
             design,
             pre,
@@ -272,11 +275,37 @@ impl Model {
                 input::check_theta(&input, t)?;
                 t.clone()
             }
+            None if control.optimize => usable_default_start(prep, &input, control.reml)?,
             None => input::default_start(&input),
         };
         let reml = control.reml;
+        let mut time_budget_spent = false;
         let opt = if control.optimize {
-            optimize_theta(prep, &input, &start, &lower, control)?
+            // the budget and the record of the best point live in the
+            // criterion evaluations (`Prepared::eval`), whatever the optimiser
+            prep.start_budget(control.max_time);
+            let result = optimize_theta(prep, &input, &start, &lower, control);
+            let budget = prep.take_budget();
+            match result {
+                Ok(best) => best,
+                Err(LmmError::TimeBudget(msg)) => {
+                    time_budget_spent = true;
+                    stopped_at_best(prep, reml, budget, &start, &lower, msg)?
+                }
+                // The criterion failed at a trial point far from where the
+                // optimisation had got to (a numerically singular corner of
+                // the parameter space): keep the best point reached, not
+                // converged, rather than refusing a model whose criterion we
+                // can evaluate. (A perfect fit is a property of the data: it
+                // stays an error.)
+                Err(e) if budget.best.is_some() && at_trial_point(&e) => {
+                    let msg = format!(
+                        "the criterion could not be evaluated at a trial point ({e}); stopped at the best point reached"
+                    );
+                    stopped_at_best(prep, reml, budget, &start, &lower, msg)?
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             let mut n_eval = 0;
             let grad = optim::fd_gradient(
@@ -315,6 +344,7 @@ impl Model {
             n_eval: opt.n_eval + 1,
             converged: opt.converged,
             message: opt.message,
+            time_budget_spent,
         })
     }
 }
