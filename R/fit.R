@@ -175,6 +175,7 @@ h_fit_without_terms <- function(design, bad, REML, control, theta, engine = NULL
     res$converged <- res_red$converged
     res$message <- res_red$message
     res$n_eval <- res_red$n_eval + 1L
+    res$time_budget_spent <- isTRUE(res_red$time_budget_spent)
   } else {
     res$converged <- TRUE
     res$message <- "no identifiable variance parameter"
