@@ -517,6 +517,55 @@ mod tests {
     }
 
     #[test]
+    fn n_obs_counts_positive_weights_and_the_override_replaces_it() {
+        // zero weights: the criterion's n is the number of positive weights
+        let mut d = design(13, true);
+        for i in (0..d.n).step_by(9) {
+            d.weights[i] = 0.0;
+        }
+        let n_pos = d.weights.iter().filter(|w| **w > 0.0).count();
+        let lws: f64 = d.weights.iter().filter(|w| **w > 0.0).map(|w| w.ln()).sum();
+        let mut m = Model::new(d.clone()).unwrap();
+        assert_eq!(m.n_obs, n_pos);
+        assert_eq!(m.prep.blocks.n, n_pos);
+        let control = FitControl::default();
+        let plain = m.fit(&control).unwrap();
+        // stating the same n and sum(log w) explicitly changes nothing
+        let mut m2 = Model::new(d.clone()).unwrap();
+        m2.set_observations(n_pos, lws).unwrap();
+        assert_same_fit(&m2.fit(&control).unwrap(), &plain);
+        // a pseudo-row override replaces it, and a new response still uses
+        // every row (the override is not a row count)
+        m2.set_observations(n_pos + 50, lws).unwrap();
+        let over = m2.fit(&control).unwrap();
+        assert!((over.objective - plain.objective).abs() > 1e-6);
+        let y2 = design(17, true).y;
+        m2.set_response(&y2).unwrap();
+        let refit = m2.fit(&control).unwrap();
+        let mut d3 = d.clone();
+        d3.y = y2;
+        let mut fresh = Model::new(d3).unwrap();
+        fresh.set_observations(n_pos + 50, lws).unwrap();
+        assert_same_fit(&refit, &fresh.fit(&control).unwrap());
+    }
+
+    #[test]
+    fn a_spent_budget_keeps_the_model_usable() {
+        let mut m = Model::new(design(5, false)).unwrap();
+        let spent = FitControl {
+            max_time: Some(0.0),
+            ..FitControl::default()
+        };
+        let out = m.fit(&spent).unwrap();
+        assert!(out.time_budget_spent && !out.converged);
+        // the budget ends with the fit: later evaluations and fits are free
+        assert!(m.criterion(&out.theta, true).is_ok());
+        let free = m.fit(&FitControl::default()).unwrap();
+        assert!(free.converged && !free.time_budget_spent);
+        assert!(free.objective <= out.objective);
+    }
+
+    #[test]
     fn interrupts_stop_the_fit() {
         fn always() -> bool {
             true
