@@ -16,8 +16,10 @@ rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id,
 rs_model_is_live <- function(ptr) .Call(wrap__rs_model_is_live, ptr)
 
 #' @noRd
-rs_model_fit <- function(ptr, reml, max_iter, tol, theta_start, optimize) {
-  .Call(wrap__rs_model_fit, ptr, reml, max_iter, tol, theta_start, optimize)
+rs_model_fit <- function(ptr, reml, max_iter, tol, theta_start, optimize,
+                         max_time = Inf) {
+  .Call(wrap__rs_model_fit, ptr, reml, max_iter, tol, theta_start, optimize,
+        as.numeric(max_time))
 }
 
 #' @noRd
@@ -38,4 +40,9 @@ rs_fit_rcov <- function(x, y, subj_start, visit, coords, subj_group,
   .Call(wrap__rs_fit_rcov, x, y, subj_start, visit, coords, subj_group,
         subj_pattern, cluster_start, cov_type, m, n_groups, codes, z, k, reml,
         max_iter, gtol, theta_start, optimize)
+}
+
+#' @noRd
+rs_check_weights <- function(weights) {
+  .Call(wrap__rs_check_weights, weights)
 }

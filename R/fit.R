@@ -31,7 +31,9 @@ h_fit_design <- function(design, REML, control, theta = NULL,
                       function() design)
   res <- rs_model_fit(ptr, reml = REML, max_iter = control$max_iter,
                       tol = control$tol, theta_start = theta_start,
-                      optimize = optimize)
+                      optimize = optimize,
+                      # fits saved before the control existed have no max_time
+                      max_time = if (is.null(control$max_time)) Inf else control$max_time)
   res <- h_check_rust_result(res)
   res$engine <- engine
   res
@@ -168,6 +170,7 @@ h_fit_without_terms <- function(design, bad, REML, control, theta,
     res$converged <- res_red$converged
     res$message <- res_red$message
     res$n_eval <- res_red$n_eval + 1L
+    res$time_budget_spent <- isTRUE(res_red$time_budget_spent)
   } else {
     res$converged <- TRUE
     res$message <- "no identifiable variance parameter"
@@ -305,9 +308,11 @@ h_build_lmm <- function(design, res, REML, call, control) {
     na_action = design$na_action,
     optinfo = list(converged = isTRUE(res$converged), gradient = res$gradient,
                    at_bound = res$at_bound, n_eval = res$n_eval,
-                   n_grad = res$n_grad, message = res$message),
+                   n_grad = res$n_grad, message = res$message,
+                   time_budget_spent = isTRUE(res$time_budget_spent)),
     singular = singular,
-    n = n, p = p, q = sum(vapply(terms, function(t) t$n_levels * t$k, numeric(1))),
+    n = n, n_obs = if (is.null(design$n_obs)) n else as.integer(design$n_obs),
+    p = p, q = sum(vapply(terms, function(t) t$n_levels * t$k, numeric(1))),
     control = control,
     engine = res$engine
   ), class = "lmmr")
@@ -318,7 +323,9 @@ h_build_lmm <- function(design, res, REML, call, control) {
 #' Tell the user about boundary fits and convergence trouble
 #' @noRd
 h_report_fit_problems <- function(fit) {
-  if (!fit$optinfo$converged) {
+  if (isTRUE(fit$optinfo$time_budget_spent)) {
+    h_warn(h_time_budget_message(fit), "time_budget")
+  } else if (!fit$optinfo$converged) {
     h_warn(sprintf("The optimiser could not confirm an optimum (%s) after %d evaluations; the estimates may be inaccurate. Try rescaling predictors, simplifying the random effects, or raising `max_iter` in lmm_control().",
                    fit$optinfo$message, as.integer(fit$optinfo$n_eval)),
            "convergence")
@@ -329,6 +336,67 @@ h_report_fit_problems <- function(fit) {
   }
   invisible(fit)
 }
+
+#' Message of the warning for a fit stopped by its time budget, naming the
+#' term responsible.
+#'
+#' The cost of one evaluation of the criterion grows with the size of the
+#' dense block (fixed-effect columns and random-effect columns of the terms
+#' not on the primary grouping factor); the number of evaluations grows with
+#' the number of covariance parameters. The term named is: a grouping factor
+#' that is also a fixed effect (its levels become fixed-effect columns and
+#' its random effects are confounded with them), else the term with the most
+#' columns outside the primary factor when those dominate, else the term with
+#' the largest gradient component (the one still moving), else the term with
+#' the most covariance parameters.
+#' @noRd
+h_time_budget_message <- function(fit) {
+  terms <- fit$re_terms
+  p <- fit$p
+  n_theta <- vapply(terms, function(t) t$k * (t$k + 1) / 2, numeric(1))
+  labels <- vapply(terms, function(t) {
+    nm <- t$info$term_name
+    if (is.null(nm)) sprintf("(... | %s)", t$group) else sprintf("(%s)", nm)
+  }, "")
+  fixed_vars <- all.vars(h_no_bars_safe(fit$fixed_formula))
+  grp_vars <- lapply(terms, function(t) {
+    v <- t$info$group_vars
+    if (is.null(v)) all.vars(str2lang(t$group)) else v
+  })
+  both <- which(vapply(grp_vars, function(v) length(v) && all(v %in% fixed_vars), NA))
+  # columns of each term outside the primary (block-diagonal) factor
+  size <- vapply(terms, function(t) t$n_levels * t$k, numeric(1))
+  fid <- vapply(terms, function(t) t$factor_id, numeric(1))
+  fsize <- tapply(size, fid, sum)
+  prim <- as.numeric(names(fsize)[which.max(fsize)])
+  rest <- ifelse(fid == prim, 0, size)
+  why <- if (length(both)) {
+    t <- both[1L]
+    sprintf("term %s: its grouping factor '%s' is also in the fixed effects (%d fixed-effect columns), so its random effects are confounded with fixed effects and every evaluation works on a dense block of %d columns; drop '%s' from one of the two parts",
+            labels[t], terms[[t]]$group, p, p + sum(rest), terms[[t]]$group)
+  } else if (sum(rest) + p > 300) {
+    t <- if (max(rest) >= p) which.max(rest) else NA_integer_
+    if (is.na(t)) {
+      sprintf("the %d fixed-effect columns: every evaluation works on a dense block of %d columns", p, p + sum(rest))
+    } else {
+      sprintf("term %s: its %d random-effect columns (crossed with the primary grouping factor) make every evaluation work on a dense block of %d columns",
+              labels[t], as.integer(rest[t]), as.integer(p + sum(rest)))
+    }
+  } else {
+    g <- abs(as.numeric(fit$optinfo$gradient))
+    owner <- rep(seq_along(terms), n_theta)
+    t <- if (length(g) == length(owner) && any(is.finite(g))) owner[which.max(replace(g, !is.finite(g), -1))]
+         else which.max(n_theta)
+    sprintf("term %s: it has %d covariance parameters and was still changing when the budget ran out; consider simplifying it (e.g. `||` or fewer slopes)",
+            labels[t], as.integer(n_theta[t]))
+  }
+  sprintf("The optimisation stopped when its time budget ran out (%s); the estimates are the best point reached and may be inaccurate. The time goes into %s. Raise `max_time` in lmm_control() to continue.",
+          fit$optinfo$message, why)
+}
+
+#' Fixed-effects formula without bars (tolerates NULL)
+#' @noRd
+h_no_bars_safe <- function(f) if (is.null(f)) ~1 else f
 
 #' Is a fit singular?
 #'

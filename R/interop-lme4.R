@@ -151,8 +151,8 @@ getME.lmmr <- function(object, name, ...) {
     REML = if (isTRUE(object$REML)) length(object$beta) else 0L,
     devcomp = list(
       cmp = c(ldL2 = object$ldl2, ldRX2 = object$ldrx2, pwrss = object$pwrss,
-              sigmaML = sqrt(object$pwrss / object$n),
-              sigmaREML = sqrt(object$pwrss / (object$n - length(object$beta))),
+              sigmaML = sqrt(object$pwrss / h_n_obs(object)),
+              sigmaREML = sqrt(object$pwrss / (h_n_obs(object) - length(object$beta))),
               REML = if (isTRUE(object$REML)) object$objective else NA_real_,
               dev = if (isTRUE(object$REML)) NA_real_ else object$objective),
       dims = c(N = object$n, n = object$n, p = length(object$beta),

@@ -23,7 +23,9 @@
 #'   maximum likelihood.
 #' @param weights optional prior weights (a numeric vector or a column name
 #'   of `data`), as in `lme4::lmer()`: the residual variance of observation
-#'   i is `sigma^2 / weights[i]`.
+#'   i is `sigma^2 / weights[i]`. Weights must be finite and non-negative; a
+#'   zero weight drops the observation's contribution to the likelihood (as
+#'   in `lm()`; the row still gets a fitted value).
 #' @param subset optional expression selecting the rows of `data` to use.
 #' @param na.action how to handle missing values: `na.omit` (default),
 #'   `na.exclude` (fitted values and residuals are padded with `NA`) or
@@ -142,13 +144,20 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 #'   factor is below this value, as `lme4::isSingular()`.
 #' @param theta_start optional starting values for the relative covariance
 #'   factor (lme4's `theta`, in lme4's order).
+#' @param max_time time budget of the optimisation, in seconds (building the
+#'   cross-products from the data is not counted). When it is spent the fit
+#'   stops at the best point reached, with a warning of class
+#'   `lmmr_warning_time_budget` that names the term that makes the fit slow;
+#'   the fit is reported as not converged. `Inf` for no budget.
 #' @return A list of class `"lmm_control"`.
 #' @examples
 #' ctrl <- lmm_control(max_iter = 500)
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, control = ctrl)
+#' # stop any optimisation after 30 seconds
+#' ctrl <- lmm_control(max_time = 30)
 #' @export
 lmm_control <- function(max_iter = 1000L, tol = 1e-10, singular_tol = 1e-4,
-                        theta_start = NULL) {
+                        theta_start = NULL, max_time = 60) {
   h_check_number(max_iter, "max_iter", lower = 1)
   if (max_iter > .Machine$integer.max) {
     h_abort(sprintf("`max_iter` must be at most %d.", .Machine$integer.max), "argument")
@@ -160,9 +169,13 @@ lmm_control <- function(max_iter = 1000L, tol = 1e-10, singular_tol = 1e-4,
     h_abort("`theta_start` must be NULL or a numeric vector without NA.",
             "argument")
   }
+  if (!is.numeric(max_time) || length(max_time) != 1L || is.na(max_time) || max_time < 0) {
+    h_abort("`max_time` must be a single non-negative number of seconds (Inf for no budget).",
+            "argument")
+  }
   structure(list(max_iter = as.integer(max_iter), tol = as.numeric(tol),
                  singular_tol = as.numeric(singular_tol),
-                 theta_start = theta_start),
+                 theta_start = theta_start, max_time = as.numeric(max_time)),
             class = "lmm_control")
 }
 

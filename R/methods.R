@@ -274,21 +274,22 @@ logLik.lmmr <- function(object, REML = NULL, ...) {
     -h_ml_deviance(object) / 2
   }
   structure(val, df = length(object$beta) + length(object$theta) + 1L,
-            nobs = object$n, nall = object$n, class = "logLik")
+            nobs = h_n_obs(object), nall = object$n, class = "logLik")
 }
 
-#' sum(log(w)) of the prior weights (from the database for a fit from
-#' aggregates, whose rows are pseudo-rows with unit weights)
+#' sum(log(w)) of the prior weights of the observations that contribute
+#' (positive weight; from the database for a fit from aggregates, whose rows
+#' are pseudo-rows with unit weights)
 #' @noRd
 h_log_w_sum <- function(object) {
-  if (!is.null(object$db)) object$db$log_w_sum else sum(log(object$weights))
+  if (!is.null(object$db)) object$db$log_w_sum else h_sum_log_weights(object$weights)
 }
 
 #' ML deviance at the stored estimates (for a REML fit: at the REML estimates)
 #' @noRd
 h_ml_deviance <- function(object) {
   if (!object$REML) return(object$objective)
-  n <- object$n
+  n <- h_n_obs(object)
   object$ldl2 - h_log_w_sum(object) +
     n * (1 + log(2 * pi * object$pwrss / n))
 }
@@ -315,6 +316,20 @@ nobs.lmmr <- function(object, use.fallback = TRUE, ...) {
   h_check_dots(..., .fn = "nobs")
   object$n
 }
+
+#' Number of observations that contribute to the criterion: those with a
+#' positive weight (a zero weight drops the observation's contribution); for
+#' a fit from database aggregates the data's number of such rows (the
+#' database query keeps only positive weights). Fits made before zero
+#' weights were allowed have no `n_obs` and no zero weights.
+#' @noRd
+h_n_obs <- function(object) {
+  if (is.null(object$n_obs)) object$n else object$n_obs
+}
+
+#' `sum(log(w))` over the observations that contribute (positive weight)
+#' @noRd
+h_sum_log_weights <- function(w) sum(log(w[w > 0]))
 
 #' @export
 sigma.lmmr <- function(object, ...) {

@@ -51,14 +51,14 @@ h_column_by_name <- function(x, data) {
   if (is.character(x) && length(x) == 1L && !is.null(data) && x %in% names(data)) data[[x]] else x
 }
 
-#' Check the evaluated `weights` argument.
+#' Check the type of the evaluated `weights` argument (its values are
+#' checked once, by the rule the fit uses: see [h_frame_weights()]).
 #' @noRd
 h_check_weights_arg <- function(weights) {
   if (is.null(weights)) return(invisible(NULL))
   if (!is.numeric(weights) || is.matrix(weights) && ncol(weights) > 1L) {
     h_abort("'weights' must be a numeric vector.", "argument")
   }
-  if (any(weights < 0, na.rm = TRUE)) h_abort("negative weights are not allowed", "argument")
   invisible(NULL)
 }
 
@@ -144,6 +144,9 @@ h_build_frame <- function(frame_formula, data, subset, weights, offset, na.actio
 }
 
 #' Extract and check the response from a model frame.
+#'
+#' As `lme4::lmer()`: a one-column matrix (e.g. `cbind(y)` or a matrix
+#' column of the data) is taken as its column, and a logical response as 0/1.
 #' @return numeric vector.
 #' @noRd
 h_frame_response <- function(frame) {
@@ -151,7 +154,14 @@ h_frame_response <- function(frame) {
   # model.response() would also attach 10^n row names
   y <- if (isTRUE(attr(attr(frame, "terms"), "response") == 1L)) frame[[1L]] else NULL
   if (is.null(y)) h_abort("The formula must have a response (left-hand side).", "response")
-  if (is.matrix(y) || is.data.frame(y)) h_abort("The response must be a numeric vector, not a matrix.", "response")
+  if (is.data.frame(y)) y <- as.matrix(y)
+  if (is.matrix(y)) {
+    if (ncol(y) != 1L) {
+      h_abort(sprintf("The response must be a numeric vector or a one-column matrix, not a matrix with %d columns.", ncol(y)), "response")
+    }
+    y <- y[, 1L]
+  }
+  if (is.logical(y)) y <- as.numeric(y)
   if (!is.numeric(y)) {
     h_abort(sprintf("The response must be numeric, not of class '%s'.", class(y)[1L]), "response")
   }
@@ -171,11 +181,13 @@ h_frame_response <- function(frame) {
 #' @return list(X = reduced matrix with "assign" and "contrasts", dropped =
 #'   character names of dropped columns).
 #' @noRd
-h_drop_rank_deficient <- function(X, tol = 1e-7) {
+h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL) {
   p <- ncol(X)
   if (p == 0L) return(list(X = X, dropped = character()))
-  if (h_clearly_full_rank(X)) return(list(X = X, dropped = character()))
-  qx <- qr(X, tol = tol, LAPACK = FALSE)
+  # the rank that matters is that of the rows that contribute (positive weight)
+  Xr <- if (is.null(rows)) X else X[rows, , drop = FALSE]
+  if (h_clearly_full_rank(Xr)) return(list(X = X, dropped = character()))
+  qx <- qr(Xr, tol = tol, LAPACK = FALSE)
   if (qx$rank == p) return(list(X = X, dropped = character()))
   keep <- sort(qx$pivot[seq_len(qx$rank)])
   dropped <- colnames(X)[-keep]
@@ -245,14 +257,20 @@ h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
 }
 
 #' Weights from the model frame (1s if none).
+#'
+#' The values are checked by the Rust core's rule (`check_weights()` in
+#' src/rust/core/src/input.rs, the same function the fit validates with):
+#' finite, non-negative, not all zero. A zero weight drops the observation's
+#' contribution to the criterion (as in `lm()`); the row keeps a fitted value.
+#' @return numeric vector with attribute "n_positive" (number of positive
+#'   weights).
 #' @noRd
 h_frame_weights <- function(frame) {
   w <- stats::model.weights(frame)
-  if (is.null(w)) return(rep(1, nrow(frame)))
+  if (is.null(w)) return(structure(rep(1, nrow(frame)), n_positive = nrow(frame)))
   w <- as.numeric(w)
-  if (any(!is.finite(w))) h_abort("NA/NaN/Inf in the weights.", "argument")
-  if (any(w < 0)) h_abort("negative weights are not allowed", "argument")
-  w
+  res <- h_check_rust_result(rs_check_weights(w))
+  structure(w, n_positive = as.integer(res$n_positive))
 }
 
 #' Offset from the model frame: formula `offset()` terms plus the `offset`
@@ -282,7 +300,7 @@ h_frame_offset <- function(frame) {
 #' @param env environment in which to evaluate the arguments.
 #' @return list(y, X, dropped, X_full_colnames, weights, offset, has_weights,
 #'   re, frame, fixed_formula, fixed_terms, xlevels, contrasts, formula,
-#'   na_action, n).
+#'   na_action, n, n_obs = number of rows with a positive weight).
 #' @noRd
 h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
                            na.action = NULL, offset = NULL, contrasts = NULL,
@@ -306,9 +324,11 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   fixed_formula <- h_no_bars(formula)
   fixed_terms <- h_attach_predvars(h_fixed_terms(fixed_formula, data), h_predvars_map(attr(frame, "terms")))
   X_full <- h_fixed_matrix(fixed_terms, frame, contrasts)
-  reduced <- h_drop_rank_deficient(X_full)
-  h_check_scale_x(reduced$X)
   weights <- h_frame_weights(frame)
+  n_pos <- attr(weights, "n_positive")
+  reduced <- h_drop_rank_deficient(X_full, rows = if (n_pos < n) weights > 0)
+  h_check_scale_x(reduced$X)
+  weights <- as.numeric(weights)
   attr(fixed_terms, "lmmr_kept_columns") <- colnames(reduced$X)
   cov <- NULL
   if (!is.null(cov_term)) {
@@ -334,7 +354,8 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
     contrasts = attr(X_full, "contrasts"),
     formula = h_expanded_formula(formula),
     na_action = attr(frame, "na.action"),
-    n = n
+    n = n,
+    n_obs = n_pos
   )
   if (!is.null(cov)) out[c("cov", "cov_term")] <- list(cov, cov_term)
   out

@@ -82,7 +82,7 @@ h_prof_context <- function(object, REML) {
   control <- object$control
   if (is.null(control)) control <- lmm_control()
   layout <- h_prof_layout(object$re_terms)
-  n <- object$n
+  n <- h_n_obs(object)
   p <- object$p
   nn <- if (REML) n - p else n
   ldw <- h_log_w_sum(object)

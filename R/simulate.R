@@ -93,6 +93,9 @@ simulate.lmmr <- function(object, nsim = 1, seed = NULL, re.form = NA,
     base <- base + design$blup_part[[t]]
   }
   res_sd <- object$sigma / sqrt(design$weights)
+  # a zero-weight row does not contribute to the fit: its simulated value is
+  # its mean (an infinite residual variance would make the refit fail)
+  res_sd[design$weights == 0] <- 0
   out <- matrix(NA_real_, n, nsim)
   for (s in seq_len(nsim)) {
     eta <- base
@@ -325,7 +328,7 @@ h_design_from_fit <- function(object, y) {
     formula = object$formula,
     na_action = object$na_action,
     n = object$n,
-    n_obs = if (!is.null(object$db)) object$n,
+    n_obs = h_n_obs(object),
     log_w_sum = if (!is.null(object$db)) object$db$log_w_sum
   ), info)
 }

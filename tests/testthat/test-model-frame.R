@@ -25,7 +25,7 @@ test_that("h_model_design() returns the documented structure", {
     c(
       "y", "X", "dropped", "X_full_colnames", "weights", "offset", "has_weights",
       "re", "frame", "fixed_formula", "fixed_terms", "xlevels", "contrasts",
-      "formula", "na_action", "n"
+      "formula", "na_action", "n", "n_obs"
     )
   )
   expect_identical(des$n, 100L)
@@ -139,7 +139,8 @@ test_that("bad responses are errors of kind 'response'", {
   d$yi[4] <- Inf
   expect_error(h_model_design(yf ~ x + (1 | g), data = d), class = "lmmr_error_response")
   expect_error(h_model_design(yc ~ x + (1 | g), data = d), class = "lmmr_error_response")
-  expect_error(h_model_design(yl ~ x + (1 | g), data = d), class = "lmmr_error_response")
+  # a logical response is 0/1, as in lme4 (issue 16)
+  expect_identical(design_q(yl ~ x + (1 | g), data = d)$y, as.numeric(d$yl))
   expect_error(h_model_design(cbind(y, x) ~ z + (1 | g), data = d), class = "lmmr_error_response")
   expect_error(h_model_design(yi ~ x + (1 | g), data = d), class = "lmmr_error_response")
   expect_error(h_model_design(~ x + (1 | g), data = d), class = "lmmr_error_response")

@@ -134,7 +134,6 @@ test_that("responses of the wrong type give lmmr_error_response", {
   d <- rob_data()
   bad <- list(
     character = as.character(d$y),
-    logical = d$y > 0,
     date = as.Date("2020-01-01") + 1:60,
     complex = complex(real = d$y, imaginary = 1),
     factor = factor(d$y > 0),
@@ -148,6 +147,10 @@ test_that("responses of the wrong type give lmmr_error_response", {
   }
   expect_error(lmm(cbind(y, x) ~ z + (1 | g), data = d), class = "lmmr_error_response")
   expect_error(lmm(~ x + (1 | g), data = d), class = "lmmr_error_response")
+  # a logical response is 0/1, as in lme4 (issue 16)
+  d1 <- d
+  d1$y <- d$y > 0
+  expect_s3_class(lmm(y ~ x + (1 | g), data = d1), "lmmr")
   d1 <- d
   d1$l <- as.list(d1$y)
   expect_error(lmm(l ~ x + (1 | g), data = d1), class = "lmmr_error_data")

@@ -86,6 +86,25 @@ test_that("database fits equal the in-memory fits of the same rows", {
   }
 })
 
+test_that("zero weights: the database fit equals the in-memory fit (one n_obs: rows with a positive weight)", {
+  backends <- db_backends()
+  skip_if(!length(backends), "no database backend available")
+  d <- db_data()
+  d$w[c(2, 50, 51, 120)] <- 0
+  con <- backends[[1]]()
+  on.exit(DBI::dbDisconnect(con))
+  DBI::dbWriteTable(con, "lmmr_sleep0", d, overwrite = TRUE)
+  tb <- suppressWarnings(dplyr::tbl(con, "lmmr_sleep0"))
+  for (reml in c(TRUE, FALSE)) {
+    f_db <- lmm(Reaction ~ Days + (Days | Subject), data = tb, weights = w, REML = reml)
+    f_mem <- lmm(Reaction ~ Days + (Days | Subject), data = d, weights = w, REML = reml)
+    expect_db_equal(f_db, f_mem)
+    expect_equal(as.numeric(logLik(f_db)), as.numeric(logLik(f_mem)), tolerance = 1e-8)
+    expect_identical(attr(logLik(f_db), "nobs"), 176L)
+    expect_identical(attr(logLik(f_mem), "nobs"), 176L)
+  }
+})
+
 test_that("inference on database fits equals the in-memory inference", {
   backends <- db_backends()
   skip_if(!length(backends), "no database backend available")

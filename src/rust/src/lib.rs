@@ -42,7 +42,8 @@ fn output_list(out: FitOutput, p: usize) -> List {
         n_eval = out.n_eval as i32,
         n_grad = out.n_grad as i32,
         converged = out.converged,
-        message = out.message
+        message = out.message,
+        time_budget_spent = out.time_budget_spent
     )
 }
 
@@ -175,7 +176,8 @@ fn rs_model_is_live(ptr: Robj) -> bool {
         .unwrap_or(false)
 }
 
-/// Fits the kept model (REML or ML).
+/// Fits the kept model (REML or ML); `max_time` is the optimisation's time
+/// budget in seconds (`Inf`: none).
 /// @noRd
 #[extendr]
 fn rs_model_fit(
@@ -185,6 +187,7 @@ fn rs_model_fit(
     tol: f64,
     theta_start: Robj,
     optimize: bool,
+    max_time: f64,
 ) -> List {
     with_model(&ptr, |m| {
         let theta0 = if theta_start.is_null() {
@@ -200,6 +203,7 @@ fn rs_model_fit(
             optimize,
             n_obs: None,
             log_w_sum: None,
+            max_time: Some(max_time).filter(|t| t.is_finite()),
         };
         let p = m.design().p;
         m.fit(&control).map(|out| output_list(out, p))
@@ -236,6 +240,21 @@ fn rs_model_evaluate(ptr: Robj, theta: Robj, reml: bool) -> List {
     })
 }
 
+/// Check prior weights with the one rule the fit uses
+/// (`lmmr_core::check_weights`): `list(n_positive =)` or an error list.
+/// Internal; called by the model-frame code before anything is built.
+/// @noRd
+#[extendr]
+fn rs_check_weights(weights: Robj) -> List {
+    let result = reals(&weights, "weights")
+        .map_err(bad)
+        .and_then(lmmr_core::check_weights);
+    match result {
+        Ok(n_pos) => list!(n_positive = n_pos as f64),
+        Err(e) => error_list(&e),
+    }
+}
+
 extendr_module! {
     mod lmmr;
     use inference_glue;
@@ -245,4 +264,5 @@ extendr_module! {
     fn rs_model_set_response;
     fn rs_model_evaluate;
     use rcov_glue;
+    fn rs_check_weights;
 }

@@ -29,6 +29,8 @@ pub(crate) struct TermInfo {
 /// All cross products needed to evaluate the profiled criterion.
 #[derive(Debug, Clone)]
 pub(crate) struct Blocks {
+    /// Number of observations that contribute (positive weight): the `n` of
+    /// the criterion's degrees of freedom.
     pub n: usize,
     pub p: usize,
     pub q: usize,
@@ -329,11 +331,17 @@ impl Blocks {
         let ldw = if input.weights.is_empty() {
             0.0
         } else {
-            input.weights.iter().map(|w| w.ln()).sum()
+            // zero weights drop the observation's contribution
+            input
+                .weights
+                .iter()
+                .filter(|w| **w > 0.0)
+                .map(|w| w.ln())
+                .sum()
         };
         let rest_all_k1 = terms.iter().all(|t| t.prim_offset.is_some() || t.k == 1);
         let mut blocks = Blocks {
-            n,
+            n: crate::input::n_effective(input),
             p,
             q,
             terms,
@@ -361,7 +369,7 @@ impl Blocks {
     /// column (and row) of the dense block, `X' W y` and `y' W y`. `input`
     /// must be the one the blocks were built from, with a new `y`.
     pub fn set_response(&mut self, input: &FitInput) {
-        let n = self.n;
+        let n = input.n;
         let p = self.p;
         let q2 = self.q2;
         let k1 = self.k1;

@@ -19,6 +19,14 @@ pub enum LmmError {
     /// The user interrupted a computation (Ctrl-C in R).
     #[error("interrupted by the user")]
     Interrupted,
+    /// A user-supplied argument breaks its rule (e.g. negative weights); the
+    /// message is meant for the user as is.
+    #[error("{0}")]
+    BadArgument(String),
+    /// The optimisation's time budget was spent (handled inside the fit,
+    /// which then stops at the best point reached).
+    #[error("time budget spent: {0}")]
+    TimeBudget(String),
 }
 
 impl LmmError {
@@ -30,6 +38,8 @@ impl LmmError {
             LmmError::NonFinite(_) => "non_finite",
             LmmError::TooLarge(_) => "too_large",
             LmmError::Interrupted => "interrupted",
+            LmmError::BadArgument(_) => "argument",
+            LmmError::TimeBudget(_) => "time_budget",
         }
     }
 }
@@ -50,5 +60,6 @@ mod tests {
         assert_eq!(LmmError::NonFinite(String::new()).kind(), "non_finite");
         assert_eq!(LmmError::TooLarge(String::new()).kind(), "too_large");
         assert_eq!(LmmError::Interrupted.kind(), "interrupted");
+        assert_eq!(LmmError::BadArgument("w".into()).to_string(), "w");
     }
 }

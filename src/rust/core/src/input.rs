@@ -28,7 +28,9 @@ pub struct FitInput<'a> {
     pub x: &'a [f64],
     /// Response, length `n`.
     pub y: &'a [f64],
-    /// Prior weights, length `n` (all > 0); an empty slice means all ones.
+    /// Prior weights, length `n` (finite, >= 0, see [`check_weights`]); an
+    /// empty slice means all ones. A zero weight drops the observation's
+    /// contribution to the criterion (its row still gets a fitted value).
     pub weights: &'a [f64],
     /// Random-effects terms, in the order that defines `theta` and `b`.
     pub terms: Vec<ReTermInput<'a>>,
@@ -43,6 +45,44 @@ fn all_finite(v: &[f64]) -> bool {
     v.iter().all(|x| x.is_finite())
 }
 
+/// The one rule for prior weights, shared by the R side (which calls it
+/// through `rs_check_weights` before building anything) and [`validate`]:
+/// every weight finite and non-negative, at least one positive. A zero weight
+/// drops the observation's contribution, as in `lm()`. Returns the number of
+/// observations with a positive weight.
+pub fn check_weights(w: &[f64]) -> Result<usize, LmmError> {
+    if w.iter().any(|v| !v.is_finite()) {
+        return Err(LmmError::BadArgument("NA/NaN/Inf in the weights".into()));
+    }
+    if w.iter().any(|v| *v < 0.0) {
+        return Err(LmmError::BadArgument(
+            "negative weights are not allowed".into(),
+        ));
+    }
+    let n_pos = w.iter().filter(|v| **v > 0.0).count();
+    if !w.is_empty() && n_pos == 0 {
+        return Err(LmmError::BadArgument(
+            "all weights are zero: no observation contributes to the fit".into(),
+        ));
+    }
+    Ok(n_pos)
+}
+
+/// Number of observations that contribute to the criterion (positive
+/// weight). `input` must have been validated.
+pub(crate) fn n_effective(input: &FitInput) -> usize {
+    if input.weights.is_empty() {
+        input.n
+    } else {
+        input.weights.iter().filter(|v| **v > 0.0).count()
+    }
+}
+
+/// Is row `i` one that contributes (positive weight)?
+pub(crate) fn contributes(weights: &[f64], i: usize) -> bool {
+    weights.is_empty() || weights[i] > 0.0
+}
+
 /// Checks lengths, codes, finiteness and shared factors. Returns nothing on
 /// success; every later stage may rely on these invariants.
 pub(crate) fn validate(input: &FitInput) -> Result<(), LmmError> {
@@ -51,9 +91,6 @@ pub(crate) fn validate(input: &FitInput) -> Result<(), LmmError> {
     let bad = |m: String| Err(LmmError::InvalidInput(m));
     if n == 0 {
         return bad("n must be positive".into());
-    }
-    if n <= p {
-        return bad(format!("n ({n}) must be larger than p ({p})"));
     }
     let np = n.checked_mul(p);
     if np != Some(input.x.len()) {
@@ -77,8 +114,16 @@ pub(crate) fn validate(input: &FitInput) -> Result<(), LmmError> {
     if !all_finite(input.y) {
         return bad("y contains non-finite values".into());
     }
-    if !input.weights.iter().all(|w| w.is_finite() && *w > 0.0) {
-        return bad("weights must be finite and strictly positive".into());
+    let n_eff = if input.weights.is_empty() {
+        n
+    } else {
+        check_weights(input.weights)?
+    };
+    if n_eff <= p {
+        return bad(format!(
+            "the number of observations{} ({n_eff}) must be larger than the number of fixed-effect coefficients ({p}): the residual variance is not identifiable",
+            if n_eff < n { " with a positive weight" } else { "" }
+        ));
     }
     if input.terms.is_empty() {
         return bad("at least one random-effects term is required".into());
@@ -346,7 +391,20 @@ mod tests {
         let mut inp = base(&codes, &z, &x, &y);
         let w = [1.0, 0.0, 1.0, 1.0];
         inp.weights = &w;
-        assert!(validate(&inp).is_err());
+        assert!(validate(&inp).is_ok());
+        assert_eq!(n_effective(&inp), 3);
+        let w = [1.0, -1.0, 1.0, 1.0];
+        inp.weights = &w;
+        assert_eq!(validate(&inp).unwrap_err().kind(), "argument");
+        let w = [1.0, f64::NAN, 1.0, 1.0];
+        inp.weights = &w;
+        assert_eq!(validate(&inp).unwrap_err().kind(), "argument");
+        let w = [0.0; 4];
+        inp.weights = &w;
+        assert_eq!(validate(&inp).unwrap_err().kind(), "argument");
+        let w = [0.0, 0.0, 0.0, 1.0];
+        inp.weights = &w;
+        assert!(validate(&inp).is_err()); // one observation, one coefficient
 
         let mut inp = base(&codes, &z, &x, &y);
         inp.terms[0].k = 0;

@@ -13,6 +13,7 @@
 #![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
 
 mod blocks;
+mod budget;
 mod chunk;
 mod error;
 mod factor;
@@ -29,7 +30,7 @@ mod reference;
 
 pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
-pub use input::{FitInput, ReTermInput};
+pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
@@ -61,6 +62,10 @@ pub struct FitControl {
     /// `sum(log(w))` of the data's prior weights in that case (the
     /// pseudo-rows have unit weights).
     pub log_w_sum: Option<f64>,
+    /// Time budget of the optimisation in seconds (`None`: no budget). When
+    /// it is spent the fit stops at the best point reached, reported as not
+    /// converged with `time_budget_spent = true`.
+    pub max_time: Option<f64>,
 }
 
 impl Default for FitControl {
@@ -73,6 +78,7 @@ impl Default for FitControl {
             optimize: true,
             n_obs: None,
             log_w_sum: None,
+            max_time: None,
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct FitOutput {
     pub n_grad: usize,
     pub converged: bool,
     pub message: String,
+    /// The optimisation stopped because its time budget was spent.
+    pub time_budget_spent: bool,
 }
 
 /// Asks whether the user wants to stop (e.g. R's pending Ctrl-C); called by
@@ -124,6 +132,9 @@ pub(crate) struct Prepared {
     pub(crate) ws: Workspace,
     interrupt: Option<InterruptCheck>,
     pub(crate) last_check: std::time::Instant,
+    /// Time budget and best point of the optimisation under way (see
+    /// [`Prepared::eval`]); `None` outside an optimisation.
+    budget: Option<budget::Budget>,
 }
 
 impl Prepared {
@@ -136,6 +147,7 @@ impl Prepared {
             ws,
             interrupt: None,
             last_check: std::time::Instant::now(),
+            budget: None,
         })
     }
 
@@ -155,6 +167,24 @@ impl Prepared {
         Ok(())
     }
 
+    /// Starts the time budget (and the record of the best point) of an
+    /// optimisation: `max_time` seconds, `None` for no limit.
+    pub(crate) fn start_budget(&mut self, max_time: Option<f64>) {
+        self.budget = Some(budget::Budget::new(max_time));
+    }
+
+    /// Ends the optimisation's budget and returns it (with the best point).
+    pub(crate) fn take_budget(&mut self) -> budget::Budget {
+        self.budget
+            .take()
+            .unwrap_or_else(|| budget::Budget::new(None))
+    }
+
+    /// The criterion at `theta`. Every evaluation the optimiser makes goes
+    /// through here: it polls for interrupts and, during an optimisation,
+    /// refuses with [`LmmError::TimeBudget`] once the budget is spent and
+    /// records the best point (so that whatever optimiser is used, a fit
+    /// that runs out of time or fails at a trial point can stop there).
     pub(crate) fn eval(
         &mut self,
         theta: &[f64],
@@ -164,8 +194,15 @@ impl Prepared {
             return Err(LmmError::NonFinite("theta is not finite".into()));
         }
         self.check_interrupt()?;
+        if let Some(b) = &self.budget {
+            b.check()?;
+        }
         self.ws.set_theta(&self.blocks, theta);
-        evaluate(&self.blocks, &mut self.ws, reml)
+        let crit = evaluate(&self.blocks, &mut self.ws, reml)?;
+        if let Some(b) = &mut self.budget {
+            b.record(crit.value, theta);
+        }
+        Ok(crit)
     }
 
     /// Rough number of floating-point operations of one evaluation.
@@ -414,7 +451,10 @@ pub fn evaluate_gradient(
     };
     let mut prep = Prepared::new(&transformed)?;
     let (crit, g) = prep.eval_grad(theta, reml)?;
-    Ok((crit.value + criterion_shift(input.n, input.p, &pre, reml), g))
+    Ok((
+        crit.value + criterion_shift(input.n, input.p, &pre, reml),
+        g,
+    ))
 }
 
 /// What the transformation in `precondition` subtracts from the criterion:
@@ -442,3 +482,73 @@ pub fn fit_lmm(input: &FitInput, control: &FitControl) -> Result<FitOutput, LmmE
     Model::new(Design::from_input(input))?.fit(control)
 }
 
+/// Is `e` a failure of the criterion at one trial point (a numerically
+/// singular factorisation) rather than a property of the data? A perfect fit
+/// (penalised residual sum of squares not positive: the random effects
+/// reproduce the response) is the latter.
+pub(crate) fn at_trial_point(e: &LmmError) -> bool {
+    match e {
+        LmmError::NotPositiveDefinite(_) => true,
+        LmmError::NonFinite(m) => !m.contains("perfect fit"),
+        _ => false,
+    }
+}
+
+/// lme4's default start (1 on the diagonals), or, when the criterion cannot
+/// be evaluated there, the first of that start scaled by 10^-1, ..., 10^-10
+/// at which it can: a random-effect covariate on a large scale (say 1e5)
+/// makes theta = 1 a numerically singular point (the random effects absorb
+/// the fixed-effect columns to machine precision) although smaller values
+/// are fine. The error at the default start is returned if none works.
+pub(crate) fn usable_default_start(
+    prep: &mut Prepared,
+    input: &FitInput,
+    reml: bool,
+) -> Result<Vec<f64>, LmmError> {
+    let start = input::default_start(input);
+    let first = match prep.eval(&start, reml) {
+        Ok(_) => return Ok(start),
+        Err(e @ (LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_))) => e,
+        Err(e) => return Err(e),
+    };
+    for k in 1..=10 {
+        let scale = 10f64.powi(-k);
+        let cand: Vec<f64> = start.iter().map(|t| t * scale).collect();
+        if prep.eval(&cand, reml).is_ok() {
+            return Ok(cand);
+        }
+    }
+    Err(first)
+}
+
+/// The result of an optimisation whose time budget was spent: the best
+/// point evaluated (the start if none), not converged. The gradient is
+/// computed only for a few parameters (it costs one evaluation each).
+pub(crate) fn stopped_at_best(
+    prep: &mut Prepared,
+    reml: bool,
+    budget: budget::Budget,
+    start: &[f64],
+    lower: &[f64],
+    msg: String,
+) -> Result<optim::OptResult, LmmError> {
+    let n_eval = budget.n_eval;
+    let (f, x) = budget.best.unwrap_or_else(|| (f64::NAN, start.to_vec()));
+    let grad = if x.len() <= 10 {
+        prep.eval_grad(&x, reml)
+            .map(|(_, g)| g)
+            .unwrap_or_else(|_| vec![f64::NAN; x.len()])
+    } else {
+        vec![f64::NAN; x.len()]
+    };
+    Ok(optim::OptResult {
+        at_bound: x.iter().zip(lower).map(|(a, b)| a <= b).collect(),
+        x,
+        f,
+        grad,
+        n_eval,
+        n_grad: 0,
+        converged: false,
+        message: msg,
+    })
+}

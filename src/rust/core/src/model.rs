@@ -7,7 +7,8 @@
 use crate::error::LmmError;
 use crate::input::{self, FitInput, ReTermInput};
 use crate::precondition::{self, Preconditioned};
-use crate::{criterion_shift, optim, optimize_theta, solve};
+use crate::{at_trial_point, criterion_shift, optim, optimize_theta, solve};
+use crate::{stopped_at_best, usable_default_start};
 use crate::{FitControl, FitOutput, InterruptCheck, Prepared};
 
 /// One random-effects term `(z | factor)`, owned (see [`ReTermInput`]).
@@ -187,7 +188,7 @@ impl Model {
         n_obs: Option<usize>,
         log_w_sum: Option<f64>,
     ) -> Result<(), LmmError> {
-        let n = n_obs.unwrap_or(self.design.n);
+        let n = n_obs.unwrap_or_else(|| input::n_effective(&self.design.input()));
         if n <= self.design.p {
             return Err(LmmError::InvalidInput(format!(
                 "n ({n}) must be larger than p ({})",
@@ -197,9 +198,25 @@ impl Model {
         self.prep.blocks.n = n;
         self.prep.blocks.ldw = match log_w_sum {
             Some(l) => l,
-            None => self.design.weights.iter().map(|w| w.ln()).sum(),
+            // zero weights drop the observation's contribution
+            None => self
+                .design
+                .weights
+                .iter()
+                .filter(|w| **w > 0.0)
+                .map(|w| w.ln())
+                .sum(),
         };
         Ok(())
+    }
+
+    /// For a model built from pseudo-rows (database aggregates): the data's
+    /// number of observations and sum(log(w)), as [`Model::set_counts`].
+    pub fn set_observations(&mut self, n_obs: usize, log_w_sum: f64) -> Result<(), LmmError> {
+        if !log_w_sum.is_finite() {
+            return Err(LmmError::InvalidInput("sum(log(w)) must be finite".into()));
+        }
+        self.set_counts(Some(n_obs), Some(log_w_sum))
     }
 
     /// Number of observations the criterion counts (see [`Model::set_counts`]).
@@ -269,11 +286,37 @@ impl Model {
                 input::check_theta(&input, t)?;
                 t.clone()
             }
+            None if control.optimize => usable_default_start(prep, &input, control.reml)?,
             None => input::default_start(&input),
         };
         let reml = control.reml;
+        let mut time_budget_spent = false;
         let opt = if control.optimize {
-            optimize_theta(prep, &input, &start, &lower, control)?
+            // the budget and the record of the best point live in the
+            // criterion evaluations (`Prepared::eval`), whatever the optimiser
+            prep.start_budget(control.max_time);
+            let result = optimize_theta(prep, &input, &start, &lower, control);
+            let budget = prep.take_budget();
+            match result {
+                Ok(best) => best,
+                Err(LmmError::TimeBudget(msg)) => {
+                    time_budget_spent = true;
+                    stopped_at_best(prep, reml, budget, &start, &lower, msg)?
+                }
+                // The criterion failed at a trial point far from where the
+                // optimisation had got to (a numerically singular corner of
+                // the parameter space): keep the best point reached, not
+                // converged, rather than refusing a model whose criterion we
+                // can evaluate. (A perfect fit is a property of the data: it
+                // stays an error.)
+                Err(e) if budget.best.is_some() && at_trial_point(&e) => {
+                    let msg = format!(
+                        "the criterion could not be evaluated at a trial point ({e}); stopped at the best point reached"
+                    );
+                    stopped_at_best(prep, reml, budget, &start, &lower, msg)?
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             let (crit, grad) = prep.eval_grad(&start, reml)?;
             optim::OptResult {
@@ -310,6 +353,7 @@ impl Model {
             n_grad: opt.n_grad,
             converged: opt.converged,
             message: opt.message,
+            time_budget_spent,
         })
     }
 }
@@ -479,6 +523,55 @@ mod tests {
         let exact: Vec<f64> = d.x[d.n..].iter().map(|x| 2.0 + 3.0 * x).collect();
         assert_eq!(m.set_response(&exact).unwrap_err().kind(), "non_finite");
         assert_eq!(m.fit(&FitControl::default()).unwrap(), before);
+    }
+
+    #[test]
+    fn n_obs_counts_positive_weights_and_the_override_replaces_it() {
+        // zero weights: the criterion's n is the number of positive weights
+        let mut d = design(13, true);
+        for i in (0..d.n).step_by(9) {
+            d.weights[i] = 0.0;
+        }
+        let n_pos = d.weights.iter().filter(|w| **w > 0.0).count();
+        let lws: f64 = d.weights.iter().filter(|w| **w > 0.0).map(|w| w.ln()).sum();
+        let mut m = Model::new(d.clone()).unwrap();
+        assert_eq!(m.n_obs(), n_pos);
+        assert_eq!(m.prep.blocks.n, n_pos);
+        let control = FitControl::default();
+        let plain = m.fit(&control).unwrap();
+        // stating the same n and sum(log w) explicitly changes nothing
+        let mut m2 = Model::new(d.clone()).unwrap();
+        m2.set_observations(n_pos, lws).unwrap();
+        assert_same_fit(&m2.fit(&control).unwrap(), &plain);
+        // a pseudo-row override replaces it, and a new response still uses
+        // every row (the override is not a row count)
+        m2.set_observations(n_pos + 50, lws).unwrap();
+        let over = m2.fit(&control).unwrap();
+        assert!((over.objective - plain.objective).abs() > 1e-6);
+        let y2 = design(17, true).y;
+        m2.set_response(&y2).unwrap();
+        let refit = m2.fit(&control).unwrap();
+        let mut d3 = d.clone();
+        d3.y = y2;
+        let mut fresh = Model::new(d3).unwrap();
+        fresh.set_observations(n_pos + 50, lws).unwrap();
+        assert_same_fit(&refit, &fresh.fit(&control).unwrap());
+    }
+
+    #[test]
+    fn a_spent_budget_keeps_the_model_usable() {
+        let mut m = Model::new(design(5, false)).unwrap();
+        let spent = FitControl {
+            max_time: Some(0.0),
+            ..FitControl::default()
+        };
+        let out = m.fit(&spent).unwrap();
+        assert!(out.time_budget_spent && !out.converged);
+        // the budget ends with the fit: later evaluations and fits are free
+        assert!(m.criterion(&out.theta, true).is_ok());
+        let free = m.fit(&FitControl::default()).unwrap();
+        assert!(free.converged && !free.time_budget_spent);
+        assert!(free.objective <= out.objective);
     }
 
     #[test]

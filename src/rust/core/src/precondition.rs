@@ -135,8 +135,16 @@ pub(crate) fn response_part(
             }
         }
     }
-    let y_max = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let scale = res.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    // only observations with a positive weight count (a zero weight drops
+    // the observation's contribution)
+    let max_abs = |v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .filter(|(i, _)| crate::input::contributes(w, *i))
+            .fold(0.0f64, |m, (_, x)| m.max(x.abs()))
+    };
+    let y_max = max_abs(y);
+    let scale = max_abs(&res);
     if !(scale.is_finite() && scale > 1e-13 * y_max && scale > 0.0) {
         return Err(LmmError::NonFinite(
             "perfect fit: the fixed effects reproduce the response exactly (e.g. a constant response), so the residual variance is zero and there is nothing left for a mixed model to estimate".into(),

@@ -109,10 +109,15 @@ pub(crate) fn solve(
     let q2 = bl.q2;
     let p = bl.p;
     let k1 = bl.k1;
-    let n = bl.n;
+    let n_obs = bl.n;
     let x = dense_solution(bl, ws);
     let beta = x[q2..].to_vec();
-    let s2 = pwrss / if reml { (n - p) as f64 } else { n as f64 };
+    let s2 = pwrss
+        / if reml {
+            (n_obs - p) as f64
+        } else {
+            n_obs as f64
+        };
     let sigma = s2.sqrt();
 
     // vcov(beta) = s2 * (L_X L_X')^{-1}.

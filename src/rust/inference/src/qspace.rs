@@ -114,6 +114,8 @@ struct QSpace<'a> {
     xsx: Mat<f64>,
     beta: Vec<f64>,
     ypy: f64,
+    /// Observations that contribute (positive weight; a zero weight drops
+    /// the observation's contribution, as in the fit).
     n: usize,
     p: usize,
     sigma: f64,
@@ -444,7 +446,12 @@ impl<'a> QSpace<'a> {
             xsx,
             beta,
             ypy,
-            n: inp.n_obs.unwrap_or(n),
+            // the data's n of a fit from pseudo-rows, else the observations
+            // that contribute (positive weight; a zero weight drops the
+            // observation's contribution, as in the fit)
+            n: inp
+                .n_obs
+                .unwrap_or_else(|| inp.weights.iter().filter(|w| **w > 0.0).count()),
             p,
             sigma: inp.sigma,
         })
