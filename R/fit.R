@@ -64,7 +64,11 @@ h_engine_build <- function(engine, design) {
   ptr <- rs_model_new(x = x, y = resp, weights = as.numeric(design$weights),
                       codes = re$codes, n_levels = re$n_levels, z = re$z,
                       k = re$k, factor_id = re$factor_id,
-                      n_obs = design$n_obs, log_w_sum = design$log_w_sum)
+                      # pseudo-rows of a database fit carry the data's n and
+                      # sum(log w); for data rows Rust counts the rows with a
+                      # positive weight itself
+                      n_obs = if (!is.null(design$log_w_sum)) as.numeric(design$n_obs),
+                      log_w_sum = if (!is.null(design$log_w_sum)) as.numeric(design$log_w_sum))
   if (is.list(ptr)) h_check_rust_result(ptr)
   engine$ptr <- ptr
   engine$resp <- resp
