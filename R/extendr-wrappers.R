@@ -17,9 +17,9 @@ rs_model_is_live <- function(ptr) .Call(wrap__rs_model_is_live, ptr)
 
 #' @noRd
 rs_model_fit <- function(ptr, reml, max_iter, tol, theta_start, optimize,
-                         max_time = Inf) {
+                         max_time = Inf, restarts = TRUE) {
   .Call(wrap__rs_model_fit, ptr, reml, max_iter, tol, theta_start, optimize,
-        as.numeric(max_time))
+        as.numeric(max_time), isTRUE(restarts))
 }
 
 #' @noRd

@@ -33,7 +33,8 @@ h_fit_design <- function(design, REML, control, theta = NULL,
                       tol = control$tol, theta_start = theta_start,
                       optimize = optimize,
                       # fits saved before the control existed have no max_time
-                      max_time = if (is.null(control$max_time)) Inf else control$max_time)
+                      max_time = if (is.null(control$max_time)) Inf else control$max_time,
+                      restarts = !isFALSE(control$restarts))
   res <- h_check_rust_result(res)
   res$engine <- engine
   res

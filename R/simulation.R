@@ -19,10 +19,14 @@
 h_refit_prepare <- function(fit, REML = fit$REML) {
   control <- fit$control
   if (is.null(control)) control <- lmm_control()
-  # warm start from the fit's estimates, as lme4's refit()
-  if (is.null(control$theta_start)) control$theta_start <- as.numeric(fit$theta)
+  # warm start from the fit's estimates, as lme4's refit(), without the
+  # extra restarts of a first fit (a refit whose optimum cannot be confirmed
+  # is still restarted)
+  control$restarts <- FALSE
+  fit$control <- control
   list(fit = fit, design = h_design_from_fit(fit, fit$y), control = control,
-       REML = isTRUE(REML), engine = h_fit_engine(fit))
+       REML = isTRUE(REML), engine = h_fit_engine(fit),
+       theta0 = as.numeric(fit$theta))
 }
 
 #' The one function through which every simulation refit goes
@@ -40,13 +44,13 @@ h_refit_response <- function(prep, y, full = FALSE) {
   quiet <- function(w) invokeRestart("muffleWarning")
   if (full) {
     return(withCallingHandlers(
-      suppressMessages(refit.lmmr(prep$fit, y, REML = prep$REML)),
+      suppressMessages(refit.lmmr(prep$fit, y, REML = prep$REML, theta = prep$theta0)),
       lmmr_warning_not_identifiable = quiet))
   }
   design <- prep$design
   design$y <- y
   withCallingHandlers(h_fit_design(design, REML = prep$REML, control = prep$control,
-                                   engine = prep$engine),
+                                   theta = prep$theta0, engine = prep$engine),
                       lmmr_warning_not_identifiable = quiet)
 }
 

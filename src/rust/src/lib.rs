@@ -188,6 +188,7 @@ fn rs_model_fit(
     theta_start: Robj,
     optimize: bool,
     max_time: f64,
+    restarts: bool,
 ) -> List {
     with_model(&ptr, |m| {
         let theta0 = if theta_start.is_null() {
@@ -204,6 +205,7 @@ fn rs_model_fit(
             n_obs: None,
             log_w_sum: None,
             max_time: Some(max_time).filter(|t| t.is_finite()),
+            restarts,
         };
         let p = m.design().p;
         m.fit(&control).map(|out| output_list(out, p))

@@ -66,6 +66,11 @@ pub struct FitControl {
     /// it is spent the fit stops at the best point reached, reported as not
     /// converged with `time_budget_spent = true`.
     pub max_time: Option<f64>,
+    /// Restart from other points (term zeroed, asymmetric and scaled starts,
+    /// boundary restarts) to guard against local optima. Refits of a
+    /// simulated response warm-started at the fit's estimates turn it off;
+    /// a run whose optimum cannot be confirmed is restarted regardless.
+    pub restarts: bool,
 }
 
 impl Default for FitControl {
@@ -79,6 +84,7 @@ impl Default for FitControl {
             n_obs: None,
             log_w_sum: None,
             max_time: None,
+            restarts: true,
         }
     }
 }
@@ -284,7 +290,7 @@ pub(crate) fn optimize_theta(
     // floating-point operations for the first run's evaluations (each
     // gradient counted as four evaluations).
     let first_cost = obj.prep.eval_cost() * (best.n_eval + 4 * best.n_grad) as f64;
-    let small = lower.len() <= 10 && first_cost <= 1e9;
+    let small = control.restarts && lower.len() <= 10 && first_cost <= 1e9;
     let trace = std::env::var_os("LMMR_OPTIM_TRACE").is_some();
     if trace {
         eprintln!(
@@ -294,7 +300,7 @@ pub(crate) fn optimize_theta(
     }
     // The scaled restarts are full optimisations: only for small models,
     // where they cost milliseconds.
-    let mut extra = if on_boundary || !best.converged || small {
+    let mut extra = if (control.restarts && on_boundary) || !best.converged || small {
         let mut r = input::boundary_restarts(&best.x, lower, start);
         if lower.len() > 8 && best.converged {
             r.truncate(1);
