@@ -180,6 +180,7 @@ fn rs_model_is_live(ptr: Robj) -> bool {
 /// budget in seconds (`Inf`: none).
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)]
 fn rs_model_fit(
     ptr: Robj,
     reml: bool,
