@@ -390,18 +390,27 @@ pub(crate) fn optimize_theta(
     Ok(best)
 }
 
-/// Hessian of the profiled criterion with respect to theta, by central
-/// differences of the analytic gradient (`k x k`, column-major).
-pub fn evaluate_hessian(input: &FitInput, theta: &[f64], reml: bool) -> Result<Vec<f64>, LmmError> {
-    input::validate(input)?;
-    input::check_theta(input, theta)?;
+/// The preconditioned problem of a validated input and its prepared blocks
+/// (for the one-off evaluations below; fits go through [`Model`]).
+fn prepare_preconditioned(
+    input: &FitInput,
+) -> Result<(precondition::Preconditioned, Prepared), LmmError> {
     let pre = precondition::precondition(input)?;
     let transformed = FitInput {
         x: &pre.q,
         y: &pre.y,
         ..input.clone()
     };
-    let mut prep = Prepared::new(&transformed)?;
+    let prep = Prepared::new(&transformed)?;
+    Ok((pre, prep))
+}
+
+/// Hessian of the profiled criterion with respect to theta, by central
+/// differences of the analytic gradient (`k x k`, column-major).
+pub fn evaluate_hessian(input: &FitInput, theta: &[f64], reml: bool) -> Result<Vec<f64>, LmmError> {
+    input::validate(input)?;
+    input::check_theta(input, theta)?;
+    let (_, mut prep) = prepare_preconditioned(input)?;
     let (_, g0) = prep.eval_grad(theta, reml)?;
     optim::fd_hessian(
         |t: &[f64]| prep.eval_grad(t, reml).map(|(_, g)| g),
@@ -421,13 +430,7 @@ pub fn time_prepared(
     reps: usize,
 ) -> Result<(f64, f64), LmmError> {
     input::validate(input)?;
-    let pre = precondition::precondition(input)?;
-    let transformed = FitInput {
-        x: &pre.q,
-        y: &pre.y,
-        ..input.clone()
-    };
-    let mut prep = Prepared::new(&transformed)?;
+    let (_, mut prep) = prepare_preconditioned(input)?;
     let t0 = std::time::Instant::now();
     for _ in 0..reps {
         prep.eval(theta, reml)?;
@@ -449,13 +452,7 @@ pub fn evaluate_gradient(
 ) -> Result<(f64, Vec<f64>), LmmError> {
     input::validate(input)?;
     input::check_theta(input, theta)?;
-    let pre = precondition::precondition(input)?;
-    let transformed = FitInput {
-        x: &pre.q,
-        y: &pre.y,
-        ..input.clone()
-    };
-    let mut prep = Prepared::new(&transformed)?;
+    let (pre, mut prep) = prepare_preconditioned(input)?;
     let (crit, g) = prep.eval_grad(theta, reml)?;
     Ok((
         crit.value + criterion_shift(input.n, input.p, &pre, reml),
