@@ -7,7 +7,7 @@ mod inference_glue;
 mod rcov_glue;
 
 use extendr_api::prelude::*;
-use lmmr_core::{Design, FitControl, FitOutput, LmmError, Model, ReTerm};
+use lmmr_core::{Design, FitControl, FitInput, FitOutput, LmmError, Model, ReTermInput};
 
 mod convert;
 
@@ -107,24 +107,24 @@ fn rs_model_new(
             factor_id: &factor_id,
         })
         .map_err(bad)?;
-        let design = Design {
+        let design = Design::from_input(&FitInput {
             n: d.n,
             p: d.p,
-            x: d.x.to_vec(),
-            y: d.y.to_vec(),
-            weights: d.weights.to_vec(),
+            x: d.x,
+            y: d.y,
+            weights: d.weights,
             terms: d
                 .terms
                 .iter()
-                .map(|t| ReTerm {
-                    codes: t.codes.to_vec(),
+                .map(|t| ReTermInput {
+                    codes: t.codes,
                     n_levels: t.n_levels,
-                    z: t.z.to_vec(),
+                    z: t.z,
                     k: t.k,
                     factor_id: t.factor_id,
                 })
                 .collect(),
-        };
+        });
         let n_obs = if n_obs.is_null() {
             None
         } else {
