@@ -40,6 +40,8 @@ suppressPackageStartupMessages({
   library(lmmr)
 })
 source(file.path(h_script_dir(), "gen.R"))
+# the dense referee, shared with the regression tests
+source(file.path(h_script_dir(), "..", "..", "tests", "testthat", "helper-dense-criterion.R"))
 
 # Run `expr` in a fork; list(value =, status = "ok" / "timeout" / "crash", time =).
 h_in_child <- function(expr, timeout) {
@@ -64,13 +66,44 @@ h_in_child <- function(expr, timeout) {
   }
 }
 
-# Fit one case with one package; runs inside the child.
-h_fit_one <- function(cs, fun) {
+# Terms whose value depends on all rows (scale(), poly()) evaluated on the
+# whole data, as lmm's model frame evaluates them, so that dropping the
+# zero-weight rows for lme4 leaves the same model (recomputing scale() on the
+# remaining rows changes the columns, and with `||` or REML the criterion).
+h_materialise <- function(cs) {
+  d <- cs$data
+  f <- cs$formula
+  for (v in unique(regmatches(f, gregexpr("scale\\(x[0-9]\\)", f))[[1L]])) {
+    nm <- paste0(".s_", gsub("\\W", "", v))
+    val <- tryCatch(as.numeric(eval(parse(text = v)[[1L]], d)), error = function(e) NULL)
+    if (is.null(val)) next
+    d[[nm]] <- val
+    f <- gsub(v, nm, f, fixed = TRUE)
+  }
+  for (v in unique(regmatches(f, gregexpr("poly\\(x[0-9], [0-9]\\)", f))[[1L]])) {
+    m <- tryCatch(eval(parse(text = v)[[1L]], d), error = function(e) NULL)
+    if (is.null(m)) next
+    nms <- paste0(".p_", gsub("\\W", "", v), "_", seq_len(ncol(m)))
+    for (j in seq_len(ncol(m))) d[[nms[j]]] <- as.numeric(m[, j])
+    f <- gsub(v, paste0("(", paste(nms, collapse = " + "), ")"), f, fixed = TRUE)
+  }
+  cs$data <- d
+  cs$formula <- f
+  cs
+}
+
+# Fit one case with one package; runs inside the child. For lme4,
+# `theta_lmm` (lmm's estimate, named, its criterion as attribute "crit")
+# gets the dense referee's criterion at both estimates when the reported
+# criteria differ by more than 1e-7 and n <= 1500.
+h_fit_one <- function(cs, fun, theta_lmm = NULL) {
   d <- cs$data
   if (fun == "lme4::lmer" && cs$weights && any(d$w == 0, na.rm = TRUE)) {
     # lme4 1.1-31 keeps zero-weight rows in its criterion (log(0) gives a REML
     # criterion of Inf and an optimiser that never moves); the reference for
     # "drop the observation's contribution" is the fit without those rows
+    cs <- h_materialise(cs)
+    d <- cs$data
     d <- d[is.na(d$w) | d$w != 0, , drop = FALSE]
   }
   warns <- character()
@@ -95,7 +128,19 @@ h_fit_one <- function(cs, fun) {
   crit <- tryCatch(-2 * as.numeric(logLik(fit)), error = function(e) NA_real_)
   conv <- if (fun == "lmmr::lmm") isTRUE(fit$optinfo$converged) else NA
   lmm <- fun == "lmmr::lmm"
+  ref <- c(NA_real_, NA_real_)
+  crit_lmm <- attr(theta_lmm, "crit")
+  if (!lmm && !is.null(theta_lmm) && is.finite(crit) && nrow(d) <= 1500 &&
+      isTRUE(abs(crit_lmm - crit) > 1e-7 * max(1, abs(crit)))) {
+    th4 <- lme4::getME(fit, "theta")
+    if (length(th4) == length(theta_lmm) && !anyDuplicated(names(th4)) &&
+        setequal(names(th4), names(theta_lmm))) {
+      ref <- tryCatch(c(dense_criterion(fit, theta_lmm[names(th4)]), dense_criterion(fit, th4)),
+                      error = function(e) c(NA_real_, NA_real_))
+    }
+  }
   list(ok = TRUE, crit = crit, converged = conv, warns = warns, wclass = wclass, time = tm,
+       theta = if (lmm) fit$theta, ref_lmm = ref[1L], ref_lme4 = ref[2L],
        npar = length(if (lmm) fit$theta else lme4::getME(fit, "theta")),
        p = if (lmm) length(fit$beta) else ncol(lme4::getME(fit, "X")),
        time_budget = lmm && isTRUE(fit$optinfo$time_budget_spent))
@@ -118,6 +163,11 @@ h_classify <- function(a, b) {
   # keeps the intercept of `y ~ (1 | g) - 1`): criteria are not comparable
   if (la$p != b$value$p || la$npar != b$value$npar) return("different_model")
   rel <- (la$crit - b$value$crit) / max(1, abs(b$value$crit))
+  # the dense referee decides where it was computed: both packages'
+  # criteria evaluated by one independent computation at both estimates
+  rl <- b$value$ref_lmm
+  r4 <- b$value$ref_lme4
+  if (isTRUE(is.finite(rl) && is.finite(r4))) rel <- (rl - r4) / max(1, abs(r4))
   warned <- any(grepl("^lmmr_warning_", la$wclass) & !grepl("scale", la$wclass))
   if (rel > 1e-6) {
     return(if (warned || !isTRUE(la$converged)) "lmm_worse_warned" else "lmm_worse_silent")
@@ -138,6 +188,8 @@ h_row <- function(cs, a, b, outcome, args) {
     REML = cs$REML, weights = cs$weights, offset = cs$offset, n = nrow(cs$data),
     note = cs$note, lmm_crit = lc, lme4_crit = bc,
     rel_diff = (lc - bc) / max(1, abs(bc)),
+    lmm_crit_dense = num(bv$ref_lmm), lme4_crit_dense = num(bv$ref_lme4),
+    rel_diff_dense = (num(bv$ref_lmm) - num(bv$ref_lme4)) / max(1, abs(num(bv$ref_lme4))),
     lmm_converged = if (isTRUE(av$ok)) av$converged else NA,
     lmm_warnings = chr(av$wclass), lmm_error_class = chr(av$err_class),
     lmm_message = chr(c(av$msg, a$msg)), lme4_status = b$status,
@@ -155,7 +207,8 @@ h_run_case <- function(seed, id, args) {
   cs <- tryCatch(fuzz_case(seed, id), error = function(e) NULL)
   if (is.null(cs)) stop("case generation failed for case ", id)
   a <- h_in_child(h_fit_one(cs, "lmmr::lmm"), args$timeout)
-  b <- h_in_child(h_fit_one(cs, "lme4::lmer"), args$timeout)
+  th <- if (a$status == "ok" && isTRUE(a$value$ok)) structure(a$value$theta, crit = a$value$crit)
+  b <- h_in_child(h_fit_one(cs, "lme4::lmer", th), args$timeout)
   list(cs = cs, row = h_row(cs, a, b, h_classify(a, b), args))
 }
 
@@ -168,7 +221,7 @@ h_replay <- function(seed, ids, args) {
     cat(sprintf("source(\"bench/fuzz/gen.R\"); cs <- fuzz_case(%d, %d); d <- cs$data\n", seed, id))
     cat(fuzz_call_text(cs, "lmmr::lmm"), "\n", fuzz_call_text(cs, "lme4::lmer"), "\n", sep = "")
     if (nzchar(cs$note)) cat("# note:", cs$note, "\n")
-    print(t(r$row[, c("n", "lmm_crit", "lme4_crit", "rel_diff", "lmm_converged", "lmm_warnings",
+    print(t(r$row[, c("n", "lmm_crit", "lme4_crit", "rel_diff", "rel_diff_dense", "lmm_converged", "lmm_warnings",
                      "lmm_error_class", "lmm_message", "lme4_status", "lme4_message",
                      "lmm_time", "lme4_time")]), quote = FALSE)
   }

@@ -196,6 +196,43 @@ pub(crate) fn lower_bounds(input: &FitInput) -> Vec<f64> {
     lb
 }
 
+/// Scale of each theta coordinate for the optimiser: the root mean square
+/// (over the contributing rows) of the covariate of the entry's row of
+/// Lambda_t. Entry (r, c) of Lambda_t multiplies covariate r's random
+/// effects, so on a covariate in the thousands a change of 1e-3 in theta
+/// does what a change of 1 does on an intercept; the optimiser works on
+/// `theta * scale`, where all coordinates act on the same scale. Zero or
+/// non-finite scales (an all-zero column) are 1.
+pub(crate) fn theta_scales(input: &FitInput) -> Vec<f64> {
+    let mut out = Vec::with_capacity(total_theta(input));
+    for t in &input.terms {
+        let rms: Vec<f64> = (0..t.k)
+            .map(|r| {
+                let col = &t.z[r * input.n..(r + 1) * input.n];
+                let (mut ss, mut cnt) = (0.0, 0usize);
+                for (i, v) in col.iter().enumerate() {
+                    if contributes(input.weights, i) {
+                        ss += v * v;
+                        cnt += 1;
+                    }
+                }
+                let s = (ss / cnt.max(1) as f64).sqrt();
+                if s.is_finite() && s > 0.0 {
+                    s.clamp(1e-8, 1e8)
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        for c in 0..t.k {
+            for r in rms.iter().skip(c) {
+                out.push(*r);
+            }
+        }
+    }
+    out
+}
+
 /// lme4's default start: 1 on the diagonals, 0 elsewhere.
 pub(crate) fn default_start(input: &FitInput) -> Vec<f64> {
     lower_bounds(input)

@@ -243,18 +243,52 @@ pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result
     Model::new(Design::from_input(input))?.criterion(theta, reml)
 }
 
-/// The profiled criterion of a prepared model as an optimiser objective.
+/// The profiled criterion of a prepared model as an optimiser objective, in
+/// the scaled coordinates `x = theta * scale` (see [`input::theta_scales`]).
 struct PreparedObjective<'a> {
     prep: &'a mut Prepared,
     reml: bool,
+    scale: Vec<f64>,
+}
+
+impl PreparedObjective<'_> {
+    fn theta(&self, x: &[f64]) -> Vec<f64> {
+        x.iter().zip(&self.scale).map(|(a, s)| a / s).collect()
+    }
+    fn to_x(&self, theta: &[f64]) -> Vec<f64> {
+        theta.iter().zip(&self.scale).map(|(a, s)| a * s).collect()
+    }
+    /// [`optim::minimize`] from `theta0`, with the result in theta.
+    fn minimize(
+        &mut self,
+        theta0: &[f64],
+        lower: &[f64],
+        max_iter: usize,
+        tol: f64,
+        check: bool,
+    ) -> Result<OptResult, LmmError> {
+        let x0 = self.to_x(theta0);
+        let lx = self.to_x(lower);
+        let mut r = optim::minimize(self, &x0, &lx, max_iter, tol, check)?;
+        r.x = self.theta(&r.x);
+        r.grad
+            .iter_mut()
+            .zip(&self.scale)
+            .for_each(|(g, s)| *g *= s);
+        Ok(r)
+    }
 }
 
 impl Objective for PreparedObjective<'_> {
     fn value(&mut self, x: &[f64]) -> Result<f64, LmmError> {
-        self.prep.eval(x, self.reml).map(|c| c.value)
+        let theta = self.theta(x);
+        self.prep.eval(&theta, self.reml).map(|c| c.value)
     }
     fn value_grad(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), LmmError> {
-        self.prep.eval_grad(x, self.reml).map(|(c, g)| (c.value, g))
+        let theta = self.theta(x);
+        let (c, mut g) = self.prep.eval_grad(&theta, self.reml)?;
+        g.iter_mut().zip(&self.scale).for_each(|(g, s)| *g /= s);
+        Ok((c.value, g))
     }
 }
 
@@ -276,9 +310,10 @@ pub(crate) fn optimize_theta(
     let mut obj = PreparedObjective {
         prep,
         reml: control.reml,
+        scale: input::theta_scales(input),
     };
     let (max_iter, tol) = (control.max_iter, control.tol);
-    let mut best = optim::minimize(&mut obj, start, lower, max_iter, tol, true)?;
+    let mut best = obj.minimize(start, lower, max_iter, tol, true)?;
     // On or next to the boundary (a singular fit).
     let on_boundary = best
         .x
@@ -314,6 +349,14 @@ pub(crate) fn optimize_theta(
         if input.terms.len() > 1 {
             extra.push(input::asymmetric_start(input, start));
         }
+        // The default start in the optimiser's scaled coordinates: each
+        // covariate's random effects start at one residual sd of
+        // contribution, not at one residual sd per unit of the covariate
+        // (a different basin when a covariate is in the thousands).
+        let scaled: Vec<f64> = start.iter().zip(&obj.scale).map(|(t, s)| t / s).collect();
+        if obj.scale.iter().any(|s| (s - 1.0).abs() > 0.5) {
+            extra.push(scaled);
+        }
     }
     for _round in 0..4 {
         let mut improved = false;
@@ -322,7 +365,7 @@ pub(crate) fn optimize_theta(
         alts.append(&mut extra);
         for alt in alts {
             // A restart whose start cannot be evaluated is skipped.
-            let Ok(mut cand) = optim::minimize(&mut obj, &alt, lower, max_iter, tol, false) else {
+            let Ok(mut cand) = obj.minimize(&alt, lower, max_iter, tol, false) else {
                 continue;
             };
             if trace {
@@ -337,7 +380,7 @@ pub(crate) fn optimize_theta(
             if better {
                 // Check (and continue from) the better end point.
                 let (ne, ng) = (cand.n_eval, cand.n_grad);
-                if let Ok(c) = optim::minimize(&mut obj, &cand.x, lower, max_iter, tol, true) {
+                if let Ok(c) = obj.minimize(&cand.x, lower, max_iter, tol, true) {
                     cand = c;
                 } else {
                     cand.converged = false;
@@ -374,10 +417,16 @@ pub(crate) fn optimize_theta(
                  the response"
             );
         }
+        // A perfect fit: the penalised residual sum of squares keeps
+        // vanishing as theta grows (like 1 / theta^2), whereas when the
+        // random effects only turn into fixed effects (e.g. a random
+        // intercept on a response far from zero without a fixed intercept)
+        // it tends to the positive residual sum of squares of that model.
         let r_end = obj.prep.eval(&best.x, control.reml).map(|c| c.pwrss);
-        let r_start = obj.prep.eval(start, control.reml).map(|c| c.pwrss);
-        if let (Ok(a), Ok(b)) = (r_end, r_start) {
-            if a < 1e-10 * b {
+        let far: Vec<f64> = best.x.iter().map(|t| 10.0 * t).collect();
+        let r_far = obj.prep.eval(&far, control.reml).map(|c| c.pwrss);
+        if let (Ok(a), Ok(b)) = (r_end, r_far) {
+            if b < 0.05 * a {
                 return Err(LmmError::NonFinite(
                     "perfect fit: as the random-effect variances grow without bound the random \
                      effects reproduce the response (the penalised residual sum of squares \
