@@ -1,28 +1,39 @@
 # Shared by the tests and bench/fuzz/fuzz.R (which sources this file).
 
 # -2 log L of an lme4 fit's model at `theta` (REML criterion or ML deviance),
-# computed densely from lme4's X, Z and Lambda template with the n x n
-# marginal covariance: an independent referee for both packages' values
-# (each is only as accurate as its own sparse or blocked algebra).
+# an independent referee for both packages' values (each is only as accurate
+# as its own sparse or blocked algebra). Dense Householder QR of the
+# penalised least-squares problem
+#   min || [W^1/2 y; 0] - [W^1/2 Z Lambda, W^1/2 X; I, 0] [u; beta] ||^2,
+# in two stages (the Z Lambda block, then X in the remaining rows), which
+# stays accurate for large theta where the n x n marginal covariance
+# I + Z Lambda Lambda' Z' is too ill-conditioned to factorise. X's columns
+# are scaled for its QR and the scales added back to log |R_X|^2.
 dense_criterion <- function(fit, theta) {
   X <- lme4::getME(fit, "X")
   y <- lme4::getME(fit, "y") - lme4::getME(fit, "offset")
-  w <- stats::weights(fit)
+  sw <- sqrt(stats::weights(fit))
   Lt <- lme4::getME(fit, "Lambdat")
   Lt@x <- theta[lme4::getME(fit, "Lind")]
   ZL <- as.matrix(Matrix::crossprod(lme4::getME(fit, "Zt"), Matrix::t(Lt)))
   n <- length(y)
   p <- ncol(X)
-  R <- chol(diag(1 / w, n) + tcrossprod(ZL))
-  Xs <- backsolve(R, X, transpose = TRUE)
-  ys <- backsolve(R, y, transpose = TRUE)
-  sc <- sqrt(colSums(Xs^2))
-  qx <- qr(sweep(Xs, 2, sc, "/"))
-  rss <- sum(qr.resid(qx, ys)^2)
+  q <- ncol(ZL)
+  qa <- qr(rbind(sw * ZL, diag(q)), LAPACK = TRUE)
+  ld_l2 <- 2 * sum(log(abs(diag(qa$qr)[seq_len(q)])))
+  rest <- qr.qty(qa, rbind(cbind(sw * X, sw * y), matrix(0, q, p + 1)))[-seq_len(q), , drop = FALSE]
+  ld_rx2 <- 0
+  r <- rest[, p + 1]
+  if (p > 0) {
+    sc <- sqrt(colSums(rest[, seq_len(p), drop = FALSE]^2))
+    qx <- qr(sweep(rest[, seq_len(p), drop = FALSE], 2, sc, "/"), LAPACK = TRUE)
+    ld_rx2 <- 2 * sum(log(abs(diag(qx$qr)[seq_len(p)]))) + 2 * sum(log(sc))
+    r <- qr.qty(qx, r)[-seq_len(p)]
+  }
+  pwrss <- sum(r^2)
   reml <- lme4::isREML(fit)
   nn <- if (reml) n - p else n
-  out <- nn * (1 + log(2 * pi * rss / nn)) + 2 * sum(log(diag(R)))
-  if (reml) out <- out + 2 * sum(log(abs(diag(qr.R(qx))))) + 2 * sum(log(sc))
+  out <- ld_l2 + nn * (1 + log(2 * pi * pwrss / nn)) - 2 * sum(log(sw))
+  if (reml) out <- out + ld_rx2
   out
 }
-

@@ -251,7 +251,7 @@ test_that("degenerate data are refused with classed errors (constant response, n
 })
 
 # Harness cases stored with the columns their formula uses; made by
-# `Rscript bench/fuzz/make-fixtures.R 465 664 713 672 462 680 134 136 780 919 627 995 916 2:171 2:272 2:416 960`.
+# `Rscript bench/fuzz/make-fixtures.R 465 664 713 672 462 680 134 136 780 919 627 995 916 2:171 2:272 2:416 960 5115`.
 # Before issue 16 lmm refused the first ten (zero weights: 465, 664, 713,
 # 672; one-column matrix response: 680, 134; logical response: 136, 780; the
 # criterion failing at a trial point: 462; at lme4's start: 919). The other
@@ -310,6 +310,18 @@ test_that("the optimiser finds the basins the fuzz harness showed it missing", {
   r <- fz_run_case(cases$case_960)
   expect_lt(-2 * as.numeric(logLik(r$res$fit)), 7900)
   expect_true(r$res$fit$optinfo$converged)
+  # seed 1 case 5115: y near 1e6 without an intercept, a random intercept
+  # with theta ~ 9e5: the cross-product value of the criterion cancels
+  # (0.03 off at lmm's theta, which the optimiser had followed to a value
+  # 5e-5 below lme4's); lmm reports the rows' value, which the dense
+  # referee confirms, and says it could not confirm an optimum
+  r <- fz_run_case(cases$case_5115)
+  crit <- -2 * as.numeric(logLik(r$res$fit))
+  th4 <- lme4::getME(r$ref, "theta")
+  expect_equal(crit, dense_criterion(r$ref, r$res$fit$theta[names(th4)]), tolerance = 1e-8)
+  expect_false(r$res$fit$optinfo$converged)
+  expect_match(r$res$fit$optinfo$message, "lost accuracy")
+  expect_true("lmmr_warning_convergence" %in% r$res$warnings)
   # seed 1 case 627: lme4 stops at theta = 1.6e6 (criterion 281.5953);
   # the criterion keeps decreasing: lmm goes further and says so
   r <- fz_run_case(cases$case_627)

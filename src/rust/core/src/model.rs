@@ -330,10 +330,43 @@ impl Model {
                 message: "evaluated at theta_start without optimisation".into(),
             }
         };
-        let crit = prep.eval(&opt.x, reml)?;
-        let sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
-        let back = precondition::map_back(original.n, original.p, pre, sol);
+        let mut crit = prep.eval(&opt.x, reml)?;
+        let mut sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
         let shift = criterion_shift(n_obs, original.p, pre, reml);
+        let mut opt = opt;
+        // The criterion from the cross-products against the penalised
+        // residual sum of squares recomputed from the rows: where they
+        // disagree the cross-products have cancelled (a response far from
+        // the span of X but near that of Z Lambda), the optimiser may have
+        // followed rounding error, and the rows' value is the accurate one.
+        let nn = if reml {
+            n_obs.saturating_sub(original.p)
+        } else {
+            n_obs
+        } as f64;
+        let ratio = sol.pwrss_rows / crit.pwrss;
+        if ratio.is_finite() && ratio > 0.0 && nn > 0.0 {
+            let drift = nn * ratio.ln();
+            if drift.abs() > 1e-7 * (crit.value + shift).abs().max(1.0) {
+                crit.value += drift;
+                crit.pwrss = sol.pwrss_rows;
+                sol.sigma *= ratio.sqrt();
+                sol.vcov_beta.iter_mut().for_each(|v| *v *= ratio);
+                sol.cond_var
+                    .iter_mut()
+                    .for_each(|cv| cv.iter_mut().for_each(|v| *v *= ratio));
+                opt.converged = false;
+                opt.message = format!(
+                    "the criterion lost accuracy at the end point (the cross-products give a penalised \
+                     residual sum of squares {:.1e} relative off the rows' value, a criterion error of \
+                     {:.2e}): the response is far from the span of the fixed effects, e.g. far from zero \
+                     without an intercept; centre or rescale the response, or add an intercept",
+                    (ratio - 1.0).abs(),
+                    drift.abs()
+                );
+            }
+        }
+        let back = precondition::map_back(original.n, original.p, pre, sol);
         Ok(FitOutput {
             theta: opt.x,
             lower,

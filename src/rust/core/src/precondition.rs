@@ -205,6 +205,7 @@ pub(crate) fn map_back(n: usize, p: usize, pre: &Preconditioned, sol: Solution) 
             .map(|cv| cv.iter().map(|v| s * s * v).collect())
             .collect(),
         fitted,
+        pwrss_rows: s * s * sol.pwrss_rows,
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::blocks::Blocks;
 use crate::error::LmmError;
 use crate::factor::{level_block, Workspace};
-use crate::input::FitInput;
+use crate::input::{self, FitInput};
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, Mat, MatRef, Par};
@@ -18,6 +18,11 @@ pub(crate) struct Solution {
     pub b: Vec<f64>,
     pub cond_var: Vec<Vec<f64>>,
     pub fitted: Vec<f64>,
+    /// The penalised residual sum of squares recomputed from the rows,
+    /// `sum w (y - fitted)^2 + |u|^2`: a check on the cross-product value,
+    /// which cancels catastrophically when the response is far from the
+    /// span of X but near that of Z Lambda.
+    pub pwrss_rows: f64,
 }
 
 /// Inverse of a small lower-triangular matrix stored column-major with leading
@@ -270,6 +275,18 @@ pub(crate) fn solve(
             }
         }
     }
+    let mut pwrss_rows: f64 = u1.iter().chain(&x[..q2]).map(|v| v * v).sum();
+    for i in 0..n {
+        if input::contributes(input.weights, i) {
+            let w = if input.weights.is_empty() {
+                1.0
+            } else {
+                input.weights[i]
+            };
+            let r = input.y[i] - fitted[i];
+            pwrss_rows += w * r * r;
+        }
+    }
     if !(sigma.is_finite() && beta.iter().all(|v| v.is_finite()) && b.iter().all(|v| v.is_finite()))
     {
         return Err(LmmError::NonFinite(
@@ -283,6 +300,7 @@ pub(crate) fn solve(
         b,
         cond_var,
         fitted,
+        pwrss_rows,
     })
 }
 
