@@ -251,7 +251,7 @@ test_that("degenerate data are refused with classed errors (constant response, n
 })
 
 # Harness cases stored with the columns their formula uses; made by
-# `Rscript bench/fuzz/make-fixtures.R 465 664 713 672 462 680 134 136 780 919 627 995 916 2:171 2:272 2:416 960 5115`.
+# `Rscript bench/fuzz/make-fixtures.R 465 664 713 672 462 680 134 136 780 919 627 995 916 2:171 2:272 2:416 960 5115 398`.
 # Before issue 16 lmm refused the first ten (zero weights: 465, 664, 713,
 # 672; one-column matrix response: 680, 134; logical response: 136, 780; the
 # criterion failing at a trial point: 462; at lme4's start: 919). The other
@@ -321,6 +321,15 @@ test_that("the optimiser finds the basins the fuzz harness showed it missing", {
   expect_equal(crit, dense_criterion(r$ref, r$res$fit$theta[names(th4)]), tolerance = 1e-8)
   expect_false(r$res$fit$optinfo$converged)
   expect_match(r$res$fit$optinfo$message, "lost accuracy")
+  expect_true("lmmr_warning_convergence" %in% r$res$warnings)
+  # seed 1 case 398 (ML, 20 rows, `(z1 || g1)`): from some starts the
+  # deviance falls without bound (intercept and slope per group reproduce
+  # the response); lme4 1.1-31 returns the local optimum 81.39406 at
+  # theta = (5.18, 0), and so does lmm, with a warning that it is local
+  r <- fz_run_case(cases$case_398)
+  expect_equal(-2 * as.numeric(logLik(r$res$fit)), 81.39406, tolerance = 1e-6)
+  expect_false(r$res$fit$optinfo$converged)
+  expect_match(r$res$fit$optinfo$message, "local optimum")
   expect_true("lmmr_warning_convergence" %in% r$res$warnings)
   # seed 1 case 627: lme4 stops at theta = 1.6e6 (criterion 281.5953);
   # the criterion keeps decreasing: lmm goes further and says so

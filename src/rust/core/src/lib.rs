@@ -314,6 +314,15 @@ pub(crate) fn optimize_theta(
     };
     let (max_iter, tol) = (control.max_iter, control.tol);
     let mut best = obj.minimize(start, lower, max_iter, tol, true)?;
+    // The best confirmed optimum at finite theta: where the criterion turns
+    // out to be unbounded elsewhere (a perfect fit as variances grow), this
+    // local optimum is what lme4 returns, and what the user gets (warned).
+    let finite = |r: &OptResult| r.converged && r.x.iter().all(|v| v.abs() <= 1e6);
+    let mut best_finite = if finite(&best) {
+        Some(best.clone())
+    } else {
+        None
+    };
     // On or next to the boundary (a singular fit).
     let on_boundary = best
         .x
@@ -389,6 +398,9 @@ pub(crate) fn optimize_theta(
                 cand.n_grad += ng;
             }
             if better {
+                if finite(&cand) && best_finite.as_ref().is_none_or(|b| cand.f < b.f) {
+                    best_finite = Some(cand.clone());
+                }
                 cand.n_eval += best.n_eval;
                 cand.n_grad += best.n_grad;
                 best = cand;
@@ -441,10 +453,22 @@ pub(crate) fn optimize_theta(
                 );
             }
             if (b < 0.05 * a && a < 1e-8 * c) || a < 1e-16 * c {
+                if let Some(mut local) = best_finite {
+                    local.n_eval = best.n_eval;
+                    local.n_grad = best.n_grad;
+                    local.converged = false;
+                    local.message = "a local optimum: from other starts the criterion decreases \
+                        without bound as random-effect variances grow (the random effects can \
+                        reproduce the response), so no global optimum exists"
+                        .into();
+                    return Ok(local);
+                }
                 return Err(LmmError::NonFinite(
                     "perfect fit: as the random-effect variances grow without bound the random \
                      effects reproduce the response (the penalised residual sum of squares \
-                     vanishes), so the residual variance is zero"
+                     vanishes, to below 1e-8 of its value at the start), so the residual \
+                     variance is zero; or the response varies only in its last digits around a \
+                     value far from zero (centre or rescale it)"
                         .into(),
                 ));
             }
