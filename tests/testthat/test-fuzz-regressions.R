@@ -251,7 +251,7 @@ test_that("degenerate data are refused with classed errors (constant response, n
 })
 
 # Harness cases stored with the columns their formula uses; made by
-# `Rscript bench/fuzz/make-fixtures.R 465 664 713 672 462 680 134 136 780 919 627 995 916 2:171 2:272 2:416 960 5115 398`.
+# `Rscript bench/fuzz/make-fixtures.R 465 664 713 672 462 680 134 136 780 919 627 995 916 2:171 2:272 2:416 960 5115 398 71 5060`.
 # Before issue 16 lmm refused the first ten (zero weights: 465, 664, 713,
 # 672; one-column matrix response: 680, 134; logical response: 136, 780; the
 # criterion failing at a trial point: 462; at lme4's start: 919). The other
@@ -331,6 +331,14 @@ test_that("the optimiser finds the basins the fuzz harness showed it missing", {
   expect_false(r$res$fit$optinfo$converged)
   expect_match(r$res$fit$optinfo$message, "local optimum")
   expect_true("lmmr_warning_convergence" %in% r$res$warnings)
+  # seed 1 cases 71 and 5060 (ML; 3 x 3 covariances on x1, z1 and x2, x2
+  # near 1000): lmm stopped 42% and 87% above lme4 1.1-31's deviances
+  # (503.3562 and 463.2522), converged; the restart from the scaled default start, run
+  # for any model with a covariate scale beyond 10, finds a lower optimum
+  r <- fz_run_case(cases$case_71)
+  expect_lt(-2 * as.numeric(logLik(r$res$fit)), -2 * as.numeric(logLik(r$ref)))
+  r <- fz_run_case(cases$case_5060)
+  expect_lt(-2 * as.numeric(logLik(r$res$fit)), -2 * as.numeric(logLik(r$ref)))
   # seed 1 case 627: lme4 stops at theta = 1.6e6 (criterion 281.5953);
   # the criterion keeps decreasing: lmm goes further and says so
   r <- fz_run_case(cases$case_627)

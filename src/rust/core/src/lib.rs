@@ -362,9 +362,12 @@ pub(crate) fn optimize_theta(
     // The default start in the optimiser's scaled coordinates: each
     // covariate's random effects start at one residual sd of contribution,
     // not at one residual sd per unit of the covariate (a different basin
-    // when a covariate is in the thousands). For small models, and for any
-    // model whose first run could not be confirmed.
-    if (small || !best.converged) && obj.scale.iter().any(|s| (s - 1.0).abs() > 0.5) {
+    // when a covariate is in the thousands). For small models, for any model
+    // whose first run could not be confirmed, and for any model with a
+    // covariate scale beyond 10 or below 0.1 (where the two starts differ
+    // by orders of magnitude).
+    let extreme = obj.scale.iter().any(|s| s.log10().abs() > 1.0);
+    if (small || !best.converged || extreme) && obj.scale.iter().any(|s| (s - 1.0).abs() > 0.5) {
         extra.push(start.iter().zip(&obj.scale).map(|(t, s)| t / s).collect());
     }
     for _round in 0..4 {
