@@ -23,6 +23,7 @@ mod model;
 mod optim;
 mod precondition;
 mod rcov;
+mod refit;
 mod solve;
 
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
+pub use refit::RefitEstimates;
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
     RcovTerm,
