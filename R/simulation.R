@@ -3,9 +3,11 @@
 # (anova(fit0, fit1, test = "PB")), bootstrap_lmm() (lme4's bootMer()),
 # confint(method = "boot") and the bootstrap ICC interval.
 #
-# Every refit goes through h_refit_response(); the loop (batches of
-# simulated responses drawn in the main process, refits in parallel,
-# progress bar, failures and non-convergence counted) is h_sim_apply().
+# Every refit goes through h_refit_response() (one response) or its batched
+# form h_refit_batch() (a matrix of responses in one Rust call, only the
+# estimates); the loop (batches of simulated responses drawn in the main
+# process, refits in parallel, progress bar, failures and non-convergence
+# counted) is h_sim_apply().
 
 # ---------------------------------------------------------------------------
 # Refits
@@ -24,9 +26,80 @@ h_refit_prepare <- function(fit, REML = fit$REML) {
   # is still restarted)
   control$restarts <- FALSE
   fit$control <- control
-  list(fit = fit, design = h_design_from_fit(fit, fit$y), control = control,
-       REML = isTRUE(REML), engine = h_fit_engine(fit),
-       theta0 = as.numeric(fit$theta))
+  prep <- list(fit = fit, design = h_design_from_fit(fit, fit$y), control = control,
+               REML = isTRUE(REML), engine = h_fit_engine(fit),
+               theta0 = as.numeric(fit$theta))
+  prep$metric <- h_refit_metric(prep)
+  prep$batch <- !is.null(prep$metric)
+  prep
+}
+
+#' Starting metric of batched refits (see h_refit_batch()): the Hessian of
+#' the criterion at the fit's theta for the fit's own response, computed
+#' once per loop, so every refit (whatever its batch, worker or number of
+#' cores) starts from the same point with the same metric
+#' @return a k x k matrix, or NULL when the batched path does not apply
+#'   (option `lmmr.refit_batch = FALSE`, terms whose variance the data
+#'   cannot identify, no covariance parameters) or the metric cannot be
+#'   computed; the one-at-a-time path is then used.
+#' @noRd
+h_refit_metric <- function(prep) {
+  if (!isTRUE(getOption("lmmr.refit_batch", TRUE))) return(NULL)
+  design <- prep$design
+  if (!length(prep$theta0) || length(h_unidentifiable_terms(design))) return(NULL)
+  ptr <- h_engine_ptr(prep$engine, as.numeric(design$y - design$offset),
+                      function() design)
+  res <- rs_model_refit_metric(ptr, prep$theta0, prep$REML)
+  if (!is.null(res$error_kind)) return(NULL)
+  res$metric
+}
+
+#' Refit the prepared model to every column of `Y` in one Rust call
+#'
+#' The batched form of h_refit_response(): same start (the fit's theta),
+#' same control, only the estimates (criterion, theta, beta, sigma), no
+#' random effects or fitted values. Each refit first takes a light path
+#' (quasi-Newton from the metric of h_refit_metric(), end point confirmed by
+#' the optimiser's own check); a refit it cannot confirm is redone by the
+#' full path of a one-at-a-time refit, so non-convergence is still reported.
+#' @param Y n x m matrix of responses on the rows of the fit (offset
+#'   included).
+#' @return list: `objective`, `sigma`, `converged`, `light`, `n_eval`,
+#'   `n_grad`, `error` (NA or the message of a failed refit), vectors of
+#'   length m; `theta` (k x m) and `beta` (p x m).
+#' @noRd
+h_refit_batch <- function(prep, Y) {
+  design <- prep$design
+  engine <- prep$engine
+  if (is.null(engine$ptr) || !rs_model_is_live(engine$ptr)) {
+    h_engine_build(engine, design)
+  }
+  ys <- Y - as.numeric(design$offset)
+  storage.mode(ys) <- "double"
+  control <- prep$control
+  res <- rs_model_refit_many(engine$ptr, ys, prep$theta0, prep$metric, prep$REML,
+                             max_iter = control$max_iter, tol = control$tol,
+                             max_time = if (is.null(control$max_time)) Inf else control$max_time)
+  # the model now holds the last simulated response
+  engine$resp <- NULL
+  h_check_rust_result(res)
+}
+
+#' The result of a batch statistic for h_sim_apply(): `val` (m x n_out)
+#' with attributes `converged` and `errors` (per refit), from one or more
+#' h_refit_batch() results
+#' @noRd
+h_batch_result <- function(val, ...) {
+  rs <- list(...)
+  err <- rep(NA_character_, nrow(val))
+  conv <- rep(TRUE, nrow(val))
+  for (r in rs) {
+    failed <- !is.na(r$error)
+    err[failed & is.na(err)] <- r$error[failed & is.na(err)]
+    conv <- conv & r$converged
+  }
+  val[!is.na(err), ] <- NA_real_
+  structure(val, converged = conv | !is.na(err), errors = err)
 }
 
 #' The one function through which every simulation refit goes
@@ -160,19 +233,28 @@ h_progress_default <- function() {
 #'   length `n_out`.
 #' @param progress show a cli progress bar (shown by cli only after about two
 #'   seconds).
+#' @param fun_batch `NULL` or the batched form of `fun`: a function of an
+#'   n x m matrix of responses returning an m x n_out matrix with attributes
+#'   `converged` and `errors` (per column; see h_batch_result()). It is
+#'   called once per batch (once per worker with several cores); a batch
+#'   that fails as a whole is redone column by column with `fun`.
 #' @return An nsim x n_out matrix with attributes `n_failed`,
 #'   `n_nonconverged` and `errors` (the distinct error messages).
 #' @noRd
 h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
                         progress = h_progress_default(), use.u = FALSE,
-                        type = "parametric", label = "Parametric bootstrap") {
+                        type = "parametric", label = "Parametric bootstrap",
+                        fun_batch = NULL) {
   out <- matrix(NA_real_, nsim, n_out)
   conv <- rep(TRUE, nsim)
   errors <- character(0)
   one <- function(y) {
-    val <- tryCatch(fun(y), error = function(e) {
-      structure(rep(NA_real_, n_out), error = conditionMessage(e))
-    })
+    val <- tryCatch(fun(y),
+                    # Ctrl-C inside Rust stops the loop, not just one refit
+                    lmmr_error_interrupted = function(e) stop(e),
+                    error = function(e) {
+                      structure(rep(NA_real_, n_out), error = conditionMessage(e))
+                    })
     if (length(val) != n_out) {
       val <- structure(rep(NA_real_, n_out),
                        error = sprintf("the statistic returned %d values instead of %d",
@@ -189,6 +271,16 @@ h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
   while (done < nsim) {
     nb <- min(batch, nsim - done)
     Y <- h_sim_responses(sim_fit, nb, use.u = use.u, type = type)
+    if (!is.null(fun_batch)) {
+      h_sim_apply_batch(Y, fun_batch, one, n_out, ncores, done, function(rows, val, cv, err) {
+        out[rows, ] <<- val
+        conv[rows] <<- cv
+        errors <<- c(errors, err)
+      })
+      done <- done + nb
+      if (!is.null(bar)) cli::cli_progress_update(id = bar, set = done)
+      next
+    }
     res <- if (ncores > 1L) {
       parallel::mclapply(seq_len(nb), function(i) one(Y[, i]),
                          mc.cores = ncores, mc.preschedule = TRUE)
@@ -211,6 +303,54 @@ h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
   n_failed <- sum(!stats::complete.cases(out))
   structure(out, n_failed = n_failed, n_nonconverged = sum(!conv),
             errors = unique(errors))
+}
+
+#' One batch of h_sim_apply() through its batched statistic: the columns of
+#' `Y` split into one block per core, each block one call of `fun_batch`
+#' (a block that fails as a whole is redone column by column with `one`);
+#' `store(rows, values, converged, errors)` keeps the results of rows
+#' `done + 1, ...`.
+#' @noRd
+h_sim_apply_batch <- function(Y, fun_batch, one, n_out, ncores, done, store) {
+  nb <- ncol(Y)
+  blocks <- if (ncores > 1L && nb > 1L) {
+    split(seq_len(nb), cut(seq_len(nb), min(ncores, nb), labels = FALSE))
+  } else {
+    list(seq_len(nb))
+  }
+  run <- function(idx) {
+    val <- tryCatch(fun_batch(Y[, idx, drop = FALSE]),
+                    lmmr_error_interrupted = function(e) stop(e),
+                    error = function(e) NULL)
+    if (is.null(val) || !identical(dim(val), c(length(idx), as.integer(n_out)))) {
+      rs <- lapply(idx, function(i) one(Y[, i]))
+      val <- matrix(vapply(rs, as.numeric, numeric(n_out)), ncol = n_out, byrow = TRUE)
+      attr(val, "converged") <- !vapply(rs, function(r) isFALSE(attr(r, "converged")), logical(1))
+      attr(val, "errors") <- vapply(rs, function(r) {
+        e <- attr(r, "error")
+        if (is.null(e)) NA_character_ else as.character(e)[1L]
+      }, character(1))
+    }
+    val
+  }
+  res <- if (length(blocks) > 1L) {
+    parallel::mclapply(blocks, run, mc.cores = ncores, mc.preschedule = TRUE)
+  } else {
+    lapply(blocks, run)
+  }
+  for (b in seq_along(blocks)) {
+    idx <- blocks[[b]]
+    r <- res[[b]]
+    if (inherits(r, "try-error")) {
+      if (grepl("Interrupted", as.character(r))) stop(as.character(r), call. = FALSE)
+      store(done + idx, NA_real_, TRUE, as.character(r))
+      next
+    }
+    err <- attr(r, "errors")
+    store(done + idx, matrix(as.numeric(r), nrow = length(idx)),
+          attr(r, "converged"), err[!is.na(err)])
+  }
+  invisible(NULL)
 }
 
 #' Number of responses simulated (and kept in memory) per batch: about a
@@ -316,8 +456,13 @@ h_pb_refdist <- function(small, large, nsim, ncores = 1L,
     structure(rs$objective - rl$objective,
               converged = isTRUE(rs$converged) && isTRUE(rl$converged))
   }
+  fun_batch <- if (ps$batch && pl$batch) function(Y) {
+    rs <- h_refit_batch(ps, Y)
+    rl <- h_refit_batch(pl, Y)
+    h_batch_result(matrix(rs$objective - rl$objective, ncol = 1L), rs, rl)
+  }
   res <- h_sim_apply(small, nsim, fun, 1L, ncores = ncores, progress = progress,
-                     label = "Parametric bootstrap LRT")
+                     label = "Parametric bootstrap LRT", fun_batch = fun_batch)
   h_sim_report(res, nsim)
   structure(res[, 1L], n_failed = attr(res, "n_failed"),
             n_nonconverged = attr(res, "n_nonconverged"))
@@ -404,6 +549,10 @@ bootstrap_lmm <- function(fit, FUN = NULL, nsim = 1, seed = NULL, use.u = FALSE,
       r <- h_refit_response(prep, y)
       structure(h_boot_params_raw(fit, r), converged = isTRUE(r$converged))
     }
+    fun_batch <- if (prep$batch) function(Y) {
+      r <- h_refit_batch(prep, Y)
+      h_batch_result(h_boot_params_batch(fit, r), r)
+    }
     statistic <- h_boot_params
   } else {
     if (!is.function(FUN)) h_abort("`FUN` must be a function of a fit, or NULL.", "argument")
@@ -421,13 +570,14 @@ bootstrap_lmm <- function(fit, FUN = NULL, nsim = 1, seed = NULL, use.u = FALSE,
                                })
       structure(as.numeric(FUN(f)), converged = conv)
     }
+    fun_batch <- NULL
     statistic <- FUN
   }
   rng_state <- h_sim_seed(seed)
   on.exit(h_restore_seed(rng_state), add = TRUE)
   res <- h_sim_apply(fit, nsim, fun, length(t0), ncores = ncores,
                      progress = progress, use.u = use.u, type = type,
-                     label = "Bootstrap")
+                     label = "Bootstrap", fun_batch = fun_batch)
   h_sim_report(res, nsim)
   tt <- res[, , drop = FALSE]
   attributes(tt) <- list(dim = dim(res), dimnames = list(NULL, names(t0)))
@@ -476,6 +626,22 @@ h_boot_params_raw <- function(fit, res) {
   phi <- h_prof_theta_to_phi(as.numeric(res$theta), layout)
   vals <- c(ifelse(layout$is_sd, phi * sigma, phi), sigma, as.numeric(res$beta))
   stats::setNames(vals, h_boot_param_names(fit))
+}
+
+#' The same for the refits of h_refit_batch(): an m x n_out matrix (rows of
+#' failed refits are filled by h_batch_result())
+#' @noRd
+h_boot_params_batch <- function(fit, r) {
+  layout <- h_prof_layout(fit$re_terms)
+  m <- length(r$sigma)
+  vals <- vapply(seq_len(m), function(i) {
+    sigma <- r$sigma[i]
+    phi <- if (is.finite(sigma)) h_prof_theta_to_phi(r$theta[, i], layout) else
+      rep(NA_real_, length(layout$term))
+    c(ifelse(layout$is_sd, phi * sigma, phi), sigma, r$beta[, i])
+  }, numeric(length(layout$term) + 1L + nrow(r$beta)))
+  matrix(vals, nrow = m, byrow = TRUE,
+         dimnames = list(NULL, h_boot_param_names(fit)))
 }
 
 #' @export

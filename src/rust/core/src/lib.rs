@@ -33,11 +33,11 @@ pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
-pub use refit::RefitEstimates;
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
     RcovTerm,
 };
+pub use refit::RefitEstimates;
 
 use blocks::Blocks;
 use factor::{evaluate, Workspace};
