@@ -10,7 +10,9 @@
 # Both on one core (ncores = 1 / no cluster), progress bars off. Prints the
 # times, the ratios lmmr / reference (targets: 0.02) and the agreement of the
 # results (the p-values and intervals come from different random numbers, so
-# they agree only within Monte Carlo error). Then lmmr alone with ncores = 2.
+# they agree only within Monte Carlo error). Then lmmr's one-refit-per-call
+# path (options(lmmr.refit_batch = FALSE), for the speed-up of the batched
+# refits on the same machine) and lmmr alone with ncores = 2.
 #
 # Run: Rscript bench/bench-simulation.R [nsim]   (default nsim = 1000;
 #      the references take about a minute each for nsim = 1000)
@@ -82,6 +84,20 @@ cat(sprintf("\nPB p-value: lmmr %.4f, pbkrtest %.4f (Monte Carlo s.e. of each ab
             p_own, p_ref, sqrt(p_ref * (1 - p_ref) / nsim) + 1 / nsim))
 cat("\nBootstrap 95% intervals (different random numbers; lme4 1.1-31 refits REML fits with REML denominator 1):\n")
 print(cbind(lmmr = round(ci_own, 3), lme4 = round(ci_ref, 3)))
+
+# --- lmmr's one-at-a-time refits (before the batched refits) ----------------
+old_opt <- options(lmmr.refit_batch = FALSE)
+timed("pb_one", pb_one <- anova(fit0, fit1, test = "PB", nsim = nsim, seed = 1))
+timed("ci_one", ci_one <- suppressWarnings(confint(fr, method = "boot", nsim = nsim, seed = 1)))
+options(old_opt)
+cat(sprintf("\nlmmr one refit per call (options(lmmr.refit_batch = FALSE)): PB %.2f s elapsed / %.2f s CPU (ratio %.3g / %.3g), confint %.2f / %.2f s (ratio %.3g / %.3g)\n",
+            tm("pb_one", "elapsed"), tm("pb_one", "cpu"),
+            tm("pb_one", "elapsed") / tm("pb_ref", "elapsed"), tm("pb_one", "cpu") / tm("pb_ref", "cpu"),
+            tm("ci_one", "elapsed"), tm("ci_one", "cpu"),
+            tm("ci_one", "elapsed") / tm("ci_ref", "elapsed"), tm("ci_one", "cpu") / tm("ci_ref", "cpu")))
+cat(sprintf("batched vs one at a time: max |LRT* difference| %.2g, max |interval difference| %.2g\n",
+            max(abs(attr(pb_own, "pb")[[2]]$ref - attr(pb_one, "pb")[[2]]$ref)),
+            max(abs(ci_own - ci_one))))
 
 # --- lmmr on two cores -------------------------------------------------------
 if (.Platform$OS.type != "windows") {
