@@ -41,7 +41,7 @@ pub struct RefitEstimates {
 }
 
 /// Largest number of quasi-Newton steps of the light path before it hands
-/// over to the full path.
+/// over to the full path (at most the control's `max_iter`).
 const LIGHT_MAX_STEPS: usize = 30;
 
 /// `m x m` symmetric matrix with its eigenvalues replaced by their absolute
@@ -206,8 +206,9 @@ impl Light<'_> {
     }
 
     /// Projected quasi-Newton search from `x0` with the starting metric
-    /// `b0` (damped BFGS updates). Returns the end point, or `None` when the
-    /// search stalls or runs out of steps (the full path takes over).
+    /// `b0` (damped BFGS updates), at most `max_steps` steps. Returns the
+    /// end point, or `None` when the search stalls or runs out of steps
+    /// (the full path takes over).
     #[allow(clippy::type_complexity)]
     fn search(
         &mut self,
@@ -215,13 +216,14 @@ impl Light<'_> {
         lb: &[f64],
         b0: &[f64],
         tol: f64,
+        max_steps: usize,
     ) -> Result<Option<(Vec<f64>, f64, Vec<f64>)>, LmmError> {
         let m = x0.len();
         let mut x = x0.to_vec();
         project(&mut x, lb);
         let (mut fx, mut g) = self.fg(&x)?;
         let mut bm = b0.to_vec();
-        for _ in 0..LIGHT_MAX_STEPS {
+        for _ in 0..max_steps {
             let pg = (0..m).fold(0.0f64, |a, i| {
                 a.max((x[i] - (x[i] - g[i]).max(lb[i])).abs())
             });
@@ -448,7 +450,7 @@ impl Model {
                 out.push(Err(e));
                 continue;
             }
-            match self.refit_light(&theta0, metric, control.reml, tol, control.max_time) {
+            match self.refit_light(&theta0, metric, control, tol) {
                 Ok(Some(r)) => {
                     out.push(Ok(r));
                     continue;
@@ -483,19 +485,20 @@ impl Model {
         &mut self,
         theta0: &[f64],
         metric: &[f64],
-        reml: bool,
+        control: &FitControl,
         tol: f64,
-        max_time: Option<f64>,
     ) -> Result<Option<RefitEstimates>, LmmError> {
+        let reml = control.reml;
+        let max_steps = LIGHT_MAX_STEPS.min(control.max_iter);
         let lower = self.lower();
-        self.prep.start_budget(max_time);
+        self.prep.start_budget(control.max_time);
         let mut light = Light {
             model: self,
             reml,
             n_eval: 0,
             n_grad: 0,
         };
-        let found = match light.search(theta0, &lower, metric, tol) {
+        let found = match light.search(theta0, &lower, metric, tol, max_steps) {
             Ok(Some(p)) => light.confirm(p, &lower, tol),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -714,6 +717,65 @@ mod tests {
         // the metric is positive definite even at a boundary theta
         let h = model.refit_metric(&[1.0, 0.5, 0.0], true).unwrap();
         assert!(newton_step(&h, &[1.0, 1.0, 1.0], &[true; 3]).is_some());
+    }
+
+    #[test]
+    fn failures_are_those_of_the_one_at_a_time_fit() {
+        // random intercept; the second response is the group means exactly
+        // (the random effects reproduce it: a perfect fit), the third has a
+        // tiny within-group spread
+        let d = sleepstudy(false);
+        let mut model = Model::new(d.clone()).unwrap();
+        let fit = model.fit(&FitControl::default()).unwrap();
+        let control = FitControl {
+            theta_start: Some(fit.theta.clone()),
+            restarts: false,
+            ..FitControl::default()
+        };
+        let metric = model.refit_metric(&fit.theta, true).unwrap();
+        let mut ys = responses(&d, 3, 24.7, 0.0, 21);
+        let codes = &d.terms[0].codes;
+        for i in 0..d.n {
+            let c = codes[i] as f64;
+            ys[d.n + i] = 250.0 + 10.0 * c;
+            ys[2 * d.n + i] = 250.0 + 10.0 * c + 1e-6 * ((i * 7) % 5) as f64;
+        }
+        let batch = model.refit_responses(&ys, 3, &metric, &control).unwrap();
+        for j in 0..3 {
+            let mut one = Model::new(d.clone()).unwrap();
+            one.set_response(&ys[j * d.n..(j + 1) * d.n]).unwrap();
+            match (one.fit(&control), &batch[j]) {
+                (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind()),
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.converged, b.converged, "{j}: {}", a.message);
+                    assert!(rel(a.objective, b.objective) < 1e-9);
+                }
+                (a, b) => panic!("{j}: {a:?} vs {b:?}"),
+            }
+        }
+        assert!(batch[1].is_err());
+        // with one iteration allowed the light path hands over to the full
+        // path, which reports what it reached
+        let one_step = FitControl {
+            max_iter: 1,
+            ..control.clone()
+        };
+        let ys = responses(&d, 4, 24.7, 0.0, 22);
+        let out = model.refit_responses(&ys, 4, &metric, &one_step).unwrap();
+        let mut n_full = 0;
+        for (j, r) in out.iter().enumerate() {
+            let r = r.as_ref().unwrap();
+            if r.light {
+                assert!(r.converged);
+                continue;
+            }
+            n_full += 1;
+            let mut one = Model::new(d.clone()).unwrap();
+            one.set_response(&ys[j * d.n..(j + 1) * d.n]).unwrap();
+            let f = one.fit(&one_step).unwrap();
+            assert_eq!((r.converged, r.objective), (f.converged, f.objective));
+        }
+        assert!(n_full > 0);
     }
 
     #[test]
