@@ -628,20 +628,47 @@ h_boot_params_raw <- function(fit, res) {
   stats::setNames(vals, h_boot_param_names(fit))
 }
 
-#' The same for the refits of h_refit_batch(): an m x n_out matrix (rows of
-#' failed refits are filled by h_batch_result())
+#' The same for the refits of h_refit_batch(), computed for all refits at
+#' once: an m x n_out matrix (rows of failed refits are filled by
+#' h_batch_result())
 #' @noRd
 h_boot_params_batch <- function(fit, r) {
   layout <- h_prof_layout(fit$re_terms)
   m <- length(r$sigma)
-  vals <- vapply(seq_len(m), function(i) {
-    sigma <- r$sigma[i]
-    phi <- if (is.finite(sigma)) h_prof_theta_to_phi(r$theta[, i], layout) else
-      rep(NA_real_, length(layout$term))
-    c(ifelse(layout$is_sd, phi * sigma, phi), sigma, r$beta[, i])
-  }, numeric(length(layout$term) + 1L + nrow(r$beta)))
-  matrix(vals, nrow = m, byrow = TRUE,
-         dimnames = list(NULL, h_boot_param_names(fit)))
+  theta <- matrix(r$theta, ncol = m)
+  phi <- matrix(0, length(layout$term), m)
+  pos <- 0L
+  for (t in seq_len(layout$n_terms)) {
+    sel <- which(layout$term == t)
+    k <- layout$k[sel[1L]]
+    # L[[i]][[l]]: entry (i, l) of each refit's relative factor Lambda
+    L <- lapply(seq_len(k), function(i) vector("list", k))
+    for (a in seq_along(sel)) {
+      L[[layout$i[sel[a]]]][[layout$j[sel[a]]]] <- theta[pos + a, ]
+    }
+    pos <- pos + length(sel)
+    cross <- function(i, j) {
+      v <- 0
+      for (l in seq_len(min(i, j))) v <- v + L[[i]][[l]] * L[[j]][[l]]
+      v
+    }
+    sds <- lapply(seq_len(k), function(i) sqrt(cross(i, i)))
+    for (s in sel) {
+      i <- layout$i[s]
+      j <- layout$j[s]
+      phi[s, ] <- if (i == j) sds[[i]] else {
+        den <- sds[[i]] * sds[[j]]
+        ifelse(den > 0, cross(i, j) / den, 0)
+      }
+    }
+  }
+  sigma <- as.numeric(r$sigma)
+  # standard deviations on the response scale, correlations as they are
+  sd_rows <- which(layout$is_sd)
+  phi[sd_rows, ] <- phi[sd_rows, , drop = FALSE] * rep(sigma, each = length(sd_rows))
+  out <- t(rbind(phi, sigma, matrix(r$beta, ncol = m)))
+  dimnames(out) <- list(NULL, h_boot_param_names(fit))
+  out
 }
 
 #' @export
