@@ -486,6 +486,14 @@ h_pb_refdist <- function(small, large, nsim, ncores = 1L,
 #' longer than about two seconds when `progress` is `TRUE`; the loop can be
 #' interrupted (Ctrl-C / Esc).
 #'
+#' With the default statistic (`FUN = NULL`) the refits of a batch of
+#' simulated responses are made in one call to the Rust core, which returns
+#' only the estimates (no random effects or fitted values); each starts at
+#' the fit's estimates and its optimum is confirmed by the optimiser's
+#' end-point check, or else it is redone by the full fit of [refit()].
+#' `options(lmmr.refit_batch = FALSE)` makes every refit a full fit (the
+#' results agree to about 1e-8).
+#'
 #' @param fit an `"lmmr"` fit.
 #' @param FUN a function of an `"lmmr"` fit returning a numeric vector (the
 #'   same length for every fit); `NULL` (default) for the parameters
