@@ -262,7 +262,7 @@ h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
     }
     val
   }
-  batch <- h_sim_batch(nsim, sim_fit$n, ncores)
+  batch <- h_sim_batch(nsim, sim_fit$n, ncores, batched = !is.null(fun_batch))
   bar <- NULL
   if (isTRUE(progress) && requireNamespace("cli", quietly = TRUE)) {
     bar <- cli::cli_progress_bar(label, total = nsim, .envir = environment())
@@ -355,10 +355,13 @@ h_sim_apply_batch <- function(Y, fun_batch, one, n_out, ncores, done, store) {
 
 #' Number of responses simulated (and kept in memory) per batch: about a
 #' hundredth of the loop on one core (at least 50) and a tenth with several
-#' (each batch forks the workers once), at most 2^23 numbers (64 MB)
+#' (each batch forks the workers once), at most 2^23 numbers (64 MB). With
+#' `batched` refits (a fraction of a millisecond each) a worker gets at least
+#' 250 of them per fork, so that forking does not cost more than it saves.
+#' The batch size does not change the results (one random number stream).
 #' @noRd
-h_sim_batch <- function(nsim, n, ncores) {
-  want <- if (ncores > 1L) max(ncores * 25L, ceiling(nsim / 10)) else
+h_sim_batch <- function(nsim, n, ncores, batched = FALSE) {
+  want <- if (ncores > 1L) max(ncores * if (batched) 250L else 25L, ceiling(nsim / 10)) else
     max(50L, ceiling(nsim / 100))
   as.integer(max(1L, min(nsim, want, floor(2^23 / max(1, n)))))
 }
