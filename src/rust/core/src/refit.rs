@@ -14,9 +14,12 @@
 //! Newton decrement below the tolerance. A refit whose end point is not
 //! confirmed, that fails, that sits where the full fit would try mirror
 //! images or that grows without bound is redone by the full path
-//! ([`Model::fit`] with the same control), so the light path never reports
-//! anything the full path would not confirm; non-convergence of the full
-//! path is reported as before.
+//! ([`Model::fit`] with the same control): every optimum the light path
+//! reports has passed the check the full path applies to its own, and a
+//! refit the full path cannot confirm is reported as not converged, as
+//! before. (On a criterion with several local minima the two paths could
+//! end in different ones; on the test designs they agree to the
+//! optimiser's tolerance.)
 
 use crate::error::LmmError;
 use crate::input;
