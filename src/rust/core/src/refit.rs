@@ -691,6 +691,95 @@ mod tests {
         }
     }
 
+    /// Crossed, weighted design: `(1 + x | g)` on 12 levels and `(1 | h)` on
+    /// 5 crossed levels, responses from a seeded generator.
+    fn crossed(seed: u64) -> (Design, Vec<f64>) {
+        let mut r = Rng(seed);
+        let n = 150;
+        let xc: Vec<f64> = (0..n).map(|_| r.unif() * 4.0 - 2.0).collect();
+        let g: Vec<i32> = (0..n).map(|i| (i % 12) as i32).collect();
+        let h: Vec<i32> = (0..n).map(|_| (r.unif() * 5.0).min(4.0) as i32).collect();
+        let weights: Vec<f64> = (0..n).map(|_| 0.5 + r.unif()).collect();
+        let mut ys = Vec::new();
+        for _ in 0..21 {
+            let ug: Vec<(f64, f64)> = (0..12).map(|_| (r.normal(), 0.4 * r.normal())).collect();
+            let uh: Vec<f64> = (0..5).map(|_| 0.5 * r.normal()).collect();
+            for i in 0..n {
+                let (a, b) = ug[g[i] as usize];
+                ys.push(
+                    1.0 + 0.5 * xc[i]
+                        + a
+                        + b * xc[i]
+                        + uh[h[i] as usize]
+                        + r.normal() / weights[i].sqrt(),
+                );
+            }
+        }
+        let mut x = vec![1.0; n];
+        x.extend_from_slice(&xc);
+        let d = Design {
+            n,
+            p: 2,
+            x: x.clone(),
+            y: ys[..n].to_vec(),
+            weights,
+            terms: vec![
+                ReTerm {
+                    codes: g,
+                    n_levels: 12,
+                    z: x,
+                    k: 2,
+                    factor_id: 0,
+                },
+                ReTerm {
+                    codes: h,
+                    n_levels: 5,
+                    z: vec![1.0; n],
+                    k: 1,
+                    factor_id: 1,
+                },
+            ],
+        };
+        (d, ys[n..].to_vec())
+    }
+
+    #[test]
+    fn crossed_weighted_refits_equal_one_at_a_time_fits() {
+        let (d, ys) = crossed(31);
+        let m = ys.len() / d.n;
+        for reml in [true, false] {
+            let mut model = Model::new(d.clone()).unwrap();
+            let fit = model
+                .fit(&FitControl {
+                    reml,
+                    ..FitControl::default()
+                })
+                .unwrap();
+            let control = FitControl {
+                reml,
+                theta_start: Some(fit.theta.clone()),
+                restarts: false,
+                ..FitControl::default()
+            };
+            let metric = model.refit_metric(&fit.theta, reml).unwrap();
+            let batch = model.refit_responses(&ys, m, &metric, &control).unwrap();
+            let mut n_light = 0;
+            for j in 0..m {
+                let mut one = Model::new(d.clone()).unwrap();
+                one.set_response(&ys[j * d.n..(j + 1) * d.n]).unwrap();
+                let f = one.fit(&control).unwrap();
+                let b = batch[j].as_ref().unwrap();
+                n_light += b.light as usize;
+                assert_eq!(b.converged, f.converged);
+                assert!(rel(b.objective, f.objective) < 1e-10, "{j}");
+                for (a, c) in b.beta.iter().zip(&f.beta) {
+                    assert!(rel(*a, *c) < 1e-6, "{j}: {:?} {:?}", b.beta, f.beta);
+                }
+            }
+            assert!(n_light >= m / 2, "{n_light} of {m}");
+        }
+    }
+
     #[test]
     fn bad_input_and_bad_responses() {
         let d = sleepstudy(true);
