@@ -404,7 +404,10 @@ h_anova_pb <- function(fits, names, nsim = 1000, seed = NULL, ncores = 1L,
     h_abort("test = \"PB\" compares fits made by lmm(); for a test of a single variance component against a linear model use exact_rlrt() or exact_lrt().",
             "argument")
   }
-  for (f in fits) h_check_lmm(f, "...")
+  for (f in fits) {
+    h_check_lmm(f, "...")
+    if (inherits(f, "lmmr_db")) h_rows_in_database("anova(test = \"PB\")")
+  }
   h_check_same_data(fits)
   reml <- vapply(fits, function(f) isTRUE(f$REML), logical(1))
   if (any(reml)) {
@@ -543,6 +546,9 @@ bootstrap_lmm <- function(fit, FUN = NULL, nsim = 1, seed = NULL, use.u = FALSE,
                           ncores = getOption("lmmr.cores", 1L),
                           progress = h_progress_default()) {
   h_check_lmm(fit, "fit")
+  # simulated responses need the rows (pseudo-rows reproducing the
+  # aggregates would give wrong refits)
+  if (inherits(fit, "lmmr_db")) h_rows_in_database("bootstrap_lmm()")
   nsim <- h_check_nsim(nsim)
   ncores <- h_check_ncores(ncores)
   h_check_flag(use.u, "use.u")

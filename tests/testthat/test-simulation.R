@@ -355,3 +355,18 @@ test_that("batched refits (one Rust call per batch) equal one-at-a-time refits",
   # the option turns the batched path off
   expect_false(with_batch(FALSE, lmmr:::h_refit_prepare(fit))$batch)
 })
+
+test_that("simulation loops on a database fit say that they need the rows", {
+  skip_if_not_installed("RSQLite")
+  skip_if_not_installed("dbplyr")
+  con <- DBI::dbConnect(RSQLite::SQLite(), ":memory:")
+  on.exit(DBI::dbDisconnect(con))
+  DBI::dbWriteTable(con, "sleep", as.data.frame(sleepstudy))
+  tab <- dplyr::tbl(con, "sleep")
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = tab)
+  fit0 <- lmm(Reaction ~ Days + (1 | Subject), data = tab)
+  expect_error(bootstrap_lmm(fit, nsim = 2), class = "lmmr_error_rows_in_database")
+  expect_error(confint(fit, method = "boot", nsim = 2), class = "lmmr_error_rows_in_database")
+  expect_error(suppressMessages(anova(fit0, fit, test = "PB", nsim = 2)),
+               class = "lmmr_error_rows_in_database")
+})
