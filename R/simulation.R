@@ -407,6 +407,7 @@ h_anova_pb <- function(fits, names, nsim = 1000, seed = NULL, ncores = 1L,
   for (f in fits) {
     h_check_lmm(f, "...")
     if (inherits(f, "lmmr_db")) h_rows_in_database("anova(test = \"PB\")")
+    if (inherits(f, "lmmr_rcov")) h_rcov_unsupported("anova(test = \"PB\")")
   }
   h_check_same_data(fits)
   reml <- vapply(fits, function(f) isTRUE(f$REML), logical(1))
@@ -549,6 +550,7 @@ bootstrap_lmm <- function(fit, FUN = NULL, nsim = 1, seed = NULL, use.u = FALSE,
   # simulated responses need the rows (pseudo-rows reproducing the
   # aggregates would give wrong refits)
   if (inherits(fit, "lmmr_db")) h_rows_in_database("bootstrap_lmm()")
+  if (inherits(fit, "lmmr_rcov")) h_rcov_unsupported("bootstrap_lmm()")
   nsim <- h_check_nsim(nsim)
   ncores <- h_check_ncores(ncores)
   h_check_flag(use.u, "use.u")

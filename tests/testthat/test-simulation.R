@@ -370,3 +370,10 @@ test_that("simulation loops on a database fit say that they need the rows", {
   expect_error(suppressMessages(anova(fit0, fit, test = "PB", nsim = 2)),
                class = "lmmr_error_rows_in_database")
 })
+
+test_that("simulation loops on a fit with a residual covariance structure are not available yet", {
+  d <- utils::read.csv(test_path("fixtures", "fev_data.csv"), stringsAsFactors = TRUE)
+  d <- d[!is.na(d$FEV1), ]
+  fit <- lmm(FEV1 ~ ARMCD + AVISIT + ar1(AVISIT | USUBJID), data = d)
+  expect_error(bootstrap_lmm(fit, nsim = 2), class = "lmmr_error_not_implemented")
+})
