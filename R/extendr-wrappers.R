@@ -46,3 +46,16 @@ rs_fit_rcov <- function(x, y, subj_start, visit, coords, subj_group,
 rs_check_weights <- function(weights) {
   .Call(wrap__rs_check_weights, weights)
 }
+
+#' @noRd
+rs_model_refit_metric <- function(ptr, theta, reml) {
+  .Call(wrap__rs_model_refit_metric, ptr, as.numeric(theta), isTRUE(reml))
+}
+
+#' @noRd
+rs_model_refit_many <- function(ptr, ys, theta_start, metric, reml, max_iter,
+                                tol, max_time = Inf) {
+  .Call(wrap__rs_model_refit_many, ptr, ys, as.numeric(theta_start),
+        as.numeric(metric), isTRUE(reml), as.integer(max_iter),
+        as.numeric(tol), as.numeric(max_time))
+}

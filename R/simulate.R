@@ -97,11 +97,14 @@ simulate.lmmr <- function(object, nsim = 1, seed = NULL, re.form = NA,
   # its mean (an infinite residual variance would make the refit fail)
   res_sd[design$weights == 0] <- 0
   out <- matrix(NA_real_, n, nsim)
+  # the factor of each term's covariance, once for all simulations
+  chs <- lapply(object$re_terms, function(t) h_chol_psd(t$cov))
   for (s in seq_len(nsim)) {
     eta <- base
     for (t in which(!keep)) {
       tm <- design$terms[[t]]
-      eta <- eta + h_draw_term(object$re_terms[[t]], tm$codes, tm$Z, tm$n_levels)
+      eta <- eta + h_draw_term(object$re_terms[[t]], tm$codes, tm$Z, tm$n_levels,
+                               ch = chs[[t]])
     }
     out[, s] <- eta + stats::rnorm(n, 0, res_sd)
   }
@@ -178,9 +181,8 @@ h_sim_design_newdata <- function(object, newdata, allow_new_levels, weights) {
 #' their contribution Z b* on rows with 0-based level `codes`
 #' @noRd
 h_draw_term <- function(term, codes = term$codes, Z = term$Z,
-                        n_levels = term$n_levels) {
+                        n_levels = term$n_levels, ch = h_chol_psd(term$cov)) {
   k <- term$k
-  ch <- h_chol_psd(term$cov)
   b <- matrix(stats::rnorm(n_levels * k), n_levels, k) %*% ch
   rowSums(Z * b[codes + 1L, , drop = FALSE])
 }

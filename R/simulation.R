@@ -3,9 +3,11 @@
 # (anova(fit0, fit1, test = "PB")), bootstrap_lmm() (lme4's bootMer()),
 # confint(method = "boot") and the bootstrap ICC interval.
 #
-# Every refit goes through h_refit_response(); the loop (batches of
-# simulated responses drawn in the main process, refits in parallel,
-# progress bar, failures and non-convergence counted) is h_sim_apply().
+# Every refit goes through h_refit_response() (one response) or its batched
+# form h_refit_batch() (a matrix of responses in one Rust call, only the
+# estimates); the loop (batches of simulated responses drawn in the main
+# process, refits in parallel, progress bar, failures and non-convergence
+# counted) is h_sim_apply().
 
 # ---------------------------------------------------------------------------
 # Refits
@@ -24,9 +26,80 @@ h_refit_prepare <- function(fit, REML = fit$REML) {
   # is still restarted)
   control$restarts <- FALSE
   fit$control <- control
-  list(fit = fit, design = h_design_from_fit(fit, fit$y), control = control,
-       REML = isTRUE(REML), engine = h_fit_engine(fit),
-       theta0 = as.numeric(fit$theta))
+  prep <- list(fit = fit, design = h_design_from_fit(fit, fit$y), control = control,
+               REML = isTRUE(REML), engine = h_fit_engine(fit),
+               theta0 = as.numeric(fit$theta))
+  prep$metric <- h_refit_metric(prep)
+  prep$batch <- !is.null(prep$metric)
+  prep
+}
+
+#' Starting metric of batched refits (see h_refit_batch()): the Hessian of
+#' the criterion at the fit's theta for the fit's own response, computed
+#' once per loop, so every refit (whatever its batch, worker or number of
+#' cores) starts from the same point with the same metric
+#' @return a k x k matrix, or NULL when the batched path does not apply
+#'   (option `lmmr.refit_batch = FALSE`, terms whose variance the data
+#'   cannot identify, no covariance parameters) or the metric cannot be
+#'   computed; the one-at-a-time path is then used.
+#' @noRd
+h_refit_metric <- function(prep) {
+  if (!isTRUE(getOption("lmmr.refit_batch", TRUE))) return(NULL)
+  design <- prep$design
+  if (!length(prep$theta0) || length(h_unidentifiable_terms(design))) return(NULL)
+  ptr <- h_engine_ptr(prep$engine, as.numeric(design$y - design$offset),
+                      function() design)
+  res <- rs_model_refit_metric(ptr, prep$theta0, prep$REML)
+  if (!is.null(res$error_kind)) return(NULL)
+  res$metric
+}
+
+#' Refit the prepared model to every column of `Y` in one Rust call
+#'
+#' The batched form of h_refit_response(): same start (the fit's theta),
+#' same control, only the estimates (criterion, theta, beta, sigma), no
+#' random effects or fitted values. Each refit first takes a light path
+#' (quasi-Newton from the metric of h_refit_metric(), end point confirmed by
+#' the optimiser's own check); a refit it cannot confirm is redone by the
+#' full path of a one-at-a-time refit, so non-convergence is still reported.
+#' @param Y n x m matrix of responses on the rows of the fit (offset
+#'   included).
+#' @return list: `objective`, `sigma`, `converged`, `light`, `n_eval`,
+#'   `n_grad`, `error` (NA or the message of a failed refit), vectors of
+#'   length m; `theta` (k x m) and `beta` (p x m).
+#' @noRd
+h_refit_batch <- function(prep, Y) {
+  design <- prep$design
+  engine <- prep$engine
+  if (is.null(engine$ptr) || !rs_model_is_live(engine$ptr)) {
+    h_engine_build(engine, design)
+  }
+  ys <- Y - as.numeric(design$offset)
+  storage.mode(ys) <- "double"
+  control <- prep$control
+  res <- rs_model_refit_many(engine$ptr, ys, prep$theta0, prep$metric, prep$REML,
+                             max_iter = control$max_iter, tol = control$tol,
+                             max_time = if (is.null(control$max_time)) Inf else control$max_time)
+  # the model now holds the last simulated response
+  engine$resp <- NULL
+  h_check_rust_result(res)
+}
+
+#' The result of a batch statistic for h_sim_apply(): `val` (m x n_out)
+#' with attributes `converged` and `errors` (per refit), from one or more
+#' h_refit_batch() results
+#' @noRd
+h_batch_result <- function(val, ...) {
+  rs <- list(...)
+  err <- rep(NA_character_, nrow(val))
+  conv <- rep(TRUE, nrow(val))
+  for (r in rs) {
+    failed <- !is.na(r$error)
+    err[failed & is.na(err)] <- r$error[failed & is.na(err)]
+    conv <- conv & r$converged
+  }
+  val[!is.na(err), ] <- NA_real_
+  structure(val, converged = conv | !is.na(err), errors = err)
 }
 
 #' The one function through which every simulation refit goes
@@ -160,19 +233,28 @@ h_progress_default <- function() {
 #'   length `n_out`.
 #' @param progress show a cli progress bar (shown by cli only after about two
 #'   seconds).
+#' @param fun_batch `NULL` or the batched form of `fun`: a function of an
+#'   n x m matrix of responses returning an m x n_out matrix with attributes
+#'   `converged` and `errors` (per column; see h_batch_result()). It is
+#'   called once per batch (once per worker with several cores); a batch
+#'   that fails as a whole is redone column by column with `fun`.
 #' @return An nsim x n_out matrix with attributes `n_failed`,
 #'   `n_nonconverged` and `errors` (the distinct error messages).
 #' @noRd
 h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
                         progress = h_progress_default(), use.u = FALSE,
-                        type = "parametric", label = "Parametric bootstrap") {
+                        type = "parametric", label = "Parametric bootstrap",
+                        fun_batch = NULL) {
   out <- matrix(NA_real_, nsim, n_out)
   conv <- rep(TRUE, nsim)
   errors <- character(0)
   one <- function(y) {
-    val <- tryCatch(fun(y), error = function(e) {
-      structure(rep(NA_real_, n_out), error = conditionMessage(e))
-    })
+    val <- tryCatch(fun(y),
+                    # Ctrl-C inside Rust stops the loop, not just one refit
+                    lmmr_error_interrupted = function(e) stop(e),
+                    error = function(e) {
+                      structure(rep(NA_real_, n_out), error = conditionMessage(e))
+                    })
     if (length(val) != n_out) {
       val <- structure(rep(NA_real_, n_out),
                        error = sprintf("the statistic returned %d values instead of %d",
@@ -180,7 +262,7 @@ h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
     }
     val
   }
-  batch <- h_sim_batch(nsim, sim_fit$n, ncores)
+  batch <- h_sim_batch(nsim, sim_fit$n, ncores, batched = !is.null(fun_batch))
   bar <- NULL
   if (isTRUE(progress) && requireNamespace("cli", quietly = TRUE)) {
     bar <- cli::cli_progress_bar(label, total = nsim, .envir = environment())
@@ -189,6 +271,16 @@ h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
   while (done < nsim) {
     nb <- min(batch, nsim - done)
     Y <- h_sim_responses(sim_fit, nb, use.u = use.u, type = type)
+    if (!is.null(fun_batch)) {
+      h_sim_apply_batch(Y, fun_batch, one, n_out, ncores, done, function(rows, val, cv, err) {
+        out[rows, ] <<- val
+        conv[rows] <<- cv
+        errors <<- c(errors, err)
+      })
+      done <- done + nb
+      if (!is.null(bar)) cli::cli_progress_update(id = bar, set = done)
+      next
+    }
     res <- if (ncores > 1L) {
       parallel::mclapply(seq_len(nb), function(i) one(Y[, i]),
                          mc.cores = ncores, mc.preschedule = TRUE)
@@ -213,12 +305,63 @@ h_sim_apply <- function(sim_fit, nsim, fun, n_out, ncores = 1L,
             errors = unique(errors))
 }
 
+#' One batch of h_sim_apply() through its batched statistic: the columns of
+#' `Y` split into one block per core, each block one call of `fun_batch`
+#' (a block that fails as a whole is redone column by column with `one`);
+#' `store(rows, values, converged, errors)` keeps the results of rows
+#' `done + 1, ...`.
+#' @noRd
+h_sim_apply_batch <- function(Y, fun_batch, one, n_out, ncores, done, store) {
+  nb <- ncol(Y)
+  blocks <- if (ncores > 1L && nb > 1L) {
+    split(seq_len(nb), cut(seq_len(nb), min(ncores, nb), labels = FALSE))
+  } else {
+    list(seq_len(nb))
+  }
+  run <- function(idx) {
+    val <- tryCatch(fun_batch(Y[, idx, drop = FALSE]),
+                    lmmr_error_interrupted = function(e) stop(e),
+                    error = function(e) NULL)
+    if (is.null(val) || !identical(dim(val), c(length(idx), as.integer(n_out)))) {
+      rs <- lapply(idx, function(i) one(Y[, i]))
+      val <- matrix(vapply(rs, as.numeric, numeric(n_out)), ncol = n_out, byrow = TRUE)
+      attr(val, "converged") <- !vapply(rs, function(r) isFALSE(attr(r, "converged")), logical(1))
+      attr(val, "errors") <- vapply(rs, function(r) {
+        e <- attr(r, "error")
+        if (is.null(e)) NA_character_ else as.character(e)[1L]
+      }, character(1))
+    }
+    val
+  }
+  res <- if (length(blocks) > 1L) {
+    parallel::mclapply(blocks, run, mc.cores = ncores, mc.preschedule = TRUE)
+  } else {
+    lapply(blocks, run)
+  }
+  for (b in seq_along(blocks)) {
+    idx <- blocks[[b]]
+    r <- res[[b]]
+    if (inherits(r, "try-error")) {
+      if (grepl("Interrupted", as.character(r))) stop(as.character(r), call. = FALSE)
+      store(done + idx, NA_real_, TRUE, as.character(r))
+      next
+    }
+    err <- attr(r, "errors")
+    store(done + idx, matrix(as.numeric(r), nrow = length(idx)),
+          attr(r, "converged"), err[!is.na(err)])
+  }
+  invisible(NULL)
+}
+
 #' Number of responses simulated (and kept in memory) per batch: about a
 #' hundredth of the loop on one core (at least 50) and a tenth with several
-#' (each batch forks the workers once), at most 2^23 numbers (64 MB)
+#' (each batch forks the workers once), at most 2^23 numbers (64 MB). With
+#' `batched` refits (a fraction of a millisecond each) a worker gets at least
+#' 250 of them per fork, so that forking does not cost more than it saves.
+#' The batch size does not change the results (one random number stream).
 #' @noRd
-h_sim_batch <- function(nsim, n, ncores) {
-  want <- if (ncores > 1L) max(ncores * 25L, ceiling(nsim / 10)) else
+h_sim_batch <- function(nsim, n, ncores, batched = FALSE) {
+  want <- if (ncores > 1L) max(ncores * if (batched) 250L else 25L, ceiling(nsim / 10)) else
     max(50L, ceiling(nsim / 100))
   as.integer(max(1L, min(nsim, want, floor(2^23 / max(1, n)))))
 }
@@ -261,7 +404,11 @@ h_anova_pb <- function(fits, names, nsim = 1000, seed = NULL, ncores = 1L,
     h_abort("test = \"PB\" compares fits made by lmm(); for a test of a single variance component against a linear model use exact_rlrt() or exact_lrt().",
             "argument")
   }
-  for (f in fits) h_check_lmm(f, "...")
+  for (f in fits) {
+    h_check_lmm(f, "...")
+    if (inherits(f, "lmmr_db")) h_rows_in_database("anova(test = \"PB\")")
+    if (inherits(f, "lmmr_rcov")) h_rcov_unsupported("anova(test = \"PB\")")
+  }
   h_check_same_data(fits)
   reml <- vapply(fits, function(f) isTRUE(f$REML), logical(1))
   if (any(reml)) {
@@ -316,8 +463,13 @@ h_pb_refdist <- function(small, large, nsim, ncores = 1L,
     structure(rs$objective - rl$objective,
               converged = isTRUE(rs$converged) && isTRUE(rl$converged))
   }
+  fun_batch <- if (ps$batch && pl$batch) function(Y) {
+    rs <- h_refit_batch(ps, Y)
+    rl <- h_refit_batch(pl, Y)
+    h_batch_result(matrix(rs$objective - rl$objective, ncol = 1L), rs, rl)
+  }
   res <- h_sim_apply(small, nsim, fun, 1L, ncores = ncores, progress = progress,
-                     label = "Parametric bootstrap LRT")
+                     label = "Parametric bootstrap LRT", fun_batch = fun_batch)
   h_sim_report(res, nsim)
   structure(res[, 1L], n_failed = attr(res, "n_failed"),
             n_nonconverged = attr(res, "n_nonconverged"))
@@ -340,6 +492,14 @@ h_pb_refdist <- function(small, large, nsim, ncores = 1L,
 #' warning). A progress bar (package cli, if installed) appears for loops
 #' longer than about two seconds when `progress` is `TRUE`; the loop can be
 #' interrupted (Ctrl-C / Esc).
+#'
+#' With the default statistic (`FUN = NULL`) the refits of a batch of
+#' simulated responses are made in one call to the Rust core, which returns
+#' only the estimates (no random effects or fitted values); each starts at
+#' the fit's estimates and its optimum is confirmed by the optimiser's
+#' end-point check, or else it is redone by the full fit of [refit()].
+#' `options(lmmr.refit_batch = FALSE)` makes every refit a full fit (the
+#' results agree to about 1e-8).
 #'
 #' @param fit an `"lmmr"` fit.
 #' @param FUN a function of an `"lmmr"` fit returning a numeric vector (the
@@ -387,6 +547,10 @@ bootstrap_lmm <- function(fit, FUN = NULL, nsim = 1, seed = NULL, use.u = FALSE,
                           ncores = getOption("lmmr.cores", 1L),
                           progress = h_progress_default()) {
   h_check_lmm(fit, "fit")
+  # simulated responses need the rows (pseudo-rows reproducing the
+  # aggregates would give wrong refits)
+  if (inherits(fit, "lmmr_db")) h_rows_in_database("bootstrap_lmm()")
+  if (inherits(fit, "lmmr_rcov")) h_rcov_unsupported("bootstrap_lmm()")
   nsim <- h_check_nsim(nsim)
   ncores <- h_check_ncores(ncores)
   h_check_flag(use.u, "use.u")
@@ -403,6 +567,10 @@ bootstrap_lmm <- function(fit, FUN = NULL, nsim = 1, seed = NULL, use.u = FALSE,
     fun <- function(y) {
       r <- h_refit_response(prep, y)
       structure(h_boot_params_raw(fit, r), converged = isTRUE(r$converged))
+    }
+    fun_batch <- if (prep$batch) function(Y) {
+      r <- h_refit_batch(prep, Y)
+      h_batch_result(h_boot_params_batch(fit, r), r)
     }
     statistic <- h_boot_params
   } else {
@@ -421,13 +589,14 @@ bootstrap_lmm <- function(fit, FUN = NULL, nsim = 1, seed = NULL, use.u = FALSE,
                                })
       structure(as.numeric(FUN(f)), converged = conv)
     }
+    fun_batch <- NULL
     statistic <- FUN
   }
   rng_state <- h_sim_seed(seed)
   on.exit(h_restore_seed(rng_state), add = TRUE)
   res <- h_sim_apply(fit, nsim, fun, length(t0), ncores = ncores,
                      progress = progress, use.u = use.u, type = type,
-                     label = "Bootstrap")
+                     label = "Bootstrap", fun_batch = fun_batch)
   h_sim_report(res, nsim)
   tt <- res[, , drop = FALSE]
   attributes(tt) <- list(dim = dim(res), dimnames = list(NULL, names(t0)))
@@ -476,6 +645,49 @@ h_boot_params_raw <- function(fit, res) {
   phi <- h_prof_theta_to_phi(as.numeric(res$theta), layout)
   vals <- c(ifelse(layout$is_sd, phi * sigma, phi), sigma, as.numeric(res$beta))
   stats::setNames(vals, h_boot_param_names(fit))
+}
+
+#' The same for the refits of h_refit_batch(), computed for all refits at
+#' once: an m x n_out matrix (rows of failed refits are filled by
+#' h_batch_result())
+#' @noRd
+h_boot_params_batch <- function(fit, r) {
+  layout <- h_prof_layout(fit$re_terms)
+  m <- length(r$sigma)
+  theta <- matrix(r$theta, ncol = m)
+  phi <- matrix(0, length(layout$term), m)
+  pos <- 0L
+  for (t in seq_len(layout$n_terms)) {
+    sel <- which(layout$term == t)
+    k <- layout$k[sel[1L]]
+    # L[[i]][[l]]: entry (i, l) of each refit's relative factor Lambda
+    L <- lapply(seq_len(k), function(i) vector("list", k))
+    for (a in seq_along(sel)) {
+      L[[layout$i[sel[a]]]][[layout$j[sel[a]]]] <- theta[pos + a, ]
+    }
+    pos <- pos + length(sel)
+    cross <- function(i, j) {
+      v <- 0
+      for (l in seq_len(min(i, j))) v <- v + L[[i]][[l]] * L[[j]][[l]]
+      v
+    }
+    sds <- lapply(seq_len(k), function(i) sqrt(cross(i, i)))
+    for (s in sel) {
+      i <- layout$i[s]
+      j <- layout$j[s]
+      phi[s, ] <- if (i == j) sds[[i]] else {
+        den <- sds[[i]] * sds[[j]]
+        ifelse(den > 0, cross(i, j) / den, 0)
+      }
+    }
+  }
+  sigma <- as.numeric(r$sigma)
+  # standard deviations on the response scale, correlations as they are
+  sd_rows <- which(layout$is_sd)
+  phi[sd_rows, ] <- phi[sd_rows, , drop = FALSE] * rep(sigma, each = length(sd_rows))
+  out <- t(rbind(phi, sigma, matrix(r$beta, ncol = m)))
+  dimnames(out) <- list(NULL, h_boot_param_names(fit))
+  out
 }
 
 #' @export

@@ -252,10 +252,12 @@ test_that("bootstrap_lmm(): user statistics, use.u, semiparametric, failures, co
                      nsim = 8, seed = 2)
   expect_equal(colnames(b$t), c("slope", "s"))
   expect_equal(b$t0, c(slope = fixef(fit)[["Days"]], s = sigma(fit)))
-  # the default statistic and a user one agree on the same responses
+  # the default statistic and a user one agree on the same responses (the
+  # default one comes from the batched refits, the user one from refit():
+  # the same optimum to the optimiser's tolerance)
   bd <- bootstrap_lmm(fit, nsim = 8, seed = 2)
-  expect_equal(unname(b$t[, "slope"]), unname(bd$t[, "Days"]), tolerance = 1e-10)
-  expect_equal(unname(b$t[, "s"]), unname(bd$t[, ".sigma"]), tolerance = 1e-10)
+  expect_equal(unname(b$t[, "slope"]), unname(bd$t[, "Days"]), tolerance = 1e-8)
+  expect_equal(unname(b$t[, "s"]), unname(bd$t[, ".sigma"]), tolerance = 1e-8)
   # conditional on the BLUPs: the fixed effects vary less
   bu <- bootstrap_lmm(fit, nsim = 30, seed = 3, use.u = TRUE)
   bn <- bootstrap_lmm(fit, nsim = 30, seed = 3)
@@ -303,4 +305,75 @@ test_that("the ICC bootstrap interval runs on the bootstrap engine", {
     c(adjusted = v$adjusted, unadjusted = v$unadjusted)
   }, nsim = 25, seed = 6)
   expect_equal(unname(res$boot), unname(b$t), tolerance = 1e-12)
+})
+
+test_that("batched refits (one Rust call per batch) equal one-at-a-time refits", {
+  with_batch <- function(on, expr) {
+    old <- options(lmmr.refit_batch = on)
+    on.exit(options(old))
+    expr
+  }
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy, REML = FALSE)
+  fit0 <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, REML = FALSE)
+  # PB test: responses from the null fit, so many large-model refits end on
+  # the boundary (slope variance 0)
+  pb_new <- with_batch(TRUE, anova(fit0, fit, test = "PB", nsim = 60, seed = 5))
+  pb_old <- with_batch(FALSE, anova(fit0, fit, test = "PB", nsim = 60, seed = 5))
+  expect_equal(attr(pb_new, "pb")[[2]]$ref, attr(pb_old, "pb")[[2]]$ref, tolerance = 1e-8)
+  expect_identical(pb_new[["Pr(PB)"]], pb_old[["Pr(PB)"]])
+  # bootstrap of the REML fit and of a fit with an offset and weights
+  fr <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  b_new <- with_batch(TRUE, bootstrap_lmm(fr, nsim = 40, seed = 6))
+  b_old <- with_batch(FALSE, bootstrap_lmm(fr, nsim = 40, seed = 6))
+  expect_equal(b_new$t, b_old$t, tolerance = 1e-8)
+  d <- sleepstudy
+  d$w <- rep(c(1, 2, 0.5), length.out = nrow(d))
+  fo <- lmm(Reaction ~ Days + offset(Days / 2) + (1 | Subject), data = d, weights = w)
+  expect_equal(with_batch(TRUE, bootstrap_lmm(fo, nsim = 20, seed = 7))$t,
+               with_batch(FALSE, bootstrap_lmm(fo, nsim = 20, seed = 7))$t,
+               tolerance = 1e-8)
+  # the batch kernel itself against refit(), column by column
+  prep <- lmmr:::h_refit_prepare(fit, REML = FALSE)
+  expect_true(prep$batch)
+  Y <- as.matrix(simulate(fit0, nsim = 25, seed = 8))
+  r <- lmmr:::h_refit_batch(prep, Y)
+  expect_gte(mean(r$light), 0.8) # most refits are confirmed by the light path
+  for (i in seq_len(ncol(Y))) {
+    f <- refit(fit, Y[, i], REML = FALSE, theta = fit$theta)
+    expect_equal(r$objective[i], deviance(f), tolerance = 1e-10)
+    expect_equal(r$theta[, i], unname(f$theta), tolerance = 1e-5)
+    expect_equal(r$beta[, i], unname(fixef(f)), tolerance = 1e-8)
+    expect_equal(r$sigma[i], sigma(f), tolerance = 1e-8)
+    expect_equal(r$converged[i], isTRUE(f$optinfo$converged))
+  }
+  # a refit that fails is one NA, not a failed batch
+  Y[3, 2] <- NaN
+  r2 <- lmmr:::h_refit_batch(prep, Y[, 1:3])
+  expect_true(is.na(r2$error[1]) && !is.na(r2$error[2]) && is.na(r2$error[3]))
+  expect_true(is.nan(r2$objective[2]))
+  expect_equal(r2$objective[c(1, 3)], r$objective[c(1, 3)])
+  # the option turns the batched path off
+  expect_false(with_batch(FALSE, lmmr:::h_refit_prepare(fit))$batch)
+})
+
+test_that("simulation loops on a database fit say that they need the rows", {
+  skip_if_not_installed("RSQLite")
+  skip_if_not_installed("dbplyr")
+  con <- DBI::dbConnect(RSQLite::SQLite(), ":memory:")
+  on.exit(DBI::dbDisconnect(con))
+  DBI::dbWriteTable(con, "sleep", as.data.frame(sleepstudy))
+  tab <- dplyr::tbl(con, "sleep")
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = tab)
+  fit0 <- lmm(Reaction ~ Days + (1 | Subject), data = tab)
+  expect_error(bootstrap_lmm(fit, nsim = 2), class = "lmmr_error_rows_in_database")
+  expect_error(confint(fit, method = "boot", nsim = 2), class = "lmmr_error_rows_in_database")
+  expect_error(suppressMessages(anova(fit0, fit, test = "PB", nsim = 2)),
+               class = "lmmr_error_rows_in_database")
+})
+
+test_that("simulation loops on a fit with a residual covariance structure are not available yet", {
+  d <- utils::read.csv(test_path("fixtures", "fev_data.csv"), stringsAsFactors = TRUE)
+  d <- d[!is.na(d$FEV1), ]
+  fit <- lmm(FEV1 ~ ARMCD + AVISIT + ar1(AVISIT | USUBJID), data = d)
+  expect_error(bootstrap_lmm(fit, nsim = 2), class = "lmmr_error_not_implemented")
 })

@@ -5,6 +5,7 @@
 
 mod inference_glue;
 mod rcov_glue;
+mod refit_glue;
 
 use extendr_api::prelude::*;
 use lmmr_core::{Design, FitControl, FitInput, FitOutput, LmmError, Model, ReTermInput};
@@ -267,5 +268,6 @@ extendr_module! {
     fn rs_model_set_response;
     fn rs_model_evaluate;
     use rcov_glue;
+    use refit_glue;
     fn rs_check_weights;
 }

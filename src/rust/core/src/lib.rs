@@ -23,6 +23,7 @@ mod model;
 mod optim;
 mod precondition;
 mod rcov;
+mod refit;
 mod solve;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
     RcovTerm,
 };
+pub use refit::RefitEstimates;
 
 use blocks::Blocks;
 use factor::{evaluate, Workspace};

@@ -103,9 +103,9 @@ pub struct Evaluation {
 
 /// A model prepared once: see the module documentation.
 pub struct Model {
-    design: Design,
-    pre: Preconditioned,
-    prep: Prepared,
+    pub(crate) design: Design,
+    pub(crate) pre: Preconditioned,
+    pub(crate) prep: Prepared,
 }
 
 /// The preconditioned problem the blocks are built from: `Q` for `X` and the
