@@ -359,7 +359,12 @@ h_check_cov_identified <- function(lay, re, ct, n, p) {
   }
   if (!is.null(re)) {
     for (t in re$terms) {
-      same <- length(unique(paste(as.integer(lay$subject), t$codes))) == nlevels(lay$subject)
+      # a term on the subject itself (one level per subject); a term on a
+      # coarser factor (site) holding several subjects adds covariance
+      # between subjects and is identified
+      n_subj <- length(unique(as.integer(lay$subject)))
+      same <- length(unique(t$codes)) == n_subj &&
+        length(unique(paste(as.integer(lay$subject), t$codes))) == n_subj
       if (!same) next
       has_int <- "(Intercept)" %in% t$cnms
       if (type == "us" || (has_int && type %in% c("cs", "csh", "toep", "toeph"))) {
@@ -375,18 +380,17 @@ h_check_cov_identified <- function(lay, re, ct, n, p) {
 # Fitting
 # ---------------------------------------------------------------------------
 
-#' Call the Rust kernel for a design with a residual structure
+#' The design's arguments of the Rust entry points (rows in the layout's
+#' order: cluster, subject, visit)
 #' @noRd
-h_fit_rcov_design <- function(design, REML, control, theta = NULL, optimize = TRUE) {
-  lay <- design$cov
+h_rcov_args <- function(X, y, lay, terms) {
   o <- lay$order
-  x <- design$X[o, , drop = FALSE]
+  x <- X[o, , drop = FALSE]
   storage.mode(x) <- "double"
   x <- matrix(x, nrow = nrow(x), ncol = ncol(x))
-  terms <- if (is.null(design$re)) list() else design$re$terms
-  res <- rs_fit_rcov(
+  list(
     x = x,
-    y = as.numeric((design$y - design$offset)[o]),
+    y = as.numeric(y[o]),
     subj_start = lay$subj_start,
     visit = lay$visit_code,
     coords = as.numeric(lay$coords_sorted),
@@ -402,13 +406,24 @@ h_fit_rcov_design <- function(design, REML, control, theta = NULL, optimize = TR
       storage.mode(z) <- "double"
       z
     }),
-    k = vapply(terms, function(t) ncol(t$Z), integer(1)),
+    k = vapply(terms, function(t) ncol(t$Z), integer(1))
+  )
+}
+
+#' Call the Rust kernel for a design with a residual structure
+#' @noRd
+h_fit_rcov_design <- function(design, REML, control, theta = NULL, optimize = TRUE) {
+  lay <- design$cov
+  o <- lay$order
+  terms <- if (is.null(design$re)) list() else design$re$terms
+  args <- h_rcov_args(design$X, design$y - design$offset, lay, terms)
+  res <- do.call(rs_fit_rcov, c(args, list(
     reml = REML,
     max_iter = as.integer(max(control$max_iter, 1000L)),
     gtol = 1e-6,
     theta_start = theta,
     optimize = optimize
-  )
+  )))
   res <- h_check_rust_result(res)
   fitted <- numeric(length(o))
   fitted[o] <- res$fitted
@@ -751,6 +766,8 @@ h_rcov_blocks <- function(fit, derivs = TRUE) {
 }
 
 #' Satterthwaite and Kenward-Roger ingredients of a residual-structure fit
+#' (computed in R; the reference implementation of `rs_rcov_inference()`,
+#' kept for the tests)
 #'
 #' Observed information of the REML (ML) criterion in SAS's parametrisation
 #' (`W = 2 H^-1`, H the Hessian of -2 log L), `P_r = X'V^-1 V_r V^-1 X`,
@@ -759,7 +776,7 @@ h_rcov_blocks <- function(fit, derivs = TRUE) {
 #' `U_i = V^-1 X_i` (so each block class costs the same whatever its size).
 #' @param linear drop the second-derivative term R (SAS's KR(LINEAR)).
 #' @noRd
-h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FALSE) {
+h_rcov_inference_parts_r <- function(object, method = "satterthwaite", linear = FALSE) {
   if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
     h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
             "reml_required")
@@ -878,6 +895,54 @@ h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FA
     S <- matrix(QW, p, p) - PWP - matrix(RW, p, p) / 4
     Phi_adj <- Phi + 2 * Phi %*% S %*% Phi
     Phi_adj <- (Phi_adj + t(Phi_adj)) / 2
+    dimnames(Phi_adj) <- dimnames(Phi)
+    out$kenward_roger <- list(phi = Phi, phi_adj = Phi_adj, w = W, p_list = P,
+                              info = H / 2, linear = linear)
+  }
+  out
+}
+
+#' Satterthwaite and Kenward-Roger ingredients of a residual-structure fit
+#'
+#' Observed information of the REML (ML) criterion in SAS's parametrisation
+#' (`W = 2 H^-1`), the `P_r` matrices, the Jacobian of `vcov(beta)` and the
+#' Kenward-Roger adjusted covariance, computed in Rust cluster by cluster
+#' (`rs_rcov_inference()`; the same quantities as
+#' `h_rcov_inference_parts_r()`).
+#' @param theta unconstrained parameters (default: the fit's).
+#' @param linear drop the second-derivative term (SAS's KR(LINEAR)).
+#' @noRd
+h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FALSE,
+                                   theta = object$rcov_theta) {
+  if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
+    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
+            "reml_required")
+  }
+  terms <- if (is.null(object$design_re)) list() else object$design_re$terms
+  args <- h_rcov_args(object$X, object$y - object$offset, object$layout, terms)
+  kr <- method %in% c("kenward-roger", "both")
+  res <- h_check_rust_result(do.call(rs_rcov_inference, c(args, list(
+    theta = as.numeric(theta), reml = isTRUE(object$REML), kr = kr, linear = linear))))
+  p <- length(object$beta)
+  k <- length(res$phi)
+  nm <- names(h_rcov_phi(object))
+  Phi <- res$vcov_beta
+  dimnames(Phi) <- dimnames(object$vcov)
+  H <- res$hessian
+  if (is.null(res$w)) {
+    h_abort("The observed information of the covariance parameters is singular (a boundary or unidentified fit); small-sample degrees of freedom are not available.",
+            "singular_information")
+  }
+  W <- res$w
+  dimnames(W) <- list(nm, nm)
+  P <- lapply(seq_len(k), function(r) matrix(res$p_list[(r - 1) * p * p + seq_len(p * p)], p, p))
+  J <- lapply(seq_len(k), function(r) matrix(res$jacobian[(r - 1) * p * p + seq_len(p * p)], p, p))
+  out <- list()
+  if (method %in% c("satterthwaite", "both")) {
+    out$satterthwaite <- list(vcov_beta = Phi, vcov_varpar = W, hessian = H, jacobian = J)
+  }
+  if (kr) {
+    Phi_adj <- res$vcov_adj
     dimnames(Phi_adj) <- dimnames(Phi)
     out$kenward_roger <- list(phi = Phi, phi_adj = Phi_adj, w = W, p_list = P,
                               info = H / 2, linear = linear)

@@ -43,6 +43,15 @@ rs_fit_rcov <- function(x, y, subj_start, visit, coords, subj_group,
 }
 
 #' @noRd
+rs_rcov_inference <- function(x, y, subj_start, visit, coords, subj_group,
+                              subj_pattern, cluster_start, cov_type, m, n_groups,
+                              codes, z, k, theta, reml, kr, linear) {
+  .Call(wrap__rs_rcov_inference, x, y, subj_start, visit, coords, subj_group,
+        subj_pattern, cluster_start, cov_type, m, n_groups, codes, z, k, theta,
+        reml, kr, linear)
+}
+
+#' @noRd
 rs_check_weights <- function(weights) {
   .Call(wrap__rs_check_weights, weights)
 }

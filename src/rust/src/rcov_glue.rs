@@ -3,7 +3,7 @@
 //! `list(error_kind =, error_message =)`, never as panics.
 
 use extendr_api::prelude::*;
-use lmmr_core::{fit_rcov, CovType, LmmError, RcovControl, RcovInput, RcovTerm};
+use lmmr_core::{fit_rcov, rcov_inference, CovType, LmmError, RcovControl, RcovInput, RcovTerm};
 
 use crate::convert::{count, r_matrix, reals};
 
@@ -18,6 +18,95 @@ fn ints(x: &Robj, what: &str) -> std::result::Result<Vec<usize>, LmmError> {
     v.iter()
         .map(|&i| usize::try_from(i).map_err(|_| bad(format!("`{what}` must be non-negative"))))
         .collect()
+}
+
+/// Owned index vectors of a residual-structure design (the numeric
+/// columns stay borrowed from R).
+struct RcovIndex {
+    subj_start: Vec<usize>,
+    visit: Vec<usize>,
+    subj_group: Vec<usize>,
+    subj_pattern: Vec<usize>,
+    cluster_start: Vec<usize>,
+    ks: Vec<usize>,
+}
+
+/// The R-side description of a design (as passed by `h_rcov_args()`).
+struct RcovArgs<'a> {
+    x: &'a Robj,
+    y: &'a Robj,
+    subj_start: &'a Robj,
+    visit: &'a Robj,
+    coords: &'a Robj,
+    subj_group: &'a Robj,
+    subj_pattern: &'a Robj,
+    cluster_start: &'a Robj,
+    cov_type: &'a str,
+    m: i32,
+    n_groups: i32,
+    codes: &'a [Robj],
+    z: &'a [Robj],
+    k: &'a Robj,
+}
+
+impl<'a> RcovArgs<'a> {
+    fn index(&self) -> std::result::Result<RcovIndex, LmmError> {
+        Ok(RcovIndex {
+            subj_start: ints(self.subj_start, "subj_start")?,
+            visit: ints(self.visit, "visit")?,
+            subj_group: ints(self.subj_group, "subj_group")?,
+            subj_pattern: ints(self.subj_pattern, "subj_pattern")?,
+            cluster_start: ints(self.cluster_start, "cluster_start")?,
+            ks: ints(self.k, "k")?,
+        })
+    }
+
+    fn input<'b>(&'b self, ix: &'b RcovIndex) -> std::result::Result<RcovInput<'b>, LmmError>
+    where
+        'a: 'b,
+    {
+        let y = reals(self.y, "y").map_err(bad)?;
+        let n = y.len();
+        let x = reals(self.x, "X").map_err(bad)?;
+        if n == 0 || x.len() % n != 0 {
+            return Err(bad("X must have one row per observation"));
+        }
+        let p = x.len() / n;
+        let coords_v = reals(self.coords, "coords").map_err(bad)?;
+        let n_coord = coords_v.len().checked_div(n).unwrap_or(0);
+        if self.codes.len() != ix.ks.len() || self.z.len() != ix.ks.len() {
+            return Err(bad(
+                "random-effect term descriptions have inconsistent lengths",
+            ));
+        }
+        let mut terms = Vec::with_capacity(ix.ks.len());
+        for t in 0..ix.ks.len() {
+            terms.push(RcovTerm {
+                codes: self.codes[t]
+                    .as_integer_slice()
+                    .ok_or_else(|| bad("`codes` must be integer vectors"))?,
+                z: reals(&self.z[t], "Z").map_err(bad)?,
+                k: ix.ks[t],
+            });
+        }
+        Ok(RcovInput {
+            n,
+            p,
+            x,
+            y,
+            subj_start: &ix.subj_start,
+            visit: &ix.visit,
+            coords: coords_v,
+            n_coord,
+            subj_group: &ix.subj_group,
+            subj_pattern: &ix.subj_pattern,
+            cluster_start: &ix.cluster_start,
+            cov_type: CovType::parse(self.cov_type)?,
+            m: count(self.m, "m").map_err(bad)?,
+            n_groups: count(self.n_groups, "n_groups").map_err(bad)?,
+            terms,
+        })
+    }
 }
 
 /// Fit (or evaluate at `theta_start` when `optimize` is FALSE) a model with
@@ -47,55 +136,27 @@ fn rs_fit_rcov(
     optimize: bool,
 ) -> List {
     let result = (|| -> std::result::Result<List, LmmError> {
-        let y = reals(&y, "y").map_err(bad)?;
-        let n = y.len();
-        let x = reals(&x, "X").map_err(bad)?;
-        if n == 0 || x.len() % n != 0 {
-            return Err(bad("X must have one row per observation"));
-        }
-        let p = x.len() / n;
-        let coords_v = reals(&coords, "coords").map_err(bad)?;
-        let n_coord = coords_v.len().checked_div(n).unwrap_or(0);
-        let subj_start = ints(&subj_start, "subj_start")?;
-        let visit = ints(&visit, "visit")?;
-        let subj_group = ints(&subj_group, "subj_group")?;
-        let subj_pattern = ints(&subj_pattern, "subj_pattern")?;
-        let cluster_start = ints(&cluster_start, "cluster_start")?;
-        let ks = ints(&k, "k")?;
         let codes_v: Vec<Robj> = codes.values().collect();
         let z_v: Vec<Robj> = z.values().collect();
-        if codes_v.len() != ks.len() || z_v.len() != ks.len() {
-            return Err(bad(
-                "random-effect term descriptions have inconsistent lengths",
-            ));
-        }
-        let mut terms = Vec::with_capacity(ks.len());
-        for t in 0..ks.len() {
-            terms.push(RcovTerm {
-                codes: codes_v[t]
-                    .as_integer_slice()
-                    .ok_or_else(|| bad("`codes` must be integer vectors"))?,
-                z: reals(&z_v[t], "Z").map_err(bad)?,
-                k: ks[t],
-            });
-        }
-        let inp = RcovInput {
-            n,
-            p,
-            x,
-            y,
+        let args = RcovArgs {
+            x: &x,
+            y: &y,
             subj_start: &subj_start,
             visit: &visit,
-            coords: coords_v,
-            n_coord,
+            coords: &coords,
             subj_group: &subj_group,
             subj_pattern: &subj_pattern,
             cluster_start: &cluster_start,
-            cov_type: CovType::parse(cov_type)?,
-            m: count(m, "m").map_err(bad)?,
-            n_groups: count(n_groups, "n_groups").map_err(bad)?,
-            terms,
+            cov_type,
+            m,
+            n_groups,
+            codes: &codes_v,
+            z: &z_v,
+            k: &k,
         };
+        let ix = args.index()?;
+        let inp = args.input(&ix)?;
+        let p = inp.p;
         let theta0 = if theta_start.is_null() {
             None
         } else {
@@ -131,7 +192,82 @@ fn rs_fit_rcov(
     }
 }
 
+/// Satterthwaite / Kenward-Roger ingredients of a residual-structure fit at
+/// its unconstrained parameters `theta`. Internal; called by
+/// `h_rcov_inference_parts()`.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn rs_rcov_inference(
+    x: Robj,
+    y: Robj,
+    subj_start: Robj,
+    visit: Robj,
+    coords: Robj,
+    subj_group: Robj,
+    subj_pattern: Robj,
+    cluster_start: Robj,
+    cov_type: &str,
+    m: i32,
+    n_groups: i32,
+    codes: List,
+    z: List,
+    k: Robj,
+    theta: Robj,
+    reml: bool,
+    kr: bool,
+    linear: bool,
+) -> List {
+    let result = (|| -> std::result::Result<List, LmmError> {
+        let codes_v: Vec<Robj> = codes.values().collect();
+        let z_v: Vec<Robj> = z.values().collect();
+        let args = RcovArgs {
+            x: &x,
+            y: &y,
+            subj_start: &subj_start,
+            visit: &visit,
+            coords: &coords,
+            subj_group: &subj_group,
+            subj_pattern: &subj_pattern,
+            cluster_start: &cluster_start,
+            cov_type,
+            m,
+            n_groups,
+            codes: &codes_v,
+            z: &z_v,
+            k: &k,
+        };
+        let ix = args.index()?;
+        let inp = args.input(&ix)?;
+        let theta = reals(&theta, "theta").map_err(bad)?;
+        let out = rcov_inference(&inp, theta, reml, kr, linear)?;
+        let (kk, p) = (out.k, out.p);
+        let w: Robj = match &out.w {
+            Some(w) => r_matrix(w, kk, kk),
+            None => Robj::from(()),
+        };
+        let adj: Robj = match &out.vcov_adj {
+            Some(a) => r_matrix(a, p, p),
+            None => Robj::from(()),
+        };
+        Ok(list!(
+            phi = out.phi,
+            vcov_beta = r_matrix(&out.vcov_beta, p, p),
+            hessian = r_matrix(&out.hessian, kk, kk),
+            w = w,
+            p_list = out.p_list,
+            jacobian = out.jacobian,
+            vcov_adj = adj
+        ))
+    })();
+    match result {
+        Ok(l) => l,
+        Err(e) => list!(error_kind = e.kind(), error_message = e.to_string()),
+    }
+}
+
 extendr_module! {
     mod rcov_glue;
     fn rs_fit_rcov;
+    fn rs_rcov_inference;
 }

@@ -33,8 +33,8 @@ pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
 pub use rcov::{
-    fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
-    RcovTerm,
+    fit_rcov, rcov_criterion, rcov_criterion_gradient, rcov_inference, CovType, RcovControl,
+    RcovInference, RcovInput, RcovOutput, RcovTerm,
 };
 
 use blocks::Blocks;

@@ -43,6 +43,9 @@
 
 use crate::LmmError;
 
+mod infer;
+pub use infer::{rcov_inference, RcovInference};
+
 const LOG_2PI: f64 = 1.837_877_066_409_345_3;
 
 /// Largest cluster (rows) for the dense per-cluster factorisation: two
