@@ -381,11 +381,125 @@ confint.lmmr_rcov <- function(object, parm, level = 0.95, ...) {
 #' @export
 coef.lmmr_rcov <- function(object, ...) h_rcov_unsupported("coef() (per-level coefficients)")
 
-#' @export
-icc.lmmr_rcov <- function(x, ...) h_rcov_unsupported("icc()")
+#' Variance components of a residual-structure fit, averaged over the
+#' observations (Nakagawa, Johnson & Schielzeth 2017): the variance of the
+#' fixed-effect predictor, each random-effect term's mean of
+#' `diag(Z_t G_t Z_t')` and the mean residual variance `diag(R_i)`.
+#' @noRd
+h_rcov_variance_components <- function(x) {
+  lay <- x$layout
+  cs <- x$cov_struct
+  eta <- drop(x$X %*% x$beta)
+  v_fixed <- if (length(eta) > 1L) stats::var(eta) else 0 # as performance (n - 1)
+  terms <- if (is.null(x$design_re)) list() else x$design_re$terms
+  by_group <- vapply(seq_along(terms), function(t) {
+    Z <- terms[[t]]$Z
+    mean(rowSums((Z %*% x$re_cov[[t]]) * Z))
+  }, 0)
+  names(by_group) <- vapply(terms, function(t) t$group, "")
+  # residual variance of each observation (rows in the data's order)
+  s <- rep(seq_along(lay$subj_ids), diff(lay$subj_start))
+  g <- lay$subj_group[s] + 1L
+  v_row <- if (cs$type == "sp_exp") {
+    vapply(cs$covs, function(V) V[["variance"]], 0)[g]
+  } else {
+    vapply(seq_along(g), function(i) cs$covs[[g[i]]][lay$visit_code[i] + 1L, lay$visit_code[i] + 1L], 0)
+  }
+  homogeneous <- cs$type %in% c("cs", "ar1", "toep", "sp_exp") ||
+    stats::sd(v_row) <= 1e-12 * mean(v_row)
+  list(fixed = v_fixed, random = by_group, residual = mean(v_row),
+       homogeneous = homogeneous, by_group = by_group,
+       has_slopes = any(vapply(terms, function(t) ncol(t$Z) > 1L || !identical(t$cnms, "(Intercept)"), TRUE)))
+}
 
+#' ICC of a fit with a residual covariance structure
+#'
+#' The ICC is the share of the variance that the random effects explain
+#' (as [icc.lmmr()] and `performance::icc()` define it). With a residual
+#' structure it is defined when the model has random-effect terms and the
+#' residual variance is the same at every visit (`cs`, `ar1`, `toep`,
+#' `sp_exp`, or a heterogeneous structure whose variances coincide): then
+#' `adjusted = sigma2_random / (sigma2_random + sigma2_residual)` and
+#' `unadjusted` adds the fixed-effect variance to the denominator, as for
+#' fits without a residual structure.
+#'
+#' It is not defined (a classed error `lmmr_error_not_defined`) when
+#' - the model has no random-effect terms: all within-subject correlation
+#'   is in the residual structure, so no variance is "between clusters";
+#'   read the correlations from `cov_matrix(fit, correlation = TRUE)`
+#'   (for `cs()` the common correlation is the ICC of the equivalent
+#'   random-intercept model);
+#' - the residual variance differs between visits (`us`, `csh`, `ar1h`,
+#'   `toeph`, `adh`): the share of the random effects then differs from
+#'   visit to visit, so no single ICC exists.
+#' @param x a fit with a residual covariance structure.
+#' @param ... unused.
+#' @return An object of class `"lmm_icc"` as [icc.lmmr()] (without the
+#'   bootstrap interval).
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(site = factor(rep(1:8, each = 20)), id = factor(rep(1:40, each = 4)),
+#'                 visit = factor(rep(c("V1", "V2", "V3", "V4"), 40)))
+#' d$y <- rnorm(160) + rep(rnorm(40), each = 4) + rep(rnorm(8), each = 20)
+#' fit <- lmm(y ~ visit + (1 | site) + ar1(visit | id), data = d)
+#' icc(fit)
 #' @export
-r2.lmmr_rcov <- function(x, ...) h_rcov_unsupported("r2()")
+icc.lmmr_rcov <- function(x, ...) {
+  h_check_dots(..., .fn = "icc")
+  vc <- h_rcov_variance_components(x)
+  if (!length(vc$random)) {
+    h_abort("The ICC is the share of the variance due to random effects, and this model has none: its within-subject correlation is the residual structure's. See cov_matrix(fit, correlation = TRUE) (for cs() the common correlation is the ICC of the equivalent random-intercept model).",
+            "not_defined")
+  }
+  if (!vc$homogeneous) {
+    h_abort(sprintf("The residual variance of %s() differs between visits, so the share of the variance due to the random effects differs from visit to visit and no single ICC exists. Use a structure with a common variance (cs, ar1, toep) or compare the variances in VarCorr(fit).",
+                    x$cov_struct$type), "not_defined")
+  }
+  v_re <- sum(vc$random)
+  total_adj <- v_re + vc$residual
+  total <- vc$fixed + total_adj
+  comps <- data.frame(group = names(vc$by_group), variance = unname(vc$by_group),
+                      icc_adjusted = unname(vc$by_group) / total_adj,
+                      icc_unadjusted = unname(vc$by_group) / total, stringsAsFactors = FALSE)
+  if (isTRUE(x$singular)) {
+    h_warn("The fit is singular (a random-effect variance is estimated as zero or a correlation as +/-1); the ICC is at or near its boundary and should be interpreted with care.",
+           "singular")
+  }
+  structure(list(adjusted = v_re / total_adj, unadjusted = v_re / total, components = comps,
+                 var_fixed = vc$fixed, var_random = v_re, var_residual = vc$residual,
+                 has_slopes = vc$has_slopes), class = "lmm_icc")
+}
+
+#' Nakagawa R2 of a fit with a residual covariance structure
+#'
+#' Marginal R2 = `sigma2_fixed / (sigma2_fixed + sigma2_random +
+#' sigma2_residual)` and conditional R2 = `(sigma2_fixed + sigma2_random) /
+#' (...)`, with the random-effect and residual variances averaged over the
+#' observations (each row's `diag(Z G Z')` and its visit's residual variance;
+#' Nakagawa, Johnson & Schielzeth 2017, the averaging `performance` uses for
+#' random slopes). Heterogeneous residual variances are therefore weighted
+#' by how often each visit is observed. Residual correlations are not
+#' "explained" variance: they do not enter either R2.
+#' @param x a fit with a residual covariance structure.
+#' @param ... unused.
+#' @return An object of class `"lmm_r2"` as [r2.lmmr()].
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(site = factor(rep(1:8, each = 20)), id = factor(rep(1:40, each = 4)),
+#'                 visit = factor(rep(c("V1", "V2", "V3", "V4"), 40)))
+#' d$y <- rnorm(160) + rep(rnorm(40), each = 4) + rep(rnorm(8), each = 20)
+#' fit <- lmm(y ~ visit + (1 | site) + us(visit | id), data = d)
+#' r2(fit)
+#' @export
+r2.lmmr_rcov <- function(x, ...) {
+  h_check_dots(..., .fn = "r2")
+  vc <- h_rcov_variance_components(x)
+  v_re <- sum(vc$random)
+  total <- vc$fixed + v_re + vc$residual
+  structure(list(marginal = vc$fixed / total, conditional = (vc$fixed + v_re) / total,
+                 var_fixed = vc$fixed, var_random = v_re, var_residual = vc$residual),
+            class = "lmm_r2")
+}
 
 #' @export
 boxcox.lmmr_rcov <- function(object, ...) h_rcov_unsupported("boxcox()")
@@ -393,8 +507,40 @@ boxcox.lmmr_rcov <- function(object, ...) h_rcov_unsupported("boxcox()")
 #' @export
 plot.lmmr_rcov <- function(x, ...) h_rcov_unsupported("plot()")
 
+#' Refit a residual-structure model to a new response
+#'
+#' The design (fixed effects, residual structure, random effects) is reused;
+#' the optimiser starts at the fit's covariance parameters, as lme4's
+#' `refit()` does.
+#' @param object a fit with a residual covariance structure.
+#' @param newresp new response: a numeric vector with one value per
+#'   observation used in the fit (or per row of the data for an
+#'   `na.omit` fit); by default the fit's own response.
+#' @param REML refit with REML (default: as the fit).
+#' @param ... unused.
+#' @return A fit of class `c("lmmr_rcov", "lmmr")`.
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(site = factor(rep(1:8, each = 20)), id = factor(rep(1:40, each = 4)),
+#'                 visit = factor(rep(c("V1", "V2", "V3", "V4"), 40)))
+#' d$y <- rnorm(160) + rep(rnorm(40), each = 4) + rep(rnorm(8), each = 20)
+#' fit <- lmm(y ~ visit + ar1(visit | id), data = d)
+#' fit2 <- refit(fit, simulate(fit, seed = 1)[[1]])
+#' fixef(fit2)
 #' @export
-refit.lmmr_rcov <- function(object, newresp, ...) h_rcov_unsupported("refit()")
+refit.lmmr_rcov <- function(object, newresp, REML = object$REML, ...) {
+  h_check_dots(..., .fn = "refit")
+  if (missing(newresp)) newresp <- object$y
+  h_check_flag(REML, "REML")
+  y <- h_newresp(object, newresp)
+  design <- h_rcov_design_of(object, y)
+  control <- object$control
+  if (is.null(control)) control <- lmm_control()
+  res <- h_fit_rcov_design(design, REML = REML, control = control, theta = object$rcov_theta)
+  fit <- h_build_rcov_fit(design, res, REML = REML, call = object$call, control = control)
+  fit$formula_input <- object$formula_input
+  fit
+}
 
 #' @export
 model.matrix.lmmr_rcov <- function(object, type = c("fixed", "random"), ...) {

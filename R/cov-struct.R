@@ -53,8 +53,10 @@
 #' subject-level clusters, slow (dense) for clusters of hundreds of
 #' observations.
 #'
-#' Not available yet for these fits: conditional variances of the random
-#' effects, `icc()`, `r2()`, `ranova()`, profile intervals, `refit()`,
+#' `refit()`, `r2()`, `ranova()` (for the random-effect terms; the reduced
+#' models keep the residual structure) and, where it is defined, `icc()`
+#' (see [icc.lmmr_rcov()]) work on these fits. Not available yet:
+#' conditional variances of the random effects, profile intervals,
 #' database (lazy table) data, prior weights.
 #'
 #' @name cov_struct
@@ -947,5 +949,108 @@ h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FA
     out$kenward_roger <- list(phi = Phi, phi_adj = Phi_adj, w = W, p_list = P,
                               info = H / 2, linear = linear)
   }
+  out
+}
+
+# ---------------------------------------------------------------------------
+# Fits at given covariance parameters, refits
+# ---------------------------------------------------------------------------
+
+#' Partial autocorrelations from autocorrelations rho_1..rho_k
+#' (Durbin-Levinson; the inverse of the kernel's map)
+#' @noRd
+h_acf_to_pacf <- function(rho) {
+  k <- length(rho)
+  if (k == 0L) return(numeric(0))
+  pacf <- numeric(k)
+  a <- numeric(0)
+  for (j in seq_len(k)) {
+    num <- rho[j] - sum(a * rev(rho[seq_len(j - 1L)]))
+    den <- 1 - sum(a * rho[seq_len(j - 1L)])
+    pj <- num / den
+    a <- c(a - pj * rev(a), pj)
+    pacf[j] <- pj
+  }
+  pacf
+}
+
+#' Unconstrained kernel parameters of one group from its matrix (or the
+#' sp_exp pair)
+#' @noRd
+h_theta_group <- function(type, V) {
+  if (type == "sp_exp") {
+    rho <- unname(V[["rho"]])
+    return(c(log(unname(V[["variance"]])), log(rho / (1 - rho))))
+  }
+  m <- nrow(V)
+  R <- stats::cov2cor(V)
+  cs_t <- function(r) log((1 + (m - 1) * r) / (1 - r))
+  switch(type,
+    us = {
+      L <- t(chol(V))
+      unlist(lapply(seq_len(m), function(j) c(log(L[j, j]), L[seq_len(m) > j, j])))
+    },
+    cs = c(log(V[1L, 1L]), cs_t(R[2L, 1L])),
+    csh = c(0.5 * log(diag(V)), cs_t(R[2L, 1L])),
+    ar1 = c(log(V[1L, 1L]), atanh(R[2L, 1L])),
+    ar1h = c(0.5 * log(diag(V)), atanh(R[2L, 1L])),
+    toep = c(log(V[1L, 1L]), atanh(h_acf_to_pacf(R[-1L, 1L]))),
+    toeph = c(0.5 * log(diag(V)), atanh(h_acf_to_pacf(R[-1L, 1L]))),
+    adh = c(0.5 * log(diag(V)), atanh(R[cbind(2:m, 1:(m - 1L))]))
+  )
+}
+
+#' Unconstrained parameters of a residual-structure fit from covariance
+#' parameters in SAS's parametrisation (the order of `h_rcov_phi()`)
+#' @noRd
+h_rcov_theta_from_phi <- function(fit, phi) {
+  cs <- fit$cov_struct
+  npg <- length(cs$natural[[1L]])
+  ng <- length(cs$natural)
+  if (length(phi) != length(h_rcov_phi(fit))) {
+    h_abort(sprintf("`phi` must have %d covariance parameters.", length(h_rcov_phi(fit))), "argument")
+  }
+  phi <- unname(as.numeric(phi))
+  th <- unlist(lapply(seq_len(ng), function(g) {
+    V <- h_cov_from_natural(cs$type, phi[(g - 1L) * npg + seq_len(npg)], cs$m)
+    h_theta_group(cs$type, V)
+  }))
+  off <- npg * ng
+  for (G in fit$re_cov) {
+    k <- nrow(G)
+    idx <- which(lower.tri(G, diag = TRUE))
+    Gn <- matrix(0, k, k)
+    Gn[idx] <- phi[off + seq_along(idx)]
+    Gn[upper.tri(Gn)] <- t(Gn)[upper.tri(Gn)]
+    L <- t(chol(Gn))
+    th <- c(th, L[idx])
+    off <- off + length(idx)
+  }
+  th
+}
+
+#' The design of a residual-structure fit, rebuilt from the fit's plain data
+#' @noRd
+h_rcov_design_of <- function(fit, y = fit$y) {
+  c(list(X = fit$X, y = y, offset = fit$offset, cov = fit$layout, re = fit$design_re,
+         formula = fit$formula, fixed_formula = fit$fixed_formula,
+         dropped = fit$dropped, frame = fit$frame, na_action = fit$na_action,
+         cov_term = list(call = fit$cov_struct$call)),
+    fit$design_info[setdiff(names(fit$design_info), c("fixed_formula", "dropped"))])
+}
+
+#' A residual-structure fit at given covariance parameters (no optimisation)
+#'
+#' `phi` in SAS's parametrisation (as `h_rcov_phi()`); the returned fit has
+#' the GLS fixed effects, criterion and inference at those parameters
+#' (used to evaluate Kenward-Roger at another program's estimates).
+#' @noRd
+h_rcov_fit_at <- function(fit, phi) {
+  theta <- h_rcov_theta_from_phi(fit, phi)
+  design <- h_rcov_design_of(fit)
+  res <- h_fit_rcov_design(design, REML = fit$REML, control = fit$control,
+                           theta = theta, optimize = FALSE)
+  out <- h_build_rcov_fit(design, res, REML = fit$REML, call = fit$call, control = fit$control)
+  out$formula_input <- fit$formula_input
   out
 }

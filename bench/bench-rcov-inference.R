@@ -1,6 +1,8 @@
 # Kenward-Roger and Satterthwaite for residual-structure fits with random
 # effects: 20 sites x n_per_site subjects x m visits,
 # y ~ arm * visit + (1 | site) + us(visit | subject) (and ar1h, toeph).
+# Times summary() with Satterthwaite and Kenward-Roger (Rust kernels) and,
+# unless SKIP_R=1, the previous implementation in R on the same fit.
 # Usage: Rscript bench/bench-rcov-inference.R [n_per_site] [m] [structures]
 suppressPackageStartupMessages(library(lmmr))
 args <- commandArgs(trailingOnly = TRUE)
@@ -24,6 +26,13 @@ for (ty in types) {
   t_fit <- system.time(fit <- lmm(f, data = d))[["elapsed"]]
   t_sat <- system.time(s1 <- summary(fit))[["elapsed"]]
   t_kr <- system.time(s2 <- summary(fit, ddf = "Kenward-Roger"))[["elapsed"]]
+  t_r <- NA
+  if (!nzchar(Sys.getenv("SKIP_R"))) {
+    t_r <- system.time(old <- lmmr:::h_rcov_inference_parts_r(fit, "both"))[["elapsed"]]
+    new <- lmmr:::h_rcov_inference_parts(fit, "both")
+    cat(sprintf("  R reference %.2f s (Satterthwaite + KR); max rel. difference of the adjusted vcov %.1e\n", t_r,
+                max(abs(new$kenward_roger$phi_adj - old$kenward_roger$phi_adj)) / max(abs(old$kenward_roger$phi_adj))))
+  }
   cat(sprintf("%-6s k = %2d: fit %6.2f s, Satterthwaite %6.2f s, KR %6.2f s; KR df[2] %.6f, SE[2] %.8f, Satt df[2] %.6f\n",
               ty, length(lmmr:::h_rcov_phi(fit)), t_fit, t_sat, t_kr,
               coef(s2)[2, "df"], coef(s2)[2, "Std. Error"], coef(s1)[2, "df"]))
