@@ -2380,4 +2380,72 @@ mod tests {
         ));
         assert!(CovType::parse("nope").is_err());
     }
+
+    /// The observed Hessian in SAS's parameters, pulled back through the
+    /// (finite-difference) Jacobian of phi(theta), equals the
+    /// finite-difference Hessian of the criterion in theta at an optimum
+    /// (where the gradient term of the chain rule vanishes); the KR
+    /// adjusted covariance is symmetric.
+    #[test]
+    fn inference_hessian_matches_differences() {
+        for &with_re in &[false, true] {
+            let d = data(11, 4, 60, with_re);
+            for ct in all_types() {
+                let inp = input(&d, ct, 1);
+                let ctl = RcovControl {
+                    reml: true,
+                    max_iter: 3000,
+                    gtol: 1e-8,
+                    theta_start: None,
+                    optimize: true,
+                };
+                let fit = fit_rcov(&inp, &ctl).unwrap();
+                let th = fit.theta.clone();
+                let inf = rcov_inference(&inp, &th, true, true, false).unwrap();
+                let k = th.len();
+                let p = inp.p;
+                let h = 1e-5;
+                let mut jm = vec![0.0; k * k];
+                let mut ht = vec![0.0; k * k];
+                for j in 0..k {
+                    let mut tp = th.clone();
+                    let mut tm = th.clone();
+                    tp[j] += h;
+                    tm[j] -= h;
+                    let ip = rcov_inference(&inp, &tp, true, false, false).unwrap();
+                    let im = rcov_inference(&inp, &tm, true, false, false).unwrap();
+                    let gp = rcov_criterion_gradient(&inp, &tp, true).unwrap().unwrap().1;
+                    let gm = rcov_criterion_gradient(&inp, &tm, true).unwrap().unwrap().1;
+                    for r in 0..k {
+                        jm[r + j * k] = (ip.phi[r] - im.phi[r]) / (2.0 * h);
+                        ht[r + j * k] = (gp[r] - gm[r]) / (2.0 * h);
+                    }
+                }
+                let mut scale = 0.0f64;
+                let mut err = 0.0f64;
+                for b in 0..k {
+                    for a in 0..k {
+                        let mut v = 0.0;
+                        for r in 0..k {
+                            for s in 0..k {
+                                v += jm[r + a * k] * inf.hessian[r + s * k] * jm[s + b * k];
+                            }
+                        }
+                        scale = scale.max(ht[a + b * k].abs());
+                        err = err.max((v - ht[a + b * k]).abs());
+                    }
+                }
+                assert!(err <= 1e-4 * scale, "{ct:?} re={with_re}: {err} vs {scale}");
+                let adj = inf.vcov_adj.unwrap();
+                for j in 0..p {
+                    assert!(adj[j + j * p] > 0.0);
+                    for i in 0..p {
+                        assert!(
+                            (adj[i + j * p] - adj[j + i * p]).abs() <= 1e-12 * adj[j + j * p].abs()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
