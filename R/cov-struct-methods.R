@@ -509,7 +509,8 @@ plot.lmmr_rcov <- function(x, ...) h_rcov_unsupported("plot()")
 
 #' Refit a residual-structure model to a new response
 #'
-#' The design (fixed effects, residual structure, random effects) is reused;
+#' The fit's kept Rust model (design, layout, workspace) is reused with the
+#' new response;
 #' the optimiser starts at the fit's covariance parameters, as lme4's
 #' `refit()` does.
 #' @param object a fit with a residual covariance structure.
@@ -536,7 +537,8 @@ refit.lmmr_rcov <- function(object, newresp, REML = object$REML, ...) {
   design <- h_rcov_design_of(object, y)
   control <- object$control
   if (is.null(control)) control <- lmm_control()
-  res <- h_fit_rcov_design(design, REML = REML, control = control, theta = object$rcov_theta)
+  res <- h_fit_rcov_design(design, REML = REML, control = control, theta = object$rcov_theta,
+                           engine = h_rcov_fit_engine(object))
   fit <- h_build_rcov_fit(design, res, REML = REML, call = object$call, control = control)
   fit$formula_input <- object$formula_input
   fit

@@ -412,24 +412,59 @@ h_rcov_args <- function(X, y, lay, terms) {
   )
 }
 
-#' Call the Rust kernel for a design with a residual structure
+#' A new, empty kept model of a residual-structure design: an environment
+#' that will hold the Rust model's external pointer (`ptr`) and the response
+#' loaded into it (`resp`). It survives saveRDS() with a dead pointer, which
+#' h_rcov_engine_ptr() rebuilds from the fit's plain data.
 #' @noRd
-h_fit_rcov_design <- function(design, REML, control, theta = NULL, optimize = TRUE) {
+h_rcov_engine <- function() new.env(parent = emptyenv())
+
+#' The live pointer of a kept residual-structure model with response `y`
+#' (offset subtracted, rows in the data's order) loaded; (re)built from the
+#' design when missing or dead
+#' @noRd
+h_rcov_engine_ptr <- function(engine, X, y, lay, terms) {
+  y <- as.numeric(y)
+  if (is.null(engine$ptr) || !rs_rcov_model_is_live(engine$ptr)) {
+    ptr <- do.call(rs_rcov_model_new, h_rcov_args(X, y, lay, terms))
+    if (is.list(ptr)) h_check_rust_result(ptr)
+    engine$ptr <- ptr
+    engine$resp <- y
+  } else if (!identical(engine$resp, y)) {
+    h_check_rust_result(rs_rcov_model_set_response(engine$ptr, y[lay$order]))
+    engine$resp <- y
+  }
+  engine$ptr
+}
+
+#' The kept model of a residual-structure fit (a new, empty one for objects
+#' without it)
+#' @noRd
+h_rcov_fit_engine <- function(fit) {
+  if (is.environment(fit$rcov_engine)) fit$rcov_engine else h_rcov_engine()
+}
+
+#' Fit a design with a residual structure on its kept Rust model
+#'
+#' `engine`: the kept model of an earlier fit of the same design (refits,
+#' fits at given parameters); without it a new one is built. The result
+#' carries it in `$engine`.
+#' @noRd
+h_fit_rcov_design <- function(design, REML, control, theta = NULL, optimize = TRUE,
+                              engine = NULL) {
   lay <- design$cov
   o <- lay$order
   terms <- if (is.null(design$re)) list() else design$re$terms
-  args <- h_rcov_args(design$X, design$y - design$offset, lay, terms)
-  res <- do.call(rs_fit_rcov, c(args, list(
-    reml = REML,
-    max_iter = as.integer(max(control$max_iter, 1000L)),
-    gtol = 1e-6,
-    theta_start = theta,
-    optimize = optimize
-  )))
+  if (!is.environment(engine)) engine <- h_rcov_engine()
+  ptr <- h_rcov_engine_ptr(engine, design$X, design$y - design$offset, lay, terms)
+  res <- rs_rcov_model_fit(ptr, reml = REML,
+                           max_iter = as.integer(max(control$max_iter, 1000L)),
+                           gtol = 1e-6, theta_start = theta, optimize = optimize)
   res <- h_check_rust_result(res)
   fitted <- numeric(length(o))
   fitted[o] <- res$fitted
   res$fitted <- fitted
+  res$engine <- engine
   res
 }
 
@@ -571,6 +606,7 @@ h_build_rcov_fit <- function(design, res, REML, call, control) {
     design_info = design[intersect(names(design),
       c("fixed_terms", "xlevels", "contrasts", "X_full_colnames", "fixed_formula", "dropped"))],
     na_action = design$na_action,
+    rcov_engine = res$engine,
     optinfo = list(converged = isTRUE(res$converged), gradient = res$gradient,
                    n_eval = res$n_eval, n_iter = res$n_iter, message = res$message),
     singular = FALSE,
@@ -909,7 +945,7 @@ h_rcov_inference_parts_r <- function(object, method = "satterthwaite", linear = 
 #' Observed information of the REML (ML) criterion in SAS's parametrisation
 #' (`W = 2 H^-1`), the `P_r` matrices, the Jacobian of `vcov(beta)` and the
 #' Kenward-Roger adjusted covariance, computed in Rust cluster by cluster
-#' (`rs_rcov_inference()`; the same quantities as
+#' (`rs_rcov_model_inference()` on the fit's kept model; the same quantities as
 #' `h_rcov_inference_parts_r()`).
 #' @param theta unconstrained parameters (default: the fit's).
 #' @param linear drop the second-derivative term (SAS's KR(LINEAR)).
@@ -921,10 +957,11 @@ h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FA
             "reml_required")
   }
   terms <- if (is.null(object$design_re)) list() else object$design_re$terms
-  args <- h_rcov_args(object$X, object$y - object$offset, object$layout, terms)
+  ptr <- h_rcov_engine_ptr(h_rcov_fit_engine(object), object$X, object$y - object$offset,
+                           object$layout, terms)
   kr <- method %in% c("kenward-roger", "both")
-  res <- h_check_rust_result(do.call(rs_rcov_inference, c(args, list(
-    theta = as.numeric(theta), reml = isTRUE(object$REML), kr = kr, linear = linear))))
+  res <- h_check_rust_result(rs_rcov_model_inference(
+    ptr, theta = as.numeric(theta), reml = isTRUE(object$REML), kr = kr, linear = linear))
   p <- length(object$beta)
   k <- length(res$phi)
   nm <- names(h_rcov_phi(object))
@@ -1049,7 +1086,7 @@ h_rcov_fit_at <- function(fit, phi) {
   theta <- h_rcov_theta_from_phi(fit, phi)
   design <- h_rcov_design_of(fit)
   res <- h_fit_rcov_design(design, REML = fit$REML, control = fit$control,
-                           theta = theta, optimize = FALSE)
+                           theta = theta, optimize = FALSE, engine = h_rcov_fit_engine(fit))
   out <- h_build_rcov_fit(design, res, REML = fit$REML, call = fit$call, control = fit$control)
   out$formula_input <- fit$formula_input
   out

@@ -508,3 +508,26 @@ test_that("refit, r2, icc and ranova on residual-structure fits", {
   V <- cov_matrix(us)[[1]]
   expect_equal(ru$var_residual, mean(diag(V)[as.integer(d$AVISIT)]), tolerance = 1e-10)
 })
+
+test_that("residual-structure fits keep their Rust model, rebuilt after readRDS()", {
+  d <- fev_data()
+  d$site <- factor(as.integer(d$USUBJID) %% 10)
+  fit <- lmm(FEV1 ~ ARMCD + AVISIT + (1 | site) + toeph(AVISIT | USUBJID), data = d)
+  expect_true(is.environment(fit$rcov_engine))
+  expect_true(rs_rcov_model_is_live(fit$rcov_engine$ptr))
+  kr <- coef(summary(fit, ddf = "Kenward-Roger"))
+  # a refit reuses the same kept model with the new response
+  y2 <- d$FEV1 + rnorm(nrow(d), sd = 0.1)
+  r <- refit(fit, y2)
+  expect_identical(r$rcov_engine, fit$rcov_engine)
+  # the original fit's inference is unchanged (its response is reloaded)
+  expect_equal(coef(summary(fit, ddf = "Kenward-Roger")), kr, tolerance = 1e-12)
+  f <- tempfile(fileext = ".rds")
+  saveRDS(fit, f)
+  fit2 <- readRDS(f)
+  unlink(f)
+  expect_false(rs_rcov_model_is_live(fit2$rcov_engine$ptr))
+  expect_equal(coef(summary(fit2, ddf = "Kenward-Roger")), kr, tolerance = 1e-12)
+  expect_true(rs_rcov_model_is_live(fit2$rcov_engine$ptr))
+  expect_equal(deviance(refit(fit2)), deviance(fit), tolerance = 1e-10)
+})

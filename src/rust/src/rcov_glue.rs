@@ -1,9 +1,12 @@
 //! extendr glue for residual-structure (repeated-measures) models
-//! (`lmmr_core::fit_rcov`). Errors are returned as
+//! (`lmmr_core::fit_rcov`, the kept `RcovModel`). Errors are returned as
 //! `list(error_kind =, error_message =)`, never as panics.
 
 use extendr_api::prelude::*;
-use lmmr_core::{fit_rcov, rcov_inference, CovType, LmmError, RcovControl, RcovInput, RcovTerm};
+use lmmr_core::{
+    fit_rcov, rcov_inference, CovType, LmmError, RcovControl, RcovInference, RcovInput, RcovModel,
+    RcovOutput, RcovTerm,
+};
 
 use crate::convert::{count, r_matrix, reals};
 
@@ -170,25 +173,11 @@ fn rs_fit_rcov(
             optimize,
         };
         let out = fit_rcov(&inp, &control)?;
-        let re_cov: Vec<Robj> = out.re_cov.iter().map(|v| Robj::from(&v[..])).collect();
-        Ok(list!(
-            theta = out.theta,
-            beta = out.beta,
-            vcov_beta = r_matrix(&out.vcov_beta, p, p),
-            objective = out.objective,
-            gradient = out.gradient,
-            group_cov = out.group_cov,
-            re_cov = List::from_values(re_cov),
-            fitted = out.fitted,
-            n_iter = out.n_iter as i32,
-            n_eval = out.n_eval as i32,
-            converged = out.converged,
-            message = out.message
-        ))
+        Ok(fit_list(out, p))
     })();
     match result {
         Ok(l) => l,
-        Err(e) => list!(error_kind = e.kind(), error_message = e.to_string()),
+        Err(e) => error_list(&e),
     }
 }
 
@@ -240,34 +229,196 @@ fn rs_rcov_inference(
         let ix = args.index()?;
         let inp = args.input(&ix)?;
         let theta = reals(&theta, "theta").map_err(bad)?;
-        let out = rcov_inference(&inp, theta, reml, kr, linear)?;
-        let (kk, p) = (out.k, out.p);
-        let w: Robj = match &out.w {
-            Some(w) => r_matrix(w, kk, kk),
-            None => Robj::from(()),
-        };
-        let adj: Robj = match &out.vcov_adj {
-            Some(a) => r_matrix(a, p, p),
-            None => Robj::from(()),
-        };
-        Ok(list!(
-            phi = out.phi,
-            vcov_beta = r_matrix(&out.vcov_beta, p, p),
-            hessian = r_matrix(&out.hessian, kk, kk),
-            w = w,
-            p_list = out.p_list,
-            jacobian = out.jacobian,
-            vcov_adj = adj
-        ))
+        Ok(inference_list(rcov_inference(
+            &inp, theta, reml, kr, linear,
+        )?))
     })();
     match result {
         Ok(l) => l,
-        Err(e) => list!(error_kind = e.kind(), error_message = e.to_string()),
+        Err(e) => error_list(&e),
     }
+}
+
+fn fit_list(out: RcovOutput, p: usize) -> List {
+    let re_cov: Vec<Robj> = out.re_cov.iter().map(|v| Robj::from(&v[..])).collect();
+    list!(
+        theta = out.theta,
+        beta = out.beta,
+        vcov_beta = r_matrix(&out.vcov_beta, p, p),
+        objective = out.objective,
+        gradient = out.gradient,
+        group_cov = out.group_cov,
+        re_cov = List::from_values(re_cov),
+        fitted = out.fitted,
+        n_iter = out.n_iter as i32,
+        n_eval = out.n_eval as i32,
+        converged = out.converged,
+        message = out.message
+    )
+}
+
+fn inference_list(out: RcovInference) -> List {
+    let (kk, p) = (out.k, out.p);
+    let w: Robj = match &out.w {
+        Some(w) => r_matrix(w, kk, kk),
+        None => Robj::from(()),
+    };
+    let adj: Robj = match &out.vcov_adj {
+        Some(a) => r_matrix(a, p, p),
+        None => Robj::from(()),
+    };
+    list!(
+        phi = out.phi,
+        vcov_beta = r_matrix(&out.vcov_beta, p, p),
+        hessian = r_matrix(&out.hessian, kk, kk),
+        w = w,
+        p_list = out.p_list,
+        jacobian = out.jacobian,
+        vcov_adj = adj
+    )
+}
+
+fn error_list(e: &LmmError) -> List {
+    list!(error_kind = e.kind(), error_message = e.to_string())
+}
+
+/// Build the kept model of a residual-structure design; an external
+/// pointer, or an error list. Internal; see `h_rcov_engine_ptr()`.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn rs_rcov_model_new(
+    x: Robj,
+    y: Robj,
+    subj_start: Robj,
+    visit: Robj,
+    coords: Robj,
+    subj_group: Robj,
+    subj_pattern: Robj,
+    cluster_start: Robj,
+    cov_type: &str,
+    m: i32,
+    n_groups: i32,
+    codes: List,
+    z: List,
+    k: Robj,
+) -> Robj {
+    let result = (|| -> std::result::Result<RcovModel, LmmError> {
+        let codes_v: Vec<Robj> = codes.values().collect();
+        let z_v: Vec<Robj> = z.values().collect();
+        let args = RcovArgs {
+            x: &x,
+            y: &y,
+            subj_start: &subj_start,
+            visit: &visit,
+            coords: &coords,
+            subj_group: &subj_group,
+            subj_pattern: &subj_pattern,
+            cluster_start: &cluster_start,
+            cov_type,
+            m,
+            n_groups,
+            codes: &codes_v,
+            z: &z_v,
+            k: &k,
+        };
+        let ix = args.index()?;
+        let inp = args.input(&ix)?;
+        RcovModel::new(&inp)
+    })();
+    match result {
+        Ok(m) => ExternalPtr::new(m).into(),
+        Err(e) => error_list(&e).into(),
+    }
+}
+
+fn with_rcov_model(
+    ptr: &Robj,
+    f: impl FnOnce(&mut RcovModel) -> std::result::Result<List, LmmError>,
+) -> List {
+    let result = ExternalPtr::<RcovModel>::try_from(ptr)
+        .map_err(|_| bad("the fit's residual-structure model pointer is not valid"))
+        .and_then(|mut p| match p.try_addr_mut() {
+            Ok(m) => f(m),
+            Err(_) => Err(bad(
+                "the fit's residual-structure model pointer is not valid",
+            )),
+        });
+    match result {
+        Ok(l) => l,
+        Err(e) => error_list(&e),
+    }
+}
+
+/// Does `ptr` point to a live residual-structure model (FALSE after
+/// `readRDS()`)?
+/// @noRd
+#[extendr]
+fn rs_rcov_model_is_live(ptr: Robj) -> bool {
+    ExternalPtr::<RcovModel>::try_from(&ptr)
+        .map(|p| p.try_addr().is_ok())
+        .unwrap_or(false)
+}
+
+/// Replace the kept model's response (offset subtracted, rows in the
+/// layout's order).
+/// @noRd
+#[extendr]
+fn rs_rcov_model_set_response(ptr: Robj, y: Robj) -> List {
+    with_rcov_model(&ptr, |m| {
+        let y = reals(&y, "y").map_err(bad)?;
+        m.set_response(y)?;
+        Ok(list!(n = y.len() as i32))
+    })
+}
+
+/// Fit the kept model (or evaluate at `theta_start` when `optimize` is
+/// FALSE).
+/// @noRd
+#[extendr]
+fn rs_rcov_model_fit(
+    ptr: Robj,
+    reml: bool,
+    max_iter: i32,
+    gtol: f64,
+    theta_start: Robj,
+    optimize: bool,
+) -> List {
+    with_rcov_model(&ptr, |m| {
+        let theta0 = if theta_start.is_null() {
+            None
+        } else {
+            Some(reals(&theta_start, "theta_start").map_err(bad)?.to_vec())
+        };
+        let control = RcovControl {
+            reml,
+            max_iter: count(max_iter, "max_iter").map_err(bad)?,
+            gtol,
+            theta_start: theta0,
+            optimize,
+        };
+        let p = m.n_fixed();
+        Ok(fit_list(m.fit(&control)?, p))
+    })
+}
+
+/// Satterthwaite / Kenward-Roger ingredients from the kept model at `theta`.
+/// @noRd
+#[extendr]
+fn rs_rcov_model_inference(ptr: Robj, theta: Robj, reml: bool, kr: bool, linear: bool) -> List {
+    with_rcov_model(&ptr, |m| {
+        let theta = reals(&theta, "theta").map_err(bad)?;
+        Ok(inference_list(m.inference(theta, reml, kr, linear)?))
+    })
 }
 
 extendr_module! {
     mod rcov_glue;
     fn rs_fit_rcov;
     fn rs_rcov_inference;
+    fn rs_rcov_model_new;
+    fn rs_rcov_model_is_live;
+    fn rs_rcov_model_set_response;
+    fn rs_rcov_model_fit;
+    fn rs_rcov_model_inference;
 }

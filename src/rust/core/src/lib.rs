@@ -34,7 +34,7 @@ pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, rcov_inference, CovType, RcovControl,
-    RcovInference, RcovInput, RcovOutput, RcovTerm,
+    RcovInference, RcovInput, RcovModel, RcovOutput, RcovTerm,
 };
 
 use blocks::Blocks;

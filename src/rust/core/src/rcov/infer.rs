@@ -1041,14 +1041,27 @@ pub fn rcov_inference(
     linear: bool,
 ) -> Result<RcovInference, LmmError> {
     let lay = validate(inp)?;
+    let mut ws: Work = new_work(inp, &lay);
+    inference_prepared(inp, &lay, &mut ws, theta, reml, kr, linear)
+}
+
+/// [`rcov_inference`] on a prepared layout and workspace.
+pub(super) fn inference_prepared(
+    inp: &RcovInput,
+    lay: &Layout,
+    ws: &mut Work,
+    theta: &[f64],
+    reml: bool,
+    kr: bool,
+    linear: bool,
+) -> Result<RcovInference, LmmError> {
     if theta.len() != lay.n_par {
         return Err(LmmError::InvalidInput(format!(
             "theta must have length {}",
             lay.n_par
         )));
     }
-    let mut ws: Work = new_work(inp, &lay);
-    evaluate(inp, &lay, &mut ws, theta, reml, None)?.ok_or_else(|| {
+    evaluate(inp, lay, ws, theta, reml, None)?.ok_or_else(|| {
         LmmError::NotPositiveDefinite("covariance not positive definite at theta".into())
     })?;
     let p = inp.p;
@@ -1075,7 +1088,7 @@ pub fn rcov_inference(
     }
     let mut ctx = Ctx {
         inp,
-        lay: &lay,
+        lay,
         maps,
         k,
         npg,
@@ -1101,7 +1114,7 @@ pub fn rcov_inference(
     };
     let blks = blocks(inp);
     for b in &blks {
-        process_block(&ctx, &ws, b, false, &mut acc)?;
+        process_block(&ctx, ws, b, false, &mut acc)?;
     }
     let pp = p * p;
     // J_r = Phi P_r Phi
@@ -1145,7 +1158,7 @@ pub fn rcov_inference(
         if let Some(wm) = &w {
             ctx.w = Some(wm.clone());
             for b in &blks {
-                process_block(&ctx, &ws, b, true, &mut acc)?;
+                process_block(&ctx, ws, b, true, &mut acc)?;
             }
             // PWP = sum_rs W_rs P_r Phi P_s
             let mut pwp = vec![0.0; pp];
