@@ -365,17 +365,73 @@ h_check_not_rcov <- function(x, what) {
   invisible(x)
 }
 
+#' Confidence intervals for a fit with a residual covariance structure
+#'
+#' Wald intervals: the fixed effects with `vcov(fit)`, the covariance
+#' parameters (SAS's parametrisation, the names of `VarCorr(fit)`'s
+#' structure parameters and of the random-effect covariances) with their
+#' asymptotic covariance `2 H^-1` from the observed information `H` of the
+#' REML (ML) criterion (the matrix Satterthwaite's method uses), as SAS's
+#' Wald intervals. Variance intervals from this approximation can extend
+#' below zero.
+#' @param object a fit with a residual covariance structure.
+#' @param parm parameters: names or indices, `"beta_"` (fixed effects) or
+#'   `"theta_"` (covariance parameters); default all (covariance
+#'   parameters first, as lme4).
+#' @param level confidence level.
+#' @param method `"Wald"`. `"profile"` is not available yet for these fits
+#'   (a classed `lmmr_error_not_implemented`): profiling one covariance
+#'   parameter needs constrained refits over the others in SAS's
+#'   parametrisation.
+#' @param ... unused.
+#' @return A matrix with one row per parameter and the lower and upper
+#'   limits.
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(id = factor(rep(1:40, each = 4)),
+#'                 visit = factor(rep(c("V1", "V2", "V3", "V4"), 40)))
+#' d$y <- rnorm(160) + rep(rnorm(40), each = 4)
+#' fit <- lmm(y ~ visit + ar1(visit | id), data = d)
+#' confint(fit)
+#' confint(fit, "theta_")
 #' @export
-confint.lmmr_rcov <- function(object, parm, level = 0.95, ...) {
+confint.lmmr_rcov <- function(object, parm, level = 0.95, method = c("Wald", "profile"), ...) {
   h_check_dots(..., .fn = "confint")
   h_check_number(level, "level", lower = 0)
-  se <- sqrt(diag(object$vcov))
+  if (!is.character(method) || !(method[1] %in% c("Wald", "profile"))) {
+    h_abort("`method` must be \"Wald\" for fits with a residual covariance structure.", "argument")
+  }
+  if (method[1] == "profile") {
+    h_abort("Profile intervals are not available yet for fits with a residual covariance structure: profiling one covariance parameter needs constrained refits over the others in SAS's parametrisation. Use method = \"Wald\".",
+            "not_implemented")
+  }
   z <- stats::qnorm(1 - (1 - level) / 2)
-  ci <- cbind(object$beta - z * se, object$beta + z * se)
   pct <- paste(format(100 * c((1 - level) / 2, 1 - (1 - level) / 2), trim = TRUE), "%")
-  dimnames(ci) <- list(names(object$beta), pct)
-  if (!missing(parm)) ci <- ci[parm, , drop = FALSE]
-  ci
+  fixed <- function() {
+    se <- sqrt(diag(object$vcov))
+    ci <- cbind(object$beta - z * se, object$beta + z * se)
+    dimnames(ci) <- list(names(object$beta), pct)
+    ci
+  }
+  covpar <- function() {
+    phi <- h_rcov_phi(object)
+    W <- h_rcov_inference_parts(object, "satterthwaite")$satterthwaite$vcov_varpar
+    se <- sqrt(pmax(diag(W), 0))
+    ci <- cbind(phi - z * se, phi + z * se)
+    dimnames(ci) <- list(names(phi), pct)
+    ci
+  }
+  if (missing(parm)) return(rbind(covpar(), fixed()))
+  if (identical(parm, "beta_")) return(fixed())
+  if (identical(parm, "theta_")) return(covpar())
+  if (is.character(parm) && all(parm %in% names(object$beta))) return(fixed()[parm, , drop = FALSE])
+  all <- rbind(covpar(), fixed())
+  if (is.character(parm) && !all(parm %in% rownames(all))) {
+    h_abort(sprintf("Unknown parameter%s %s; use names from confint(fit), \"beta_\" or \"theta_\".",
+                    if (sum(!parm %in% rownames(all)) > 1) "s" else "",
+                    paste(sprintf("'%s'", setdiff(parm, rownames(all))), collapse = ", ")), "argument")
+  }
+  all[parm, , drop = FALSE]
 }
 
 #' @export

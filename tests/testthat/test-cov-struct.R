@@ -305,8 +305,16 @@ test_that("methods not available for residual-structure fits say so", {
   expect_error(ranova(fit), class = "lmmr_error_no_random_effects")
   expect_s3_class(r2(fit), "lmm_r2")
   expect_error(model.matrix(fit, type = "random"), class = "lmmr_error_not_implemented")
-  ci <- confint(fit)
+  ci <- confint(fit, "beta_")
   expect_equal(unname(ci[2, ]), unname(fixef(fit)[2] + c(-1, 1) * qnorm(0.975) * sqrt(vcov(fit)[2, 2])))
+  # covariance parameters: Wald with the observed information
+  cth <- confint(fit, "theta_")
+  W <- h_rcov_inference_parts(fit)$satterthwaite$vcov_varpar
+  expect_equal(unname(cth[, 1]), unname(h_rcov_phi(fit) - qnorm(0.975) * sqrt(diag(W))))
+  expect_equal(rownames(confint(fit)), c(rownames(cth), names(fixef(fit))))
+  expect_equal(confint(fit, "ARMCDTRT"), ci["ARMCDTRT", , drop = FALSE])
+  expect_error(confint(fit, method = "profile"), class = "lmmr_error_not_implemented")
+  expect_error(confint(fit, "nope"), class = "lmmr_error_argument")
   # anova types 1-3 and contest() run on the same ingredients
   fit2 <- lmm(FEV1 ~ ARMCD * AVISIT + ar1(AVISIT | USUBJID), data = d)
   for (ty in 1:3) {
