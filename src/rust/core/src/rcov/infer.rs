@@ -28,6 +28,9 @@ use super::{
     Layout, RcovInput, Work,
 };
 use crate::LmmError;
+use faer::linalg::matmul::matmul as faer_matmul;
+use faer::linalg::triangular_inverse::invert_lower_triangular;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 /// Largest number of doubles kept for the derivative matrices of one block.
 const BLOCK_BUDGET: usize = 40_000_000;
@@ -510,12 +513,26 @@ fn spd_inverse(a: &[f64], n: usize) -> Option<Vec<f64>> {
     if !chol_in_place(&mut l, n) {
         return None;
     }
+    let lm = MatRef::from_column_major_slice(&l, n, n);
+    let mut linv = Mat::<f64>::zeros(n, n);
+    invert_lower_triangular(linv.as_mut(), lm, Par::Seq);
     let mut vi = vec![0.0; n * n];
-    for i in 0..n {
-        vi[i + i * n] = 1.0;
+    faer_matmul(
+        MatMut::from_column_major_slice_mut(&mut vi, n, n),
+        Accum::Replace,
+        linv.as_ref().transpose(),
+        linv.as_ref(),
+        1.0,
+        Par::Seq,
+    );
+    // exactly symmetric
+    for j in 0..n {
+        for i in (j + 1)..n {
+            let v = 0.5 * (vi[i + j * n] + vi[j + i * n]);
+            vi[i + j * n] = v;
+            vi[j + i * n] = v;
+        }
     }
-    forward_solve(&l, n, &mut vi, n, n);
-    backward_solve(&l, n, &mut vi, n, n);
     Some(vi)
 }
 
@@ -568,33 +585,20 @@ fn gj_inverse(a: &[f64], n: usize) -> Option<Vec<f64>> {
 /// `a' b` for column-major n x p (a) and n x q (b): p x q.
 fn crossprod(a: &[f64], b: &[f64], n: usize, p: usize, q: usize) -> Vec<f64> {
     let mut out = vec![0.0; p * q];
-    for j in 0..q {
-        let bj = &b[j * n..(j + 1) * n];
-        for i in 0..p {
-            let ai = &a[i * n..(i + 1) * n];
-            out[i + j * p] = ai.iter().zip(bj).map(|(x, y)| x * y).sum();
-        }
-    }
+    faer_matmul(
+        MatMut::from_column_major_slice_mut(&mut out, p, q),
+        Accum::Replace,
+        MatRef::from_column_major_slice(a, n, p).transpose(),
+        MatRef::from_column_major_slice(b, n, q),
+        1.0,
+        Par::Seq,
+    );
     out
 }
 
 /// Dense `a b`, a n x n, b n x q.
 fn matmul(a: &[f64], b: &[f64], n: usize, q: usize) -> Vec<f64> {
-    let mut out = vec![0.0; n * q];
-    for j in 0..q {
-        for l in 0..n {
-            let blj = b[l + j * n];
-            if blj == 0.0 {
-                continue;
-            }
-            let al = &a[l * n..(l + 1) * n];
-            let oj = &mut out[j * n..(j + 1) * n];
-            for (o, x) in oj.iter_mut().zip(al) {
-                *o += x * blj;
-            }
-        }
-    }
-    out
+    matmul_rect(a, b, n, n, q)
 }
 
 /// `S b` for sparse symmetric S (entries of both triangles), b n x q.
@@ -626,15 +630,14 @@ fn sparse_dot(s: &Sparse, m: &[f64], n: usize) -> f64 {
     s.iter().map(|&(i, j, v)| v * m[i + j * n]).sum()
 }
 
-/// `tr(A B) = sum_ij A_ij B_ji`.
-fn tr_prod(a: &[f64], b: &[f64], n: usize) -> f64 {
-    let mut s = 0.0;
+fn transpose(a: &[f64], n: usize) -> Vec<f64> {
+    let mut t = vec![0.0; n * n];
     for j in 0..n {
         for i in 0..n {
-            s += a[i + j * n] * b[j + i * n];
+            t[j + i * n] = a[i + j * n];
         }
     }
-    s
+    t
 }
 
 fn process_block(
@@ -667,12 +670,41 @@ fn process_block(
     let d: Vec<Vec<f64>> = if pass2 && blk.agg.is_none() {
         Vec::new()
     } else {
-        nz.iter().map(|&r| dense_sparse(&vi, &dv[r], nb)).collect()
+        nz.iter()
+            .map(|&r| {
+                if dv[r].len() > nb * nb / 8 {
+                    // a random-effect derivative (dense): one dense product
+                    let mut dd = vec![0.0; nb * nb];
+                    for &(i, j, v) in &dv[r] {
+                        dd[i + j * nb] = v;
+                    }
+                    matmul(&vi, &dd, nb, nb)
+                } else {
+                    dense_sparse(&vi, &dv[r], nb)
+                }
+            })
+            .collect()
     };
     if !pass2 {
+        // tr(D_r D_s) = <D_r, D_s'> (dot products with the transposes), or,
+        // for two sparse derivatives, sum over their entries of
+        // V_r[i,j] V^-1[j,l] V_s[l,m] V^-1[m,i]
+        let dt: Vec<Vec<f64>> = d.iter().map(|x| transpose(x, nb)).collect();
         for (a, &r) in nz.iter().enumerate() {
             for (b, &s) in nz.iter().enumerate().skip(a) {
-                let t = mult * tr_prod(&d[a], &d[b], nb);
+                let sparse_pair = dv[r].len() * dv[s].len() < nb * nb;
+                let t = mult
+                    * if sparse_pair {
+                        let mut acc2 = 0.0;
+                        for &(i, j, v) in &dv[r] {
+                            for &(l, m2, w2) in &dv[s] {
+                                acc2 += v * w2 * vi[j + l * nb] * vi[m2 + i * nb];
+                            }
+                        }
+                        acc2
+                    } else {
+                        d[a].iter().zip(&dt[b]).map(|(x, y)| x * y).sum::<f64>()
+                    };
                 acc.tr_vv[r + s * k] += t;
                 if r != s {
                     acc.tr_vv[s + r * k] += t;
@@ -946,14 +978,14 @@ fn matmul_right(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
 /// `a b` for a n x p, b p x q.
 fn matmul_rect(a: &[f64], b: &[f64], n: usize, p: usize, q: usize) -> Vec<f64> {
     let mut out = vec![0.0; n * q];
-    for j in 0..q {
-        for l in 0..p {
-            let c = b[l + j * p];
-            for i in 0..n {
-                out[i + j * n] += a[i + l * n] * c;
-            }
-        }
-    }
+    faer_matmul(
+        MatMut::from_column_major_slice_mut(&mut out, n, q),
+        Accum::Replace,
+        MatRef::from_column_major_slice(a, n, p),
+        MatRef::from_column_major_slice(b, p, q),
+        1.0,
+        Par::Seq,
+    );
     out
 }
 
