@@ -817,7 +817,7 @@ h_rcov_blocks <- function(fit, derivs = TRUE) {
 }
 
 #' Satterthwaite and Kenward-Roger ingredients of a residual-structure fit
-#' (computed in R; the reference implementation of `rs_rcov_inference()`,
+#' (computed in R; the reference implementation of `rs_rcov_model_inference()`,
 #' kept for the tests)
 #'
 #' Observed information of the REML (ML) criterion in SAS's parametrisation

@@ -33,25 +33,6 @@ rs_model_evaluate <- function(ptr, theta, reml) {
 }
 
 #' @noRd
-rs_fit_rcov <- function(x, y, subj_start, visit, coords, subj_group,
-                        subj_pattern, cluster_start, cov_type, m, n_groups,
-                        codes, z, k, reml, max_iter, gtol, theta_start,
-                        optimize) {
-  .Call(wrap__rs_fit_rcov, x, y, subj_start, visit, coords, subj_group,
-        subj_pattern, cluster_start, cov_type, m, n_groups, codes, z, k, reml,
-        max_iter, gtol, theta_start, optimize)
-}
-
-#' @noRd
-rs_rcov_inference <- function(x, y, subj_start, visit, coords, subj_group,
-                              subj_pattern, cluster_start, cov_type, m, n_groups,
-                              codes, z, k, theta, reml, kr, linear) {
-  .Call(wrap__rs_rcov_inference, x, y, subj_start, visit, coords, subj_group,
-        subj_pattern, cluster_start, cov_type, m, n_groups, codes, z, k, theta,
-        reml, kr, linear)
-}
-
-#' @noRd
 rs_rcov_model_new <- function(x, y, subj_start, visit, coords, subj_group,
                               subj_pattern, cluster_start, cov_type, m, n_groups,
                               codes, z, k) {

@@ -1,11 +1,10 @@
 //! extendr glue for residual-structure (repeated-measures) models
-//! (`lmmr_core::fit_rcov`, the kept `RcovModel`). Errors are returned as
+//! (the kept `lmmr_core::RcovModel`). Errors are returned as
 //! `list(error_kind =, error_message =)`, never as panics.
 
 use extendr_api::prelude::*;
 use lmmr_core::{
-    fit_rcov, rcov_inference, CovType, LmmError, RcovControl, RcovInference, RcovInput, RcovModel,
-    RcovOutput, RcovTerm,
+    CovType, LmmError, RcovControl, RcovInference, RcovInput, RcovModel, RcovOutput, RcovTerm,
 };
 
 use crate::convert::{count, r_matrix, reals};
@@ -109,133 +108,6 @@ impl<'a> RcovArgs<'a> {
             n_groups: count(self.n_groups, "n_groups").map_err(bad)?,
             terms,
         })
-    }
-}
-
-/// Fit (or evaluate at `theta_start` when `optimize` is FALSE) a model with
-/// a residual covariance structure. Internal; called by `lmm()`.
-/// @noRd
-#[extendr]
-#[allow(clippy::too_many_arguments)]
-fn rs_fit_rcov(
-    x: Robj,
-    y: Robj,
-    subj_start: Robj,
-    visit: Robj,
-    coords: Robj,
-    subj_group: Robj,
-    subj_pattern: Robj,
-    cluster_start: Robj,
-    cov_type: &str,
-    m: i32,
-    n_groups: i32,
-    codes: List,
-    z: List,
-    k: Robj,
-    reml: bool,
-    max_iter: i32,
-    gtol: f64,
-    theta_start: Robj,
-    optimize: bool,
-) -> List {
-    let result = (|| -> std::result::Result<List, LmmError> {
-        let codes_v: Vec<Robj> = codes.values().collect();
-        let z_v: Vec<Robj> = z.values().collect();
-        let args = RcovArgs {
-            x: &x,
-            y: &y,
-            subj_start: &subj_start,
-            visit: &visit,
-            coords: &coords,
-            subj_group: &subj_group,
-            subj_pattern: &subj_pattern,
-            cluster_start: &cluster_start,
-            cov_type,
-            m,
-            n_groups,
-            codes: &codes_v,
-            z: &z_v,
-            k: &k,
-        };
-        let ix = args.index()?;
-        let inp = args.input(&ix)?;
-        let p = inp.p;
-        let theta0 = if theta_start.is_null() {
-            None
-        } else {
-            Some(reals(&theta_start, "theta_start").map_err(bad)?.to_vec())
-        };
-        let control = RcovControl {
-            reml,
-            max_iter: count(max_iter, "max_iter").map_err(bad)?,
-            gtol,
-            theta_start: theta0,
-            optimize,
-        };
-        let out = fit_rcov(&inp, &control)?;
-        Ok(fit_list(out, p))
-    })();
-    match result {
-        Ok(l) => l,
-        Err(e) => error_list(&e),
-    }
-}
-
-/// Satterthwaite / Kenward-Roger ingredients of a residual-structure fit at
-/// its unconstrained parameters `theta`. Internal; called by
-/// `h_rcov_inference_parts()`.
-/// @noRd
-#[extendr]
-#[allow(clippy::too_many_arguments)]
-fn rs_rcov_inference(
-    x: Robj,
-    y: Robj,
-    subj_start: Robj,
-    visit: Robj,
-    coords: Robj,
-    subj_group: Robj,
-    subj_pattern: Robj,
-    cluster_start: Robj,
-    cov_type: &str,
-    m: i32,
-    n_groups: i32,
-    codes: List,
-    z: List,
-    k: Robj,
-    theta: Robj,
-    reml: bool,
-    kr: bool,
-    linear: bool,
-) -> List {
-    let result = (|| -> std::result::Result<List, LmmError> {
-        let codes_v: Vec<Robj> = codes.values().collect();
-        let z_v: Vec<Robj> = z.values().collect();
-        let args = RcovArgs {
-            x: &x,
-            y: &y,
-            subj_start: &subj_start,
-            visit: &visit,
-            coords: &coords,
-            subj_group: &subj_group,
-            subj_pattern: &subj_pattern,
-            cluster_start: &cluster_start,
-            cov_type,
-            m,
-            n_groups,
-            codes: &codes_v,
-            z: &z_v,
-            k: &k,
-        };
-        let ix = args.index()?;
-        let inp = args.input(&ix)?;
-        let theta = reals(&theta, "theta").map_err(bad)?;
-        Ok(inference_list(rcov_inference(
-            &inp, theta, reml, kr, linear,
-        )?))
-    })();
-    match result {
-        Ok(l) => l,
-        Err(e) => error_list(&e),
     }
 }
 
@@ -414,8 +286,6 @@ fn rs_rcov_model_inference(ptr: Robj, theta: Robj, reml: bool, kr: bool, linear:
 
 extendr_module! {
     mod rcov_glue;
-    fn rs_fit_rcov;
-    fn rs_rcov_inference;
     fn rs_rcov_model_new;
     fn rs_rcov_model_is_live;
     fn rs_rcov_model_set_response;
