@@ -379,10 +379,16 @@ h_check_not_rcov <- function(x, what) {
 #'   `"theta_"` (covariance parameters); default all (covariance
 #'   parameters first, as lme4).
 #' @param level confidence level.
-#' @param method `"Wald"`. `"profile"` is not available yet for these fits
-#'   (a classed `lmmr_error_not_implemented`): profiling one covariance
-#'   parameter needs constrained refits over the others in SAS's
-#'   parametrisation.
+#' @param method `"Wald"`, or `"profile"` (covariance parameters only):
+#'   the profile likelihood interval of the REML (ML) criterion, refitting
+#'   the other covariance parameters at each value (on the fit's kept Rust
+#'   model). Available for the parameters that are one parameter of the
+#'   structure's kernel (variances and correlations of `ar1`, `ar1h`, `adh`,
+#'   `csh`, `sp_exp`, the variances and lag-1 correlation of `toeph`, the
+#'   common variance of `toep`, a random intercept's variance); the others
+#'   (covariances of `us`/`toep`, `cs`, random-effect covariance matrices)
+#'   give a classed `lmmr_error_not_implemented`. Intervals are mapped from
+#'   the kernel's scale, so they respect the parameter's range.
 #' @param ... unused.
 #' @return A matrix with one row per parameter and the lower and upper
 #'   limits.
@@ -394,6 +400,7 @@ h_check_not_rcov <- function(x, what) {
 #' fit <- lmm(y ~ visit + ar1(visit | id), data = d)
 #' confint(fit)
 #' confint(fit, "theta_")
+#' confint(fit, "rho", method = "profile")
 #' @export
 confint.lmmr_rcov <- function(object, parm, level = 0.95, method = c("Wald", "profile"), ...) {
   h_check_dots(..., .fn = "confint")
@@ -401,12 +408,27 @@ confint.lmmr_rcov <- function(object, parm, level = 0.95, method = c("Wald", "pr
   if (!is.character(method) || !(method[1] %in% c("Wald", "profile"))) {
     h_abort("`method` must be \"Wald\" for fits with a residual covariance structure.", "argument")
   }
-  if (method[1] == "profile") {
-    h_abort("Profile intervals are not available yet for fits with a residual covariance structure: profiling one covariance parameter needs constrained refits over the others in SAS's parametrisation. Use method = \"Wald\".",
-            "not_implemented")
-  }
   z <- stats::qnorm(1 - (1 - level) / 2)
   pct <- paste(format(100 * c((1 - level) / 2, 1 - (1 - level) / 2), trim = TRUE), "%")
+  if (method[1] == "profile") {
+    phi <- h_rcov_phi(object)
+    idx <- if (missing(parm) || identical(parm, "theta_")) seq_along(phi) else
+      if (is.character(parm)) match(parm, names(phi)) else parm
+    if (anyNA(idx) || any(idx < 1 | idx > length(phi))) {
+      h_abort("Profile intervals are for the covariance parameters: `parm` must name them (see confint(fit, \"theta_\")) or be \"theta_\".", "argument")
+    }
+    coords <- h_rcov_coordinates(object)
+    if (any(vapply(coords[idx], is.null, TRUE))) {
+      bad <- names(phi)[idx][vapply(coords[idx], is.null, TRUE)]
+      h_abort(sprintf("Profile intervals are not available yet for %s: %s a function of several of the kernel's parameters, so profiling %s needs constrained refits. Profile intervals exist for the variances and correlations that are one parameter of the structure (e.g. ar1, ar1h, adh, csh, sp_exp, the first correlation of toeph, a random intercept's variance); use method = \"Wald\" for the others.",
+                      paste(sprintf("'%s'", bad), collapse = ", "),
+                      if (length(bad) > 1) "each is" else "it is", if (length(bad) > 1) "them" else "it"),
+              "not_implemented")
+    }
+    ci <- t(vapply(idx, function(i) h_rcov_profile_one(object, coords[[i]], level), numeric(2)))
+    dimnames(ci) <- list(names(phi)[idx], pct)
+    return(ci)
+  }
   fixed <- function() {
     se <- sqrt(diag(object$vcov))
     ci <- cbind(object$beta - z * se, object$beta + z * se)
@@ -643,4 +665,103 @@ as.data.frame.VarCorr.lmmr_rcov <- function(x, row.names = NULL, optional = FALS
   out <- do.call(rbind, rows)
   rownames(out) <- NULL
   out
+}
+
+#' For each covariance parameter (SAS's parametrisation) the kernel's
+#' unconstrained coordinate that it is a monotone function of alone, with
+#' that function; NULL where the parameter mixes several coordinates
+#' (covariances of us/toep, lags beyond 1 of toeph, cs, random-effect
+#' covariance matrices larger than 1 x 1)
+#' @noRd
+h_rcov_coordinates <- function(object) {
+  cs <- object$cov_struct
+  m <- cs$m
+  npg <- length(cs$natural[[1L]])
+  ng <- length(cs$natural)
+  logistic <- function(t) 1 / (1 + exp(-t))
+  one <- function(j) {
+    v2 <- function(t) exp(2 * t)
+    switch(cs$type,
+      ar1 = if (j == 1L) list(j = j, f = exp) else list(j = j, f = tanh),
+      sp_exp = if (j == 1L) list(j = j, f = exp) else
+        list(j = j, f = function(t) -1 / log(logistic(t))),
+      csh = if (j <= m) list(j = j, f = v2) else
+        list(j = j, f = function(t) (exp(t) - 1) / (exp(t) + m - 1)),
+      ar1h = if (j <= m) list(j = j, f = v2) else list(j = j, f = tanh),
+      adh = if (j <= m) list(j = j, f = v2) else list(j = j, f = tanh),
+      toeph = if (j <= m) list(j = j, f = v2) else if (j == m + 1L) list(j = j, f = tanh),
+      toep = if (j == 1L) list(j = j, f = exp),
+      us = if (j == 1L) list(j = j, f = v2),
+      NULL)
+  }
+  out <- list()
+  for (g in seq_len(ng)) for (j in seq_len(npg)) {
+    o <- one(j)
+    if (!is.null(o)) o$j <- (g - 1L) * npg + o$j
+    out[length(out) + 1L] <- list(o)
+  }
+  off <- npg * ng
+  for (G in object$re_cov) {
+    nk <- nrow(G) * (nrow(G) + 1) / 2
+    for (q in seq_len(nk)) {
+      out[length(out) + 1L] <- list(if (nrow(G) == 1L) list(j = off + 1L, f = function(t) t^2, lower0 = TRUE))
+    }
+    off <- off + nk
+  }
+  out
+}
+
+#' Profile likelihood interval of one covariance parameter (a single
+#' unconstrained coordinate `j` of the kernel, monotone map `f` to SAS's
+#' parametrisation), on the fit's kept model
+#' @noRd
+h_rcov_profile_one <- function(object, co, level) {
+  terms <- if (is.null(object$design_re)) list() else object$design_re$terms
+  engine <- h_rcov_fit_engine(object)
+  th0 <- object$rcov_theta
+  j <- co$j
+  reml <- isTRUE(object$REML)
+  ptr <- function() h_rcov_engine_ptr(engine, object$X, object$y - object$offset, object$layout, terms)
+  fg <- function(th) {
+    res <- rs_rcov_model_fit(ptr(), reml = reml, max_iter = 1L, gtol = 1e-6,
+                             theta_start = th, optimize = FALSE)
+    if (!is.null(res$error_kind) || !is.finite(res$objective)) return(list(f = Inf, g = rep(0, length(th))))
+    list(f = res$objective, g = res$gradient)
+  }
+  start <- th0
+  prof <- function(t) {
+    free <- setdiff(seq_along(th0), j)
+    full <- function(x) replace(replace(th0, free, x), j, t)
+    val <- function(x) fg(full(x))$f
+    gr <- function(x) fg(full(x))$g[free]
+    o <- stats::optim(start[free], val, gr, method = "BFGS",
+                      control = list(maxit = 500, reltol = 1e-12))
+    start <<- full(o$par)
+    o$value
+  }
+  fmin <- object$objective
+  crit <- stats::qchisq(level, 1)
+  side <- function(dir) {
+    start <<- th0
+    step <- 0.1 * max(1, abs(th0[j]))
+    t_in <- th0[j]
+    for (i in seq_len(40)) {
+      t_out <- t_in + dir * step
+      if (isTRUE(co$lower0) && dir < 0 && t_out <= 0) {
+        if (prof(0) - fmin < crit) return(0)
+        t_out <- 0
+      }
+      d <- prof(t_out) - fmin
+      if (is.finite(d) && d >= crit) break
+      if (!is.finite(d)) return(NA_real_)
+      t_in <- t_out
+      step <- step * 2
+    }
+    start <<- th0
+    r <- stats::uniroot(function(t) prof(t) - fmin - crit, sort(c(t_in, t_out)), tol = 1e-8)
+    r$root
+  }
+  lo <- side(-1)
+  hi <- side(1)
+  sort(co$f(c(lo, hi)))
 }

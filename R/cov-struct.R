@@ -55,9 +55,10 @@
 #'
 #' `refit()`, `r2()`, `ranova()` (for the random-effect terms; the reduced
 #' models keep the residual structure) and, where it is defined, `icc()`
-#' (see [icc.lmmr_rcov()]) work on these fits. Not available yet:
-#' conditional variances of the random effects, profile intervals,
-#' database (lazy table) data, prior weights.
+#' (see [icc.lmmr_rcov()]) work on these fits, and `confint()` with Wald
+#' intervals for all covariance parameters and profile intervals for most
+#' (see [confint.lmmr_rcov()]). Not available yet: conditional variances of
+#' the random effects, database (lazy table) data, prior weights.
 #'
 #' @section Agreement with SAS PROC MIXED:
 #' On mmrm's `fev_data` (`FEV1 ~ ARMCD + <structure>`, REML) lmmr's

@@ -313,7 +313,7 @@ test_that("methods not available for residual-structure fits say so", {
   expect_equal(unname(cth[, 1]), unname(h_rcov_phi(fit) - qnorm(0.975) * sqrt(diag(W))))
   expect_equal(rownames(confint(fit)), c(rownames(cth), names(fixef(fit))))
   expect_equal(confint(fit, "ARMCDTRT"), ci["ARMCDTRT", , drop = FALSE])
-  expect_error(confint(fit, method = "profile"), class = "lmmr_error_not_implemented")
+  expect_identical(dim(confint(fit, method = "profile")), c(2L, 2L))
   expect_error(confint(fit, "nope"), class = "lmmr_error_argument")
   # anova types 1-3 and contest() run on the same ingredients
   fit2 <- lmm(FEV1 ~ ARMCD * AVISIT + ar1(AVISIT | USUBJID), data = d)
@@ -538,4 +538,37 @@ test_that("residual-structure fits keep their Rust model, rebuilt after readRDS(
   expect_equal(coef(summary(fit2, ddf = "Kenward-Roger")), kr, tolerance = 1e-12)
   expect_true(rs_rcov_model_is_live(fit2$rcov_engine$ptr))
   expect_equal(deviance(refit(fit2)), deviance(fit), tolerance = 1e-10)
+})
+
+test_that("profile and Wald intervals of the covariance parameters", {
+  d <- fev_data()
+  fit <- lmm(FEV1 ~ ARMCD + ar1(AVISIT | USUBJID), data = d)
+  # Wald with the observed information equals SAS's CL for AR(1)'s rho:
+  # 0.3904 [0.2804, 0.5003] (mmrm design/KR/kr_ar1.txt, SAS PROC MIXED
+  # "Covariance Parameter Estimates", ALPHA 0.05)
+  w <- confint(fit, "theta_")
+  expect_equal(unname(round(w["rho", ], 4)), c(0.2804, 0.5003))
+  ci <- confint(fit, method = "profile")
+  expect_identical(rownames(ci), c("variance", "rho"))
+  # at each limit, the criterion minimised over the other parameter (by a
+  # separate path: fits at given parameters and optimize()) is 3.84 above
+  # the minimum
+  for (r in ci["rho", ]) {
+    o <- stats::optimize(function(v) deviance(h_rcov_fit_at(fit, c(v, r))), c(50, 150), tol = 1e-8)
+    expect_equal(o$objective - deviance(fit), stats::qchisq(0.95, 1), tolerance = 1e-5)
+  }
+  for (v in ci["variance", ]) {
+    o <- stats::optimize(function(r) deviance(h_rcov_fit_at(fit, c(v, r))), c(0.1, 0.8), tol = 1e-10)
+    expect_equal(o$objective - deviance(fit), stats::qchisq(0.95, 1), tolerance = 1e-5)
+  }
+  # a random intercept's variance at the boundary: lower limit 0
+  d$site <- factor(as.integer(d$USUBJID) %% 10)
+  f2 <- suppressMessages(lmm(FEV1 ~ ARMCD + (1 | site) + ar1h(AVISIT | USUBJID), data = d))
+  c2 <- confint(f2, c("rho", "site:var((Intercept))"), method = "profile")
+  expect_equal(c2[2, 1], 0)
+  expect_gt(c2[2, 2], 0)
+  expect_lt(c2[1, 1], f2$cov_struct$natural[[1]][["rho"]])
+  us <- lmm(FEV1 ~ ARMCD + us(AVISIT | USUBJID), data = d)
+  expect_error(confint(us, method = "profile"), class = "lmmr_error_not_implemented")
+  expect_error(confint(fit, "nope", method = "profile"), class = "lmmr_error_argument")
 })
