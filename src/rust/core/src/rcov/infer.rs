@@ -28,6 +28,8 @@ use super::{
     Layout, RcovInput, Work,
 };
 use crate::LmmError;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
@@ -510,8 +512,25 @@ impl Ctx<'_> {
 /// Dense inverse of an SPD matrix via its Cholesky factor; None if not PD.
 fn spd_inverse(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = a.to_vec();
-    if !chol_in_place(&mut l, n) {
-        return None;
+    if n < 48 {
+        if !chol_in_place(&mut l, n) {
+            return None;
+        }
+    } else {
+        // faer's blocked Cholesky (lower triangle; the upper is ignored below)
+        let req = cholesky_in_place_scratch::<f64>(n, Par::Seq, Default::default());
+        let mut buf = MemBuffer::new(req);
+        let stack = MemStack::new(&mut buf);
+        let mat = MatMut::from_column_major_slice_mut(&mut l, n, n);
+        if cholesky_in_place(mat, Default::default(), Par::Seq, stack, Default::default()).is_err()
+        {
+            return None;
+        }
+        for j in 0..n {
+            for i in 0..j {
+                l[i + j * n] = 0.0;
+            }
+        }
     }
     let lm = MatRef::from_column_major_slice(&l, n, n);
     let mut linv = Mat::<f64>::zeros(n, n);
