@@ -572,3 +572,15 @@ test_that("profile and Wald intervals of the covariance parameters", {
   expect_error(confint(us, method = "profile"), class = "lmmr_error_not_implemented")
   expect_error(confint(fit, "nope", method = "profile"), class = "lmmr_error_argument")
 })
+
+test_that("ranova() reduces random slopes as lmerTest, keeping the residual structure", {
+  d <- fev_data()
+  d$site <- factor(as.integer(d$USUBJID) %% 10)
+  d$x <- as.numeric(scale(d$FEV1_BL))
+  fit <- suppressMessages(lmm(FEV1 ~ ARMCD + AVISIT + (1 + x | site) + ar1(AVISIT | USUBJID), data = d))
+  rv <- ranova(fit)
+  red <- suppressMessages(lmm(FEV1 ~ ARMCD + AVISIT + (1 | site) + ar1(AVISIT | USUBJID), data = d))
+  expect_identical(rownames(rv), c("<none>", "x in (1 + x | site)"))
+  expect_equal(rv$Df[2], 2)
+  expect_equal(rv$logLik[2], as.numeric(logLik(red)), tolerance = 1e-8)
+})
