@@ -302,11 +302,15 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
   if (!inherits(model, "lmmr")) { # e.g. an lmer fit: lmerTest's ranova()
     return(h_delegate_call(match.call(), "lmerTest", "ranova", parent.frame(), model))
   }
-  h_check_not_rcov(model, "ranova()")
   env <- environment(model$formula_input %||% model$formula)
   if (is.null(env)) env <- parent.frame()
   form <- model$formula
   sp <- h_split_bars(form)
+  rcov <- inherits(model, "lmmr_rcov")
+  if (rcov && !length(sp$bars)) {
+    h_abort("The model has no random-effect terms to test: its within-subject covariance is the residual structure's (compare structures with anova(fit1, fit2) or compare_cov_structures()).",
+            "no_random_effects")
+  }
   ll_full <- as.numeric(stats::logLik(model))
   np_full <- h_npar(model)
   rows <- list(data.frame(npar = np_full, logLik = ll_full,
@@ -319,7 +323,9 @@ ranova <- function(model, reduce.terms = TRUE, ...) {
     label <- r$label
     k <- r$k
     dims_removed <- if (r$nested) r$dims_removed else NA_integer_
-    if (length(bars)) {
+    if (length(bars) || rcov) {
+      # with a residual structure the reduced model keeps it (sp$fixed
+      # holds the structure's term)
       newf <- h_join_formula(form, sp$fixed, bars)
       red <- suppressMessages(h_refit_call(model, list(formula = newf), env))
       h_check_same_data(list(model, red), "full and reduced models")

@@ -365,27 +365,219 @@ h_check_not_rcov <- function(x, what) {
   invisible(x)
 }
 
+#' Confidence intervals for a fit with a residual covariance structure
+#'
+#' Wald intervals: the fixed effects with `vcov(fit)`, the covariance
+#' parameters (SAS's parametrisation, the names of `VarCorr(fit)`'s
+#' structure parameters and of the random-effect covariances) with their
+#' asymptotic covariance `2 H^-1` from the observed information `H` of the
+#' REML (ML) criterion (the matrix Satterthwaite's method uses), as SAS's
+#' Wald intervals. Variance intervals from this approximation can extend
+#' below zero.
+#' @param object a fit with a residual covariance structure.
+#' @param parm parameters: names or indices, `"beta_"` (fixed effects) or
+#'   `"theta_"` (covariance parameters); default all (covariance
+#'   parameters first, as lme4).
+#' @param level confidence level.
+#' @param method `"Wald"`, or `"profile"` (covariance parameters only):
+#'   the profile likelihood interval of the REML (ML) criterion, refitting
+#'   the other covariance parameters at each value (on the fit's kept Rust
+#'   model). Available for the parameters that are one parameter of the
+#'   structure's kernel (variances and correlations of `ar1`, `ar1h`, `adh`,
+#'   `csh`, `sp_exp`, the variances and lag-1 correlation of `toeph`, the
+#'   common variance of `toep`, a random intercept's variance); the others
+#'   (covariances of `us`/`toep`, `cs`, random-effect covariance matrices)
+#'   give a classed `lmmr_error_not_implemented`. Intervals are mapped from
+#'   the kernel's scale, so they respect the parameter's range.
+#' @param ... unused.
+#' @return A matrix with one row per parameter and the lower and upper
+#'   limits.
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(id = factor(rep(1:40, each = 4)),
+#'                 visit = factor(rep(c("V1", "V2", "V3", "V4"), 40)))
+#' d$y <- rnorm(160) + rep(rnorm(40), each = 4)
+#' fit <- lmm(y ~ visit + ar1(visit | id), data = d)
+#' confint(fit)
+#' confint(fit, "theta_")
+#' confint(fit, "rho", method = "profile")
 #' @export
-confint.lmmr_rcov <- function(object, parm, level = 0.95, ...) {
+confint.lmmr_rcov <- function(object, parm, level = 0.95, method = c("Wald", "profile"), ...) {
   h_check_dots(..., .fn = "confint")
   h_check_number(level, "level", lower = 0)
-  se <- sqrt(diag(object$vcov))
+  if (!is.character(method) || !(method[1] %in% c("Wald", "profile"))) {
+    h_abort("`method` must be \"Wald\" for fits with a residual covariance structure.", "argument")
+  }
   z <- stats::qnorm(1 - (1 - level) / 2)
-  ci <- cbind(object$beta - z * se, object$beta + z * se)
   pct <- paste(format(100 * c((1 - level) / 2, 1 - (1 - level) / 2), trim = TRUE), "%")
-  dimnames(ci) <- list(names(object$beta), pct)
-  if (!missing(parm)) ci <- ci[parm, , drop = FALSE]
-  ci
+  if (method[1] == "profile") {
+    phi <- h_rcov_phi(object)
+    idx <- if (missing(parm) || identical(parm, "theta_")) seq_along(phi) else
+      if (is.character(parm)) match(parm, names(phi)) else parm
+    if (anyNA(idx) || any(idx < 1 | idx > length(phi))) {
+      h_abort("Profile intervals are for the covariance parameters: `parm` must name them (see confint(fit, \"theta_\")) or be \"theta_\".", "argument")
+    }
+    coords <- h_rcov_coordinates(object)
+    if (any(vapply(coords[idx], is.null, TRUE))) {
+      bad <- names(phi)[idx][vapply(coords[idx], is.null, TRUE)]
+      h_abort(sprintf("Profile intervals are not available yet for %s: %s a function of several of the kernel's parameters, so profiling %s needs constrained refits. Profile intervals exist for the variances and correlations that are one parameter of the structure (e.g. ar1, ar1h, adh, csh, sp_exp, the first correlation of toeph, a random intercept's variance); use method = \"Wald\" for the others.",
+                      paste(sprintf("'%s'", bad), collapse = ", "),
+                      if (length(bad) > 1) "each is" else "it is", if (length(bad) > 1) "them" else "it"),
+              "not_implemented")
+    }
+    ci <- t(vapply(idx, function(i) h_rcov_profile_one(object, coords[[i]], level), numeric(2)))
+    dimnames(ci) <- list(names(phi)[idx], pct)
+    return(ci)
+  }
+  fixed <- function() {
+    se <- sqrt(diag(object$vcov))
+    ci <- cbind(object$beta - z * se, object$beta + z * se)
+    dimnames(ci) <- list(names(object$beta), pct)
+    ci
+  }
+  covpar <- function() {
+    phi <- h_rcov_phi(object)
+    W <- h_rcov_inference_parts(object, "satterthwaite")$satterthwaite$vcov_varpar
+    se <- sqrt(pmax(diag(W), 0))
+    ci <- cbind(phi - z * se, phi + z * se)
+    dimnames(ci) <- list(names(phi), pct)
+    ci
+  }
+  if (missing(parm)) return(rbind(covpar(), fixed()))
+  if (identical(parm, "beta_")) return(fixed())
+  if (identical(parm, "theta_")) return(covpar())
+  if (is.character(parm) && all(parm %in% names(object$beta))) return(fixed()[parm, , drop = FALSE])
+  all <- rbind(covpar(), fixed())
+  if (is.character(parm) && !all(parm %in% rownames(all))) {
+    h_abort(sprintf("Unknown parameter%s %s; use names from confint(fit), \"beta_\" or \"theta_\".",
+                    if (sum(!parm %in% rownames(all)) > 1) "s" else "",
+                    paste(sprintf("'%s'", setdiff(parm, rownames(all))), collapse = ", ")), "argument")
+  }
+  all[parm, , drop = FALSE]
 }
 
 #' @export
 coef.lmmr_rcov <- function(object, ...) h_rcov_unsupported("coef() (per-level coefficients)")
 
-#' @export
-icc.lmmr_rcov <- function(x, ...) h_rcov_unsupported("icc()")
+#' Variance components of a residual-structure fit, averaged over the
+#' observations (Nakagawa, Johnson & Schielzeth 2017): the variance of the
+#' fixed-effect predictor, each random-effect term's mean of
+#' `diag(Z_t G_t Z_t')` and the mean residual variance `diag(R_i)`.
+#' @noRd
+h_rcov_variance_components <- function(x) {
+  lay <- x$layout
+  cs <- x$cov_struct
+  eta <- drop(x$X %*% x$beta)
+  v_fixed <- if (length(eta) > 1L) stats::var(eta) else 0 # as performance (n - 1)
+  terms <- if (is.null(x$design_re)) list() else x$design_re$terms
+  by_group <- vapply(seq_along(terms), function(t) {
+    Z <- terms[[t]]$Z
+    mean(rowSums((Z %*% x$re_cov[[t]]) * Z))
+  }, 0)
+  names(by_group) <- vapply(terms, function(t) t$group, "")
+  # residual variance of each observation (rows in the data's order)
+  s <- rep(seq_along(lay$subj_ids), diff(lay$subj_start))
+  g <- lay$subj_group[s] + 1L
+  v_row <- if (cs$type == "sp_exp") {
+    vapply(cs$covs, function(V) V[["variance"]], 0)[g]
+  } else {
+    vapply(seq_along(g), function(i) cs$covs[[g[i]]][lay$visit_code[i] + 1L, lay$visit_code[i] + 1L], 0)
+  }
+  homogeneous <- cs$type %in% c("cs", "ar1", "toep", "sp_exp") ||
+    stats::sd(v_row) <= 1e-12 * mean(v_row)
+  list(fixed = v_fixed, random = by_group, residual = mean(v_row),
+       homogeneous = homogeneous, by_group = by_group,
+       has_slopes = any(vapply(terms, function(t) ncol(t$Z) > 1L || !identical(t$cnms, "(Intercept)"), TRUE)))
+}
 
+#' ICC of a fit with a residual covariance structure
+#'
+#' The ICC is the share of the variance that the random effects explain
+#' (as [icc.lmmr()] and `performance::icc()` define it). With a residual
+#' structure it is defined when the model has random-effect terms and the
+#' residual variance is the same at every visit (`cs`, `ar1`, `toep`,
+#' `sp_exp`, or a heterogeneous structure whose variances coincide): then
+#' `adjusted = sigma2_random / (sigma2_random + sigma2_residual)` and
+#' `unadjusted` adds the fixed-effect variance to the denominator, as for
+#' fits without a residual structure.
+#'
+#' It is not defined (a classed error `lmmr_error_not_defined`) when
+#' - the model has no random-effect terms: all within-subject correlation
+#'   is in the residual structure, so no variance is "between clusters";
+#'   read the correlations from `cov_matrix(fit, correlation = TRUE)`
+#'   (for `cs()` the common correlation is the ICC of the equivalent
+#'   random-intercept model);
+#' - the residual variance differs between visits (`us`, `csh`, `ar1h`,
+#'   `toeph`, `adh`): the share of the random effects then differs from
+#'   visit to visit, so no single ICC exists.
+#' @param x a fit with a residual covariance structure.
+#' @param ... unused.
+#' @return An object of class `"lmm_icc"` as [icc.lmmr()] (without the
+#'   bootstrap interval).
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(site = factor(rep(1:8, each = 20)), id = factor(rep(1:40, each = 4)),
+#'                 visit = factor(rep(c("V1", "V2", "V3", "V4"), 40)))
+#' d$y <- rnorm(160) + rep(rnorm(40), each = 4) + rep(rnorm(8), each = 20)
+#' fit <- lmm(y ~ visit + (1 | site) + ar1(visit | id), data = d)
+#' icc(fit)
 #' @export
-r2.lmmr_rcov <- function(x, ...) h_rcov_unsupported("r2()")
+icc.lmmr_rcov <- function(x, ...) {
+  h_check_dots(..., .fn = "icc")
+  vc <- h_rcov_variance_components(x)
+  if (!length(vc$random)) {
+    h_abort("The ICC is the share of the variance due to random effects, and this model has none: its within-subject correlation is the residual structure's. See cov_matrix(fit, correlation = TRUE) (for cs() the common correlation is the ICC of the equivalent random-intercept model).",
+            "not_defined")
+  }
+  if (!vc$homogeneous) {
+    h_abort(sprintf("The residual variance of %s() differs between visits, so the share of the variance due to the random effects differs from visit to visit and no single ICC exists. Use a structure with a common variance (cs, ar1, toep) or compare the variances in VarCorr(fit).",
+                    x$cov_struct$type), "not_defined")
+  }
+  v_re <- sum(vc$random)
+  total_adj <- v_re + vc$residual
+  total <- vc$fixed + total_adj
+  comps <- data.frame(group = names(vc$by_group), variance = unname(vc$by_group),
+                      icc_adjusted = unname(vc$by_group) / total_adj,
+                      icc_unadjusted = unname(vc$by_group) / total, stringsAsFactors = FALSE)
+  if (isTRUE(x$singular)) {
+    h_warn("The fit is singular (a random-effect variance is estimated as zero or a correlation as +/-1); the ICC is at or near its boundary and should be interpreted with care.",
+           "singular")
+  }
+  structure(list(adjusted = v_re / total_adj, unadjusted = v_re / total, components = comps,
+                 var_fixed = vc$fixed, var_random = v_re, var_residual = vc$residual,
+                 has_slopes = vc$has_slopes), class = "lmm_icc")
+}
+
+#' Nakagawa R2 of a fit with a residual covariance structure
+#'
+#' Marginal R2 = `sigma2_fixed / (sigma2_fixed + sigma2_random +
+#' sigma2_residual)` and conditional R2 = `(sigma2_fixed + sigma2_random) /
+#' (...)`, with the random-effect and residual variances averaged over the
+#' observations (each row's `diag(Z G Z')` and its visit's residual variance;
+#' Nakagawa, Johnson & Schielzeth 2017, the averaging `performance` uses for
+#' random slopes). Heterogeneous residual variances are therefore weighted
+#' by how often each visit is observed. Residual correlations are not
+#' "explained" variance: they do not enter either R2.
+#' @param x a fit with a residual covariance structure.
+#' @param ... unused.
+#' @return An object of class `"lmm_r2"` as [r2.lmmr()].
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(site = factor(rep(1:8, each = 20)), id = factor(rep(1:40, each = 4)),
+#'                 visit = factor(rep(c("V1", "V2", "V3", "V4"), 40)))
+#' d$y <- rnorm(160) + rep(rnorm(40), each = 4) + rep(rnorm(8), each = 20)
+#' fit <- lmm(y ~ visit + (1 | site) + us(visit | id), data = d)
+#' r2(fit)
+#' @export
+r2.lmmr_rcov <- function(x, ...) {
+  h_check_dots(..., .fn = "r2")
+  vc <- h_rcov_variance_components(x)
+  v_re <- sum(vc$random)
+  total <- vc$fixed + v_re + vc$residual
+  structure(list(marginal = vc$fixed / total, conditional = (vc$fixed + v_re) / total,
+                 var_fixed = vc$fixed, var_random = v_re, var_residual = vc$residual),
+            class = "lmm_r2")
+}
 
 #' @export
 boxcox.lmmr_rcov <- function(object, ...) h_rcov_unsupported("boxcox()")
@@ -393,8 +585,42 @@ boxcox.lmmr_rcov <- function(object, ...) h_rcov_unsupported("boxcox()")
 #' @export
 plot.lmmr_rcov <- function(x, ...) h_rcov_unsupported("plot()")
 
+#' Refit a residual-structure model to a new response
+#'
+#' The fit's kept Rust model (design, layout, workspace) is reused with the
+#' new response;
+#' the optimiser starts at the fit's covariance parameters, as lme4's
+#' `refit()` does.
+#' @param object a fit with a residual covariance structure.
+#' @param newresp new response: a numeric vector with one value per
+#'   observation used in the fit (or per row of the data for an
+#'   `na.omit` fit); by default the fit's own response.
+#' @param REML refit with REML (default: as the fit).
+#' @param ... unused.
+#' @return A fit of class `c("lmmr_rcov", "lmmr")`.
+#' @examples
+#' set.seed(1)
+#' d <- data.frame(site = factor(rep(1:8, each = 20)), id = factor(rep(1:40, each = 4)),
+#'                 visit = factor(rep(c("V1", "V2", "V3", "V4"), 40)))
+#' d$y <- rnorm(160) + rep(rnorm(40), each = 4) + rep(rnorm(8), each = 20)
+#' fit <- lmm(y ~ visit + ar1(visit | id), data = d)
+#' fit2 <- refit(fit, simulate(fit, seed = 1)[[1]])
+#' fixef(fit2)
 #' @export
-refit.lmmr_rcov <- function(object, newresp, ...) h_rcov_unsupported("refit()")
+refit.lmmr_rcov <- function(object, newresp, REML = object$REML, ...) {
+  h_check_dots(..., .fn = "refit")
+  if (missing(newresp)) newresp <- object$y
+  h_check_flag(REML, "REML")
+  y <- h_newresp(object, newresp)
+  design <- h_rcov_design_of(object, y)
+  control <- object$control
+  if (is.null(control)) control <- lmm_control()
+  res <- h_fit_rcov_design(design, REML = REML, control = control, theta = object$rcov_theta,
+                           engine = h_rcov_fit_engine(object))
+  fit <- h_build_rcov_fit(design, res, REML = REML, call = object$call, control = control)
+  fit$formula_input <- object$formula_input
+  fit
+}
 
 #' @export
 model.matrix.lmmr_rcov <- function(object, type = c("fixed", "random"), ...) {
@@ -439,4 +665,103 @@ as.data.frame.VarCorr.lmmr_rcov <- function(x, row.names = NULL, optional = FALS
   out <- do.call(rbind, rows)
   rownames(out) <- NULL
   out
+}
+
+#' For each covariance parameter (SAS's parametrisation) the kernel's
+#' unconstrained coordinate that it is a monotone function of alone, with
+#' that function; NULL where the parameter mixes several coordinates
+#' (covariances of us/toep, lags beyond 1 of toeph, cs, random-effect
+#' covariance matrices larger than 1 x 1)
+#' @noRd
+h_rcov_coordinates <- function(object) {
+  cs <- object$cov_struct
+  m <- cs$m
+  npg <- length(cs$natural[[1L]])
+  ng <- length(cs$natural)
+  logistic <- function(t) 1 / (1 + exp(-t))
+  one <- function(j) {
+    v2 <- function(t) exp(2 * t)
+    switch(cs$type,
+      ar1 = if (j == 1L) list(j = j, f = exp) else list(j = j, f = tanh),
+      sp_exp = if (j == 1L) list(j = j, f = exp) else
+        list(j = j, f = function(t) -1 / log(logistic(t))),
+      csh = if (j <= m) list(j = j, f = v2) else
+        list(j = j, f = function(t) (exp(t) - 1) / (exp(t) + m - 1)),
+      ar1h = if (j <= m) list(j = j, f = v2) else list(j = j, f = tanh),
+      adh = if (j <= m) list(j = j, f = v2) else list(j = j, f = tanh),
+      toeph = if (j <= m) list(j = j, f = v2) else if (j == m + 1L) list(j = j, f = tanh),
+      toep = if (j == 1L) list(j = j, f = exp),
+      us = if (j == 1L) list(j = j, f = v2),
+      NULL)
+  }
+  out <- list()
+  for (g in seq_len(ng)) for (j in seq_len(npg)) {
+    o <- one(j)
+    if (!is.null(o)) o$j <- (g - 1L) * npg + o$j
+    out[length(out) + 1L] <- list(o)
+  }
+  off <- npg * ng
+  for (G in object$re_cov) {
+    nk <- nrow(G) * (nrow(G) + 1) / 2
+    for (q in seq_len(nk)) {
+      out[length(out) + 1L] <- list(if (nrow(G) == 1L) list(j = off + 1L, f = function(t) t^2, lower0 = TRUE))
+    }
+    off <- off + nk
+  }
+  out
+}
+
+#' Profile likelihood interval of one covariance parameter (a single
+#' unconstrained coordinate `j` of the kernel, monotone map `f` to SAS's
+#' parametrisation), on the fit's kept model
+#' @noRd
+h_rcov_profile_one <- function(object, co, level) {
+  terms <- if (is.null(object$design_re)) list() else object$design_re$terms
+  engine <- h_rcov_fit_engine(object)
+  th0 <- object$rcov_theta
+  j <- co$j
+  reml <- isTRUE(object$REML)
+  ptr <- function() h_rcov_engine_ptr(engine, object$X, object$y - object$offset, object$layout, terms)
+  fg <- function(th) {
+    res <- rs_rcov_model_fit(ptr(), reml = reml, max_iter = 1L, gtol = 1e-6,
+                             theta_start = th, optimize = FALSE)
+    if (!is.null(res$error_kind) || !is.finite(res$objective)) return(list(f = Inf, g = rep(0, length(th))))
+    list(f = res$objective, g = res$gradient)
+  }
+  start <- th0
+  prof <- function(t) {
+    free <- setdiff(seq_along(th0), j)
+    full <- function(x) replace(replace(th0, free, x), j, t)
+    val <- function(x) fg(full(x))$f
+    gr <- function(x) fg(full(x))$g[free]
+    o <- stats::optim(start[free], val, gr, method = "BFGS",
+                      control = list(maxit = 500, reltol = 1e-12))
+    start <<- full(o$par)
+    o$value
+  }
+  fmin <- object$objective
+  crit <- stats::qchisq(level, 1)
+  side <- function(dir) {
+    start <<- th0
+    step <- 0.1 * max(1, abs(th0[j]))
+    t_in <- th0[j]
+    for (i in seq_len(40)) {
+      t_out <- t_in + dir * step
+      if (isTRUE(co$lower0) && dir < 0 && t_out <= 0) {
+        if (prof(0) - fmin < crit) return(0)
+        t_out <- 0
+      }
+      d <- prof(t_out) - fmin
+      if (is.finite(d) && d >= crit) break
+      if (!is.finite(d)) return(NA_real_)
+      t_in <- t_out
+      step <- step * 2
+    }
+    start <<- th0
+    r <- stats::uniroot(function(t) prof(t) - fmin - crit, sort(c(t_in, t_out)), tol = 1e-8)
+    r$root
+  }
+  lo <- side(-1)
+  hi <- side(1)
+  sort(co$f(c(lo, hi)))
 }

@@ -53,9 +53,25 @@
 #' subject-level clusters, slow (dense) for clusters of hundreds of
 #' observations.
 #'
-#' Not available yet for these fits: conditional variances of the random
-#' effects, `icc()`, `r2()`, `ranova()`, profile intervals, `refit()`,
-#' database (lazy table) data, prior weights.
+#' `refit()`, `r2()`, `ranova()` (for the random-effect terms; the reduced
+#' models keep the residual structure) and, where it is defined, `icc()`
+#' (see [icc.lmmr_rcov()]) work on these fits, and `confint()` with Wald
+#' intervals for all covariance parameters and profile intervals for most
+#' (see [confint.lmmr_rcov()]). Not available yet: conditional variances of
+#' the random effects, database (lazy table) data, prior weights.
+#'
+#' @section Agreement with SAS PROC MIXED:
+#' On mmrm's `fev_data` (`FEV1 ~ ARMCD + <structure>`, REML) lmmr's
+#' criterion equals SAS's -2 log L for CS, AR(1), TOEPH and SP(EXP) to 1e-8
+#' and is lower for UN, CSH, ANTE(1), ARH(1) and TOEP (by 7e-7 to 1.3e-5):
+#' SAS stops slightly before the optimum (as does its iteration history's
+#' convergence criterion of 1e-8). The Kenward-Roger standard errors and df
+#' then differ from SAS's by up to 1.2e-4 / 4e-4 (relative). Evaluated at
+#' SAS's printed covariance estimates instead (an internal fit at given
+#' parameters), lmmr reproduces SAS's KR and KR(LINEAR) numbers within what
+#' the rounding of the printed estimates allows, and the SE (4 decimals)
+#' and df (integer) of SAS's listing exactly; see `bench/README.md` for the
+#' table.
 #'
 #' @name cov_struct
 #' @return Not a function; see [lmm()].
@@ -359,7 +375,12 @@ h_check_cov_identified <- function(lay, re, ct, n, p) {
   }
   if (!is.null(re)) {
     for (t in re$terms) {
-      same <- length(unique(paste(as.integer(lay$subject), t$codes))) == nlevels(lay$subject)
+      # a term on the subject itself (one level per subject); a term on a
+      # coarser factor (site) holding several subjects adds covariance
+      # between subjects and is identified
+      n_subj <- length(unique(as.integer(lay$subject)))
+      same <- length(unique(t$codes)) == n_subj &&
+        length(unique(paste(as.integer(lay$subject), t$codes))) == n_subj
       if (!same) next
       has_int <- "(Intercept)" %in% t$cnms
       if (type == "us" || (has_int && type %in% c("cs", "csh", "toep", "toeph"))) {
@@ -375,18 +396,17 @@ h_check_cov_identified <- function(lay, re, ct, n, p) {
 # Fitting
 # ---------------------------------------------------------------------------
 
-#' Call the Rust kernel for a design with a residual structure
+#' The design's arguments of the Rust entry points (rows in the layout's
+#' order: cluster, subject, visit)
 #' @noRd
-h_fit_rcov_design <- function(design, REML, control, theta = NULL, optimize = TRUE) {
-  lay <- design$cov
+h_rcov_args <- function(X, y, lay, terms) {
   o <- lay$order
-  x <- design$X[o, , drop = FALSE]
+  x <- X[o, , drop = FALSE]
   storage.mode(x) <- "double"
   x <- matrix(x, nrow = nrow(x), ncol = ncol(x))
-  terms <- if (is.null(design$re)) list() else design$re$terms
-  res <- rs_fit_rcov(
+  list(
     x = x,
-    y = as.numeric((design$y - design$offset)[o]),
+    y = as.numeric(y[o]),
     subj_start = lay$subj_start,
     visit = lay$visit_code,
     coords = as.numeric(lay$coords_sorted),
@@ -402,17 +422,63 @@ h_fit_rcov_design <- function(design, REML, control, theta = NULL, optimize = TR
       storage.mode(z) <- "double"
       z
     }),
-    k = vapply(terms, function(t) ncol(t$Z), integer(1)),
-    reml = REML,
-    max_iter = as.integer(max(control$max_iter, 1000L)),
-    gtol = 1e-6,
-    theta_start = theta,
-    optimize = optimize
+    k = vapply(terms, function(t) ncol(t$Z), integer(1))
   )
+}
+
+#' A new, empty kept model of a residual-structure design: an environment
+#' that will hold the Rust model's external pointer (`ptr`) and the response
+#' loaded into it (`resp`). It survives saveRDS() with a dead pointer, which
+#' h_rcov_engine_ptr() rebuilds from the fit's plain data.
+#' @noRd
+h_rcov_engine <- function() new.env(parent = emptyenv())
+
+#' The live pointer of a kept residual-structure model with response `y`
+#' (offset subtracted, rows in the data's order) loaded; (re)built from the
+#' design when missing or dead
+#' @noRd
+h_rcov_engine_ptr <- function(engine, X, y, lay, terms) {
+  y <- as.numeric(y)
+  if (is.null(engine$ptr) || !rs_rcov_model_is_live(engine$ptr)) {
+    ptr <- do.call(rs_rcov_model_new, h_rcov_args(X, y, lay, terms))
+    if (is.list(ptr)) h_check_rust_result(ptr)
+    engine$ptr <- ptr
+    engine$resp <- y
+  } else if (!identical(engine$resp, y)) {
+    h_check_rust_result(rs_rcov_model_set_response(engine$ptr, y[lay$order]))
+    engine$resp <- y
+  }
+  engine$ptr
+}
+
+#' The kept model of a residual-structure fit (a new, empty one for objects
+#' without it)
+#' @noRd
+h_rcov_fit_engine <- function(fit) {
+  if (is.environment(fit$rcov_engine)) fit$rcov_engine else h_rcov_engine()
+}
+
+#' Fit a design with a residual structure on its kept Rust model
+#'
+#' `engine`: the kept model of an earlier fit of the same design (refits,
+#' fits at given parameters); without it a new one is built. The result
+#' carries it in `$engine`.
+#' @noRd
+h_fit_rcov_design <- function(design, REML, control, theta = NULL, optimize = TRUE,
+                              engine = NULL) {
+  lay <- design$cov
+  o <- lay$order
+  terms <- if (is.null(design$re)) list() else design$re$terms
+  if (!is.environment(engine)) engine <- h_rcov_engine()
+  ptr <- h_rcov_engine_ptr(engine, design$X, design$y - design$offset, lay, terms)
+  res <- rs_rcov_model_fit(ptr, reml = REML,
+                           max_iter = as.integer(max(control$max_iter, 1000L)),
+                           gtol = 1e-6, theta_start = theta, optimize = optimize)
   res <- h_check_rust_result(res)
   fitted <- numeric(length(o))
   fitted[o] <- res$fitted
   res$fitted <- fitted
+  res$engine <- engine
   res
 }
 
@@ -554,6 +620,7 @@ h_build_rcov_fit <- function(design, res, REML, call, control) {
     design_info = design[intersect(names(design),
       c("fixed_terms", "xlevels", "contrasts", "X_full_colnames", "fixed_formula", "dropped"))],
     na_action = design$na_action,
+    rcov_engine = res$engine,
     optinfo = list(converged = isTRUE(res$converged), gradient = res$gradient,
                    n_eval = res$n_eval, n_iter = res$n_iter, message = res$message),
     singular = FALSE,
@@ -751,6 +818,8 @@ h_rcov_blocks <- function(fit, derivs = TRUE) {
 }
 
 #' Satterthwaite and Kenward-Roger ingredients of a residual-structure fit
+#' (computed in R; the reference implementation of `rs_rcov_model_inference()`,
+#' kept for the tests)
 #'
 #' Observed information of the REML (ML) criterion in SAS's parametrisation
 #' (`W = 2 H^-1`, H the Hessian of -2 log L), `P_r = X'V^-1 V_r V^-1 X`,
@@ -759,7 +828,7 @@ h_rcov_blocks <- function(fit, derivs = TRUE) {
 #' `U_i = V^-1 X_i` (so each block class costs the same whatever its size).
 #' @param linear drop the second-derivative term R (SAS's KR(LINEAR)).
 #' @noRd
-h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FALSE) {
+h_rcov_inference_parts_r <- function(object, method = "satterthwaite", linear = FALSE) {
   if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
     h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
             "reml_required")
@@ -882,5 +951,157 @@ h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FA
     out$kenward_roger <- list(phi = Phi, phi_adj = Phi_adj, w = W, p_list = P,
                               info = H / 2, linear = linear)
   }
+  out
+}
+
+#' Satterthwaite and Kenward-Roger ingredients of a residual-structure fit
+#'
+#' Observed information of the REML (ML) criterion in SAS's parametrisation
+#' (`W = 2 H^-1`), the `P_r` matrices, the Jacobian of `vcov(beta)` and the
+#' Kenward-Roger adjusted covariance, computed in Rust cluster by cluster
+#' (`rs_rcov_model_inference()` on the fit's kept model; the same quantities as
+#' `h_rcov_inference_parts_r()`).
+#' @param theta unconstrained parameters (default: the fit's).
+#' @param linear drop the second-derivative term (SAS's KR(LINEAR)).
+#' @noRd
+h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FALSE,
+                                   theta = object$rcov_theta) {
+  if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
+    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
+            "reml_required")
+  }
+  terms <- if (is.null(object$design_re)) list() else object$design_re$terms
+  ptr <- h_rcov_engine_ptr(h_rcov_fit_engine(object), object$X, object$y - object$offset,
+                           object$layout, terms)
+  kr <- method %in% c("kenward-roger", "both")
+  res <- h_check_rust_result(rs_rcov_model_inference(
+    ptr, theta = as.numeric(theta), reml = isTRUE(object$REML), kr = kr, linear = linear))
+  p <- length(object$beta)
+  k <- length(res$phi)
+  nm <- names(h_rcov_phi(object))
+  Phi <- res$vcov_beta
+  dimnames(Phi) <- dimnames(object$vcov)
+  H <- res$hessian
+  if (is.null(res$w)) {
+    h_abort("The observed information of the covariance parameters is singular (a boundary or unidentified fit); small-sample degrees of freedom are not available.",
+            "singular_information")
+  }
+  W <- res$w
+  dimnames(W) <- list(nm, nm)
+  P <- lapply(seq_len(k), function(r) matrix(res$p_list[(r - 1) * p * p + seq_len(p * p)], p, p))
+  J <- lapply(seq_len(k), function(r) matrix(res$jacobian[(r - 1) * p * p + seq_len(p * p)], p, p))
+  out <- list()
+  if (method %in% c("satterthwaite", "both")) {
+    out$satterthwaite <- list(vcov_beta = Phi, vcov_varpar = W, hessian = H, jacobian = J)
+  }
+  if (kr) {
+    Phi_adj <- res$vcov_adj
+    dimnames(Phi_adj) <- dimnames(Phi)
+    out$kenward_roger <- list(phi = Phi, phi_adj = Phi_adj, w = W, p_list = P,
+                              info = H / 2, linear = linear)
+  }
+  out
+}
+
+# ---------------------------------------------------------------------------
+# Fits at given covariance parameters, refits
+# ---------------------------------------------------------------------------
+
+#' Partial autocorrelations from autocorrelations rho_1..rho_k
+#' (Durbin-Levinson; the inverse of the kernel's map)
+#' @noRd
+h_acf_to_pacf <- function(rho) {
+  k <- length(rho)
+  if (k == 0L) return(numeric(0))
+  pacf <- numeric(k)
+  a <- numeric(0)
+  for (j in seq_len(k)) {
+    num <- rho[j] - sum(a * rev(rho[seq_len(j - 1L)]))
+    den <- 1 - sum(a * rho[seq_len(j - 1L)])
+    pj <- num / den
+    a <- c(a - pj * rev(a), pj)
+    pacf[j] <- pj
+  }
+  pacf
+}
+
+#' Unconstrained kernel parameters of one group from its matrix (or the
+#' sp_exp pair)
+#' @noRd
+h_theta_group <- function(type, V) {
+  if (type == "sp_exp") {
+    rho <- unname(V[["rho"]])
+    return(c(log(unname(V[["variance"]])), log(rho / (1 - rho))))
+  }
+  m <- nrow(V)
+  R <- stats::cov2cor(V)
+  cs_t <- function(r) log((1 + (m - 1) * r) / (1 - r))
+  switch(type,
+    us = {
+      L <- t(chol(V))
+      unlist(lapply(seq_len(m), function(j) c(log(L[j, j]), L[seq_len(m) > j, j])))
+    },
+    cs = c(log(V[1L, 1L]), cs_t(R[2L, 1L])),
+    csh = c(0.5 * log(diag(V)), cs_t(R[2L, 1L])),
+    ar1 = c(log(V[1L, 1L]), atanh(R[2L, 1L])),
+    ar1h = c(0.5 * log(diag(V)), atanh(R[2L, 1L])),
+    toep = c(log(V[1L, 1L]), atanh(h_acf_to_pacf(R[-1L, 1L]))),
+    toeph = c(0.5 * log(diag(V)), atanh(h_acf_to_pacf(R[-1L, 1L]))),
+    adh = c(0.5 * log(diag(V)), atanh(R[cbind(2:m, 1:(m - 1L))]))
+  )
+}
+
+#' Unconstrained parameters of a residual-structure fit from covariance
+#' parameters in SAS's parametrisation (the order of `h_rcov_phi()`)
+#' @noRd
+h_rcov_theta_from_phi <- function(fit, phi) {
+  cs <- fit$cov_struct
+  npg <- length(cs$natural[[1L]])
+  ng <- length(cs$natural)
+  if (length(phi) != length(h_rcov_phi(fit))) {
+    h_abort(sprintf("`phi` must have %d covariance parameters.", length(h_rcov_phi(fit))), "argument")
+  }
+  phi <- unname(as.numeric(phi))
+  th <- unlist(lapply(seq_len(ng), function(g) {
+    V <- h_cov_from_natural(cs$type, phi[(g - 1L) * npg + seq_len(npg)], cs$m)
+    h_theta_group(cs$type, V)
+  }))
+  off <- npg * ng
+  for (G in fit$re_cov) {
+    k <- nrow(G)
+    idx <- which(lower.tri(G, diag = TRUE))
+    Gn <- matrix(0, k, k)
+    Gn[idx] <- phi[off + seq_along(idx)]
+    Gn[upper.tri(Gn)] <- t(Gn)[upper.tri(Gn)]
+    L <- t(chol(Gn))
+    th <- c(th, L[idx])
+    off <- off + length(idx)
+  }
+  th
+}
+
+#' The design of a residual-structure fit, rebuilt from the fit's plain data
+#' @noRd
+h_rcov_design_of <- function(fit, y = fit$y) {
+  c(list(X = fit$X, y = y, offset = fit$offset, cov = fit$layout, re = fit$design_re,
+         formula = fit$formula, fixed_formula = fit$fixed_formula,
+         dropped = fit$dropped, frame = fit$frame, na_action = fit$na_action,
+         cov_term = list(call = fit$cov_struct$call)),
+    fit$design_info[setdiff(names(fit$design_info), c("fixed_formula", "dropped"))])
+}
+
+#' A residual-structure fit at given covariance parameters (no optimisation)
+#'
+#' `phi` in SAS's parametrisation (as `h_rcov_phi()`); the returned fit has
+#' the GLS fixed effects, criterion and inference at those parameters
+#' (used to evaluate Kenward-Roger at another program's estimates).
+#' @noRd
+h_rcov_fit_at <- function(fit, phi) {
+  theta <- h_rcov_theta_from_phi(fit, phi)
+  design <- h_rcov_design_of(fit)
+  res <- h_fit_rcov_design(design, REML = fit$REML, control = fit$control,
+                           theta = theta, optimize = FALSE, engine = h_rcov_fit_engine(fit))
+  out <- h_build_rcov_fit(design, res, REML = fit$REML, call = fit$call, control = fit$control)
+  out$formula_input <- fit$formula_input
   out
 }

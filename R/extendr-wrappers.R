@@ -33,13 +33,27 @@ rs_model_evaluate <- function(ptr, theta, reml) {
 }
 
 #' @noRd
-rs_fit_rcov <- function(x, y, subj_start, visit, coords, subj_group,
-                        subj_pattern, cluster_start, cov_type, m, n_groups,
-                        codes, z, k, reml, max_iter, gtol, theta_start,
-                        optimize) {
-  .Call(wrap__rs_fit_rcov, x, y, subj_start, visit, coords, subj_group,
-        subj_pattern, cluster_start, cov_type, m, n_groups, codes, z, k, reml,
-        max_iter, gtol, theta_start, optimize)
+rs_rcov_model_new <- function(x, y, subj_start, visit, coords, subj_group,
+                              subj_pattern, cluster_start, cov_type, m, n_groups,
+                              codes, z, k) {
+  .Call(wrap__rs_rcov_model_new, x, y, subj_start, visit, coords, subj_group,
+        subj_pattern, cluster_start, cov_type, m, n_groups, codes, z, k)
+}
+
+#' @noRd
+rs_rcov_model_is_live <- function(ptr) .Call(wrap__rs_rcov_model_is_live, ptr)
+
+#' @noRd
+rs_rcov_model_set_response <- function(ptr, y) .Call(wrap__rs_rcov_model_set_response, ptr, y)
+
+#' @noRd
+rs_rcov_model_fit <- function(ptr, reml, max_iter, gtol, theta_start, optimize) {
+  .Call(wrap__rs_rcov_model_fit, ptr, reml, max_iter, gtol, theta_start, optimize)
+}
+
+#' @noRd
+rs_rcov_model_inference <- function(ptr, theta, reml, kr, linear) {
+  .Call(wrap__rs_rcov_model_inference, ptr, theta, reml, kr, linear)
 }
 
 #' @noRd

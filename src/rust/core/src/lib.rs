@@ -34,8 +34,8 @@ pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
 pub use rcov::{
-    fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
-    RcovTerm,
+    fit_rcov, rcov_criterion, rcov_criterion_gradient, rcov_inference, CovType, RcovControl,
+    RcovInference, RcovInput, RcovModel, RcovOutput, RcovTerm,
 };
 pub use refit::RefitEstimates;
 

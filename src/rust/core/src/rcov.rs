@@ -43,6 +43,9 @@
 
 use crate::LmmError;
 
+mod infer;
+pub use infer::{rcov_inference, RcovInference};
+
 const LOG_2PI: f64 = 1.837_877_066_409_345_3;
 
 /// Largest cluster (rows) for the dense per-cluster factorisation: two
@@ -1867,6 +1870,155 @@ pub fn rcov_criterion_gradient(
 pub fn fit_rcov(inp: &RcovInput, control: &RcovControl) -> Result<RcovOutput, LmmError> {
     let mut lay = validate(inp)?;
     build_aggregates(inp, &mut lay);
+    let mut ws = new_work(inp, &lay);
+    fit_prepared(inp, &lay, &mut ws, control)
+}
+
+/// Owned data of a kept residual-structure model.
+#[derive(Clone, Debug)]
+struct RcovData {
+    n: usize,
+    p: usize,
+    x: Vec<f64>,
+    y: Vec<f64>,
+    subj_start: Vec<usize>,
+    visit: Vec<usize>,
+    coords: Vec<f64>,
+    n_coord: usize,
+    subj_group: Vec<usize>,
+    subj_pattern: Vec<usize>,
+    cluster_start: Vec<usize>,
+    cov_type: CovType,
+    m: usize,
+    n_groups: usize,
+    terms: Vec<(Vec<i32>, Vec<f64>, usize)>,
+}
+
+impl RcovData {
+    fn input(&self) -> RcovInput<'_> {
+        RcovInput {
+            n: self.n,
+            p: self.p,
+            x: &self.x,
+            y: &self.y,
+            subj_start: &self.subj_start,
+            visit: &self.visit,
+            coords: &self.coords,
+            n_coord: self.n_coord,
+            subj_group: &self.subj_group,
+            subj_pattern: &self.subj_pattern,
+            cluster_start: &self.cluster_start,
+            cov_type: self.cov_type,
+            m: self.m,
+            n_groups: self.n_groups,
+            terms: self
+                .terms
+                .iter()
+                .map(|(codes, z, k)| RcovTerm { codes, z, k: *k })
+                .collect(),
+        }
+    }
+}
+
+/// A residual-structure model prepared once (validated layout, per-pattern
+/// cross-products, workspace) and kept for refits to new responses and for
+/// the inference ingredients: the analogue of [`crate::Model`] for
+/// [`fit_rcov`]'s models.
+pub struct RcovModel {
+    data: RcovData,
+    lay: Layout,
+    ws: Work,
+}
+
+impl RcovModel {
+    /// Copy the design and prepare it.
+    pub fn new(inp: &RcovInput) -> Result<Self, LmmError> {
+        let data = RcovData {
+            n: inp.n,
+            p: inp.p,
+            x: inp.x.to_vec(),
+            y: inp.y.to_vec(),
+            subj_start: inp.subj_start.to_vec(),
+            visit: inp.visit.to_vec(),
+            coords: inp.coords.to_vec(),
+            n_coord: inp.n_coord,
+            subj_group: inp.subj_group.to_vec(),
+            subj_pattern: inp.subj_pattern.to_vec(),
+            cluster_start: inp.cluster_start.to_vec(),
+            cov_type: inp.cov_type,
+            m: inp.m,
+            n_groups: inp.n_groups,
+            terms: inp
+                .terms
+                .iter()
+                .map(|t| (t.codes.to_vec(), t.z.to_vec(), t.k))
+                .collect(),
+        };
+        let d = data.input();
+        let mut lay = validate(&d)?;
+        build_aggregates(&d, &mut lay);
+        let ws = new_work(&d, &lay);
+        drop(d);
+        Ok(RcovModel { data, lay, ws })
+    }
+
+    /// Number of (unconstrained) covariance parameters.
+    pub fn n_par(&self) -> usize {
+        self.lay.n_par
+    }
+
+    /// Number of fixed effects.
+    pub fn n_fixed(&self) -> usize {
+        self.data.p
+    }
+
+    /// Replace the response (offset already subtracted); the per-pattern
+    /// cross-products are rebuilt.
+    pub fn set_response(&mut self, y: &[f64]) -> Result<(), LmmError> {
+        if y.len() != self.data.n {
+            return Err(LmmError::InvalidInput(format!(
+                "the response must have length {}",
+                self.data.n
+            )));
+        }
+        if y.iter().any(|v| !v.is_finite()) {
+            return Err(LmmError::NonFinite(
+                "the response has non-finite values".into(),
+            ));
+        }
+        self.data.y.copy_from_slice(y);
+        let d = self.data.input();
+        self.lay.aggs.clear();
+        build_aggregates(&d, &mut self.lay);
+        Ok(())
+    }
+
+    /// Fit (or evaluate at the start when `control.optimize` is false).
+    pub fn fit(&mut self, control: &RcovControl) -> Result<RcovOutput, LmmError> {
+        let d = self.data.input();
+        fit_prepared(&d, &self.lay, &mut self.ws, control)
+    }
+
+    /// Satterthwaite / Kenward-Roger ingredients at `theta`.
+    pub fn inference(
+        &mut self,
+        theta: &[f64],
+        reml: bool,
+        kr: bool,
+        linear: bool,
+    ) -> Result<RcovInference, LmmError> {
+        let d = self.data.input();
+        infer::inference_prepared(&d, &self.lay, &mut self.ws, theta, reml, kr, linear)
+    }
+}
+
+/// [`fit_rcov`] on a prepared layout and workspace.
+fn fit_prepared(
+    inp: &RcovInput,
+    lay: &Layout,
+    ws: &mut Work,
+    control: &RcovControl,
+) -> Result<RcovOutput, LmmError> {
     let th0 = match &control.theta_start {
         Some(t) => {
             if t.len() != lay.n_par {
@@ -1877,19 +2029,18 @@ pub fn fit_rcov(inp: &RcovInput, control: &RcovControl) -> Result<RcovOutput, Lm
             }
             t.clone()
         }
-        None => start_values(inp, &lay)?,
+        None => start_values(inp, lay)?,
     };
-    let mut ws = new_work(inp, &lay);
     let reml = control.reml;
     let res = if control.optimize {
         bfgs(
-            |th, g| evaluate(inp, &lay, &mut ws, th, reml, Some(g)),
+            |th, g| evaluate(inp, lay, ws, th, reml, Some(g)),
             th0,
             control.max_iter,
             control.gtol,
         )?
     } else {
-        let f = evaluate(inp, &lay, &mut ws, &th0, reml, None)?.ok_or_else(|| {
+        let f = evaluate(inp, lay, ws, &th0, reml, None)?.ok_or_else(|| {
             LmmError::NotPositiveDefinite("covariance not positive definite at theta".into())
         })?;
         BfgsResult {
@@ -1903,7 +2054,7 @@ pub fn fit_rcov(inp: &RcovInput, control: &RcovControl) -> Result<RcovOutput, Lm
     };
     // final evaluation at the optimum fills beta, the matrices and A
     let mut gfin = vec![0.0; lay.n_par];
-    let f = evaluate(inp, &lay, &mut ws, &res.x, reml, Some(&mut gfin))?.ok_or_else(|| {
+    let f = evaluate(inp, lay, ws, &res.x, reml, Some(&mut gfin))?.ok_or_else(|| {
         LmmError::NotPositiveDefinite("covariance not positive definite at the optimum".into())
     })?;
     let p = inp.p;
@@ -2376,5 +2527,73 @@ mod tests {
             Err(LmmError::InvalidInput(_))
         ));
         assert!(CovType::parse("nope").is_err());
+    }
+
+    /// The observed Hessian in SAS's parameters, pulled back through the
+    /// (finite-difference) Jacobian of phi(theta), equals the
+    /// finite-difference Hessian of the criterion in theta at an optimum
+    /// (where the gradient term of the chain rule vanishes); the KR
+    /// adjusted covariance is symmetric.
+    #[test]
+    fn inference_hessian_matches_differences() {
+        for &with_re in &[false, true] {
+            let d = data(11, 4, 60, with_re);
+            for ct in all_types() {
+                let inp = input(&d, ct, 1);
+                let ctl = RcovControl {
+                    reml: true,
+                    max_iter: 3000,
+                    gtol: 1e-8,
+                    theta_start: None,
+                    optimize: true,
+                };
+                let fit = fit_rcov(&inp, &ctl).unwrap();
+                let th = fit.theta.clone();
+                let inf = rcov_inference(&inp, &th, true, true, false).unwrap();
+                let k = th.len();
+                let p = inp.p;
+                let h = 1e-5;
+                let mut jm = vec![0.0; k * k];
+                let mut ht = vec![0.0; k * k];
+                for j in 0..k {
+                    let mut tp = th.clone();
+                    let mut tm = th.clone();
+                    tp[j] += h;
+                    tm[j] -= h;
+                    let ip = rcov_inference(&inp, &tp, true, false, false).unwrap();
+                    let im = rcov_inference(&inp, &tm, true, false, false).unwrap();
+                    let gp = rcov_criterion_gradient(&inp, &tp, true).unwrap().unwrap().1;
+                    let gm = rcov_criterion_gradient(&inp, &tm, true).unwrap().unwrap().1;
+                    for r in 0..k {
+                        jm[r + j * k] = (ip.phi[r] - im.phi[r]) / (2.0 * h);
+                        ht[r + j * k] = (gp[r] - gm[r]) / (2.0 * h);
+                    }
+                }
+                let mut scale = 0.0f64;
+                let mut err = 0.0f64;
+                for b in 0..k {
+                    for a in 0..k {
+                        let mut v = 0.0;
+                        for r in 0..k {
+                            for s in 0..k {
+                                v += jm[r + a * k] * inf.hessian[r + s * k] * jm[s + b * k];
+                            }
+                        }
+                        scale = scale.max(ht[a + b * k].abs());
+                        err = err.max((v - ht[a + b * k]).abs());
+                    }
+                }
+                assert!(err <= 1e-4 * scale, "{ct:?} re={with_re}: {err} vs {scale}");
+                let adj = inf.vcov_adj.unwrap();
+                for j in 0..p {
+                    assert!(adj[j + j * p] > 0.0);
+                    for i in 0..p {
+                        assert!(
+                            (adj[i + j * p] - adj[j + i * p]).abs() <= 1e-12 * adj[j + j * p].abs()
+                        );
+                    }
+                }
+            }
+        }
     }
 }
