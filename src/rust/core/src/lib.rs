@@ -20,6 +20,7 @@ mod factor;
 mod grad;
 mod input;
 mod model;
+mod moments;
 mod optim;
 mod precondition;
 mod rcov;
@@ -32,6 +33,7 @@ pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
+pub use moments::InferenceMoments;
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, CovType, RcovControl, RcovInput, RcovOutput,
     RcovTerm,
