@@ -154,10 +154,7 @@ fn rs_model_new(
 
 /// Runs `f` on the model behind `ptr`; errors (a dead pointer after
 /// `readRDS()`, numerical failures) become error lists.
-pub(crate) fn with_model(
-    ptr: &Robj,
-    f: impl FnOnce(&mut Model) -> Result<List, LmmError>,
-) -> List {
+pub(crate) fn with_model(ptr: &Robj, f: impl FnOnce(&mut Model) -> Result<List, LmmError>) -> List {
     let result = ExternalPtr::<Model>::try_from(ptr)
         .map_err(|_| bad("the fit's model pointer is not valid (rebuild it with h_model_ptr())"))
         .and_then(|mut p| match p.try_addr_mut() {

@@ -36,9 +36,7 @@ use faer::linalg::triangular_solve::{
 };
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
-/// Largest number of doubles of one panel of columns (`q x b`).
-const PANEL_DOUBLES: usize = 1 << 21;
-/// Widest panel.
+/// Widest block of columns `M` is applied to at once.
 const PANEL_MAX: usize = 256;
 
 /// Moments of the random-effects space at one theta (see the module
@@ -268,7 +266,8 @@ impl<'a> Factor<'a> {
         let (q, q1, q2, k1) = (self.q, self.q1, bl.q2, bl.k1);
         let kk = k1 * k1;
         let mut out = vec![0.0; q * b];
-        let rest_nonzero = (0..b).any(|col| x[col * q + q1..(col + 1) * q].iter().any(|v| *v != 0.0));
+        let rest_nonzero =
+            (0..b).any(|col| x[col * q + q1..(col + 1) * q].iter().any(|v| *v != 0.0));
         for col in 0..b {
             let xc = &x[col * q..(col + 1) * q];
             let oc = &mut out[col * q..(col + 1) * q];
@@ -388,46 +387,6 @@ impl<'a> Factor<'a> {
                     out[c * q + s + eb] += bm[c * q + s + ea];
                 }
             }
-        }
-    }
-}
-
-/// Adds the contribution of one column block `gamma` (level `lg` of term
-/// `tg`, columns `x` of `M` with leading dimension `ld`, row 0 = internal row
-/// `base`, rows of the levels `rows(term)` present) to `tr(E_i M)` and
-/// `tr(E_i M E_j M)`.
-#[allow(clippy::too_many_arguments)]
-fn accumulate(
-    f: &Factor,
-    basis: &[(usize, usize, usize)],
-    (tg, lg): (usize, usize),
-    x: &[f64],
-    ld: usize,
-    base: usize,
-    rows: &dyn Fn(usize) -> std::ops::Range<usize>,
-    tr_m: &mut [f64],
-    tr_mm: &mut Mat<f64>,
-) {
-    let k = f.bl.terms[tg].k;
-    let s = f.start(tg, lg) - base;
-    let own: Vec<usize> = (0..basis.len()).filter(|&j| basis[j].0 == tg).collect();
-    for &j in &own {
-        let (_, a, b) = basis[j];
-        tr_m[j] += if a == b {
-            x[a * ld + s + a]
-        } else {
-            x[b * ld + s + a] + x[a * ld + s + b]
-        };
-    }
-    for (i, &bi) in basis.iter().enumerate() {
-        let z = f.e_inner(bi, x, k, x, k, ld, base, rows(bi.0));
-        for &j in &own {
-            let (_, a, b) = basis[j];
-            tr_mm[(i, j)] += if a == b {
-                z[(a, a)]
-            } else {
-                z[(a, b)] + z[(b, a)]
-            };
         }
     }
 }
@@ -579,106 +538,8 @@ pub(crate) fn moments(
         j0 = j1;
     }
 
-    // tr(E_i M) and tr(E_i M E_j M) from the columns of M.
-    let mut tr_m = vec![0.0; nb];
-    let mut tr_mm = Mat::<f64>::zeros(nb, nb);
-    if q2 == 0 {
-        // One grouping factor: M is block diagonal, level by level.
-        let kk = k1 * k1;
-        let mut x = vec![0.0; kk];
-        for j in 0..bl.g1 {
-            let a11 = &bl.a11[j * kk..(j + 1) * kk];
-            x.copy_from_slice(a11);
-            // Lambda_1' x, A_jj^-1, Lambda_1 through the terms' blocks.
-            for (t, ti) in bl.terms.iter().enumerate() {
-                let (k, o, lt) = (ti.k, ti.prim_offset.unwrap_or(0), &f.lam[t]);
-                for col in 0..k1 {
-                    let xc = &mut x[col * k1 + o..col * k1 + o + k];
-                    for r in 0..k {
-                        let mut s = 0.0;
-                        for c in r..k {
-                            s += lt[r * k + c] * xc[c];
-                        }
-                        xc[r] = s;
-                    }
-                }
-            }
-            for col in 0..k1 {
-                let xc = &mut x[col * k1..(col + 1) * k1];
-                l_solve(&f.lj[j * kk..(j + 1) * kk], k1, xc);
-                lt_solve(&f.lj[j * kk..(j + 1) * kk], k1, xc);
-            }
-            for (t, ti) in bl.terms.iter().enumerate() {
-                let (k, o, lt) = (ti.k, ti.prim_offset.unwrap_or(0), &f.lam[t]);
-                for col in 0..k1 {
-                    let xc = &mut x[col * k1 + o..col * k1 + o + k];
-                    for r in (0..k).rev() {
-                        let mut s = 0.0;
-                        for c in 0..=r {
-                            s += lt[c * k + r] * xc[c];
-                        }
-                        xc[r] = s;
-                    }
-                }
-            }
-            let mut m = a11.to_vec();
-            for col in 0..k1 {
-                for c in 0..k1 {
-                    let xv = x[col * k1 + c];
-                    for r in 0..k1 {
-                        m[col * k1 + r] -= a11[c * k1 + r] * xv;
-                    }
-                }
-            }
-            let rows = |_t: usize| j..j + 1;
-            for (tg, ti) in bl.terms.iter().enumerate() {
-                let o = ti.prim_offset.unwrap_or(0);
-                accumulate(
-                    &f,
-                    &basis,
-                    (tg, j),
-                    &m[o * k1..],
-                    k1,
-                    j * k1,
-                    &rows,
-                    &mut tr_m,
-                    &mut tr_mm,
-                );
-            }
-        }
-    } else {
-        for (tg, ti) in bl.terms.iter().enumerate() {
-            let k = ti.k;
-            let per = ((PANEL_DOUBLES / q).min(PANEL_MAX) / k).max(1);
-            let mut l0 = 0;
-            while l0 < ti.n_levels {
-                let l1 = (l0 + per).min(ti.n_levels);
-                let b = (l1 - l0) * k;
-                let mut e = vec![0.0; q * b];
-                for l in l0..l1 {
-                    let s0 = f.start(tg, l);
-                    for c in 0..k {
-                        e[((l - l0) * k + c) * q + s0 + c] = 1.0;
-                    }
-                }
-                let xm = f.apply_m(&e, b);
-                for l in l0..l1 {
-                    accumulate(
-                        &f,
-                        &basis,
-                        (tg, l),
-                        &xm[(l - l0) * k * q..],
-                        q,
-                        0,
-                        &all,
-                        &mut tr_m,
-                        &mut tr_mm,
-                    );
-                }
-                l0 = l1;
-            }
-        }
-    }
+    // tr(E_i M) and tr(E_i M E_j M) through the Schur complement.
+    let (tr_m, tr_mm) = traces(&f, &basis)?;
     let lambda = bl
         .terms
         .iter()
@@ -712,4 +573,353 @@ pub(crate) fn moments(
         ));
     }
     Ok(out)
+}
+
+/// `(a, b)` and, off the diagonal, `(b, a)`: the non-zero entries of a basis
+/// element's `k x k` block.
+fn sym_pairs(a: usize, b: usize) -> ([(usize, usize); 2], usize) {
+    ([(a, b), (b, a)], if a == b { 1 } else { 2 })
+}
+
+/// `tr(E_i X E_j Y)` for one pair of level blocks, with `x(b, c)` the block
+/// of `X` from `E_j`'s space to `E_i`'s and `y(d, a)` the block of `Y` back.
+fn pair_trace(
+    (ai, bi): (usize, usize),
+    (aj, bj): (usize, usize),
+    x: impl Fn(usize, usize) -> f64,
+    y: impl Fn(usize, usize) -> f64,
+) -> f64 {
+    let (si, ni) = sym_pairs(ai, bi);
+    let (sj, nj) = sym_pairs(aj, bj);
+    let mut v = 0.0;
+    for &(a, b) in &si[..ni] {
+        for &(c, d) in &sj[..nj] {
+            v += x(b, c) * y(d, a);
+        }
+    }
+    v
+}
+
+/// `tr(E_i M)` and `tr(E_i M E_j M)` without a dense `q x q` matrix.
+///
+/// With `P_j = L_j^-1 Lambda_1' [C_11,j, C_1r,j]` per primary level, `C`'s
+/// primary part eliminated gives `M0 = C - sum_j P_j' P_j` (block diagonal on
+/// the primary levels, sparse coupling, dense rest block) and
+/// `M = M0 - U S^-1 U'` with `U = -M0[:, rest] Lambda_r` and `S = L22 L22'`
+/// the rest Schur complement the fit factorises: a block-diagonal matrix
+/// plus a correction of rank `q2`. So the primary-primary traces need only
+/// `G_i = U_1' E_i U_1` (`q2 x q2`, from the sparse `U_1`):
+/// `tr(E_i Omega_11 E_j Omega_11) = tr(L^-1 G_i L^-T L^-1 G_j L^-T)`; the
+/// coupling rows of `M` are formed one primary level at a time and the rest
+/// block densely.
+fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<f64>), LmmError> {
+    let bl = f.bl;
+    let (k1, q2, d) = (bl.k1, bl.q2, bl.d());
+    let kk = k1 * k1;
+    let nb = basis.len();
+    let is_prim = |t: usize| bl.terms[t].prim_offset.is_some();
+    let prim: Vec<usize> = (0..nb).filter(|&i| is_prim(basis[i].0)).collect();
+    let rest: Vec<usize> = (0..nb).filter(|&i| !is_prim(basis[i].0)).collect();
+    let poff = |t: usize| bl.terms[t].prim_offset.unwrap_or(0);
+    let roff = |t: usize| bl.terms[t].rest_offset.unwrap_or(0);
+    // Lambda_1' applied to the k1 rows of a local block (columns of length k1).
+    let lam1_t = |x: &mut [f64]| {
+        let ncol = x.len() / k1.max(1);
+        for &t in &bl.prim_terms {
+            let (k, o, lt) = (bl.terms[t].k, poff(t), &f.lam[t]);
+            for col in 0..ncol {
+                let xc = &mut x[col * k1 + o..col * k1 + o + k];
+                for r in 0..k {
+                    let mut v = 0.0;
+                    for c in r..k {
+                        v += lt[r * k + c] * xc[c];
+                    }
+                    xc[r] = v;
+                }
+            }
+        }
+    };
+    // Per level: M0_jj, M0_1r,j, U1_j; the dense M0_rr.
+    let mut m0jj = vec![0.0; bl.g1 * kk];
+    let mut m01r = vec![0.0; bl.r_dat.len()];
+    let mut u1 = vec![0.0; bl.r_dat.len()];
+    let mut m0rr = Mat::<f64>::from_fn(q2, q2, |r, c| bl.dense[c * d + r]);
+    let mut pa = vec![0.0; kk];
+    let mut pb = Vec::new();
+    for j in 0..bl.g1 {
+        let lj = &f.lj[j * kk..(j + 1) * kk];
+        let a11 = &bl.a11[j * kk..(j + 1) * kk];
+        let r0 = bl.r_ptr[j];
+        let nc = bl.r_ptr[j + 1] - r0;
+        let rdat = &bl.r_dat[r0 * k1..(r0 + nc) * k1];
+        let cols = &bl.r_cols[r0..r0 + nc];
+        pa.copy_from_slice(a11);
+        lam1_t(&mut pa);
+        for col in 0..k1 {
+            l_solve(lj, k1, &mut pa[col * k1..(col + 1) * k1]);
+        }
+        pb.clear();
+        pb.extend_from_slice(rdat);
+        lam1_t(&mut pb);
+        for col in 0..nc {
+            l_solve(lj, k1, &mut pb[col * k1..(col + 1) * k1]);
+        }
+        let mj = &mut m0jj[j * kk..(j + 1) * kk];
+        for c in 0..k1 {
+            for r in 0..k1 {
+                let mut v = a11[c * k1 + r];
+                for a in 0..k1 {
+                    v -= pa[r * k1 + a] * pa[c * k1 + a];
+                }
+                mj[c * k1 + r] = v;
+            }
+        }
+        let m1 = &mut m01r[r0 * k1..(r0 + nc) * k1];
+        for cc in 0..nc {
+            for r in 0..k1 {
+                let mut v = rdat[cc * k1 + r];
+                for a in 0..k1 {
+                    v -= pa[r * k1 + a] * pb[cc * k1 + a];
+                }
+                m1[cc * k1 + r] = v;
+            }
+        }
+        for c2 in 0..nc {
+            for c1 in 0..nc {
+                let mut v = 0.0;
+                for a in 0..k1 {
+                    v += pb[c1 * k1 + a] * pb[c2 * k1 + a];
+                }
+                m0rr[(cols[c1], cols[c2])] -= v;
+            }
+        }
+        // U1_j = -M0_1r,j Lambda_r (whole rest blocks).
+        let uj = &mut u1[r0 * k1..(r0 + nc) * k1];
+        for cc in 0..nc {
+            let (t, ci) = bl.rest_col_term[cols[cc]];
+            let k = bl.terms[t].k;
+            let lt = &f.lam[t];
+            for r in 0..k1 {
+                let mut v = 0.0;
+                for c2 in ci..k {
+                    v += m1[(cc - ci + c2) * k1 + r] * lt[ci * k + c2];
+                }
+                uj[cc * k1 + r] = -v;
+            }
+        }
+    }
+    let mut tr_m = vec![0.0; nb];
+    let mut tr_mm = Mat::<f64>::zeros(nb, nb);
+    // Dense rest quantities: U2 = -M0_rr Lambda_r, Z2 = L^-1 U2',
+    // W = S^-1 U2', Omega_22 = U2 S^-1 U2', S^-1.
+    let l22 = f.l22.as_ref();
+    let mut u2t = Mat::<f64>::zeros(q2, q2);
+    for col in 0..q2 {
+        let (t, ci) = bl.rest_col_term[col];
+        let k = bl.terms[t].k;
+        let lt = &f.lam[t];
+        for r in 0..q2 {
+            let mut v = 0.0;
+            for c2 in ci..k {
+                v += m0rr[(r, col - ci + c2)] * lt[ci * k + c2];
+            }
+            u2t[(col, r)] = -v;
+        }
+    }
+    let mut z2 = u2t;
+    let (mut wt, mut sinv, mut mrr) = (Mat::zeros(0, 0), Mat::zeros(0, 0), m0rr.clone());
+    if q2 > 0 {
+        solve_lower_triangular_in_place(l22, z2.as_mut(), f.par);
+        let mut w = z2.clone();
+        solve_upper_triangular_in_place(l22.transpose(), w.as_mut(), f.par);
+        let mut om = Mat::<f64>::zeros(q2, q2);
+        matmul(
+            om.as_mut(),
+            Accum::Replace,
+            z2.transpose(),
+            z2.as_ref(),
+            1.0,
+            f.par,
+        );
+        mrr = &m0rr - &om;
+        wt = w.transpose().to_owned();
+        let mut linv = Mat::<f64>::identity(q2, q2);
+        solve_lower_triangular_in_place(l22, linv.as_mut(), f.par);
+        sinv = Mat::<f64>::zeros(q2, q2);
+        matmul(
+            sinv.as_mut(),
+            Accum::Replace,
+            linv.transpose(),
+            linv.as_ref(),
+            1.0,
+            f.par,
+        );
+    }
+    // Rest-rest traces and tr(E_i M) of rest terms, from M_rr.
+    for &i in &rest {
+        let (ti, ai, bi) = basis[i];
+        let ki = bl.terms[ti].k;
+        for l in 0..bl.terms[ti].n_levels {
+            let s = roff(ti) + l * ki;
+            let (si, ni) = sym_pairs(ai, bi);
+            for &(a, b) in &si[..ni] {
+                tr_m[i] += mrr[(s + b, s + a)];
+            }
+        }
+        for &j in &rest {
+            let (tj, aj, bj) = basis[j];
+            let kj = bl.terms[tj].k;
+            let mut v = 0.0;
+            for l in 0..bl.terms[ti].n_levels {
+                let si = roff(ti) + l * ki;
+                for l2 in 0..bl.terms[tj].n_levels {
+                    let sj = roff(tj) + l2 * kj;
+                    v += pair_trace(
+                        (ai, bi),
+                        (aj, bj),
+                        |b, c| mrr[(si + b, sj + c)],
+                        |dd, a| mrr[(sj + dd, si + a)],
+                    );
+                }
+            }
+            tr_mm[(i, j)] = v;
+        }
+    }
+    // Per primary level: M_jj, the coupling row block M_1r,j (dense over
+    // the rest columns), their traces, and G_i = U_1' E_i U_1.
+    let mut g: Vec<Mat<f64>> = prim.iter().map(|_| Mat::zeros(q2, q2)).collect();
+    let mut om11 = vec![0.0; kk];
+    let mut m12 = vec![0.0; k1 * q2];
+    let mut tmp = Vec::new();
+    for j in 0..bl.g1 {
+        let r0 = bl.r_ptr[j];
+        let nc = bl.r_ptr[j + 1] - r0;
+        let cols = &bl.r_cols[r0..r0 + nc];
+        let uj = &u1[r0 * k1..(r0 + nc) * k1];
+        let m0 = &m0jj[j * kk..(j + 1) * kk];
+        // Omega_11,jj = U1_j S^-1[cols, cols] U1_j'.
+        om11.fill(0.0);
+        if nc > 0 {
+            tmp.clear();
+            tmp.resize(nc * k1, 0.0);
+            for c2 in 0..nc {
+                for c1 in 0..nc {
+                    let sv = sinv[(cols[c1], cols[c2])];
+                    for a in 0..k1 {
+                        tmp[a * nc + c2] += sv * uj[c1 * k1 + a];
+                    }
+                }
+            }
+            for c in 0..k1 {
+                for r in 0..k1 {
+                    let mut v = 0.0;
+                    for cc in 0..nc {
+                        v += uj[cc * k1 + r] * tmp[c * nc + cc];
+                    }
+                    om11[c * k1 + r] = v;
+                }
+            }
+        }
+        // M_1r,j = M0_1r,j - U1_j W[cols, :].
+        m12.fill(0.0);
+        if q2 > 0 {
+            // W' column by column (contiguous), not W row by row.
+            for cc in 0..nc {
+                let wc = wt.col_as_slice(cols[cc]);
+                let u = &uj[cc * k1..(cc + 1) * k1];
+                for (col, wv) in wc.iter().enumerate() {
+                    let o = &mut m12[col * k1..(col + 1) * k1];
+                    for a in 0..k1 {
+                        o[a] -= u[a] * wv;
+                    }
+                }
+            }
+            let m1 = &m01r[r0 * k1..(r0 + nc) * k1];
+            for cc in 0..nc {
+                for a in 0..k1 {
+                    m12[cols[cc] * k1 + a] += m1[cc * k1 + a];
+                }
+            }
+        }
+        for (pi, &i) in prim.iter().enumerate() {
+            let (ti, ai, bi) = basis[i];
+            let oi = poff(ti);
+            let (si, ni) = sym_pairs(ai, bi);
+            for &(a, b) in &si[..ni] {
+                tr_m[i] += m0[(oi + a) * k1 + oi + b] - om11[(oi + a) * k1 + oi + b];
+            }
+            for &jj in &prim {
+                let (tj, aj, bj) = basis[jj];
+                let oj = poff(tj);
+                let at = |m: &[f64], r: usize, c: usize| m[c * k1 + r];
+                let v = pair_trace(
+                    (ai, bi),
+                    (aj, bj),
+                    |b, c| at(m0, oi + b, oj + c),
+                    |dd, a| at(m0, oj + dd, oi + a),
+                ) - pair_trace(
+                    (ai, bi),
+                    (aj, bj),
+                    |b, c| at(m0, oi + b, oj + c),
+                    |dd, a| at(&om11, oj + dd, oi + a),
+                ) - pair_trace(
+                    (ai, bi),
+                    (aj, bj),
+                    |b, c| at(&om11, oi + b, oj + c),
+                    |dd, a| at(m0, oj + dd, oi + a),
+                );
+                tr_mm[(i, jj)] += v;
+            }
+            for &jr in &rest {
+                let (tj, aj, bj) = basis[jr];
+                let kj = bl.terms[tj].k;
+                let mut v = 0.0;
+                for l in 0..bl.terms[tj].n_levels {
+                    let sj = roff(tj) + l * kj;
+                    v += pair_trace(
+                        (ai, bi),
+                        (aj, bj),
+                        |b, c| m12[(sj + c) * k1 + oi + b],
+                        |dd, a| m12[(sj + dd) * k1 + oi + a],
+                    );
+                }
+                tr_mm[(i, jr)] += v;
+                tr_mm[(jr, i)] += v;
+            }
+            // G_i[cols, cols] += U1_j' E_i U1_j.
+            let gi = &mut g[pi];
+            for c2 in 0..nc {
+                for c1 in 0..nc {
+                    let mut v = 0.0;
+                    for &(a, b) in &si[..ni] {
+                        v += uj[c1 * k1 + oi + a] * uj[c2 * k1 + oi + b];
+                    }
+                    gi[(cols[c1], cols[c2])] += v;
+                }
+            }
+        }
+    }
+    // tr(E_i Omega_11 E_j Omega_11) = <L^-1 G_i L^-T, L^-1 G_j L^-T>.
+    if q2 > 0 {
+        for gi in g.iter_mut() {
+            solve_lower_triangular_in_place(l22, gi.as_mut(), f.par);
+            let mut t = gi.transpose().to_owned();
+            solve_lower_triangular_in_place(l22, t.as_mut(), f.par);
+            *gi = t;
+        }
+        for (pi, &i) in prim.iter().enumerate() {
+            for (pj, &j) in prim.iter().enumerate() {
+                let (a, b) = (&g[pi], &g[pj]);
+                let mut v = 0.0;
+                for c in 0..q2 {
+                    let (ac, bc) = (a.col_as_slice(c), b.col_as_slice(c));
+                    for r in 0..q2 {
+                        v += ac[r] * bc[r];
+                    }
+                }
+                tr_mm[(i, j)] += v;
+            }
+        }
+    }
+    Ok((tr_m, tr_mm))
 }

@@ -1,12 +1,12 @@
 //! Small dense helpers on top of faer.
 
-use lmmr_core::LmmError as InferenceError;
 use faer::linalg::matmul::matmul;
 #[cfg(test)]
 use faer::linalg::triangular_solve::{
     solve_lower_triangular_in_place, solve_upper_triangular_in_place,
 };
 use faer::{Accum, Mat, MatRef, Par, Side};
+use lmmr_core::LmmError as InferenceError;
 
 /// `a * b`.
 pub fn mm(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {

@@ -309,11 +309,7 @@ pub fn satterthwaite(qs: &QSpace, reml: bool) -> Result<Satterthwaite, LmmError>
                 }
             } else if i < nt {
                 let (ti, (r, c)) = tpar[i];
-                Some(qs.lambda_dir(
-                    ti,
-                    scaled(&d_first(qs.lambda(ti), r, c), 2.0 * sig),
-                    0.0,
-                ))
+                Some(qs.lambda_dir(ti, scaled(&d_first(qs.lambda(ti), r, c), 2.0 * sig), 0.0))
             } else {
                 Some(Dir {
                     mats: vec![None; qs.n_terms()],

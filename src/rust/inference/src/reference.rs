@@ -15,8 +15,8 @@
 //! `y' P y` (and `M_P = M_S - N Phi N'`).
 
 use crate::linalg::{mm, sym_pinv, symmetrise, tmm, tr_ab, trace, Chol};
-use lmmr_core::LmmError as InferenceError;
 use faer::{Mat, MatRef};
+use lmmr_core::LmmError as InferenceError;
 
 /// One random-effect term: level code and `k` covariates per observation.
 pub struct TermInput<'a> {

@@ -149,10 +149,7 @@ fn check(d: &Design, reml: bool, theta: Option<Vec<f64>>, n_obs: Option<usize>) 
     let s_old = reference::satterthwaite(&old_in).unwrap();
     close_vec(&s_new.beta, &s_old.beta, tol, "beta");
     close_mat(&s_new.vcov_beta, &s_old.vcov_beta, tol, "vcov_beta");
-    let gs = s_old
-        .gradient
-        .iter()
-        .fold(1.0f64, |m, v| m.max(v.abs()));
+    let gs = s_old.gradient.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     for (a, b) in s_new.gradient.iter().zip(&s_old.gradient) {
         assert!((a - b).abs() <= 1e-6 * gs, "gradient {a} vs {b}");
     }
@@ -204,7 +201,13 @@ fn uncorrelated_terms_on_one_factor() {
     // intercept + slope term on the same factor
     let n = 150;
     let g = codes(n, 10, |i| i * 7);
-    let d = design(3, n, vec![(g.clone(), 10, 1, 0), (g, 10, 2, 0)], false, false);
+    let d = design(
+        3,
+        n,
+        vec![(g.clone(), 10, 1, 0), (g, 10, 2, 0)],
+        false,
+        false,
+    );
     check(&d, true, None, None);
 }
 
@@ -237,7 +240,13 @@ fn crossed_factors_with_slopes_weights_and_zero_weights() {
         check(&d, false, None, None);
     }
     // the rest factor with slopes (k = 2 on the dense block)
-    let d = design(6, n, vec![(s.clone(), 15, 1, 0), (it.clone(), 9, 2, 1)], true, false);
+    let d = design(
+        6,
+        n,
+        vec![(s.clone(), 15, 1, 0), (it.clone(), 9, 2, 1)],
+        true,
+        false,
+    );
     check(&d, true, None, None);
     // three crossed factors
     let h = codes(n, 4, |i| i / 3);
@@ -256,7 +265,13 @@ fn boundary_theta_and_pseudo_row_counts() {
     let n = 180;
     let s = codes(n, 15, |i| i);
     let it = codes(n, 9, |i| i / 20);
-    let d = design(8, n, vec![(s.clone(), 15, 2, 0), (it, 9, 1, 1)], false, false);
+    let d = design(
+        8,
+        n,
+        vec![(s.clone(), 15, 2, 0), (it, 9, 1, 1)],
+        false,
+        false,
+    );
     // a zero variance (boundary) and a zero slope column
     check(&d, true, Some(vec![0.8, 0.1, 0.0, 0.0]), None);
     check(&d, true, Some(vec![0.0, 0.0, 0.5, 0.7]), None);
@@ -271,7 +286,10 @@ fn errors_come_from_the_core() {
     let g = codes(n, 10, |i| i);
     let mut model = Model::new(design(10, n, vec![(g, 10, 1, 0)], false, false)).unwrap();
     assert_eq!(
-        QSpace::new(&mut model, &[1.0, 2.0], 1.0).err().unwrap().kind(),
+        QSpace::new(&mut model, &[1.0, 2.0], 1.0)
+            .err()
+            .unwrap()
+            .kind(),
         "invalid_input"
     );
     assert_eq!(
