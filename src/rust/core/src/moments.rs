@@ -727,22 +727,23 @@ fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<
         }
     }
     let mut z2 = u2t;
-    let (mut wt, mut sinv, mut mrr) = (Mat::zeros(0, 0), Mat::zeros(0, 0), m0rr.clone());
+    let (mut wt, mut sinv) = (Mat::zeros(0, 0), Mat::zeros(0, 0));
+    let mut mrr = m0rr;
     if q2 > 0 {
         solve_lower_triangular_in_place(l22, z2.as_mut(), f.par);
-        let mut w = z2.clone();
-        solve_upper_triangular_in_place(l22.transpose(), w.as_mut(), f.par);
-        let mut om = Mat::<f64>::zeros(q2, q2);
+        // M_rr = M0_rr - Z2' Z2, in place.
         matmul(
-            om.as_mut(),
-            Accum::Replace,
+            mrr.as_mut(),
+            Accum::Add,
             z2.transpose(),
             z2.as_ref(),
-            1.0,
+            -1.0,
             f.par,
         );
-        mrr = &m0rr - &om;
-        wt = w.transpose().to_owned();
+        // W = L^-T Z2 = S^-1 U2', kept transposed (rows of W contiguous).
+        solve_upper_triangular_in_place(l22.transpose(), z2.as_mut(), f.par);
+        wt = z2.transpose().to_owned();
+        drop(z2);
         let mut linv = Mat::<f64>::identity(q2, q2);
         solve_lower_triangular_in_place(l22, linv.as_mut(), f.par);
         sinv = Mat::<f64>::zeros(q2, q2);
