@@ -444,3 +444,22 @@ test_that("contest(): all-zero contrasts are a classed error, not NaN", {
   f4 <- lmm(Reaction ~ Days + I(Days^2) + I(Days^3) + (1 | Subject), data = sleepstudy)
   expect_error(contest(f4, c(0, 0, 0, 0)), class = "lmmr_error_contrast")
 })
+
+test_that("inference uses the fit's kept model: after readRDS() and after a refit sharing it", {
+  skip_if_not_installed("lme4")
+  # crossed: (1 | plate) + (1 | sample)
+  fit <- lmm(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  kr <- coef(summary(fit, ddf = "Kenward-Roger"))
+  sat <- coef(summary(fit))
+  # the pointer does not survive serialisation: rebuilt from the plain data
+  f2 <- unserialize(serialize(fit, NULL))
+  expect_false(lmmr:::rs_model_is_live(f2$engine$ptr))
+  expect_equal(coef(summary(f2, ddf = "Kenward-Roger")), kr, tolerance = 1e-10)
+  # a refit with another response loads its response into the shared model;
+  # the original fit's inference reloads its own
+  set.seed(3)
+  f3 <- refit(fit, newresp = fit$y + rnorm(length(fit$y)))
+  expect_false(isTRUE(all.equal(coef(summary(f3))[, "df"], sat[, "df"])))
+  expect_equal(coef(summary(fit)), sat, tolerance = 1e-10)
+  expect_equal(coef(summary(fit, ddf = "Kenward-Roger")), kr, tolerance = 1e-10)
+})
