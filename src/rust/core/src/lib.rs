@@ -9,6 +9,11 @@
 //! `X` and `y`. Crossed designs with several large factors therefore need a
 //! dense matrix of the size of the smaller factors' columns; more than
 //! [`MAX_REST_COLUMNS`] such columns is refused with [`LmmError::TooLarge`].
+//!
+//! The same kept [`Model`] (blocks and factorisation) provides the
+//! random-effects-space moments that Satterthwaite and Kenward-Roger need
+//! ([`Model::inference_moments`], module `moments`), so the inference crate
+//! never rebuilds cross-products or forms a dense `q x q` matrix.
 
 #![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
 
