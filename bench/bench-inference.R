@@ -17,8 +17,8 @@
 #   (1,000 clusters, random intercept), on a crossed design with
 #   n = 20,000 (200 subjects x 100 items) and on a partially crossed design
 #   with q = 5,000 (4,000 subjects x 1,000 items, 20 items per subject,
-#   n = 80,000; also in Part 1, where pbkrtest's n x n matrices cannot be
-#   allocated). Each case runs in a fresh child
+#   n = 80,000; also in Part 1, where pbkrtest's Kenward-Roger fails) and on
+#   two nested factors with q = 21,000 (1,000 schools x 20 classes x 5). Each case runs in a fresh child
 #   process; the time of the inference step alone (summary(fit, ddf = ...)
 #   after the fit) and its peak resident memory (VmHWM from
 #   /proc/self/status, reset just before the step through
@@ -124,6 +124,18 @@ make_crossed_sparse <- function(S, I, per, seed = 1) {
   d
 }
 
+# Two nested factors with many levels: G schools x C classes x m pupils,
+# (1 | school) + (1 | school:class) (q = G + G C).
+make_nested2 <- function(G, C, m, seed = 2) {
+  set.seed(seed)
+  school <- rep(seq_len(G), each = C * m)
+  cls <- rep(seq_len(G * C), each = m)
+  n <- length(school)
+  x <- rnorm(n)
+  y <- 0.3 * x + rnorm(G, sd = 0.5)[school] + rnorm(G * C, sd = 0.4)[cls] + rnorm(n)
+  data.frame(y = y, x = x, school = factor(school), class = factor(cls))
+}
+
 make_case <- function(case) {
   switch(case,
          nested2000 = list(data = make_nested(100, 20), formula = f_nested,
@@ -134,6 +146,9 @@ make_case <- function(case) {
                           label = "nested 1000 x 50, (1|cluster)"),
          crossed20k = list(data = make_crossed(200, 100), formula = f_crossed,
                            label = "crossed 200 x 100, (1|subj)+(1|item)"),
+         nested21k = list(data = make_nested2(1000, 20, 5),
+                          formula = y ~ x + (1 | school) + (1 | school:class),
+                          label = "nested 1000 schools x 20 classes x 5, q = 21000"),
          crossed5k = list(data = make_crossed_sparse(4000, 1000, 20), formula = f_crossed,
                           label = "crossed 4000 x 1000 (20 per subj), q = 5000"),
          stop("unknown case ", case))
@@ -329,7 +344,7 @@ cat("  inf_extra = hwm_inf - rss_pre; beyond_data = hwm_inf - rss_data;\n")
 cat("  heap = R heap peak increase during the step (gc max used); all in MB\n\n")
 rows2 <- list()
 res2 <- list()
-for (case in c("nested50k", "crossed20k", "crossed5k")) {
+for (case in c("nested50k", "crossed20k", "crossed5k", "nested21k")) {
   for (ddf in c("Kenward-Roger", "Satterthwaite")) {
     r <- run_child("memory", case, ddf, 600)
     res2[[paste(case, ddf)]] <- r
