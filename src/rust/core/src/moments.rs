@@ -31,6 +31,8 @@ use crate::factor::{level_block, Criterion, Workspace};
 use crate::precondition::{solve_upper, Preconditioned};
 use crate::solve::dense_solution;
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
+use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::linalg::triangular_solve::{
     solve_lower_triangular_in_place, solve_upper_triangular_in_place,
 };
@@ -744,17 +746,26 @@ fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<
         solve_upper_triangular_in_place(l22.transpose(), z2.as_mut(), f.par);
         wt = z2.transpose().to_owned();
         drop(z2);
-        let mut linv = Mat::<f64>::identity(q2, q2);
-        solve_lower_triangular_in_place(l22, linv.as_mut(), f.par);
+        // S^-1 = L^-T L^-1 by a triangular inverse and a triangular product.
+        let mut linv = Mat::<f64>::zeros(q2, q2);
+        invert_lower_triangular(linv.as_mut(), l22, f.par);
         sinv = Mat::<f64>::zeros(q2, q2);
-        matmul(
+        tri_matmul(
             sinv.as_mut(),
+            BlockStructure::TriangularLower,
             Accum::Replace,
             linv.transpose(),
+            BlockStructure::TriangularUpper,
             linv.as_ref(),
+            BlockStructure::TriangularLower,
             1.0,
             f.par,
         );
+        for c in 0..q2 {
+            for r in (c + 1)..q2 {
+                sinv[(c, r)] = sinv[(r, c)];
+            }
+        }
     }
     // Rest-rest traces and tr(E_i M) of rest terms, from M_rr.
     for &i in &rest {
