@@ -839,6 +839,13 @@ fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<
             for cc in 0..nc {
                 let wc = wt.col_as_slice(cols[cc]);
                 let u = &uj[cc * k1..(cc + 1) * k1];
+                if k1 == 1 {
+                    let u0 = u[0];
+                    for (o, wv) in m12.iter_mut().zip(wc) {
+                        *o -= u0 * wv;
+                    }
+                    continue;
+                }
                 for (col, wv) in wc.iter().enumerate() {
                     let o = &mut m12[col * k1..(col + 1) * k1];
                     for a in 0..k1 {
