@@ -9,6 +9,10 @@
 # ---------------------------------------------------------------------------
 
 #' Satterthwaite / Kenward-Roger ingredients of a fit, computed in Rust
+#'
+#' From the fit's kept model (its cross-product blocks and factorisation,
+#' rebuilt from the plain data after readRDS()): nothing is sent to Rust
+#' again but theta and sigma.
 #' @param method "satterthwaite", "kenward-roger" or "both".
 #' @noRd
 h_inference_parts <- function(object, method = "satterthwaite") {
@@ -17,23 +21,12 @@ h_inference_parts <- function(object, method = "satterthwaite") {
     h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
             "reml_required")
   }
-  terms <- object$re_terms
-  x <- object$X
-  storage.mode(x) <- "double"
-  x <- matrix(x, nrow = nrow(x), ncol = ncol(x))
-  re <- h_rust_re_args(terms)
   res <- rs_inference(
-    x = x,
-    y = as.numeric(object$y - object$offset),
-    weights = as.numeric(object$weights),
-    codes = re$codes, n_levels = re$n_levels, z = re$z, k = re$k,
-    factor_id = re$factor_id,
+    h_model_ptr(object),
     theta = as.numeric(object$theta),
     sigma = as.numeric(object$sigma),
     reml = isTRUE(object$REML),
-    method = method,
-    # a fit from database aggregates carries pseudo-rows: the real n
-    n_obs = if (!is.null(object$db)) object$n
+    method = method
   )
   h_check_rust_result(res)
 }

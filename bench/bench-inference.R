@@ -14,8 +14,11 @@
 #   dense n x n matrices); a reference that does not finish is reported as
 #   "> limit" (lmmr's times, measured first, are still reported).
 # Part 2 (lmmr alone): Kenward-Roger and Satterthwaite on n = 50,000
-#   (1,000 clusters, random intercept) and on a crossed design with
-#   n = 20,000 (200 subjects x 100 items). Each case runs in a fresh child
+#   (1,000 clusters, random intercept), on a crossed design with
+#   n = 20,000 (200 subjects x 100 items) and on a partially crossed design
+#   with q = 5,000 (4,000 subjects x 1,000 items, 20 items per subject,
+#   n = 80,000; also in Part 1, where pbkrtest's Kenward-Roger fails) and on
+#   two nested factors with q = 21,000 (1,000 schools x 20 classes x 5). Each case runs in a fresh child
 #   process; the time of the inference step alone (summary(fit, ddf = ...)
 #   after the fit) and its peak resident memory (VmHWM from
 #   /proc/self/status, reset just before the step through
@@ -106,6 +109,33 @@ make_crossed <- function(S, I, seed = 1) {
 }
 f_crossed <- y ~ cond + x + (1 | subj) + (1 | item)
 
+# Partially crossed design: S subjects, each rating `per` of I items drawn at
+# random (q = S + I random effects; the shape of issue 8's q = 5,000 case).
+make_crossed_sparse <- function(S, I, per, seed = 1) {
+  set.seed(seed)
+  d <- data.frame(subj = factor(rep(seq_len(S), each = per)),
+                  item = factor(unlist(lapply(seq_len(S), function(s) sample.int(I, per))),
+                                levels = seq_len(I)))
+  n <- nrow(d)
+  d$cond <- factor(as.integer(d$item) %% 2, labels = c("A", "B"))
+  d$x <- rnorm(n)
+  d$y <- 0.2 * (d$cond == "B") + 0.3 * d$x + rnorm(S, sd = 0.7)[d$subj] +
+    rnorm(I, sd = 0.5)[d$item] + rnorm(n)
+  d
+}
+
+# Two nested factors with many levels: G schools x C classes x m pupils,
+# (1 | school) + (1 | school:class) (q = G + G C).
+make_nested2 <- function(G, C, m, seed = 2) {
+  set.seed(seed)
+  school <- rep(seq_len(G), each = C * m)
+  cls <- rep(seq_len(G * C), each = m)
+  n <- length(school)
+  x <- rnorm(n)
+  y <- 0.3 * x + rnorm(G, sd = 0.5)[school] + rnorm(G * C, sd = 0.4)[cls] + rnorm(n)
+  data.frame(y = y, x = x, school = factor(school), class = factor(cls))
+}
+
 make_case <- function(case) {
   switch(case,
          nested2000 = list(data = make_nested(100, 20), formula = f_nested,
@@ -116,6 +146,11 @@ make_case <- function(case) {
                           label = "nested 1000 x 50, (1|cluster)"),
          crossed20k = list(data = make_crossed(200, 100), formula = f_crossed,
                            label = "crossed 200 x 100, (1|subj)+(1|item)"),
+         nested21k = list(data = make_nested2(1000, 20, 5),
+                          formula = y ~ x + (1 | school) + (1 | school:class),
+                          label = "nested 1000 schools x 20 classes x 5, q = 21000"),
+         crossed5k = list(data = make_crossed_sparse(4000, 1000, 20), formula = f_crossed,
+                          label = "crossed 4000 x 1000 (20 per subj), q = 5000"),
          stop("unknown case ", case))
 }
 
@@ -265,7 +300,7 @@ cat("  total = fit + summary(ddf); inference = summary(fit, ddf) on an existing 
 cat("  (lmerTest::lmer() already computes the Satterthwaite ingredients during the\n")
 cat("   fit, so its 'inference' time for Satterthwaite excludes them; compare totals)\n\n")
 rows1 <- list()
-for (case in c("nested2000", "crossed800")) {
+for (case in c("nested2000", "crossed800", "crossed5k")) {
   for (ddf in c("Satterthwaite", "Kenward-Roger")) {
     r <- run_child("compare", case, ddf, ref_limit)
     lim <- sprintf("> %g s", ref_limit)
@@ -309,7 +344,7 @@ cat("  inf_extra = hwm_inf - rss_pre; beyond_data = hwm_inf - rss_data;\n")
 cat("  heap = R heap peak increase during the step (gc max used); all in MB\n\n")
 rows2 <- list()
 res2 <- list()
-for (case in c("nested50k", "crossed20k")) {
+for (case in c("nested50k", "crossed20k", "crossed5k", "nested21k")) {
   for (ddf in c("Kenward-Roger", "Satterthwaite")) {
     r <- run_child("memory", case, ddf, 600)
     res2[[paste(case, ddf)]] <- r
@@ -346,6 +381,12 @@ if (!is.null(kr$t_inf)) {
   cat(sprintf("\nTarget (KR, n = 50,000: inference < 1 s and < 200 MB beyond the data): time %s s (%s), memory %.1f MB (%s) -> %s\n",
               fmt_s(kr$t_inf), if (ok_t) "met" else "missed", mem,
               if (ok_m) "met" else "missed", if (ok_t && ok_m) "MET" else "MISSED"))
+}
+kr5 <- res2[["crossed5k Kenward-Roger"]]
+if (!is.null(kr5$t_inf)) {
+  cat(sprintf("Issue 8 (KR, crossed q = 5,000: well under 1 s, no dense q x q): time %s s (fit %s s, ratio %s), peak during the step %s MB\n",
+              fmt_s(kr5$t_inf), fmt_s(kr5$t_fit), fmt_s(kr5$t_inf / kr5$t_fit),
+              if (isTRUE(kr5$reset_ok)) round(kr5$hwm_after - kr5$rss_before, 1) else "NA"))
 }
 cat(sprintf("\nTotal elapsed: %.1f s\n", as.numeric(difftime(Sys.time(), t_start, units = "secs"))))
 unlink(tmp, recursive = TRUE)

@@ -349,6 +349,9 @@ test_that("prior weights: Satterthwaite matches lmerTest, KR is invariant to res
   f2$weights[] <- 4
   f2$sigma <- 2 * f1$sigma
   f2$theta <- f1$theta / 2
+  # edited by hand: drop the kept model so that it is rebuilt from the
+  # edited plain data (the weights), as after readRDS()
+  f2$engine <- NULL
   k1 <- coef(summary(f1, ddf = "Kenward-Roger"))
   k2 <- coef(summary(f2, ddf = "Kenward-Roger"))
   expect_equal(k2[, "df"], k1[, "df"], tolerance = 1e-8)
@@ -440,4 +443,23 @@ test_that("contest(): all-zero contrasts are a classed error, not NaN", {
   expect_equal(r[["F value"]], contest(fit, c(0, 1))[["t value"]]^2, tolerance = 1e-8)
   f4 <- lmm(Reaction ~ Days + I(Days^2) + I(Days^3) + (1 | Subject), data = sleepstudy)
   expect_error(contest(f4, c(0, 0, 0, 0)), class = "lmmr_error_contrast")
+})
+
+test_that("inference uses the fit's kept model: after readRDS() and after a refit sharing it", {
+  skip_if_not_installed("lme4")
+  # crossed: (1 | plate) + (1 | sample)
+  fit <- lmm(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  kr <- coef(summary(fit, ddf = "Kenward-Roger"))
+  sat <- coef(summary(fit))
+  # the pointer does not survive serialisation: rebuilt from the plain data
+  f2 <- unserialize(serialize(fit, NULL))
+  expect_false(lmmr:::rs_model_is_live(f2$engine$ptr))
+  expect_equal(coef(summary(f2, ddf = "Kenward-Roger")), kr, tolerance = 1e-10)
+  # a refit with another response loads its response into the shared model;
+  # the original fit's inference reloads its own
+  set.seed(3)
+  f3 <- refit(fit, newresp = fit$y + rnorm(length(fit$y)))
+  expect_false(isTRUE(all.equal(coef(summary(f3))[, "df"], sat[, "df"])))
+  expect_equal(coef(summary(fit)), sat, tolerance = 1e-10)
+  expect_equal(coef(summary(fit, ddf = "Kenward-Roger")), kr, tolerance = 1e-10)
 })

@@ -1,15 +1,13 @@
-//! extendr glue for the small-sample inference crate (`lmmr-inference`).
+//! extendr glue for the small-sample inference crate (`lmmr-inference`),
+//! which works on the fit's kept model (the external pointer of `rs_model_new`).
 //! Errors are returned as `list(error_kind =, error_message =)`, never as
 //! panics; the R side turns them into classed conditions.
 
 use extendr_api::prelude::*;
-use lmmr_inference::{kenward_roger, satterthwaite, InferenceError, Mat, ModelInput, TermInput};
+use lmmr_inference::{kenward_roger, satterthwaite, LmmError, Mat, QSpace};
 
-use crate::convert::{r_matrix, read_design, reals, DesignArgs};
-
-fn bad(msg: impl Into<String>) -> InferenceError {
-    InferenceError::InvalidInput(msg.into())
-}
+use crate::convert::{r_matrix, reals};
+use crate::{bad, with_model};
 
 /// Column-major R matrix from a faer matrix.
 fn rmat(m: &Mat<f64>) -> Robj {
@@ -28,76 +26,22 @@ fn rmat_list(ms: &[Mat<f64>]) -> Robj {
     List::from_values(v).into()
 }
 
-/// Small-sample inference ingredients for a fitted model. `method` is
+/// Small-sample inference ingredients of the kept model behind `ptr` at
+/// `(theta, sigma)`, from its blocks and factorisation. `method` is
 /// "satterthwaite", "kenward-roger" or "both". Internal; called from R.
 /// @noRd
 #[extendr]
-#[allow(clippy::too_many_arguments)]
-fn rs_inference(
-    x: Robj,
-    y: Robj,
-    weights: Robj,
-    codes: List,
-    n_levels: Robj,
-    z: List,
-    k: Robj,
-    factor_id: Robj,
-    theta: Robj,
-    sigma: f64,
-    reml: bool,
-    method: &str,
-    n_obs: Robj,
-) -> List {
-    let codes_v: Vec<Robj> = codes.values().collect();
-    let z_v: Vec<Robj> = z.values().collect();
-    let result = (|| -> std::result::Result<List, InferenceError> {
-        let d = read_design(&DesignArgs {
-            x: &x,
-            y: &y,
-            weights: &weights,
-            codes: &codes_v,
-            n_levels: &n_levels,
-            z: &z_v,
-            k: &k,
-            factor_id: &factor_id,
-        })
-        .map_err(bad)?;
-        let inp = ModelInput {
-            n: d.n,
-            p: d.p,
-            x: d.x,
-            y: d.y,
-            weights: d.weights,
-            terms: d
-                .terms
-                .iter()
-                .map(|t| TermInput {
-                    codes: t.codes,
-                    n_levels: t.n_levels,
-                    z: t.z,
-                    k: t.k,
-                    factor_id: t.factor_id,
-                })
-                .collect(),
-            theta: reals(&theta, "theta").map_err(bad)?,
-            sigma,
-            reml,
-            n_obs: if n_obs.is_null() {
-                None
-            } else {
-                match reals(&n_obs, "n_obs").map_err(bad)? {
-                    [x] if x.is_finite() && *x >= 1.0 && x.fract() == 0.0 => Some(*x as usize),
-                    _ => return Err(bad("`n_obs` must be one positive whole number")),
-                }
-            },
-        };
+fn rs_inference(ptr: Robj, theta: Robj, sigma: f64, reml: bool, method: &str) -> List {
+    with_model(&ptr, |model| {
         let want_sat = method == "satterthwaite" || method == "both";
         let want_kr = method == "kenward-roger" || method == "both";
         if !want_sat && !want_kr {
             return Err(bad(format!("unknown method {method:?}")));
         }
+        let theta = reals(&theta, "theta").map_err(bad)?;
+        let qs = QSpace::new(model, theta, sigma)?;
         let sat: Robj = if want_sat {
-            let s = satterthwaite(&inp)?;
+            let s = satterthwaite(&qs, reml)?;
             list!(
                 beta = s.beta,
                 vcov_beta = rmat(&s.vcov_beta),
@@ -111,7 +55,7 @@ fn rs_inference(
             Robj::from(())
         };
         let kr: Robj = if want_kr {
-            let r = kenward_roger(&inp)?;
+            let r = kenward_roger(&qs, reml)?;
             list!(
                 phi = rmat(&r.phi),
                 phi_adj = rmat(&r.phi_adj),
@@ -124,12 +68,8 @@ fn rs_inference(
         } else {
             Robj::from(())
         };
-        Ok(list!(satterthwaite = sat, kenward_roger = kr))
-    })();
-    match result {
-        Ok(l) => l,
-        Err(e) => list!(error_kind = e.kind(), error_message = e.to_string()),
-    }
+        Ok::<List, LmmError>(list!(satterthwaite = sat, kenward_roger = kr))
+    })
 }
 
 extendr_module! {

@@ -15,7 +15,7 @@ mod convert;
 use convert::{count, r_matrix, read_design, reals, DesignArgs};
 
 /// A glue-level failure: an R object of the wrong shape or type.
-fn bad(msg: impl Into<String>) -> LmmError {
+pub(crate) fn bad(msg: impl Into<String>) -> LmmError {
     LmmError::InvalidInput(msg.into())
 }
 
@@ -155,7 +155,7 @@ fn rs_model_new(
 
 /// Runs `f` on the model behind `ptr`; errors (a dead pointer after
 /// `readRDS()`, numerical failures) become error lists.
-fn with_model(ptr: &Robj, f: impl FnOnce(&mut Model) -> Result<List, LmmError>) -> List {
+pub(crate) fn with_model(ptr: &Robj, f: impl FnOnce(&mut Model) -> Result<List, LmmError>) -> List {
     let result = ExternalPtr::<Model>::try_from(ptr)
         .map_err(|_| bad("the fit's model pointer is not valid (rebuild it with h_model_ptr())"))
         .and_then(|mut p| match p.try_addr_mut() {

@@ -9,6 +9,11 @@
 //! `X` and `y`. Crossed designs with several large factors therefore need a
 //! dense matrix of the size of the smaller factors' columns; more than
 //! [`MAX_REST_COLUMNS`] such columns is refused with [`LmmError::TooLarge`].
+//!
+//! The same kept [`Model`] (blocks and factorisation) provides the
+//! random-effects-space moments that Satterthwaite and Kenward-Roger need
+//! ([`Model::inference_moments`], module `moments`), so the inference crate
+//! never rebuilds cross-products or forms a dense `q x q` matrix.
 
 #![allow(clippy::needless_range_loop)] // index loops are clearer in dense numerics
 
@@ -20,6 +25,7 @@ mod factor;
 mod grad;
 mod input;
 mod model;
+mod moments;
 mod optim;
 mod precondition;
 mod rcov;
@@ -33,6 +39,7 @@ pub use blocks::MAX_REST_COLUMNS;
 pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
+pub use moments::InferenceMoments;
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, rcov_inference, CovType, RcovControl,
     RcovInference, RcovInput, RcovModel, RcovOutput, RcovTerm,

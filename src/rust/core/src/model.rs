@@ -9,7 +9,7 @@ use crate::input::{self, FitInput, ReTermInput};
 use crate::precondition::{self, Preconditioned};
 use crate::{at_trial_point, criterion_shift, optim, optimize_theta, solve};
 use crate::{stopped_at_best, usable_default_start};
-use crate::{FitControl, FitOutput, InterruptCheck, Prepared};
+use crate::{FitControl, FitOutput, InferenceMoments, InterruptCheck, Prepared};
 
 /// One random-effects term `(z | factor)`, owned (see [`ReTermInput`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -265,6 +265,15 @@ impl Model {
             sigma,
             beta,
         })
+    }
+
+    /// Moments of the random-effects space at `theta` for Satterthwaite and
+    /// Kenward-Roger (see [`InferenceMoments`]), from the kept blocks and the
+    /// factorisation at `theta`.
+    pub fn inference_moments(&mut self, theta: &[f64]) -> Result<InferenceMoments, LmmError> {
+        self.check_theta(theta)?;
+        let crit = self.prep.eval(theta, true)?;
+        crate::moments::moments(&self.prep.blocks, &mut self.prep.ws, &self.pre, &crit)
     }
 
     /// Fits the model (optimises over theta unless `control.optimize` is

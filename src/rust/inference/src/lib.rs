@@ -1,8 +1,9 @@
 //! Small-sample inference for linear mixed models fitted by lmmr.
 //!
-//! Given the design (fixed-effects matrix `X`, random-effects terms as level
-//! codes plus per-observation covariates, prior weights) and the estimates
-//! (`theta`, `sigma`), this crate computes
+//! Works on the core's kept [`Model`](lmmr_core::Model) (its blocks, its
+//! factorisation, its validation and its error type): [`QSpace::new`] asks
+//! the model for the random-effects-space moments at `(theta, sigma)`
+//! ([`lmmr_core::InferenceMoments`]) and this crate computes
 //!
 //! * the pieces of Satterthwaite's method as lmerTest does it: the observed
 //!   Hessian of the (REML or ML) deviance as a function of
@@ -12,19 +13,18 @@
 //!   for the Kenward-Roger denominator degrees of freedom (pbkrtest's linear
 //!   covariance parametrisation and expected REML information).
 //!
-//! No `n x n` matrix is ever formed: with the marginal covariance
-//! `Sigma = sigma^2 (W^-1 + Z Lambda Lambda' Z')` everything is written in the
-//! random-effects space through `M = Z' Sigma^-1 Z`, `N = Z' Sigma^-1 X` and
-//! `v = Z' P y` (Woodbury). When all terms share one grouping factor `M` is
-//! block diagonal and the work is done per cluster.
+//! No `n x n` matrix and, for crossed designs, no dense `q x q` matrix is
+//! formed (see the core's `moments` module).
 
-mod error;
 mod linalg;
 mod qspace;
+#[cfg(test)]
+#[allow(dead_code)]
+mod reference;
+#[cfg(test)]
+mod tests;
 
-pub use error::InferenceError;
 /// Dense matrix type of the results (re-exported so the glue needs no faer dependency).
 pub use faer::Mat;
-pub use qspace::{
-    kenward_roger, satterthwaite, KenwardRoger, ModelInput, Satterthwaite, TermInput,
-};
+pub use lmmr_core::LmmError;
+pub use qspace::{kenward_roger, satterthwaite, KenwardRoger, QSpace, Satterthwaite};

@@ -1,11 +1,12 @@
 //! Small dense helpers on top of faer.
 
-use crate::InferenceError;
 use faer::linalg::matmul::matmul;
+#[cfg(test)]
 use faer::linalg::triangular_solve::{
     solve_lower_triangular_in_place, solve_upper_triangular_in_place,
 };
 use faer::{Accum, Mat, MatRef, Par, Side};
+use lmmr_core::LmmError as InferenceError;
 
 /// `a * b`.
 pub fn mm(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
@@ -33,6 +34,7 @@ pub fn tr_ab(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
 }
 
 /// Trace of a square matrix.
+#[cfg(test)]
 pub fn trace(a: MatRef<'_, f64>) -> f64 {
     (0..a.nrows().min(a.ncols())).map(|i| a[(i, i)]).sum()
 }
@@ -50,10 +52,12 @@ pub fn symmetrise(a: &mut Mat<f64>) {
 }
 
 /// Cholesky factor (lower) of a symmetric positive definite matrix.
+#[cfg(test)]
 pub struct Chol {
     l: Mat<f64>,
 }
 
+#[cfg(test)]
 impl Chol {
     pub fn new(a: MatRef<'_, f64>, what: &str) -> Result<Chol, InferenceError> {
         let n = a.nrows();
