@@ -21,6 +21,7 @@ mod grad;
 mod input;
 mod model;
 mod optim;
+mod pass;
 mod precondition;
 mod rcov;
 mod solve;
@@ -146,7 +147,13 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// `input` must have been validated.
     pub(crate) fn new(input: &FitInput) -> Result<Prepared, LmmError> {
-        let blocks = Blocks::build(input)?;
+        Self::new_threads(input, 0)
+    }
+
+    /// As [`Prepared::new`], building the blocks on `threads` threads (0: all
+    /// cores; the blocks do not depend on it).
+    pub(crate) fn new_threads(input: &FitInput, threads: usize) -> Result<Prepared, LmmError> {
+        let blocks = Blocks::build_threads(input, threads)?;
         let ws = Workspace::new(&blocks);
         Ok(Prepared {
             blocks,

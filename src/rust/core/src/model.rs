@@ -106,6 +106,8 @@ pub struct Model {
     design: Design,
     pre: Preconditioned,
     prep: Prepared,
+    /// Threads of the passes over the rows (0: all cores).
+    threads: usize,
 }
 
 /// The preconditioned problem the blocks are built from: `Q` for `X` and the
@@ -119,16 +121,29 @@ fn transformed<'a>(design: &'a Design, pre: &'a Preconditioned) -> FitInput<'a> 
 }
 
 impl Model {
-    /// Validates the design, preconditions it and builds the blocks.
+    /// Validates the design, preconditions it and builds the blocks, using
+    /// all cores.
     pub fn new(design: Design) -> Result<Model, LmmError> {
+        Self::with_threads(design, 0)
+    }
+
+    /// As [`Model::new`], with the passes over the rows (here and in
+    /// [`Model::set_response`]) on `threads` threads (0: all cores). The
+    /// results do not depend on `threads`.
+    pub fn with_threads(design: Design, threads: usize) -> Result<Model, LmmError> {
         let input = design.input();
         input::validate(&input)?;
         let pre = precondition::precondition(&input)?;
-        let prep = Prepared::new(&transformed(&design, &pre))?;
+        let prep = Prepared::new_threads(&transformed(&design, &pre), threads)?;
         // X = Q R: the preconditioned Q replaces X from here on.
         let mut design = design;
         design.x = Vec::new();
-        Ok(Model { design, pre, prep })
+        Ok(Model {
+            design,
+            pre,
+            prep,
+            threads,
+        })
     }
 
     /// The data the model was built from (with the current response). Its
@@ -171,12 +186,15 @@ impl Model {
         }
         let resp =
             precondition::response_part(&self.pre.q, &self.pre.r, n, p, y, &self.design.weights)?;
+        let old_y = std::mem::replace(&mut self.pre.y, resp.y);
+        let tr = transformed(&self.design, &self.pre);
+        if let Err(e) = self.prep.blocks.set_response_threads(&tr, self.threads) {
+            self.pre.y = old_y;
+            return Err(e);
+        }
         self.design.y.copy_from_slice(y);
-        self.pre.y = resp.y;
         self.pre.beta0 = resp.beta0;
         self.pre.scale = resp.scale;
-        let tr = transformed(&self.design, &self.pre);
-        self.prep.blocks.set_response(&tr);
         Ok(())
     }
 
@@ -277,7 +295,9 @@ impl Model {
             self.set_counts(control.n_obs, control.log_w_sum)?;
         }
         let n_obs = self.n_obs();
-        let Model { design, pre, prep } = self;
+        let Model {
+            design, pre, prep, ..
+        } = self;
         let original = design.input();
         let input = transformed(design, pre);
         let lower = input::lower_bounds(&input);
