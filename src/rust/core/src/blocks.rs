@@ -75,6 +75,7 @@ impl Blocks {
     }
 
     /// Builds all blocks, on all cores. `input` must have been validated.
+    #[allow(dead_code)] // kept for callers without a thread setting
     pub fn build(input: &FitInput) -> Result<Blocks, LmmError> {
         Self::build_threads(input, 0)
     }
@@ -702,7 +703,9 @@ mod tests {
 
     /// Seeded crossed design: `(1 + x | a)` on 50 levels, `(1 | b)` on 7
     /// levels, weights; `n` rows spanning several slabs.
-    fn crossed(n: usize) -> (Vec<i32>, Vec<i32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    type Crossed = (Vec<i32>, Vec<i32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
+    fn crossed(n: usize) -> Crossed {
         let mut s = 42u64;
         let mut unif = move || {
             s ^= s << 13;
