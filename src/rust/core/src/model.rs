@@ -131,13 +131,12 @@ impl Model {
     /// [`Model::set_response`]) on `threads` threads (0: all cores). The
     /// results do not depend on `threads`.
     pub fn with_threads(design: Design, threads: usize) -> Result<Model, LmmError> {
-        let input = design.input();
-        input::validate(&input)?;
-        let pre = precondition::precondition(&input)?;
-        let prep = Prepared::new_threads(&transformed(&design, &pre), threads)?;
-        // X = Q R: the preconditioned Q replaces X from here on.
+        input::validate(&design.input())?;
+        // X = Q R: the preconditioned Q replaces X (in place) from here on.
         let mut design = design;
-        design.x = Vec::new();
+        let x = std::mem::take(&mut design.x);
+        let pre = precondition::precondition_owned(x, &design.input(), threads)?;
+        let prep = Prepared::new_threads(&transformed(&design, &pre), threads)?;
         Ok(Model {
             design,
             pre,
