@@ -26,7 +26,7 @@ h_fit_design <- function(design, REML, control, theta = NULL,
     }
     theta_start <- as.numeric(theta_start)
   }
-  if (!is.environment(engine)) engine <- h_model_engine(design)
+  if (!is.environment(engine)) engine <- h_model_engine(design, threads = control$threads)
   ptr <- h_engine_ptr(engine, as.numeric(design$y - design$offset),
                       function() design)
   res <- rs_model_fit(ptr, reml = REML, max_iter = control$max_iter,
@@ -49,8 +49,10 @@ h_fit_design <- function(design, REML, control, theta = NULL,
 #' response it needs (h_engine_ptr()). The environment survives saveRDS() but
 #' the pointer does not: it is rebuilt lazily from the plain data.
 #' @noRd
-h_model_engine <- function(design = NULL) {
+h_model_engine <- function(design = NULL, threads = NULL) {
   engine <- new.env(parent = emptyenv())
+  # threads of the passes over the rows (NULL: all cores), kept for rebuilds
+  engine$threads <- threads
   if (!is.null(design)) h_engine_build(engine, design)
   engine
 }
@@ -69,7 +71,8 @@ h_engine_build <- function(engine, design) {
                       # sum(log w); for data rows Rust counts the rows with a
                       # positive weight itself
                       n_obs = if (!is.null(design$log_w_sum)) as.numeric(design$n_obs),
-                      log_w_sum = if (!is.null(design$log_w_sum)) as.numeric(design$log_w_sum))
+                      log_w_sum = if (!is.null(design$log_w_sum)) as.numeric(design$log_w_sum),
+                      threads = engine$threads)
   if (is.list(ptr)) h_check_rust_result(ptr)
   engine$ptr <- ptr
   engine$resp <- resp

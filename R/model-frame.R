@@ -178,15 +178,19 @@ h_frame_response <- function(frame) {
 #' dropped columns.
 #' @param X model matrix.
 #' @param tol tolerance.
+#' @param rows optional logical vector: the rows whose rank matters.
+#' @param xtx optional `crossprod(X)` (ignored with `rows`), so that the
+#'   screen does not pass over `X` again.
 #' @return list(X = reduced matrix with "assign" and "contrasts", dropped =
 #'   character names of dropped columns).
 #' @noRd
-h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL) {
+h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL, xtx = NULL) {
   p <- ncol(X)
   if (p == 0L) return(list(X = X, dropped = character()))
   # the rank that matters is that of the rows that contribute (positive weight)
   Xr <- if (is.null(rows)) X else X[rows, , drop = FALSE]
-  if (h_clearly_full_rank(Xr)) return(list(X = X, dropped = character()))
+  if (!is.null(rows)) xtx <- NULL
+  if (h_clearly_full_rank(Xr, xtx)) return(list(X = X, dropped = character()))
   qx <- qr(Xr, tol = tol, LAPACK = FALSE)
   if (qx$rank == p) return(list(X = X, dropped = character()))
   keep <- sort(qx$pivot[seq_len(qx$rank)])
@@ -207,13 +211,14 @@ h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL) {
 
 #' Warn, as lme4, if the continuous predictors are on very different scales.
 #' @noRd
-h_check_scale_x <- function(X, tol = 1000) {
+h_check_scale_x <- function(X, tol = 1000, s1 = NULL, s2 = NULL) {
   if (!ncol(X) || nrow(X) < 2L) return(invisible(FALSE))
   # a column is binary (0/1) when sum(x^2) == sum(x) and every x is 0 or 1;
-  # only columns passing the cheap first test get the full check
+  # only columns passing the cheap first test get the full check. The column
+  # sums and sums of squares may be given (from one pass made anyway).
   n <- nrow(X)
-  s1 <- colSums(X)
-  s2 <- colSums(X^2)
+  if (is.null(s1)) s1 <- colSums(X)
+  if (is.null(s2)) s2 <- colSums(X^2)
   maybe_binary <- which(abs(s2 - s1) <= 1e-8 * pmax(1, s2))
   continuous <- rep(TRUE, ncol(X))
   for (j in maybe_binary) continuous[j] <- !all(X[, j] == 0 | X[, j] == 1)
@@ -249,11 +254,26 @@ h_fixed_terms <- function(fixed_formula, data) {
 h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
   X <- h_model_matrix_safely(stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts),
                              "fixed-effects")
-  if (any(!is.finite(X))) {
+  # NA/NaN/Inf make their column's sum non-finite: only then (or when finite
+  # values overflow) look at the elements (no n x p temporaries otherwise)
+  s1 <- colSums(X)
+  if (!all(is.finite(s1)) && any(!is.finite(X))) {
     h_abort("Non-finite values (NA/NaN/Inf) in the fixed-effects model matrix.", "non_finite")
   }
   rownames(X) <- NULL
+  attr(X, "lmmr_colsums") <- s1
   X
+}
+
+#' Column sums (from [h_fixed_matrix()]) and cross-product of a model matrix,
+#' computed once for the rank screen and the scale check (one BLAS pass).
+#' @return list(s1 = column sums, xtx = crossprod(X)), or NULL for no columns.
+#' @noRd
+h_x_summaries <- function(X) {
+  if (!ncol(X)) return(NULL)
+  s1 <- attr(X, "lmmr_colsums")
+  if (is.null(s1)) s1 <- colSums(X)
+  list(s1 = s1, xtx = crossprod(X))
 }
 
 #' Weights from the model frame (1s if none).
@@ -326,8 +346,13 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   X_full <- h_fixed_matrix(fixed_terms, frame, contrasts)
   weights <- h_frame_weights(frame)
   n_pos <- attr(weights, "n_positive")
-  reduced <- h_drop_rank_deficient(X_full, rows = if (n_pos < n) weights > 0)
-  h_check_scale_x(reduced$X)
+  xs <- h_x_summaries(X_full)
+  attr(X_full, "lmmr_colsums") <- NULL
+  reduced <- h_drop_rank_deficient(X_full, rows = if (n_pos < n) weights > 0, xtx = xs$xtx)
+  if (!is.null(xs)) {
+    kept <- match(colnames(reduced$X), colnames(X_full))
+    h_check_scale_x(reduced$X, s1 = xs$s1[kept], s2 = diag(xs$xtx)[kept])
+  }
   weights <- as.numeric(weights)
   attr(fixed_terms, "lmmr_kept_columns") <- colnames(reduced$X)
   cov <- NULL
@@ -432,10 +457,11 @@ h_newdata_X <- function(design_info, newdata) {
 #' when it is not clearly well conditioned does the caller run the QR that
 #' decides which columns are aliased.
 #' @noRd
-h_clearly_full_rank <- function(X) {
-  d <- sqrt(colSums(X^2))
+h_clearly_full_rank <- function(X, xtx = NULL) {
+  if (is.null(xtx)) xtx <- crossprod(X)
+  d <- sqrt(diag(xtx))
   if (any(!is.finite(d)) || any(d == 0)) return(FALSE)
-  xtx <- crossprod(X) / outer(d, d)
+  xtx <- xtx / outer(d, d)
   r <- suppressWarnings(chol(xtx, pivot = TRUE, tol = 1e-9))
   # smallest pivot of the scaled Cholesky factor plays the role of QR's
   # |R_jj| / |x_j|; keep a wide margin over the QR tolerance

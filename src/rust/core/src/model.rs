@@ -145,6 +145,27 @@ impl Model {
         })
     }
 
+    /// As [`Model::with_threads`] from borrowed data (e.g. R's memory),
+    /// without first copying `X`: the model's only copy of it is `Q`.
+    pub fn from_input(input: &FitInput, threads: usize) -> Result<Model, LmmError> {
+        input::validate(input)?;
+        let design = Design {
+            x: Vec::new(),
+            ..Design::from_input(&FitInput {
+                x: &[],
+                ..input.clone()
+            })
+        };
+        let pre = precondition::precondition_copy(input.x, &design.input(), threads)?;
+        let prep = Prepared::new_threads(&transformed(&design, &pre), threads)?;
+        Ok(Model {
+            design,
+            pre,
+            prep,
+            threads,
+        })
+    }
+
     /// The data the model was built from (with the current response). Its
     /// `x` is empty: the model keeps `X` only as `Q R` (see `precondition`).
     pub fn design(&self) -> &Design {
@@ -497,8 +518,16 @@ mod tests {
         let d = design(3, true);
         let control = FitControl::default();
         let a = crate::fit_lmm(&d.input(), &control).unwrap();
-        let b = Model::new(d).unwrap().fit(&control).unwrap();
+        let b = Model::new(d.clone()).unwrap().fit(&control).unwrap();
         assert_eq!(a, b);
+        // from borrowed data, on any number of threads: the same numbers
+        for threads in [1, 2, 3] {
+            let c = Model::from_input(&d.input(), threads)
+                .unwrap()
+                .fit(&control)
+                .unwrap();
+            assert_eq!(c, b);
+        }
     }
 
     #[test]

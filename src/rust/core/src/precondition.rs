@@ -133,15 +133,46 @@ pub(crate) fn precondition_owned(
     input: &FitInput,
     threads: usize,
 ) -> Result<Preconditioned, LmmError> {
+    precondition_from(XSource::Owned(x), input, threads)
+}
+
+/// As [`precondition_owned`] from a borrowed `X` (e.g. R's memory): on the
+/// fast path the copy into `Q` is part of the second pass.
+pub(crate) fn precondition_copy(
+    x: &[f64],
+    input: &FitInput,
+    threads: usize,
+) -> Result<Preconditioned, LmmError> {
+    precondition_from(XSource::Borrowed(x), input, threads)
+}
+
+enum XSource<'a> {
+    Owned(Vec<f64>),
+    Borrowed(&'a [f64]),
+}
+
+fn precondition_from(
+    src: XSource,
+    input: &FitInput,
+    threads: usize,
+) -> Result<Preconditioned, LmmError> {
     let (n, p) = (input.n, input.p);
     let w = input.weights;
+    let xs: &[f64] = match &src {
+        XSource::Owned(v) => v,
+        XSource::Borrowed(v) => v,
+    };
     let fast = if p > 0 {
-        let g = gram(&x, input.y, w, n, p, threads)?;
+        let g = gram(xs, input.y, w, n, p, threads)?;
         fast_factor(&g, p)
     } else {
         None
     };
     let Some((r, beta_ne)) = fast else {
+        let x = match src {
+            XSource::Owned(v) => v,
+            XSource::Borrowed(v) => v.to_vec(),
+        };
         let (q, r) = orthonormalise_owned(x, n, p, w)?;
         let resp = response_part(&q, &r, n, p, input.y, w)?;
         let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
@@ -154,9 +185,15 @@ pub(crate) fn precondition_owned(
             log_det_r2,
         });
     };
-    let mut q = x;
+    let (mut q, copy_from) = match src {
+        XSource::Owned(v) => (v, None),
+        // zeroed pages cost nothing until the pass writes them
+        XSource::Borrowed(v) => (vec![0.0; n * p], Some(v)),
+    };
     let mut res = vec![0.0; n];
-    let g2 = transform_in_place(&mut q, &mut res, input.y, w, n, p, &r, &beta_ne, threads)?;
+    let g2 = transform_in_place(
+        &mut q, copy_from, &mut res, input.y, w, n, p, &r, &beta_ne, threads,
+    )?;
     // refinement: c = (Q'WQ)^-1 Q'W res, res -= Q c, beta0 += R^-1 c
     let m = p + 1;
     let qtq: Vec<f64> = (0..p * p).map(|i| g2[(i / p) * m + i % p]).collect();
@@ -358,11 +395,12 @@ fn spd_solve(a: &[f64], p: usize, b: &[f64]) -> Option<Vec<f64>> {
 }
 
 /// One pass over the rows: `res = y - X beta`, then `X` becomes `Q = X R^-1`
-/// in place; returns `[Q res]' W [Q res]`. Deterministic and multithreaded
+/// in place (`q` holds `X`, or is first filled from `copy_from`); returns `[Q res]' W [Q res]`. Deterministic and multithreaded
 /// as [`gram`] (each slab owns its rows of `q` and `res`).
 #[allow(clippy::too_many_arguments)]
 fn transform_in_place(
     q: &mut [f64],
+    copy_from: Option<&[f64]>,
     res: &mut [f64],
     y: &[f64],
     w: &[f64],
@@ -407,6 +445,12 @@ fn transform_in_place(
         while start < rows {
             let len = chunk.min(rows - start);
             let (cols, rest) = pieces.split_at_mut(p);
+            if let Some(x) = copy_from {
+                for (c, col) in cols.iter_mut().enumerate() {
+                    let o = c * n + lo + start;
+                    col[start..start + len].copy_from_slice(&x[o..o + len]);
+                }
+            }
             let rs = &mut rest[0][start..start + len];
             rs.copy_from_slice(&y[lo + start..lo + start + len]);
             for c in 0..p {
@@ -662,6 +706,8 @@ mod tests {
             let new = precondition_owned(x.clone(), &inp, 2).unwrap();
             let again = precondition_owned(x.clone(), &inp, 1).unwrap();
             assert!(new.q == again.q && new.y == again.y && new.r == again.r);
+            let copied = precondition_copy(&x, &inp, 3).unwrap();
+            assert!(new.q == copied.q && new.y == copied.y && new.beta0 == copied.beta0);
             let close = |a: &[f64], b: &[f64], tol: f64| {
                 a.iter()
                     .zip(b)
