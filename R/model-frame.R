@@ -165,7 +165,8 @@ h_frame_response <- function(frame) {
   if (!is.numeric(y)) {
     h_abort(sprintf("The response must be numeric, not of class '%s'.", class(y)[1L]), "response")
   }
-  if (any(!is.finite(y))) h_abort("NA/NaN/Inf in the response.", "response")
+  # a non-finite value makes the sum non-finite: only then look closer
+  if (!is.finite(sum(y)) && any(!is.finite(y))) h_abort("NA/NaN/Inf in the response.", "response")
   # unnamed: methods take the row names from the model frame when needed
   as.numeric(y)
 }

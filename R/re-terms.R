@@ -243,7 +243,7 @@ h_check_n_re <- function(terms, n) {
 #' @noRd
 h_check_finite_Z <- function(terms) {
   for (t in terms) {
-    if (any(!is.finite(t$Z))) {
+    if (!all(is.finite(colSums(t$Z))) && any(!is.finite(t$Z))) {
       h_abort(
         sprintf("Non-finite values (NA/NaN/Inf) in the random-effects model matrix of term (%s).", t$term_name),
         "non_finite"

@@ -394,6 +394,10 @@ fn spd_solve(a: &[f64], p: usize, b: &[f64]) -> Option<Vec<f64>> {
     Some(z)
 }
 
+/// Rows per chunk of [`transform_in_place`]: the `p + 1` columns of a chunk
+/// stay in the first-level caches while the triangular solve sweeps them.
+const TRANSFORM_CHUNK: usize = 512;
+
 /// One pass over the rows: `res = y - X beta`, then `X` becomes `Q = X R^-1`
 /// in place (`q` holds `X`, or is first filled from `copy_from`); returns `[Q res]' W [Q res]`. Deterministic and multithreaded
 /// as [`gram`] (each slab owns its rows of `q` and `res`).
@@ -410,7 +414,7 @@ fn transform_in_place(
     beta: &[f64],
     threads: usize,
 ) -> Result<Vec<f64>, LmmError> {
-    use crate::pass::{add_into, reduce_slabs, resolve_threads, slab_rows, CHUNK};
+    use crate::pass::{add_into, reduce_slabs, resolve_threads, slab_rows};
     use faer::linalg::matmul::matmul;
     use faer::{Accum, MatMut, MatRef, Par};
     use std::sync::Mutex;
@@ -437,7 +441,7 @@ fn transform_in_place(
             .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
         let lo = s * slab;
         let rows = pieces[p].len();
-        let chunk = CHUNK.min(rows);
+        let chunk = TRANSFORM_CHUNK.min(rows);
         let mut acc = vec![0.0; m * m];
         let mut xa = vec![0.0; chunk * m];
         let mut wxa = vec![0.0; chunk * m];
