@@ -165,10 +165,11 @@ h_frame_response <- function(frame) {
   if (!is.numeric(y)) {
     h_abort(sprintf("The response must be numeric, not of class '%s'.", class(y)[1L]), "response")
   }
+  # unnamed: methods take the row names from the model frame when needed
+  y <- as.numeric(y)
   # a non-finite value makes the sum non-finite: only then look closer
   if (!is.finite(sum(y)) && any(!is.finite(y))) h_abort("NA/NaN/Inf in the response.", "response")
-  # unnamed: methods take the row names from the model frame when needed
-  as.numeric(y)
+  y
 }
 
 #' Drop linearly dependent columns of the fixed-effects model matrix.
