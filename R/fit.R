@@ -26,9 +26,11 @@ h_fit_design <- function(design, REML, control, theta = NULL,
     }
     theta_start <- as.numeric(theta_start)
   }
-  if (!is.environment(engine)) engine <- h_model_engine(design, threads = control$threads)
-  ptr <- h_engine_ptr(engine, as.numeric(design$y - design$offset),
-                      function() design)
+  resp <- as.numeric(design$y - design$offset)
+  if (!is.environment(engine)) {
+    engine <- h_model_engine(design, threads = control$threads, resp = resp)
+  }
+  ptr <- h_engine_ptr(engine, resp, function() design)
   res <- rs_model_fit(ptr, reml = REML, max_iter = control$max_iter,
                       tol = control$tol, theta_start = theta_start,
                       optimize = optimize,
@@ -49,21 +51,23 @@ h_fit_design <- function(design, REML, control, theta = NULL,
 #' response it needs (h_engine_ptr()). The environment survives saveRDS() but
 #' the pointer does not: it is rebuilt lazily from the plain data.
 #' @noRd
-h_model_engine <- function(design = NULL, threads = NULL) {
+h_model_engine <- function(design = NULL, threads = NULL, resp = NULL) {
   engine <- new.env(parent = emptyenv())
   # threads of the passes over the rows (NULL: all cores), kept for rebuilds
   engine$threads <- threads
-  if (!is.null(design)) h_engine_build(engine, design)
+  if (!is.null(design)) h_engine_build(engine, design, resp)
   engine
 }
 
 #' (Re)build the Rust model of a design into an engine
+#' @param resp optional `design$y - design$offset` as double (computed if
+#'   NULL).
 #' @noRd
-h_engine_build <- function(engine, design) {
+h_engine_build <- function(engine, design, resp = NULL) {
   x <- design$X
   storage.mode(x) <- "double"
   re <- h_rust_re_args(design$re$terms)
-  resp <- as.numeric(design$y - design$offset)
+  if (is.null(resp)) resp <- as.numeric(design$y - design$offset)
   ptr <- rs_model_new(x = x, y = resp, weights = as.numeric(design$weights),
                       codes = re$codes, n_levels = re$n_levels, z = re$z,
                       k = re$k, factor_id = re$factor_id,

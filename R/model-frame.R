@@ -125,17 +125,19 @@ h_build_frame <- function(frame_formula, data, subset, weights, offset, na.actio
   }
   # Build with na.pass and apply na.action only when something is missing:
   # na.omit's row scan and copy cost as much as the frame itself at 10^6 rows.
+  # Unused factor levels are dropped afterwards as model.frame() would
+  # (drop.unused.levels = TRUE), but found by counting codes instead of
+  # model.frame()'s unique() of every factor.
   mf$na.action <- quote(stats::na.pass)
-  mf$drop.unused.levels <- TRUE
   mf[[1L]] <- quote(stats::model.frame)
   frame <- tryCatch(
     eval(mf, local_env),
     error = function(e) h_abort(conditionMessage(e), "data")
   )
-  if (!all(stats::complete.cases(frame))) {
+  if (anyNA(frame)) {
     frame <- tryCatch(na.action(frame), error = function(e) h_abort(conditionMessage(e), "data"))
-    frame <- h_drop_unused_levels(frame)
   }
+  frame <- h_drop_unused_levels(frame)
   tt <- attr(frame, "terms")
   environment(tt) <- fenv
   attr(frame, "terms") <- tt
@@ -254,6 +256,14 @@ h_fixed_terms <- function(fixed_formula, data) {
 #' @return the full model matrix (before dropping aliased columns).
 #' @noRd
 h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
+  h_fixed_matrix_sums(fixed_terms, frame, contrasts)$X
+}
+
+#' [h_fixed_matrix()] with the column sums it computes for its finiteness
+#' check (reused by the rank screen and the scale check).
+#' @return list(X = model matrix, s1 = column sums).
+#' @noRd
+h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
   X <- h_model_matrix_safely(stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts),
                              "fixed-effects")
   # NA/NaN/Inf make their column's sum non-finite: only then (or when finite
@@ -263,17 +273,15 @@ h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
     h_abort("Non-finite values (NA/NaN/Inf) in the fixed-effects model matrix.", "non_finite")
   }
   rownames(X) <- NULL
-  attr(X, "lmmr_colsums") <- s1
-  X
+  list(X = X, s1 = s1)
 }
 
-#' Column sums (from [h_fixed_matrix()]) and cross-product of a model matrix,
+#' Column sums (given, or computed) and cross-product of a model matrix,
 #' computed once for the rank screen and the scale check (one BLAS pass).
 #' @return list(s1 = column sums, xtx = crossprod(X)), or NULL for no columns.
 #' @noRd
-h_x_summaries <- function(X) {
+h_x_summaries <- function(X, s1 = NULL) {
   if (!ncol(X)) return(NULL)
-  s1 <- attr(X, "lmmr_colsums")
   if (is.null(s1)) s1 <- colSums(X)
   list(s1 = s1, xtx = crossprod(X))
 }
@@ -345,11 +353,12 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   re <- if (length(bars) || is.null(cov_term)) h_re_terms(bars, frame, env = environment(formula))
   fixed_formula <- h_no_bars(formula)
   fixed_terms <- h_attach_predvars(h_fixed_terms(fixed_formula, data), h_predvars_map(attr(frame, "terms")))
-  X_full <- h_fixed_matrix(fixed_terms, frame, contrasts)
+  fm <- h_fixed_matrix_sums(fixed_terms, frame, contrasts)
+  X_full <- fm$X
   weights <- h_frame_weights(frame)
   n_pos <- attr(weights, "n_positive")
-  xs <- h_x_summaries(X_full)
-  attr(X_full, "lmmr_colsums") <- NULL
+  xs <- h_x_summaries(X_full, fm$s1)
+  rm(fm)
   reduced <- h_drop_rank_deficient(X_full, rows = if (n_pos < n) weights > 0, xtx = xs$xtx)
   if (!is.null(xs)) {
     kept <- match(colnames(reduced$X), colnames(X_full))
@@ -485,7 +494,11 @@ h_model_matrix_safely <- function(expr, what) {
 #' @noRd
 h_drop_unused_levels <- function(frame) {
   for (nm in names(frame)) {
-    if (is.factor(frame[[nm]])) frame[[nm]] <- droplevels(frame[[nm]])
+    x <- frame[[nm]]
+    if (is.factor(x) && !all(tabulate(x, nbins = nlevels(x)) > 0L)) {
+      # what model.frame(drop.unused.levels = TRUE) does to such a column
+      frame[[nm]] <- x[, drop = TRUE]
+    }
   }
   frame
 }

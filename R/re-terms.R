@@ -123,6 +123,12 @@ h_factorize_groups <- function(frame, vars) {
 #' @return list(Z = n x k matrix, contrasts, xlevels).
 #' @noRd
 h_term_model_matrix <- function(lhs_terms, frame) {
+  if (!length(attr(lhs_terms, "term.labels")) && isTRUE(attr(lhs_terms, "intercept") == 1L) &&
+      is.null(attr(lhs_terms, "offset"))) {
+    # `(1 | g)`: a column of ones, without model.matrix()'s n row names
+    return(list(Z = matrix(1, nrow(frame), 1L, dimnames = list(NULL, "(Intercept)")),
+                contrasts = NULL, xlevels = stats::.getXlevels(lhs_terms, frame)))
+  }
   Z <- h_model_matrix_safely(stats::model.matrix(lhs_terms, frame), "random-effects")
   contr <- attr(Z, "contrasts")
   xlev <- stats::.getXlevels(lhs_terms, frame)
