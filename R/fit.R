@@ -68,7 +68,10 @@ h_engine_build <- function(engine, design, resp = NULL) {
   storage.mode(x) <- "double"
   re <- h_rust_re_args(design$re$terms)
   if (is.null(resp)) resp <- as.numeric(design$y - design$offset)
-  ptr <- rs_model_new(x = x, y = resp, weights = as.numeric(design$weights),
+  # no prior weights: an empty vector (Rust reads it as all ones, with the
+  # same numbers) instead of n ones
+  w <- if (isFALSE(design$has_weights)) numeric(0) else as.numeric(design$weights)
+  ptr <- rs_model_new(x = x, y = resp, weights = w,
                       codes = re$codes, n_levels = re$n_levels, z = re$z,
                       k = re$k, factor_id = re$factor_id,
                       # pseudo-rows of a database fit carry the data's n and

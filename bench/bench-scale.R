@@ -21,7 +21,7 @@ time_it <- function(expr, reps) {
   expr <- substitute(expr)
   env <- parent.frame()
   median(vapply(seq_len(reps), function(i) {
-    gc(FALSE)
+    invisible(gc(FALSE))
     system.time(suppressMessages(eval(expr, env)))[["elapsed"]]
   }, numeric(1)))
 }
@@ -35,15 +35,20 @@ d <- data.frame(y = y, X, g = factor(g))
 rm(g)
 f <- y ~ x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8 + x9 + (1 | g)
 ctrl <- lmm_control(threads = threads)
-gc(FALSE)
-rss_data <- status_mb("VmRSS")
 data_mb <- as.numeric(object.size(d)) / 2^20
+x_mb <- n * 10 * 8 / 2^20
 
+# peak memory of one fit: the kernel's peak RSS is reset just before it
+# (writing 5 to /proc/self/clear_refs), so the peak beyond the RSS with the
+# data loaded is what the fit needs (the fit object included)
+invisible(gc(FALSE))
+rss_data <- status_mb("VmRSS")
+reset <- tryCatch({ writeLines("5", "/proc/self/clear_refs"); TRUE }, error = function(e) FALSE)
 fit <- lmm(f, d, control = ctrl) # warm-up (and the criterion)
+hwm <- status_mb("VmHWM")
 reps <- if (n > 5e6) 1 else 3
 t_cp <- time_it(crossprod(cbind(1, X, y)), reps + 2)
 t_lmm <- time_it(lmm(f, d, control = ctrl), reps)
-hwm <- status_mb("VmHWM")
 t_lmer <- if (use_lme4) time_it(lme4::lmer(f, d), 1) else NA
 crit_diff <- if (use_lme4) {
   f2 <- lme4::lmer(f, d)
@@ -63,9 +68,9 @@ res <- data.frame(
 print(res, digits = 3, row.names = FALSE)
 cat(sprintf("criterion: lmm - lmer relative %.2g; 1 thread vs default identical: %s\n",
             crit_diff, identical(fit1$objective, fit$objective) && identical(fit1$beta, fit$beta)))
-cat(sprintf("memory: data frame %.0f MB, X (n x 10) %.0f MB, RSS after data %.0f MB, peak RSS (VmHWM) after the lmm() fits %.0f MB: %.0f MB beyond the data (%.2f X)\n",
-            data_mb, n * 10 * 8 / 2^20, rss_data, hwm, hwm - rss_data,
-            (hwm - rss_data) / (n * 10 * 8 / 2^20)))
+cat(sprintf("memory: data frame %.0f MB, X (n x 10) %.0f MB; RSS with the data %.0f MB, peak RSS during the first fit %.0f MB%s: %.0f MB beyond the data (%.2f X)\n",
+            data_mb, x_mb, rss_data, hwm, if (reset) "" else " (peak of the whole process)",
+            hwm - rss_data, (hwm - rss_data) / x_mb))
 
 # where the time goes
 prof <- tempfile()
@@ -73,6 +78,7 @@ Rprof(prof, interval = 0.005)
 fit <- suppressMessages(lmm(f, d, control = ctrl))
 Rprof(NULL)
 tot <- summaryRprof(prof)$by.total
+rownames(tot) <- gsub('"', "", rownames(tot))
 keep <- c("lmm", "h_model_design", "h_build_frame", "h_re_terms", "h_fixed_matrix_sums",
           "stats::model.matrix", "h_x_summaries", "h_drop_rank_deficient", "rs_model_new",
           "rs_model_fit", "h_build_lmm")
