@@ -7,6 +7,7 @@
 #   n defaults to 1e6. For 10^7 rows run it under /usr/bin/time -v with
 #   --no-lme4 (lme4 needs minutes and several GiB there).
 suppressPackageStartupMessages(library(lmmr))
+options(width = 200)
 args <- commandArgs(trailingOnly = TRUE)
 n <- if (length(num <- args[!grepl("^--", args)])) as.numeric(num[1]) else 1e6
 use_lme4 <- !"--no-lme4" %in% args && requireNamespace("lme4", quietly = TRUE)
@@ -17,14 +18,20 @@ status_mb <- function(field) {
   s <- readLines("/proc/self/status")
   as.numeric(sub("[^0-9]*([0-9]+).*", "\\1", grep(paste0("^", field, ":"), s, value = TRUE))) / 1024
 }
+# median elapsed and CPU (user + system, all threads) seconds
 time_it <- function(expr, reps) {
   expr <- substitute(expr)
   env <- parent.frame()
-  median(vapply(seq_len(reps), function(i) {
+  tm <- vapply(seq_len(reps), function(i) {
     invisible(gc(FALSE))
-    system.time(suppressMessages(eval(expr, env)))[["elapsed"]]
-  }, numeric(1)))
+    st <- system.time(suppressMessages(eval(expr, env)))
+    c(st[["elapsed"]], st[["user.self"]] + st[["sys.self"]])
+  }, numeric(2))
+  c(elapsed = median(tm[1, ]), cpu = median(tm[2, ]))
 }
+# lmmr versions before lmm_control(threads =)
+has_threads <- "threads" %in% names(formals(lmm_control))
+ctl <- function(threads) if (has_threads) lmm_control(threads = threads) else lmm_control()
 
 set.seed(1)
 G <- 1e4
@@ -34,7 +41,7 @@ y <- drop(X %*% seq(0.1, 1, length.out = 9)) + rnorm(G)[g] + rnorm(n)
 d <- data.frame(y = y, X, g = factor(g))
 rm(g)
 f <- y ~ x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8 + x9 + (1 | g)
-ctrl <- lmm_control(threads = threads)
+ctrl <- ctl(threads)
 data_mb <- as.numeric(object.size(d)) / 2^20
 x_mb <- n * 10 * 8 / 2^20
 
@@ -49,21 +56,25 @@ hwm <- status_mb("VmHWM")
 reps <- if (n > 5e6) 1 else 3
 t_cp <- time_it(crossprod(cbind(1, X, y)), reps + 2)
 t_lmm <- time_it(lmm(f, d, control = ctrl), reps)
-t_lmer <- if (use_lme4) time_it(lme4::lmer(f, d), 1) else NA
+t_lmer <- if (use_lme4) time_it(lme4::lmer(f, d), 1) else c(NA, NA)
 crit_diff <- if (use_lme4) {
   f2 <- lme4::lmer(f, d)
   (fit$objective - lme4::REMLcrit(f2)) / abs(lme4::REMLcrit(f2))
 } else NA
 # threads: the same numbers whatever their number
-fit1 <- lmm(f, d, control = lmm_control(threads = 1))
-t_lmm1 <- time_it(lmm(f, d, control = lmm_control(threads = 1)), reps)
+fit1 <- lmm(f, d, control = ctl(1))
+t_lmm1 <- time_it(lmm(f, d, control = ctl(1)), reps)
 
-cat(sprintf("n = %g, p = 10, G = %d, (1 | g); threads: %s\n", n, G,
-            if (is.null(threads)) "all cores" else threads))
+cat(sprintf("lmmr %s; n = %g, p = 10, G = %d, (1 | g); threads: %s; load average %s\n",
+            utils::packageVersion("lmmr"), n, G,
+            if (is.null(threads)) "all cores" else threads,
+            paste(scan("/proc/loadavg", what = "", n = 3, quiet = TRUE), collapse = " ")))
+tab <- rbind(t_cp, t_lmm, t_lmm1, t_lmer)
 res <- data.frame(
   what = c("crossprod(cbind(1, X, y))", "lmm()", "lmm(), 1 thread", "lme4::lmer()"),
-  seconds = c(t_cp, t_lmm, t_lmm1, t_lmer),
-  lmm_over_this = c(t_lmm / t_cp, 1, t_lmm / t_lmm1, t_lmm / t_lmer)
+  elapsed = tab[, 1], lmm_over_this = t_lmm[1] / tab[, 1],
+  cpu = tab[, 2], lmm_cpu_over_this = t_lmm[2] / tab[, 2],
+  lmm1_cpu_over_this = t_lmm1[2] / tab[, 2]
 )
 print(res, digits = 3, row.names = FALSE)
 cat(sprintf("criterion: lmm - lmer relative %.2g; 1 thread vs default identical: %s\n",

@@ -473,9 +473,10 @@ fn transform_in_place(
                         *a -= rkj * b;
                     }
                 }
-                let rjj = r[j * p + j];
+                // a multiplication: divisions would dominate the pass
+                let inv = 1.0 / r[j * p + j];
                 for a in qj.iter_mut() {
-                    *a /= rjj;
+                    *a *= inv;
                 }
             }
             for c in 0..m {
