@@ -225,6 +225,12 @@ h_check_scale_x <- function(X, tol = 1000, s1 = NULL, s2 = NULL) {
   if (is.null(s2)) s2 <- colSums(X^2)
   maybe_binary <- which(abs(s2 - s1) <= 1e-8 * pmax(1, s2))
   continuous <- rep(TRUE, ncol(X))
+  # model.matrix()'s intercept column (assign 0) is all ones by construction
+  asg <- attr(X, "assign")
+  if (length(asg) == ncol(X)) {
+    continuous[maybe_binary[asg[maybe_binary] == 0L]] <- FALSE
+    maybe_binary <- maybe_binary[asg[maybe_binary] != 0L]
+  }
   for (j in maybe_binary) continuous[j] <- !all(X[, j] == 0 | X[, j] == 1)
   if (!any(continuous)) return(invisible(FALSE))
   means <- s1[continuous] / n

@@ -150,10 +150,11 @@ h_term_model_matrix <- function(lhs_terms, frame) {
 h_re_term <- function(bar, frame, pv_map, env) {
   group_vars <- h_group_vars(bar$group)
   ff <- h_group_factor(bar$group, frame)
-  if (all(is.na(ff))) {
-    h_abort(sprintf("Invalid grouping factor specification, %s", h_deparse(bar$group)), "grouping")
-  }
-  if (anyNA(ff)) {
+  # anyNA() first: all(is.na()) would allocate n logicals for every term
+  if (anyNA(ff) || !length(ff)) {
+    if (all(is.na(ff))) {
+      h_abort(sprintf("Invalid grouping factor specification, %s", h_deparse(bar$group)), "grouping")
+    }
     h_abort(sprintf("NA in grouping factor '%s'.", h_deparse(bar$group)), "data")
   }
   lhs <- stats::as.formula(call("~", bar$lhs), env = env)
