@@ -270,16 +270,50 @@ h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
 #' @return list(X = model matrix, s1 = column sums).
 #' @noRd
 h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
-  X <- h_model_matrix_safely(stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts),
-                             "fixed-effects")
+  X <- if (is.null(contrasts)) h_numeric_model_matrix(fixed_terms, frame)
+  if (is.null(X)) {
+    X <- h_model_matrix_safely(stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts),
+                               "fixed-effects")
+    rownames(X) <- NULL
+  }
   # NA/NaN/Inf make their column's sum non-finite: only then (or when finite
   # values overflow) look at the elements (no n x p temporaries otherwise)
   s1 <- colSums(X)
   if (!all(is.finite(s1)) && any(!is.finite(X))) {
     h_abort("Non-finite values (NA/NaN/Inf) in the fixed-effects model matrix.", "non_finite")
   }
-  rownames(X) <- NULL
   list(X = X, s1 = s1)
+}
+
+#' The fixed-effects model matrix of a formula whose terms are all plain
+#' numeric variables (and an optional intercept), built by binding the
+#' columns: the same matrix as `model.matrix()` (column names, order,
+#' "assign") without its n row names, whose removal makes R wrap `X` and
+#' copy it at the next read of its data. NULL for anything else (factors,
+#' interactions, matrix columns such as `poly()`, classed columns other
+#' than `I()`), which `model.matrix()` handles.
+#' @noRd
+h_numeric_model_matrix <- function(fixed_terms, frame) {
+  labs <- attr(fixed_terms, "term.labels")
+  intercept <- isTRUE(attr(fixed_terms, "intercept") == 1L)
+  if (!length(labs) || any(attr(fixed_terms, "order") != 1L) ||
+      !all(labs %in% names(frame)) || anyDuplicated(labs)) {
+    return(NULL)
+  }
+  cols <- lapply(labs, function(v) frame[[v]])
+  plain <- vapply(cols, function(x) {
+    typeof(x) %in% c("double", "integer") && is.null(dim(x)) &&
+      (!is.object(x) || identical(class(x), "AsIs")) &&
+      is.null(attr(x, "levels"))
+  }, NA)
+  if (!all(plain)) return(NULL)
+  cols <- lapply(cols, function(x) if (is.object(x)) unclass(x) else x)
+  names(cols) <- labs
+  X <- do.call(cbind, c(if (intercept) list(`(Intercept)` = 1), cols))
+  if (typeof(X) != "double") storage.mode(X) <- "double"
+  attributes(X) <- list(dim = dim(X), dimnames = list(NULL, colnames(X)),
+                        assign = c(if (intercept) 0L, seq_along(labs)))
+  X
 }
 
 #' Column sums (given, or computed) and cross-product of a model matrix,

@@ -383,3 +383,28 @@ test_that("the frame's terms keep the formula environment", {
   expect_identical(environment(attr(des$frame, "terms")), env)
   expect_identical(environment(des$fixed_terms), env)
 })
+
+test_that("numeric fixed effects are bound without model.matrix(), identically", {
+  set.seed(1)
+  n <- 30
+  d <- data.frame(y = rnorm(n), x = rnorm(n), z = rpois(n, 3),
+                  f = factor(sample(letters[1:3], n, TRUE)), l = rnorm(n) > 0)
+  d$`my x` <- rnorm(n)
+  forms <- list(y ~ x, y ~ x + z, y ~ 0 + x + z, y ~ z, y ~ log(z + 1) + I(x^2),
+                y ~ x + offset(z), y ~ `my x` + x, y ~ x + f, y ~ x:z, y ~ poly(x, 2),
+                y ~ l, y ~ 1, y ~ scale(x))
+  bound <- logical(length(forms))
+  for (i in seq_along(forms)) {
+    fr <- model.frame(forms[[i]], d)
+    tt <- attr(fr, "terms")
+    ref <- model.matrix(tt, fr)
+    rownames(ref) <- NULL
+    fast <- lmmr:::h_numeric_model_matrix(tt, fr)
+    bound[i] <- !is.null(fast)
+    if (bound[i]) expect_identical(fast, ref)
+    expect_identical(lmmr:::h_fixed_matrix(tt, fr, NULL), ref)
+  }
+  # plain numeric terms are bound; factors, interactions, matrix and
+  # logical columns go through model.matrix()
+  expect_identical(bound, c(rep(TRUE, 6), FALSE, rep(FALSE, 6)))
+})
