@@ -286,12 +286,15 @@ h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
 }
 
 #' The fixed-effects model matrix of a formula whose terms are all plain
-#' numeric variables (and an optional intercept), built by binding the
-#' columns: the same matrix as `model.matrix()` (column names, order,
-#' "assign") without its n row names, whose removal makes R wrap `X` and
-#' copy it at the next read of its data. NULL for anything else (factors,
-#' interactions, matrix columns such as `poly()`, classed columns other
-#' than `I()`), which `model.matrix()` handles.
+#' numeric variables or unordered factors with the default treatment
+#' contrasts (and an intercept when there is a factor), built from the
+#' columns and the factors' integer codes: the same matrix as
+#' `model.matrix()` (column names, order, "assign", "contrasts") without its
+#' n row names, whose removal makes R wrap `X` and copy it at the next read
+#' of its data. NULL for anything else (interactions, matrix columns such as
+#' `poly()`, logical or ordered or single-level factors, factors with their
+#' own contrasts, classed columns other than `I()`), which `model.matrix()`
+#' handles.
 #' @noRd
 h_numeric_model_matrix <- function(fixed_terms, frame) {
   labs <- attr(fixed_terms, "term.labels")
@@ -301,18 +304,67 @@ h_numeric_model_matrix <- function(fixed_terms, frame) {
     return(NULL)
   }
   cols <- lapply(labs, function(v) frame[[v]])
-  plain <- vapply(cols, function(x) {
-    typeof(x) %in% c("double", "integer") && is.null(dim(x)) &&
-      (!is.object(x) || identical(class(x), "AsIs")) &&
-      is.null(attr(x, "levels"))
-  }, NA)
-  if (!all(plain)) return(NULL)
-  cols <- lapply(cols, function(x) if (is.object(x)) unclass(x) else x)
-  names(cols) <- labs
-  X <- do.call(cbind, c(if (intercept) list(`(Intercept)` = 1), cols))
-  if (typeof(X) != "double") storage.mode(X) <- "double"
-  attributes(X) <- list(dim = dim(X), dimnames = list(NULL, colnames(X)),
-                        assign = c(if (intercept) 0L, seq_along(labs)))
+  kind <- vapply(cols, function(x) {
+    if (typeof(x) %in% c("double", "integer") && is.null(dim(x)) &&
+        (!is.object(x) || identical(class(x), "AsIs")) && is.null(attr(x, "levels"))) {
+      "numeric"
+    } else if (identical(class(x), "factor") && is.null(attr(x, "contrasts")) &&
+               nlevels(x) >= 2L && !anyNA(levels(x))) {
+      "factor"
+    } else {
+      "other"
+    }
+  }, "")
+  if (any(kind == "other")) return(NULL)
+  is_f <- kind == "factor"
+  if (any(is_f) && (!intercept ||
+      !identical(as.character(getOption("contrasts"))[1L], "contr.treatment"))) {
+    return(NULL)
+  }
+  if (!any(is_f)) {
+    # one pass: bind the columns
+    cols <- lapply(cols, function(x) if (is.object(x)) unclass(x) else x)
+    names(cols) <- labs
+    X <- do.call(cbind, c(if (intercept) list(`(Intercept)` = 1), cols))
+    if (typeof(X) != "double") storage.mode(X) <- "double"
+    attributes(X) <- list(dim = dim(X), dimnames = list(NULL, colnames(X)),
+                          assign = c(if (intercept) 0L, seq_along(labs)))
+    return(X)
+  }
+  n <- nrow(frame)
+  width <- ifelse(is_f, vapply(cols, nlevels, 1L) - 1L, 1L)
+  p <- intercept + sum(width)
+  X <- matrix(0, n, p)
+  cn <- character(p)
+  asg <- integer(p)
+  j <- 0L
+  if (intercept) {
+    X[, 1L] <- 1
+    cn[1L] <- "(Intercept)"
+    j <- 1L
+  }
+  for (t in seq_along(labs)) {
+    x <- cols[[t]]
+    idx <- j + seq_len(width[t])
+    if (is_f[t]) {
+      # treatment contrasts: one 0/1 column per level after the first
+      k <- as.integer(x)
+      rows <- which(k > 1L)
+      X[cbind(rows, j + k[rows] - 1L)] <- 1
+      cn[idx] <- paste0(labs[t], levels(x)[-1L])
+    } else {
+      X[, idx] <- as.double(x)
+      cn[idx] <- labs[t]
+    }
+    asg[idx] <- t
+    j <- j + width[t]
+  }
+  attr(X, "dimnames") <- list(NULL, cn)
+  attr(X, "assign") <- asg
+  if (any(is_f)) {
+    attr(X, "contrasts") <- stats::setNames(rep(list("contr.treatment"), sum(is_f)),
+                                            labs[is_f])
+  }
   X
 }
 

@@ -390,9 +390,14 @@ test_that("numeric fixed effects are bound without model.matrix(), identically",
   d <- data.frame(y = rnorm(n), x = rnorm(n), z = rpois(n, 3),
                   f = factor(sample(letters[1:3], n, TRUE)), l = rnorm(n) > 0)
   d$`my x` <- rnorm(n)
+  d$g <- factor(sample(c("a b", "c:d", "e"), n, TRUE))
+  d$o <- factor(sample(1:3, n, TRUE), ordered = TRUE)
+  d$h <- factor(sample(c("u", "v"), n, TRUE))
+  contrasts(d$h) <- contr.sum(2)
   forms <- list(y ~ x, y ~ x + z, y ~ 0 + x + z, y ~ z, y ~ log(z + 1) + I(x^2),
-                y ~ x + offset(z), y ~ `my x` + x, y ~ x + f, y ~ x:z, y ~ poly(x, 2),
-                y ~ l, y ~ 1, y ~ scale(x))
+                y ~ x + offset(z), y ~ x + f, y ~ f + x + g, y ~ g,
+                y ~ `my x` + x, y ~ x:z, y ~ poly(x, 2),
+                y ~ l, y ~ 1, y ~ scale(x), y ~ 0 + f, y ~ x + o, y ~ x + h, y ~ f * x)
   bound <- logical(length(forms))
   for (i in seq_along(forms)) {
     fr <- model.frame(forms[[i]], d)
@@ -404,7 +409,8 @@ test_that("numeric fixed effects are bound without model.matrix(), identically",
     if (bound[i]) expect_identical(fast, ref)
     expect_identical(lmmr:::h_fixed_matrix(tt, fr, NULL), ref)
   }
-  # plain numeric terms are bound; factors, interactions, matrix and
-  # logical columns go through model.matrix()
-  expect_identical(bound, c(rep(TRUE, 6), FALSE, rep(FALSE, 6)))
+  # plain numeric terms and treatment-coded factors are bound; interactions,
+  # matrix, logical and ordered columns, factors with their own contrasts
+  # and factors without an intercept go through model.matrix()
+  expect_identical(bound, c(rep(TRUE, 9), rep(FALSE, 10)))
 })
