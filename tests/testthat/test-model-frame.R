@@ -414,3 +414,23 @@ test_that("numeric fixed effects are bound without model.matrix(), identically",
   # and factors without an intercept go through model.matrix()
   expect_identical(bound, c(rep(TRUE, 9), rep(FALSE, 10)))
 })
+
+test_that("fits with X bound from the columns equal model.matrix()-based fits", {
+  set.seed(2)
+  n <- 200
+  d <- data.frame(x = rnorm(n), f = factor(sample(c("a", "b", "c"), n, TRUE)),
+                  g = factor(sample(12, n, TRUE)))
+  d$f2 <- d$f # aliased with f
+  d$y <- d$x + as.integer(d$f) + rnorm(12)[d$g] + rnorm(n)
+  f <- y ~ x + f + f2 + (1 | g)
+  # a contrasts argument sends X through model.matrix()
+  expect_message(bound <- lmm(f, d), class = "lmmr_message_rank_deficient")
+  expect_message(ref <- lmm(f, d, contrasts = list(f = "contr.treatment")),
+                 class = "lmmr_message_rank_deficient")
+  expect_identical(names(fixef(bound)), names(fixef(ref)))
+  expect_identical(bound$dropped, ref$dropped)
+  expect_identical(bound$X, ref$X)
+  expect_identical(bound$objective, ref$objective)
+  expect_identical(fixef(bound), fixef(ref))
+  expect_identical(model.matrix(bound), model.matrix(ref))
+})
