@@ -204,8 +204,14 @@ impl Model {
                 "y contains non-finite values".into(),
             ));
         }
-        let resp =
-            precondition::response_part(&self.pre.q, &self.pre.r, n, p, y, &self.design.weights)?;
+        let resp = precondition::response_part_fused(
+            &self.pre.q,
+            &self.pre.r,
+            n,
+            p,
+            y,
+            &self.design.weights,
+        )?;
         let old_y = std::mem::replace(&mut self.pre.y, resp.y);
         let tr = transformed(&self.design, &self.pre);
         if let Err(e) = self.prep.blocks.set_response_threads(&tr, self.threads) {
