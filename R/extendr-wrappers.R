@@ -7,9 +7,9 @@ NULL
 
 #' @noRd
 rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id,
-                         n_obs = NULL, log_w_sum = NULL) {
+                         n_obs = NULL, log_w_sum = NULL, threads = NULL) {
   .Call(wrap__rs_model_new, x, y, weights, codes, n_levels, z, k, factor_id,
-        n_obs, log_w_sum)
+        n_obs, log_w_sum, if (!is.null(threads)) as.numeric(threads))
 }
 
 #' @noRd

@@ -26,9 +26,11 @@ h_fit_design <- function(design, REML, control, theta = NULL,
     }
     theta_start <- as.numeric(theta_start)
   }
-  if (!is.environment(engine)) engine <- h_model_engine(design)
-  ptr <- h_engine_ptr(engine, as.numeric(design$y - design$offset),
-                      function() design)
+  resp <- as.numeric(design$y - design$offset)
+  if (!is.environment(engine)) {
+    engine <- h_model_engine(design, threads = control$threads, resp = resp)
+  }
+  ptr <- h_engine_ptr(engine, resp, function() design)
   res <- rs_model_fit(ptr, reml = REML, max_iter = control$max_iter,
                       tol = control$tol, theta_start = theta_start,
                       optimize = optimize,
@@ -49,27 +51,35 @@ h_fit_design <- function(design, REML, control, theta = NULL,
 #' response it needs (h_engine_ptr()). The environment survives saveRDS() but
 #' the pointer does not: it is rebuilt lazily from the plain data.
 #' @noRd
-h_model_engine <- function(design = NULL) {
+h_model_engine <- function(design = NULL, threads = NULL, resp = NULL) {
   engine <- new.env(parent = emptyenv())
-  if (!is.null(design)) h_engine_build(engine, design)
+  # threads of the passes over the rows (NULL: all cores), kept for rebuilds
+  engine$threads <- threads
+  if (!is.null(design)) h_engine_build(engine, design, resp)
   engine
 }
 
 #' (Re)build the Rust model of a design into an engine
+#' @param resp optional `design$y - design$offset` as double (computed if
+#'   NULL).
 #' @noRd
-h_engine_build <- function(engine, design) {
+h_engine_build <- function(engine, design, resp = NULL) {
   x <- design$X
   storage.mode(x) <- "double"
   re <- h_rust_re_args(design$re$terms)
-  resp <- as.numeric(design$y - design$offset)
-  ptr <- rs_model_new(x = x, y = resp, weights = as.numeric(design$weights),
+  if (is.null(resp)) resp <- as.numeric(design$y - design$offset)
+  # no prior weights: an empty vector (Rust reads it as all ones, with the
+  # same numbers) instead of n ones
+  w <- if (isFALSE(design$has_weights)) numeric(0) else as.numeric(design$weights)
+  ptr <- rs_model_new(x = x, y = resp, weights = w,
                       codes = re$codes, n_levels = re$n_levels, z = re$z,
                       k = re$k, factor_id = re$factor_id,
                       # pseudo-rows of a database fit carry the data's n and
                       # sum(log w); for data rows Rust counts the rows with a
                       # positive weight itself
                       n_obs = if (!is.null(design$log_w_sum)) as.numeric(design$n_obs),
-                      log_w_sum = if (!is.null(design$log_w_sum)) as.numeric(design$log_w_sum))
+                      log_w_sum = if (!is.null(design$log_w_sum)) as.numeric(design$log_w_sum),
+                      threads = engine$threads)
   if (is.list(ptr)) h_check_rust_result(ptr)
   engine$ptr <- ptr
   engine$resp <- resp

@@ -149,15 +149,23 @@ lmm <- function(formula, data = NULL, REML = TRUE, weights = NULL, subset,
 #'   stops at the best point reached, with a warning of class
 #'   `lmmr_warning_time_budget` that names the term that makes the fit slow;
 #'   the fit is reported as not converged. `Inf` for no budget.
+#' @param threads number of threads for the passes over the data rows
+#'   (building the cross-products once per fit, and again for each new
+#'   response of a refit); `NULL` (default) uses all cores. The results do not
+#'   depend on it: the rows are split into fixed slabs whose partial sums are
+#'   combined in a fixed order, so fits are bit-identical whatever the number
+#'   of threads.
 #' @return A list of class `"lmm_control"`.
 #' @examples
 #' ctrl <- lmm_control(max_iter = 500)
+#' # one thread for the data pass (e.g. when fits run in parallel)
+#' ctrl <- lmm_control(threads = 1)
 #' fit <- lmm(Reaction ~ Days + (1 | Subject), data = sleepstudy, control = ctrl)
 #' # stop any optimisation after 30 seconds
 #' ctrl <- lmm_control(max_time = 30)
 #' @export
 lmm_control <- function(max_iter = 1000L, tol = 1e-10, singular_tol = 1e-4,
-                        theta_start = NULL, max_time = 60) {
+                        theta_start = NULL, max_time = 60, threads = NULL) {
   h_check_number(max_iter, "max_iter", lower = 1)
   if (max_iter > .Machine$integer.max) {
     h_abort(sprintf("`max_iter` must be at most %d.", .Machine$integer.max), "argument")
@@ -173,9 +181,17 @@ lmm_control <- function(max_iter = 1000L, tol = 1e-10, singular_tol = 1e-4,
     h_abort("`max_time` must be a single non-negative number of seconds (Inf for no budget).",
             "argument")
   }
+  if (!is.null(threads)) {
+    h_check_number(threads, "threads", lower = 1)
+    if (threads != round(threads) || threads > 1024) {
+      h_abort("`threads` must be NULL (all cores) or a whole number between 1 and 1024.", "argument")
+    }
+    threads <- as.integer(threads)
+  }
   structure(list(max_iter = as.integer(max_iter), tol = as.numeric(tol),
                  singular_tol = as.numeric(singular_tol),
-                 theta_start = theta_start, max_time = as.numeric(max_time)),
+                 theta_start = theta_start, max_time = as.numeric(max_time),
+                 threads = threads),
             class = "lmm_control")
 }
 

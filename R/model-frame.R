@@ -125,17 +125,19 @@ h_build_frame <- function(frame_formula, data, subset, weights, offset, na.actio
   }
   # Build with na.pass and apply na.action only when something is missing:
   # na.omit's row scan and copy cost as much as the frame itself at 10^6 rows.
+  # Unused factor levels are dropped afterwards as model.frame() would
+  # (drop.unused.levels = TRUE), but found by counting codes instead of
+  # model.frame()'s unique() of every factor.
   mf$na.action <- quote(stats::na.pass)
-  mf$drop.unused.levels <- TRUE
   mf[[1L]] <- quote(stats::model.frame)
   frame <- tryCatch(
     eval(mf, local_env),
     error = function(e) h_abort(conditionMessage(e), "data")
   )
-  if (!all(stats::complete.cases(frame))) {
+  if (anyNA(frame)) {
     frame <- tryCatch(na.action(frame), error = function(e) h_abort(conditionMessage(e), "data"))
-    frame <- h_drop_unused_levels(frame)
   }
+  frame <- h_drop_unused_levels(frame)
   tt <- attr(frame, "terms")
   environment(tt) <- fenv
   attr(frame, "terms") <- tt
@@ -165,9 +167,11 @@ h_frame_response <- function(frame) {
   if (!is.numeric(y)) {
     h_abort(sprintf("The response must be numeric, not of class '%s'.", class(y)[1L]), "response")
   }
-  if (any(!is.finite(y))) h_abort("NA/NaN/Inf in the response.", "response")
   # unnamed: methods take the row names from the model frame when needed
-  as.numeric(y)
+  y <- as.numeric(y)
+  # a non-finite value makes the sum non-finite: only then look closer
+  if (!is.finite(sum(y)) && any(!is.finite(y))) h_abort("NA/NaN/Inf in the response.", "response")
+  y
 }
 
 #' Drop linearly dependent columns of the fixed-effects model matrix.
@@ -178,15 +182,19 @@ h_frame_response <- function(frame) {
 #' dropped columns.
 #' @param X model matrix.
 #' @param tol tolerance.
+#' @param rows optional logical vector: the rows whose rank matters.
+#' @param xtx optional `crossprod(X)` (ignored with `rows`), so that the
+#'   screen does not pass over `X` again.
 #' @return list(X = reduced matrix with "assign" and "contrasts", dropped =
 #'   character names of dropped columns).
 #' @noRd
-h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL) {
+h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL, xtx = NULL) {
   p <- ncol(X)
   if (p == 0L) return(list(X = X, dropped = character()))
   # the rank that matters is that of the rows that contribute (positive weight)
   Xr <- if (is.null(rows)) X else X[rows, , drop = FALSE]
-  if (h_clearly_full_rank(Xr)) return(list(X = X, dropped = character()))
+  if (!is.null(rows)) xtx <- NULL
+  if (h_clearly_full_rank(Xr, xtx)) return(list(X = X, dropped = character()))
   qx <- qr(Xr, tol = tol, LAPACK = FALSE)
   if (qx$rank == p) return(list(X = X, dropped = character()))
   keep <- sort(qx$pivot[seq_len(qx$rank)])
@@ -207,15 +215,22 @@ h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL) {
 
 #' Warn, as lme4, if the continuous predictors are on very different scales.
 #' @noRd
-h_check_scale_x <- function(X, tol = 1000) {
+h_check_scale_x <- function(X, tol = 1000, s1 = NULL, s2 = NULL) {
   if (!ncol(X) || nrow(X) < 2L) return(invisible(FALSE))
   # a column is binary (0/1) when sum(x^2) == sum(x) and every x is 0 or 1;
-  # only columns passing the cheap first test get the full check
+  # only columns passing the cheap first test get the full check. The column
+  # sums and sums of squares may be given (from one pass made anyway).
   n <- nrow(X)
-  s1 <- colSums(X)
-  s2 <- colSums(X^2)
+  if (is.null(s1)) s1 <- colSums(X)
+  if (is.null(s2)) s2 <- colSums(X^2)
   maybe_binary <- which(abs(s2 - s1) <= 1e-8 * pmax(1, s2))
   continuous <- rep(TRUE, ncol(X))
+  # model.matrix()'s intercept column (assign 0) is all ones by construction
+  asg <- attr(X, "assign")
+  if (length(asg) == ncol(X)) {
+    continuous[maybe_binary[asg[maybe_binary] == 0L]] <- FALSE
+    maybe_binary <- maybe_binary[asg[maybe_binary] != 0L]
+  }
   for (j in maybe_binary) continuous[j] <- !all(X[, j] == 0 | X[, j] == 1)
   if (!any(continuous)) return(invisible(FALSE))
   means <- s1[continuous] / n
@@ -247,13 +262,120 @@ h_fixed_terms <- function(fixed_formula, data) {
 #' @return the full model matrix (before dropping aliased columns).
 #' @noRd
 h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
-  X <- h_model_matrix_safely(stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts),
-                             "fixed-effects")
-  if (any(!is.finite(X))) {
+  h_fixed_matrix_sums(fixed_terms, frame, contrasts)$X
+}
+
+#' [h_fixed_matrix()] with the column sums it computes for its finiteness
+#' check (reused by the rank screen and the scale check).
+#' @return list(X = model matrix, s1 = column sums).
+#' @noRd
+h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
+  X <- if (is.null(contrasts)) h_numeric_model_matrix(fixed_terms, frame)
+  if (is.null(X)) {
+    X <- h_model_matrix_safely(stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts),
+                               "fixed-effects")
+    rownames(X) <- NULL
+  }
+  # NA/NaN/Inf make their column's sum non-finite: only then (or when finite
+  # values overflow) look at the elements (no n x p temporaries otherwise)
+  s1 <- colSums(X)
+  if (!all(is.finite(s1)) && any(!is.finite(X))) {
     h_abort("Non-finite values (NA/NaN/Inf) in the fixed-effects model matrix.", "non_finite")
   }
-  rownames(X) <- NULL
+  list(X = X, s1 = s1)
+}
+
+#' The fixed-effects model matrix of a formula whose terms are all plain
+#' numeric variables or unordered factors with the default treatment
+#' contrasts (and an intercept when there is a factor), built from the
+#' columns and the factors' integer codes: the same matrix as
+#' `model.matrix()` (column names, order, "assign", "contrasts") without its
+#' n row names, whose removal makes R wrap `X` and copy it at the next read
+#' of its data. NULL for anything else (interactions, matrix columns such as
+#' `poly()`, logical or ordered or single-level factors, factors with their
+#' own contrasts, classed columns other than `I()`), which `model.matrix()`
+#' handles.
+#' @noRd
+h_numeric_model_matrix <- function(fixed_terms, frame) {
+  labs <- attr(fixed_terms, "term.labels")
+  intercept <- isTRUE(attr(fixed_terms, "intercept") == 1L)
+  if (!length(labs) || any(attr(fixed_terms, "order") != 1L) ||
+      !all(labs %in% names(frame)) || anyDuplicated(labs)) {
+    return(NULL)
+  }
+  cols <- lapply(labs, function(v) frame[[v]])
+  kind <- vapply(cols, function(x) {
+    if (typeof(x) %in% c("double", "integer") && is.null(dim(x)) &&
+        (!is.object(x) || identical(class(x), "AsIs")) && is.null(attr(x, "levels"))) {
+      "numeric"
+    } else if (identical(class(x), "factor") && is.null(attr(x, "contrasts")) &&
+               nlevels(x) >= 2L && !anyNA(levels(x))) {
+      "factor"
+    } else {
+      "other"
+    }
+  }, "")
+  if (any(kind == "other")) return(NULL)
+  is_f <- kind == "factor"
+  if (any(is_f) && (!intercept ||
+      !identical(as.character(getOption("contrasts"))[1L], "contr.treatment"))) {
+    return(NULL)
+  }
+  if (!any(is_f)) {
+    # one pass: bind the columns
+    cols <- lapply(cols, function(x) if (is.object(x)) unclass(x) else x)
+    names(cols) <- labs
+    X <- do.call(cbind, c(if (intercept) list(`(Intercept)` = 1), cols))
+    if (typeof(X) != "double") storage.mode(X) <- "double"
+    attributes(X) <- list(dim = dim(X), dimnames = list(NULL, colnames(X)),
+                          assign = c(if (intercept) 0L, seq_along(labs)))
+    return(X)
+  }
+  n <- nrow(frame)
+  width <- ifelse(is_f, vapply(cols, nlevels, 1L) - 1L, 1L)
+  p <- intercept + sum(width)
+  X <- matrix(0, n, p)
+  cn <- character(p)
+  asg <- integer(p)
+  j <- 0L
+  if (intercept) {
+    X[, 1L] <- 1
+    cn[1L] <- "(Intercept)"
+    j <- 1L
+  }
+  for (t in seq_along(labs)) {
+    x <- cols[[t]]
+    idx <- j + seq_len(width[t])
+    if (is_f[t]) {
+      # treatment contrasts: one 0/1 column per level after the first
+      k <- as.integer(x)
+      rows <- which(k > 1L)
+      X[cbind(rows, j + k[rows] - 1L)] <- 1
+      cn[idx] <- paste0(labs[t], levels(x)[-1L])
+    } else {
+      X[, idx] <- as.double(x)
+      cn[idx] <- labs[t]
+    }
+    asg[idx] <- t
+    j <- j + width[t]
+  }
+  attr(X, "dimnames") <- list(NULL, cn)
+  attr(X, "assign") <- asg
+  if (any(is_f)) {
+    attr(X, "contrasts") <- stats::setNames(rep(list("contr.treatment"), sum(is_f)),
+                                            labs[is_f])
+  }
   X
+}
+
+#' Column sums (given, or computed) and cross-product of a model matrix,
+#' computed once for the rank screen and the scale check (one BLAS pass).
+#' @return list(s1 = column sums, xtx = crossprod(X)), or NULL for no columns.
+#' @noRd
+h_x_summaries <- function(X, s1 = NULL) {
+  if (!ncol(X)) return(NULL)
+  if (is.null(s1)) s1 <- colSums(X)
+  list(s1 = s1, xtx = crossprod(X))
 }
 
 #' Weights from the model frame (1s if none).
@@ -323,11 +445,17 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   re <- if (length(bars) || is.null(cov_term)) h_re_terms(bars, frame, env = environment(formula))
   fixed_formula <- h_no_bars(formula)
   fixed_terms <- h_attach_predvars(h_fixed_terms(fixed_formula, data), h_predvars_map(attr(frame, "terms")))
-  X_full <- h_fixed_matrix(fixed_terms, frame, contrasts)
+  fm <- h_fixed_matrix_sums(fixed_terms, frame, contrasts)
+  X_full <- fm$X
   weights <- h_frame_weights(frame)
   n_pos <- attr(weights, "n_positive")
-  reduced <- h_drop_rank_deficient(X_full, rows = if (n_pos < n) weights > 0)
-  h_check_scale_x(reduced$X)
+  xs <- h_x_summaries(X_full, fm$s1)
+  rm(fm)
+  reduced <- h_drop_rank_deficient(X_full, rows = if (n_pos < n) weights > 0, xtx = xs$xtx)
+  if (!is.null(xs)) {
+    kept <- match(colnames(reduced$X), colnames(X_full))
+    h_check_scale_x(reduced$X, s1 = xs$s1[kept], s2 = diag(xs$xtx)[kept])
+  }
   weights <- as.numeric(weights)
   attr(fixed_terms, "lmmr_kept_columns") <- colnames(reduced$X)
   cov <- NULL
@@ -432,10 +560,11 @@ h_newdata_X <- function(design_info, newdata) {
 #' when it is not clearly well conditioned does the caller run the QR that
 #' decides which columns are aliased.
 #' @noRd
-h_clearly_full_rank <- function(X) {
-  d <- sqrt(colSums(X^2))
+h_clearly_full_rank <- function(X, xtx = NULL) {
+  if (is.null(xtx)) xtx <- crossprod(X)
+  d <- sqrt(diag(xtx))
   if (any(!is.finite(d)) || any(d == 0)) return(FALSE)
-  xtx <- crossprod(X) / outer(d, d)
+  xtx <- xtx / outer(d, d)
   r <- suppressWarnings(chol(xtx, pivot = TRUE, tol = 1e-9))
   # smallest pivot of the scaled Cholesky factor plays the role of QR's
   # |R_jj| / |x_j|; keep a wide margin over the QR tolerance
@@ -457,7 +586,11 @@ h_model_matrix_safely <- function(expr, what) {
 #' @noRd
 h_drop_unused_levels <- function(frame) {
   for (nm in names(frame)) {
-    if (is.factor(frame[[nm]])) frame[[nm]] <- droplevels(frame[[nm]])
+    x <- frame[[nm]]
+    if (is.factor(x) && !all(tabulate(x, nbins = nlevels(x)) > 0L)) {
+      # what model.frame(drop.unused.levels = TRUE) does to such a column
+      frame[[nm]] <- x[, drop = TRUE]
+    }
   }
   frame
 }

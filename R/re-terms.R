@@ -123,6 +123,12 @@ h_factorize_groups <- function(frame, vars) {
 #' @return list(Z = n x k matrix, contrasts, xlevels).
 #' @noRd
 h_term_model_matrix <- function(lhs_terms, frame) {
+  if (!length(attr(lhs_terms, "term.labels")) && isTRUE(attr(lhs_terms, "intercept") == 1L) &&
+      is.null(attr(lhs_terms, "offset"))) {
+    # `(1 | g)`: a column of ones, without model.matrix()'s n row names
+    return(list(Z = matrix(1, nrow(frame), 1L, dimnames = list(NULL, "(Intercept)")),
+                contrasts = NULL, xlevels = stats::.getXlevels(lhs_terms, frame)))
+  }
   Z <- h_model_matrix_safely(stats::model.matrix(lhs_terms, frame), "random-effects")
   contr <- attr(Z, "contrasts")
   xlev <- stats::.getXlevels(lhs_terms, frame)
@@ -144,10 +150,11 @@ h_term_model_matrix <- function(lhs_terms, frame) {
 h_re_term <- function(bar, frame, pv_map, env) {
   group_vars <- h_group_vars(bar$group)
   ff <- h_group_factor(bar$group, frame)
-  if (all(is.na(ff))) {
-    h_abort(sprintf("Invalid grouping factor specification, %s", h_deparse(bar$group)), "grouping")
-  }
-  if (anyNA(ff)) {
+  # anyNA() first: all(is.na()) would allocate n logicals for every term
+  if (anyNA(ff) || !length(ff)) {
+    if (all(is.na(ff))) {
+      h_abort(sprintf("Invalid grouping factor specification, %s", h_deparse(bar$group)), "grouping")
+    }
     h_abort(sprintf("NA in grouping factor '%s'.", h_deparse(bar$group)), "data")
   }
   lhs <- stats::as.formula(call("~", bar$lhs), env = env)
@@ -243,7 +250,7 @@ h_check_n_re <- function(terms, n) {
 #' @noRd
 h_check_finite_Z <- function(terms) {
   for (t in terms) {
-    if (any(!is.finite(t$Z))) {
+    if (!all(is.finite(colSums(t$Z))) && any(!is.finite(t$Z))) {
       h_abort(
         sprintf("Non-finite values (NA/NaN/Inf) in the random-effects model matrix of term (%s).", t$term_name),
         "non_finite"

@@ -113,3 +113,29 @@ test_that("boxcox and bootstrap intervals work from the fit alone", {
   expect_true(is.matrix(ic$ci))
   expect_equal(ic$ci, icc_ref$ci, tolerance = 1e-8)
 })
+
+test_that("the data pass gives identical fits whatever the number of threads", {
+  set.seed(11)
+  n <- 150000 # several slabs of rows
+  d <- data.frame(x = rnorm(n), a = factor(sample(40, n, TRUE)),
+                  b = factor(sample(6, n, TRUE)), w = runif(n, 0.5, 2))
+  d$y <- d$x + rnorm(40)[d$a] + rnorm(6)[d$b] + rnorm(n)
+  f <- y ~ x + (x | a) + (1 | b)
+  fits <- lapply(1:3, function(k) lmm(f, d, weights = w, control = lmm_control(threads = k)))
+  for (k in 2:3) {
+    expect_identical(fits[[k]]$objective, fits[[1]]$objective)
+    expect_identical(fits[[k]]$beta, fits[[1]]$beta)
+    expect_identical(fits[[k]]$theta, fits[[1]]$theta)
+    expect_identical(fits[[k]]$fitted, fits[[1]]$fitted)
+  }
+  # and refits with a new response (one pass for the response parts)
+  y2 <- d$y * 2 + 1
+  r1 <- refit(fits[[1]], y2)
+  r3 <- refit(fits[[3]], y2)
+  expect_identical(r3$objective, r1$objective)
+  expect_identical(lmm_control()$threads, NULL)
+  expect_identical(lmm_control(threads = 2)$threads, 2L)
+  expect_error(lmm_control(threads = 0), class = "lmmr_error_argument")
+  expect_error(lmm_control(threads = 1.5), class = "lmmr_error_argument")
+  expect_error(lmm_control(threads = "a"), class = "lmmr_error_argument")
+})

@@ -383,3 +383,54 @@ test_that("the frame's terms keep the formula environment", {
   expect_identical(environment(attr(des$frame, "terms")), env)
   expect_identical(environment(des$fixed_terms), env)
 })
+
+test_that("numeric fixed effects are bound without model.matrix(), identically", {
+  set.seed(1)
+  n <- 30
+  d <- data.frame(y = rnorm(n), x = rnorm(n), z = rpois(n, 3),
+                  f = factor(sample(letters[1:3], n, TRUE)), l = rnorm(n) > 0)
+  d$`my x` <- rnorm(n)
+  d$g <- factor(sample(c("a b", "c:d", "e"), n, TRUE))
+  d$o <- factor(sample(1:3, n, TRUE), ordered = TRUE)
+  d$h <- factor(sample(c("u", "v"), n, TRUE))
+  contrasts(d$h) <- contr.sum(2)
+  forms <- list(y ~ x, y ~ x + z, y ~ 0 + x + z, y ~ z, y ~ log(z + 1) + I(x^2),
+                y ~ x + offset(z), y ~ x + f, y ~ f + x + g, y ~ g,
+                y ~ `my x` + x, y ~ x:z, y ~ poly(x, 2),
+                y ~ l, y ~ 1, y ~ scale(x), y ~ 0 + f, y ~ x + o, y ~ x + h, y ~ f * x)
+  bound <- logical(length(forms))
+  for (i in seq_along(forms)) {
+    fr <- model.frame(forms[[i]], d)
+    tt <- attr(fr, "terms")
+    ref <- model.matrix(tt, fr)
+    rownames(ref) <- NULL
+    fast <- lmmr:::h_numeric_model_matrix(tt, fr)
+    bound[i] <- !is.null(fast)
+    if (bound[i]) expect_identical(fast, ref)
+    expect_identical(lmmr:::h_fixed_matrix(tt, fr, NULL), ref)
+  }
+  # plain numeric terms and treatment-coded factors are bound; interactions,
+  # matrix, logical and ordered columns, factors with their own contrasts
+  # and factors without an intercept go through model.matrix()
+  expect_identical(bound, c(rep(TRUE, 9), rep(FALSE, 10)))
+})
+
+test_that("fits with X bound from the columns equal model.matrix()-based fits", {
+  set.seed(2)
+  n <- 200
+  d <- data.frame(x = rnorm(n), f = factor(sample(c("a", "b", "c"), n, TRUE)),
+                  g = factor(sample(12, n, TRUE)))
+  d$f2 <- d$f # aliased with f
+  d$y <- d$x + as.integer(d$f) + rnorm(12)[d$g] + rnorm(n)
+  f <- y ~ x + f + f2 + (1 | g)
+  # a contrasts argument sends X through model.matrix()
+  expect_message(bound <- lmm(f, d), class = "lmmr_message_rank_deficient")
+  expect_message(ref <- lmm(f, d, contrasts = list(f = "contr.treatment")),
+                 class = "lmmr_message_rank_deficient")
+  expect_identical(names(fixef(bound)), names(fixef(ref)))
+  expect_identical(bound$dropped, ref$dropped)
+  expect_identical(bound$X, ref$X)
+  expect_identical(bound$objective, ref$objective)
+  expect_identical(fixef(bound), fixef(ref))
+  expect_identical(model.matrix(bound), model.matrix(ref))
+})

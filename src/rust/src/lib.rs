@@ -8,7 +8,7 @@ mod rcov_glue;
 mod refit_glue;
 
 use extendr_api::prelude::*;
-use lmmr_core::{Design, FitControl, FitInput, FitOutput, LmmError, Model, ReTermInput};
+use lmmr_core::{FitControl, FitInput, FitOutput, LmmError, Model, ReTermInput};
 
 mod convert;
 
@@ -77,7 +77,8 @@ fn r_interrupt_pending() -> bool {
 /// Builds a [`Model`] from the design passed from R and returns it behind an
 /// external pointer (or an error list). `n_obs` and `log_w_sum` (or NULL)
 /// describe the data when the rows are pseudo-rows of a fit from sufficient
-/// statistics. Internal; called by `h_engine_build()`.
+/// statistics. `threads` (NULL or a whole number, 0 for all cores) sets the
+/// threads of the passes over the rows. Internal; called by `h_engine_build()`.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -92,6 +93,7 @@ fn rs_model_new(
     factor_id: Robj,
     n_obs: Robj,
     log_w_sum: Robj,
+    threads: Robj,
 ) -> Robj {
     R_MAIN_THREAD.get_or_init(|| std::thread::current().id());
     let codes_v: Vec<Robj> = codes.values().collect();
@@ -108,7 +110,7 @@ fn rs_model_new(
             factor_id: &factor_id,
         })
         .map_err(bad)?;
-        let design = Design::from_input(&FitInput {
+        let input = FitInput {
             n: d.n,
             p: d.p,
             x: d.x,
@@ -125,7 +127,16 @@ fn rs_model_new(
                     factor_id: t.factor_id,
                 })
                 .collect(),
-        });
+        };
+        // threads of the passes over the rows; NULL or 0: all cores
+        let threads = if threads.is_null() {
+            0
+        } else {
+            match reals(&threads, "threads").map_err(bad)? {
+                [x] if x.is_finite() && *x >= 0.0 && x.fract() == 0.0 => *x as usize,
+                _ => return Err(bad("`threads` must be one non-negative whole number")),
+            }
+        };
         let n_obs = if n_obs.is_null() {
             None
         } else {
@@ -142,7 +153,8 @@ fn rs_model_new(
                 _ => return Err(bad("`log_w_sum` must be one finite number")),
             }
         };
-        let mut model = Model::new(design)?;
+        // the model copies what it keeps; X only as its Q (see lmmr_core::Model)
+        let mut model = Model::from_input(&input, threads)?;
         model.set_counts(n_obs, log_w_sum)?;
         model.set_interrupt(Some(r_interrupt_pending));
         Ok::<Model, LmmError>(model)

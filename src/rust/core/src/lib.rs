@@ -27,6 +27,7 @@ mod input;
 mod model;
 mod moments;
 mod optim;
+mod pass;
 mod precondition;
 mod rcov;
 mod refit;
@@ -155,7 +156,19 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// `input` must have been validated.
     pub(crate) fn new(input: &FitInput) -> Result<Prepared, LmmError> {
-        let blocks = Blocks::build(input)?;
+        Self::new_threads(input, 0)
+    }
+
+    /// As [`Prepared::new`], building the blocks on `threads` threads (0: all
+    /// cores; the blocks do not depend on it).
+    pub(crate) fn new_threads(input: &FitInput, threads: usize) -> Result<Prepared, LmmError> {
+        let mut blocks = Blocks::build_threads(input, threads)?;
+        // The response parts again, by the code that replaces them for a
+        // new response: a kept model whose response is set back to the
+        // original is then bit-identical to the fresh one (refit loops
+        // leave no trace in later results; the fused pass sums in another
+        // order).
+        blocks.set_response_threads(input, threads)?;
         let ws = Workspace::new(&blocks);
         Ok(Prepared {
             blocks,

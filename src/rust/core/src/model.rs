@@ -106,6 +106,8 @@ pub struct Model {
     pub(crate) design: Design,
     pub(crate) pre: Preconditioned,
     pub(crate) prep: Prepared,
+    /// Threads of the passes over the rows (0: all cores).
+    pub(crate) threads: usize,
 }
 
 /// The preconditioned problem the blocks are built from: `Q` for `X` and the
@@ -119,16 +121,49 @@ fn transformed<'a>(design: &'a Design, pre: &'a Preconditioned) -> FitInput<'a> 
 }
 
 impl Model {
-    /// Validates the design, preconditions it and builds the blocks.
+    /// Validates the design, preconditions it and builds the blocks, using
+    /// all cores.
     pub fn new(design: Design) -> Result<Model, LmmError> {
-        let input = design.input();
-        input::validate(&input)?;
-        let pre = precondition::precondition(&input)?;
-        let prep = Prepared::new(&transformed(&design, &pre))?;
-        // X = Q R: the preconditioned Q replaces X from here on.
+        Self::with_threads(design, 0)
+    }
+
+    /// As [`Model::new`], with the passes over the rows (here and in
+    /// [`Model::set_response`]) on `threads` threads (0: all cores). The
+    /// results do not depend on `threads`.
+    pub fn with_threads(design: Design, threads: usize) -> Result<Model, LmmError> {
+        input::validate(&design.input())?;
+        // X = Q R: the preconditioned Q replaces X (in place) from here on.
         let mut design = design;
-        design.x = Vec::new();
-        Ok(Model { design, pre, prep })
+        let x = std::mem::take(&mut design.x);
+        let pre = precondition::precondition_owned(x, &design.input(), threads)?;
+        let prep = Prepared::new_threads(&transformed(&design, &pre), threads)?;
+        Ok(Model {
+            design,
+            pre,
+            prep,
+            threads,
+        })
+    }
+
+    /// As [`Model::with_threads`] from borrowed data (e.g. R's memory),
+    /// without first copying `X`: the model's only copy of it is `Q`.
+    pub fn from_input(input: &FitInput, threads: usize) -> Result<Model, LmmError> {
+        input::validate(input)?;
+        let design = Design {
+            x: Vec::new(),
+            ..Design::from_input(&FitInput {
+                x: &[],
+                ..input.clone()
+            })
+        };
+        let pre = precondition::precondition_copy(input.x, &design.input(), threads)?;
+        let prep = Prepared::new_threads(&transformed(&design, &pre), threads)?;
+        Ok(Model {
+            design,
+            pre,
+            prep,
+            threads,
+        })
     }
 
     /// The data the model was built from (with the current response). Its
@@ -169,14 +204,23 @@ impl Model {
                 "y contains non-finite values".into(),
             ));
         }
-        let resp =
-            precondition::response_part(&self.pre.q, &self.pre.r, n, p, y, &self.design.weights)?;
+        let resp = precondition::response_part_fused(
+            &self.pre.q,
+            &self.pre.r,
+            n,
+            p,
+            y,
+            &self.design.weights,
+        )?;
+        let old_y = std::mem::replace(&mut self.pre.y, resp.y);
+        let tr = transformed(&self.design, &self.pre);
+        if let Err(e) = self.prep.blocks.set_response_threads(&tr, self.threads) {
+            self.pre.y = old_y;
+            return Err(e);
+        }
         self.design.y.copy_from_slice(y);
-        self.pre.y = resp.y;
         self.pre.beta0 = resp.beta0;
         self.pre.scale = resp.scale;
-        let tr = transformed(&self.design, &self.pre);
-        self.prep.blocks.set_response(&tr);
         Ok(())
     }
 
@@ -286,7 +330,9 @@ impl Model {
             self.set_counts(control.n_obs, control.log_w_sum)?;
         }
         let n_obs = self.n_obs();
-        let Model { design, pre, prep } = self;
+        let Model {
+            design, pre, prep, ..
+        } = self;
         let original = design.input();
         let input = transformed(design, pre);
         let lower = input::lower_bounds(&input);
@@ -520,8 +566,16 @@ mod tests {
         let d = design(3, true);
         let control = FitControl::default();
         let a = crate::fit_lmm(&d.input(), &control).unwrap();
-        let b = Model::new(d).unwrap().fit(&control).unwrap();
+        let b = Model::new(d.clone()).unwrap().fit(&control).unwrap();
         assert_eq!(a, b);
+        // from borrowed data, on any number of threads: the same numbers
+        for threads in [1, 2, 3] {
+            let c = Model::from_input(&d.input(), threads)
+                .unwrap()
+                .fit(&control)
+                .unwrap();
+            assert_eq!(c, b);
+        }
     }
 
     #[test]

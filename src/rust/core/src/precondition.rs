@@ -43,9 +43,16 @@ fn wdot(a: &[f64], b: &[f64], w: &[f64]) -> f64 {
 
 /// Modified Gram-Schmidt with re-orthogonalisation in the `W` metric.
 fn orthonormalise(input: &FitInput) -> Result<(Vec<f64>, Vec<f64>), LmmError> {
-    let (n, p) = (input.n, input.p);
-    let w = input.weights;
-    let mut q = input.x.to_vec();
+    orthonormalise_owned(input.x.to_vec(), input.n, input.p, input.weights)
+}
+
+/// [`orthonormalise`] in place on an owned copy of `X`.
+fn orthonormalise_owned(
+    mut q: Vec<f64>,
+    n: usize,
+    p: usize,
+    w: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>), LmmError> {
     let mut r = vec![0.0; p * p];
     for j in 0..p {
         let norm0 = wdot(&q[j * n..(j + 1) * n], &q[j * n..(j + 1) * n], w).sqrt();
@@ -94,7 +101,7 @@ pub(crate) fn solve_upper(r: &[f64], p: usize, c: &[f64]) -> Vec<f64> {
 pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError> {
     let p = input.p;
     let (q, r) = orthonormalise(input)?;
-    let resp = response_part(&q, &r, input.n, p, input.y, input.weights)?;
+    let resp = response_part_fused(&q, &r, input.n, p, input.y, input.weights)?;
     let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
     Ok(Preconditioned {
         beta0: resp.beta0,
@@ -106,11 +113,472 @@ pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError>
     })
 }
 
+/// Smallest diagonal entry of the Cholesky factor of the column-scaled
+/// `X'WX` for which [`precondition_owned`] takes its fast path (about
+/// `cond(X) <= 1e3`, where `Q = X R^-1` is orthonormal to ~1e-10); below it
+/// the Gram-Schmidt path is used.
+const FAST_MIN_PIVOT: f64 = 1e-3;
+
+/// As [`precondition`], on an owned `X` (`x`, column-major `n x p`; the
+/// `x` of `input` is not used) that becomes `Q` in place. When `X` is well
+/// conditioned, `R` comes from the Cholesky factor of `X'WX` (one pass over
+/// the rows), `Q = X R^-1` and the residual of `y` are formed in a second
+/// pass, and one step of iterative refinement (a third, light pass) makes
+/// the residual orthogonal to `Q`: three passes instead of the `~2 p^2`
+/// column passes of Gram-Schmidt. Otherwise Gram-Schmidt, as
+/// [`precondition`]. The passes run on `threads` threads (0: all cores) and
+/// do not depend on it.
+pub(crate) fn precondition_owned(
+    x: Vec<f64>,
+    input: &FitInput,
+    threads: usize,
+) -> Result<Preconditioned, LmmError> {
+    precondition_from(XSource::Owned(x), input, threads)
+}
+
+/// As [`precondition_owned`] from a borrowed `X` (e.g. R's memory): on the
+/// fast path the copy into `Q` is part of the second pass.
+pub(crate) fn precondition_copy(
+    x: &[f64],
+    input: &FitInput,
+    threads: usize,
+) -> Result<Preconditioned, LmmError> {
+    precondition_from(XSource::Borrowed(x), input, threads)
+}
+
+enum XSource<'a> {
+    Owned(Vec<f64>),
+    Borrowed(&'a [f64]),
+}
+
+fn precondition_from(
+    src: XSource,
+    input: &FitInput,
+    threads: usize,
+) -> Result<Preconditioned, LmmError> {
+    let (n, p) = (input.n, input.p);
+    let w = input.weights;
+    let xs: &[f64] = match &src {
+        XSource::Owned(v) => v,
+        XSource::Borrowed(v) => v,
+    };
+    let fast = if p > 0 {
+        let g = gram(xs, input.y, w, n, p, threads)?;
+        fast_factor(&g, p)
+    } else {
+        None
+    };
+    let Some((r, beta_ne)) = fast else {
+        let x = match src {
+            XSource::Owned(v) => v,
+            XSource::Borrowed(v) => v.to_vec(),
+        };
+        let (q, r) = orthonormalise_owned(x, n, p, w)?;
+        let resp = response_part_fused(&q, &r, n, p, input.y, w)?;
+        let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
+        return Ok(Preconditioned {
+            beta0: resp.beta0,
+            q,
+            r,
+            y: resp.y,
+            scale: resp.scale,
+            log_det_r2,
+        });
+    };
+    let (mut q, copy_from) = match src {
+        XSource::Owned(v) => (v, None),
+        // zeroed pages cost nothing until the pass writes them
+        XSource::Borrowed(v) => (vec![0.0; n * p], Some(v)),
+    };
+    let mut res = vec![0.0; n];
+    let g2 = transform_in_place(
+        &mut q, copy_from, &mut res, input.y, w, n, p, &r, &beta_ne, threads,
+    )?;
+    // refinement: c = (Q'WQ)^-1 Q'W res, res -= Q c, beta0 += R^-1 c
+    let m = p + 1;
+    let qtq: Vec<f64> = (0..p * p).map(|i| g2[(i / p) * m + i % p]).collect();
+    let qtr: Vec<f64> = (0..p).map(|c| g2[c * m + p]).collect();
+    let c = spd_solve(&qtq, p, &qtr).unwrap_or(qtr);
+    for (k, ck) in c.iter().enumerate() {
+        let qk = &q[k * n..(k + 1) * n];
+        for (a, b) in res.iter_mut().zip(qk) {
+            *a -= ck * b;
+        }
+    }
+    let dc = solve_upper(&r, p, &c);
+    let beta0: Vec<f64> = beta_ne.iter().zip(&dc).map(|(a, b)| a + b).collect();
+    let max_abs = |v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .filter(|(i, _)| crate::input::contributes(w, *i))
+            .fold(0.0f64, |m, (_, x)| m.max(x.abs()))
+    };
+    let y_max = max_abs(input.y);
+    let scale = max_abs(&res);
+    if !(scale.is_finite() && scale > 1e-13 * y_max && scale > 0.0) {
+        return Err(perfect_fit());
+    }
+    for v in &mut res {
+        *v /= scale;
+    }
+    let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
+    Ok(Preconditioned {
+        q,
+        r,
+        y: res,
+        beta0,
+        scale,
+        log_det_r2,
+    })
+}
+
+fn perfect_fit() -> LmmError {
+    LmmError::NonFinite(
+        "perfect fit: the fixed effects reproduce the response exactly (e.g. a constant response), so the residual variance is zero and there is nothing left for a mixed model to estimate".into(),
+    )
+}
+
+/// `[A b]' W [A b]` (`(p + 1) x (p + 1)`, full) of column-major `a` (`n x p`)
+/// and `b`, in one deterministic multithreaded pass.
+fn gram(
+    a: &[f64],
+    b: &[f64],
+    w: &[f64],
+    n: usize,
+    p: usize,
+    threads: usize,
+) -> Result<Vec<f64>, LmmError> {
+    use crate::pass::{add_into, reduce_slabs, resolve_threads, slab_rows, CHUNK};
+    use faer::linalg::matmul::matmul;
+    use faer::{Accum, MatMut, MatRef, Par};
+    let m = p + 1;
+    let slab = slab_rows(m * m);
+    let make = |s: usize| -> Result<Vec<f64>, LmmError> {
+        let (lo, hi) = (s * slab, ((s + 1) * slab).min(n));
+        let chunk = CHUNK.min(hi - lo);
+        let mut acc = vec![0.0; m * m];
+        let mut xa = vec![0.0; chunk * m];
+        let mut wxa = vec![0.0; chunk * m];
+        let mut start = lo;
+        while start < hi {
+            let len = chunk.min(hi - start);
+            for c in 0..m {
+                let src = if c < p {
+                    &a[c * n + start..c * n + start + len]
+                } else {
+                    &b[start..start + len]
+                };
+                xa[c * len..(c + 1) * len].copy_from_slice(src);
+                if w.is_empty() {
+                    wxa[c * len..(c + 1) * len].copy_from_slice(src);
+                } else {
+                    for r in 0..len {
+                        wxa[c * len + r] = w[start + r] * src[r];
+                    }
+                }
+            }
+            let xm = MatRef::from_column_major_slice(&xa[..len * m], len, m);
+            let wm = MatRef::from_column_major_slice(&wxa[..len * m], len, m);
+            let am = MatMut::from_column_major_slice_mut(&mut acc, m, m);
+            matmul(am, Accum::Add, xm.transpose(), wm, 1.0, Par::Seq);
+            start += len;
+        }
+        Ok(acc)
+    };
+    let add = |x: &mut Vec<f64>, y: Vec<f64>| add_into(x, &y);
+    reduce_slabs(n.div_ceil(slab), resolve_threads(threads), &make, &add)
+}
+
+/// From `[X y]' W [X y]` (`g`, `(p + 1) x (p + 1)`): `R` (upper, `X'WX =
+/// R'R`) and the least-squares coefficients, or `None` when the column-scaled
+/// Cholesky factor has a pivot below [`FAST_MIN_PIVOT`] (or a column is
+/// zero or not finite).
+fn fast_factor(g: &[f64], p: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+    let m = p + 1;
+    let d: Vec<f64> = (0..p).map(|j| g[j * m + j].sqrt()).collect();
+    if d.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return None;
+    }
+    // lower Cholesky factor of the scaled matrix, column-major
+    let mut l = vec![0.0; p * p];
+    for j in 0..p {
+        let mut s = g[j * m + j] / (d[j] * d[j]);
+        for k in 0..j {
+            s -= l[k * p + j] * l[k * p + j];
+        }
+        if !(s.is_finite() && s > 0.0) {
+            return None;
+        }
+        let ljj = s.sqrt();
+        if ljj < FAST_MIN_PIVOT {
+            return None;
+        }
+        l[j * p + j] = ljj;
+        for i in (j + 1)..p {
+            let mut v = g[j * m + i] / (d[i] * d[j]);
+            for k in 0..j {
+                v -= l[k * p + i] * l[k * p + j];
+            }
+            l[j * p + i] = v / ljj;
+        }
+    }
+    // R = L' D: R[k, j] = L[j, k] d_j
+    let mut r = vec![0.0; p * p];
+    for j in 0..p {
+        for k in 0..=j {
+            r[j * p + k] = l[k * p + j] * d[j];
+        }
+    }
+    // R'R beta = X'Wy
+    let xty: Vec<f64> = (0..p).map(|c| g[c * m + p]).collect();
+    let u = solve_lower_t(&r, p, &xty);
+    let beta = solve_upper(&r, p, &u);
+    if beta.iter().all(|v| v.is_finite()) {
+        Some((r, beta))
+    } else {
+        None
+    }
+}
+
+/// Solves `R' u = c` for upper-triangular `R` (column-major `p x p`).
+fn solve_lower_t(r: &[f64], p: usize, c: &[f64]) -> Vec<f64> {
+    let mut u = c.to_vec();
+    for j in 0..p {
+        let mut v = u[j];
+        for k in 0..j {
+            v -= r[j * p + k] * u[k];
+        }
+        u[j] = v / r[j * p + j];
+    }
+    u
+}
+
+/// Solves `A x = b` for a small symmetric positive definite `A` (column-major
+/// `p x p`) by Cholesky; `None` if it is not positive definite.
+fn spd_solve(a: &[f64], p: usize, b: &[f64]) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; p * p];
+    for j in 0..p {
+        let mut s = a[j * p + j];
+        for k in 0..j {
+            s -= l[k * p + j] * l[k * p + j];
+        }
+        if !(s.is_finite() && s > 0.0) {
+            return None;
+        }
+        let ljj = s.sqrt();
+        l[j * p + j] = ljj;
+        for i in (j + 1)..p {
+            let mut v = a[j * p + i];
+            for k in 0..j {
+                v -= l[k * p + i] * l[k * p + j];
+            }
+            l[j * p + i] = v / ljj;
+        }
+    }
+    // L z = b, then L' x = z
+    let mut z = b.to_vec();
+    for i in 0..p {
+        let mut v = z[i];
+        for k in 0..i {
+            v -= l[k * p + i] * z[k];
+        }
+        z[i] = v / l[i * p + i];
+    }
+    for i in (0..p).rev() {
+        let mut v = z[i];
+        for k in (i + 1)..p {
+            v -= l[i * p + k] * z[k];
+        }
+        z[i] = v / l[i * p + i];
+    }
+    Some(z)
+}
+
+/// Rows per chunk of [`transform_in_place`]: the `p + 1` columns of a chunk
+/// stay in the first-level caches while the triangular solve sweeps them.
+const TRANSFORM_CHUNK: usize = 512;
+
+/// One pass over the rows: `res = y - X beta`, then `X` becomes `Q = X R^-1`
+/// in place (`q` holds `X`, or is first filled from `copy_from`); returns `[Q res]' W [Q res]`. Deterministic and multithreaded
+/// as [`gram`] (each slab owns its rows of `q` and `res`).
+#[allow(clippy::too_many_arguments)]
+fn transform_in_place(
+    q: &mut [f64],
+    copy_from: Option<&[f64]>,
+    res: &mut [f64],
+    y: &[f64],
+    w: &[f64],
+    n: usize,
+    p: usize,
+    r: &[f64],
+    beta: &[f64],
+    threads: usize,
+) -> Result<Vec<f64>, LmmError> {
+    use crate::pass::{add_into, reduce_slabs, resolve_threads, slab_rows};
+    use faer::linalg::matmul::matmul;
+    use faer::{Accum, MatMut, MatRef, Par};
+    use std::sync::Mutex;
+    let m = p + 1;
+    let slab = slab_rows(m * m);
+    let n_slabs = n.div_ceil(slab);
+    // each slab's rows of every column of q, and of res
+    let mut per: Vec<Vec<&mut [f64]>> = (0..n_slabs).map(|_| Vec::with_capacity(m)).collect();
+    for col in q.chunks_mut(n) {
+        for (s, piece) in col.chunks_mut(slab).enumerate() {
+            per[s].push(piece);
+        }
+    }
+    for (s, piece) in res.chunks_mut(slab).enumerate() {
+        per[s].push(piece);
+    }
+    let cells: Vec<Mutex<Option<Vec<&mut [f64]>>>> =
+        per.into_iter().map(|v| Mutex::new(Some(v))).collect();
+    let make = |s: usize| -> Result<Vec<f64>, LmmError> {
+        let mut pieces = cells[s]
+            .lock()
+            .ok()
+            .and_then(|mut g| g.take())
+            .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
+        let lo = s * slab;
+        let rows = pieces[p].len();
+        let chunk = TRANSFORM_CHUNK.min(rows);
+        let mut acc = vec![0.0; m * m];
+        let mut xa = vec![0.0; chunk * m];
+        let mut wxa = vec![0.0; chunk * m];
+        let mut start = 0;
+        while start < rows {
+            let len = chunk.min(rows - start);
+            let (cols, rest) = pieces.split_at_mut(p);
+            if let Some(x) = copy_from {
+                for (c, col) in cols.iter_mut().enumerate() {
+                    let o = c * n + lo + start;
+                    col[start..start + len].copy_from_slice(&x[o..o + len]);
+                }
+            }
+            let rs = &mut rest[0][start..start + len];
+            rs.copy_from_slice(&y[lo + start..lo + start + len]);
+            for c in 0..p {
+                let xc = &cols[c][start..start + len];
+                for (a, b) in rs.iter_mut().zip(xc) {
+                    *a -= beta[c] * b;
+                }
+            }
+            for j in 0..p {
+                let (done, cur) = cols.split_at_mut(j);
+                let qj = &mut cur[0][start..start + len];
+                for k in 0..j {
+                    let rkj = r[j * p + k];
+                    let qk = &done[k][start..start + len];
+                    for (a, b) in qj.iter_mut().zip(qk) {
+                        *a -= rkj * b;
+                    }
+                }
+                // a multiplication: divisions would dominate the pass
+                let inv = 1.0 / r[j * p + j];
+                for a in qj.iter_mut() {
+                    *a *= inv;
+                }
+            }
+            for c in 0..m {
+                let src: &[f64] = if c < p {
+                    &cols[c][start..start + len]
+                } else {
+                    &rest[0][start..start + len]
+                };
+                xa[c * len..(c + 1) * len].copy_from_slice(src);
+                if w.is_empty() {
+                    wxa[c * len..(c + 1) * len].copy_from_slice(src);
+                } else {
+                    for t in 0..len {
+                        wxa[c * len + t] = w[lo + start + t] * src[t];
+                    }
+                }
+            }
+            let xm = MatRef::from_column_major_slice(&xa[..len * m], len, m);
+            let wm = MatRef::from_column_major_slice(&wxa[..len * m], len, m);
+            let am = MatMut::from_column_major_slice_mut(&mut acc, m, m);
+            matmul(am, Accum::Add, xm.transpose(), wm, 1.0, Par::Seq);
+            start += len;
+        }
+        Ok(acc)
+    };
+    let add = |x: &mut Vec<f64>, y: Vec<f64>| add_into(x, &y);
+    reduce_slabs(n_slabs, resolve_threads(threads), &make, &add)
+}
+
 /// The part of the preconditioning that depends on the response.
 pub(crate) struct ResponsePart {
     pub y: Vec<f64>,
     pub beta0: Vec<f64>,
     pub scale: f64,
+}
+
+/// As [`response_part`] in three passes over the rows instead of `4 p`
+/// column sweeps: `c = Q'W y`; `res = y - Q c` together with `d = Q'W res`;
+/// `res -= Q d` (classical Gram-Schmidt with one re-orthogonalisation, as
+/// accurate as the modified one for an orthonormal `Q`). Used for a new
+/// response of a kept model.
+pub(crate) fn response_part_fused(
+    q: &[f64],
+    r: &[f64],
+    n: usize,
+    p: usize,
+    y: &[f64],
+    w: &[f64],
+) -> Result<ResponsePart, LmmError> {
+    const C: usize = 2048;
+    let wy: Vec<f64>;
+    let yw: &[f64] = if w.is_empty() {
+        y
+    } else {
+        wy = y.iter().zip(w).map(|(a, b)| a * b).collect();
+        &wy
+    };
+    // c = Q'W y
+    let mut c = vec![0.0; p];
+    for (j, cj) in c.iter_mut().enumerate() {
+        *cj = q[j * n..(j + 1) * n]
+            .iter()
+            .zip(yw)
+            .map(|(a, b)| a * b)
+            .sum();
+    }
+    // res = y - Q c and d = Q'W res, chunk by chunk
+    let mut res = y.to_vec();
+    let mut d = vec![0.0; p];
+    let mut start = 0;
+    while start < n {
+        let len = C.min(n - start);
+        let rs = &mut res[start..start + len];
+        for j in 0..p {
+            let qj = &q[j * n + start..j * n + start + len];
+            for (a, b) in rs.iter_mut().zip(qj) {
+                *a -= c[j] * b;
+            }
+        }
+        for j in 0..p {
+            let qj = &q[j * n + start..j * n + start + len];
+            d[j] += if w.is_empty() {
+                qj.iter().zip(rs.iter()).map(|(a, b)| a * b).sum::<f64>()
+            } else {
+                qj.iter()
+                    .zip(rs.iter())
+                    .zip(&w[start..start + len])
+                    .map(|((a, b), v)| a * b * v)
+                    .sum::<f64>()
+            };
+        }
+        start += len;
+    }
+    // res -= Q d
+    for j in 0..p {
+        let qj = &q[j * n..(j + 1) * n];
+        for (a, b) in res.iter_mut().zip(qj) {
+            *a -= d[j] * b;
+        }
+    }
+    let coef: Vec<f64> = c.iter().zip(&d).map(|(a, b)| a + b).collect();
+    finish_response(res, coef, r, p, y, w)
 }
 
 /// Residualises `y` on the orthonormal `q` (two passes) and scales it; see
@@ -135,6 +603,19 @@ pub(crate) fn response_part(
             }
         }
     }
+    finish_response(res, coef, r, p, y, w)
+}
+
+/// Scales the residual `res` of `y` (coefficients `coef` on `Q`) by its
+/// largest absolute value, refusing a perfect fit.
+fn finish_response(
+    mut res: Vec<f64>,
+    coef: Vec<f64>,
+    r: &[f64],
+    p: usize,
+    y: &[f64],
+    w: &[f64],
+) -> Result<ResponsePart, LmmError> {
     // only observations with a positive weight count (a zero weight drops
     // the observation's contribution)
     let max_abs = |v: &[f64]| {
@@ -146,9 +627,7 @@ pub(crate) fn response_part(
     let y_max = max_abs(y);
     let scale = max_abs(&res);
     if !(scale.is_finite() && scale > 1e-13 * y_max && scale > 0.0) {
-        return Err(LmmError::NonFinite(
-            "perfect fit: the fixed effects reproduce the response exactly (e.g. a constant response), so the residual variance is zero and there is nothing left for a mixed model to estimate".into(),
-        ));
+        return Err(perfect_fit());
     }
     for v in &mut res {
         *v /= scale;
@@ -282,5 +761,91 @@ mod tests {
             precondition(&input(&x2, &y2, &[], n, 2)),
             Err(LmmError::NotPositiveDefinite(_))
         ));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_gram_schmidt() {
+        let n = 200_000; // several slabs
+        let mut st = 9u64;
+        let mut unif = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            (st >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let p = 4;
+        let mut x = vec![1.0; n];
+        for j in 1..p {
+            for _ in 0..n {
+                x.push(unif() * j as f64 + 0.3 * j as f64);
+            }
+        }
+        let y: Vec<f64> = (0..n)
+            .map(|i| 5.0 + x[n + i] - 2.0 * x[3 * n + i] + unif())
+            .collect();
+        for w in [
+            vec![],
+            (0..n).map(|i| (i % 3) as f64 * 0.5).collect::<Vec<f64>>(),
+        ] {
+            let inp = input(&x, &y, &w, n, p);
+            let old = precondition(&inp).unwrap();
+            assert!(fast_factor(&gram(&x, &y, &w, n, p, 1).unwrap(), p).is_some());
+            let new = precondition_owned(x.clone(), &inp, 2).unwrap();
+            let again = precondition_owned(x.clone(), &inp, 1).unwrap();
+            assert!(new.q == again.q && new.y == again.y && new.r == again.r);
+            let copied = precondition_copy(&x, &inp, 3).unwrap();
+            assert!(new.q == copied.q && new.y == copied.y && new.beta0 == copied.beta0);
+            let close = |a: &[f64], b: &[f64], tol: f64| {
+                a.iter()
+                    .zip(b)
+                    .all(|(u, v)| (u - v).abs() <= tol * (1.0 + v.abs()))
+            };
+            assert!(close(&new.beta0, &old.beta0, 1e-12));
+            assert!(close(&new.r, &old.r, 1e-10));
+            assert!(close(&new.q, &old.q, 1e-9));
+            assert!(close(&new.y, &old.y, 1e-9));
+            assert!((new.scale - old.scale).abs() <= 1e-12 * old.scale);
+            assert!((new.log_det_r2 - old.log_det_r2).abs() <= 1e-10 * old.log_det_r2.abs());
+        }
+        // badly conditioned columns take the Gram-Schmidt path
+        let mut xb = vec![1.0; n];
+        xb.extend((0..n).map(|i| 1e6 + (i % 7) as f64));
+        let g = gram(&xb, &y, &[], n, 2, 1).unwrap();
+        assert!(fast_factor(&g, 2).is_none());
+        // exact fits are still errors on the fast path
+        let exact: Vec<f64> = (0..n).map(|i| 2.0 + 3.0 * x[n + i]).collect();
+        assert!(matches!(
+            precondition_owned(x.clone(), &input(&x, &exact, &[], n, p), 1),
+            Err(LmmError::NonFinite(_))
+        ));
+    }
+
+    #[test]
+    fn the_fused_response_part_agrees() {
+        let n = 5000;
+        let x: Vec<f64> = (0..n)
+            .map(|_| 1.0)
+            .chain((0..n).map(|i| (i as f64 / 97.0).sin()))
+            .chain((0..n).map(|i| ((i * 7 % 13) as f64) / 13.0))
+            .collect();
+        let y: Vec<f64> = (0..n).map(|i| 1e3 + (i as f64).cos() + x[n + i]).collect();
+        for w in [
+            vec![],
+            (0..n).map(|i| (i % 4) as f64 * 0.5).collect::<Vec<f64>>(),
+        ] {
+            let pre = precondition(&input(&x, &y, &w, n, 3)).unwrap();
+            let a = response_part(&pre.q, &pre.r, n, 3, &y, &w).unwrap();
+            let b = response_part_fused(&pre.q, &pre.r, n, 3, &y, &w).unwrap();
+            assert!((a.scale - b.scale).abs() <= 1e-12 * a.scale);
+            for (u, v) in a.y.iter().zip(&b.y) {
+                assert!((u - v).abs() <= 1e-10);
+            }
+            for (u, v) in a.beta0.iter().zip(&b.beta0) {
+                assert!((u - v).abs() <= 1e-10 * (1.0 + v.abs()));
+            }
+        }
+        let exact: Vec<f64> = (0..n).map(|i| 2.0 + 3.0 * x[n + i]).collect();
+        let pre = precondition(&input(&x, &y, &[], n, 3)).unwrap();
+        assert!(response_part_fused(&pre.q, &pre.r, n, 3, &exact, &[]).is_err());
     }
 }
