@@ -829,10 +829,7 @@ h_rcov_blocks <- function(fit, derivs = TRUE) {
 #' @param linear drop the second-derivative term R (SAS's KR(LINEAR)).
 #' @noRd
 h_rcov_inference_parts_r <- function(object, method = "satterthwaite", linear = FALSE) {
-  if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
-    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
-            "reml_required")
-  }
+  h_require_reml_for_kr(object, method %in% c("kenward-roger", "both"))
   nb_max <- max(diff(object$layout$subj_start[object$layout$cluster_start + 1L]))
   if (length(object$beta)^2 * nb_max^2 > 5e7) {
     h_abort(sprintf("Small-sample inference is not available yet for clusters this large (%d observations in one cluster with %d fixed effects); use ddf = \"none\".",
@@ -966,10 +963,7 @@ h_rcov_inference_parts_r <- function(object, method = "satterthwaite", linear = 
 #' @noRd
 h_rcov_inference_parts <- function(object, method = "satterthwaite", linear = FALSE,
                                    theta = object$rcov_theta) {
-  if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
-    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
-            "reml_required")
-  }
+  h_require_reml_for_kr(object, method %in% c("kenward-roger", "both"))
   terms <- if (is.null(object$design_re)) list() else object$design_re$terms
   ptr <- h_rcov_engine_ptr(h_rcov_fit_engine(object), object$X, object$y - object$offset,
                            object$layout, terms)

@@ -1,3 +1,14 @@
+#' The one REML check of Kenward-Roger (lmm and residual-structure fits)
+#' @param kr whether Kenward-Roger is asked for
+#' @noRd
+h_require_reml_for_kr <- function(object, kr) {
+  if (isTRUE(kr) && !isTRUE(object$REML)) {
+    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
+            "reml_required")
+  }
+  invisible()
+}
+
 # Small-sample inference for lmm fits: Satterthwaite and Kenward-Roger
 # denominator degrees of freedom for coefficient t tests, general contrasts
 # (contest()) and type I/II/III ANOVA tables (anova.lmmr()). The heavy algebra
@@ -17,10 +28,7 @@
 #' @noRd
 h_inference_parts <- function(object, method = "satterthwaite") {
   if (inherits(object, "lmmr_rcov")) return(h_rcov_inference_parts(object, method))
-  if (method %in% c("kenward-roger", "both") && !isTRUE(object$REML)) {
-    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
-            "reml_required")
-  }
+  h_require_reml_for_kr(object, method %in% c("kenward-roger", "both"))
   res <- rs_inference(
     h_model_ptr(object),
     theta = as.numeric(object$theta),
@@ -837,10 +845,7 @@ anova.lmmr <- function(object, ..., type = c(3, 2, 1),
   h_anova_sim_single(dots)
   type <- h_match_type(type)
   ddf <- h_match_ddf(ddf)
-  if (ddf == "Kenward-Roger" && !isTRUE(object$REML)) {
-    h_abort("Kenward-Roger's method is only available for REML fits; refit the model with REML = TRUE (e.g. update(fit, REML = TRUE)).",
-            "reml_required")
-  }
+  h_require_reml_for_kr(object, ddf == "Kenward-Roger")
   st <- h_fixed_structure(object)
   Ls <- switch(type,
                h_contrasts_type1(st),

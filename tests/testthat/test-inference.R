@@ -347,6 +347,7 @@ test_that("prior weights: Satterthwaite matches lmerTest, KR is invariant to res
   f1 <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
   f2 <- f1
   f2$weights[] <- 4
+  f2$has_weights <- TRUE
   f2$sigma <- 2 * f1$sigma
   f2$theta <- f1$theta / 2
   # edited by hand: drop the kept model so that it is rebuilt from the
