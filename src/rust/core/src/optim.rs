@@ -120,7 +120,7 @@ type Point = (Vec<f64>, f64, Vec<f64>);
 /// End of a quasi-Newton run: point, criterion, gradient, success, message.
 type Run = (Vec<f64>, f64, Vec<f64>, bool, String);
 
-fn project(x: &mut [f64], lb: &[f64]) {
+pub(crate) fn project(x: &mut [f64], lb: &[f64]) {
     for (xi, &l) in x.iter_mut().zip(lb) {
         if *xi < l {
             *xi = l;
@@ -129,7 +129,7 @@ fn project(x: &mut [f64], lb: &[f64]) {
 }
 
 /// In-place Cholesky of a dense `m x m` column-major matrix (lower triangle).
-fn chol(a: &mut [f64], m: usize) -> bool {
+pub(crate) fn chol(a: &mut [f64], m: usize) -> bool {
     for j in 0..m {
         let mut dj = a[j * m + j];
         for l in 0..j {
@@ -152,7 +152,7 @@ fn chol(a: &mut [f64], m: usize) -> bool {
 }
 
 /// Solves `(L L') x = b` in place.
-fn chol_solve(l: &[f64], m: usize, b: &mut [f64]) {
+pub(crate) fn chol_solve(l: &[f64], m: usize, b: &mut [f64]) {
     for r in 0..m {
         let mut v = b[r];
         for c in 0..r {
@@ -665,7 +665,7 @@ pub(crate) fn minimize<O: Objective>(
 
 /// The matrix with its eigenvalues replaced by their absolute values
 /// (floored), a positive definite metric for BFGS.
-fn positive_part(h: &[f64], m: usize) -> Vec<f64> {
+pub(crate) fn positive_part(h: &[f64], m: usize) -> Vec<f64> {
     let (ev, v) = sym_eigen(h, m);
     let lmax = ev.iter().fold(0.0f64, |a, e| a.max(e.abs()));
     let floor = (1e-8 * lmax).max(1e-10);

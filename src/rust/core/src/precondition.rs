@@ -581,6 +581,7 @@ pub(crate) fn response_part_fused(
     finish_response(res, coef, r, p, y, w)
 }
 
+#[cfg(test)]
 /// Residualises `y` on the orthonormal `q` (two passes) and scales it; see
 /// the module documentation.
 pub(crate) fn response_part(

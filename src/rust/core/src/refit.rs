@@ -24,7 +24,7 @@
 use crate::error::LmmError;
 use crate::input;
 use crate::model::Model;
-use crate::optim::{fd_hessian, sym_eigen};
+use crate::optim::{chol, chol_solve, fd_hessian, positive_part, project, sym_eigen};
 use crate::FitControl;
 
 /// The estimates of one refit.
@@ -47,25 +47,6 @@ pub struct RefitEstimates {
 /// over to the full path (at most the control's `max_iter`).
 const LIGHT_MAX_STEPS: usize = 30;
 
-/// `m x m` symmetric matrix with its eigenvalues replaced by their absolute
-/// values, floored: a positive definite metric.
-fn positive_part(h: &[f64], m: usize) -> Vec<f64> {
-    let (ev, v) = sym_eigen(h, m);
-    let lmax = ev.iter().fold(0.0f64, |a, e| a.max(e.abs()));
-    let floor = (1e-8 * lmax).max(1e-10);
-    let mut out = vec![0.0; m * m];
-    for k in 0..m {
-        let e = ev[k].abs().max(floor);
-        let vk = &v[k * m..(k + 1) * m];
-        for c in 0..m {
-            for r in 0..m {
-                out[c * m + r] += e * vk[r] * vk[c];
-            }
-        }
-    }
-    out
-}
-
 /// Cholesky of the `free` sub-matrix of `h` and the solve of `h_FF d = -g_F`;
 /// `None` if that sub-matrix is not positive definite. Components not in
 /// `free` get `-g_i / max(h_ii, 1e-8)` (the projection puts them on their
@@ -80,39 +61,11 @@ fn newton_step(h: &[f64], g: &[f64], free: &[bool]) -> Option<(Vec<f64>, f64)> {
             l[b * nf + a] = h[j * m + i];
         }
     }
-    for j in 0..nf {
-        let mut dj = l[j * nf + j];
-        for k in 0..j {
-            dj -= l[k * nf + j] * l[k * nf + j];
-        }
-        if !(dj > 0.0 && dj.is_finite()) {
-            return None;
-        }
-        let ljj = dj.sqrt();
-        l[j * nf + j] = ljj;
-        for i in (j + 1)..nf {
-            let mut v = l[j * nf + i];
-            for k in 0..j {
-                v -= l[k * nf + i] * l[k * nf + j];
-            }
-            l[j * nf + i] = v / ljj;
-        }
+    if !chol(&mut l, nf) {
+        return None;
     }
     let mut z: Vec<f64> = fi.iter().map(|&i| -g[i]).collect();
-    for r in 0..nf {
-        let mut v = z[r];
-        for c in 0..r {
-            v -= l[c * nf + r] * z[c];
-        }
-        z[r] = v / l[r * nf + r];
-    }
-    for r in (0..nf).rev() {
-        let mut v = z[r];
-        for c in (r + 1)..nf {
-            v -= l[r * nf + c] * z[c];
-        }
-        z[r] = v / l[r * nf + r];
-    }
+    chol_solve(&l, nf, &mut z);
     let mut d = vec![0.0; m];
     let mut dec = 0.0;
     for (a, &i) in fi.iter().enumerate() {
@@ -125,14 +78,6 @@ fn newton_step(h: &[f64], g: &[f64], free: &[bool]) -> Option<(Vec<f64>, f64)> {
         }
     }
     Some((d, dec))
-}
-
-fn project(x: &mut [f64], lb: &[f64]) {
-    for (xi, &l) in x.iter_mut().zip(lb) {
-        if *xi < l {
-            *xi = l;
-        }
-    }
 }
 
 /// The light path's counters and current point.
