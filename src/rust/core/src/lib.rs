@@ -463,7 +463,7 @@ pub(crate) fn optimize_theta(
         // it tends to the positive residual sum of squares of that model.
         // Once it is at the rounding floor it no longer falls: then the
         // size relative to the start's decides (a ratio far below what a
-        // response far from zero explains, 1e-12 in harness case 627).
+        // response far from zero explains, 3e-12 in harness case 627).
         let r_end = obj.prep.eval(&best.x, control.reml).map(|c| c.pwrss);
         let far: Vec<f64> = best.x.iter().map(|t| 10.0 * t).collect();
         let r_far = obj.prep.eval(&far, control.reml).map(|c| c.pwrss);
