@@ -2,6 +2,9 @@
 #
 #   Rscript bench/fuzz/fuzz.R --seed 1 --n 1000 --out results.csv
 #   Rscript bench/fuzz/fuzz.R --seed 1 --case 123          # replay one case
+#   ... --cache DIR   keeps lme4's result of each case in DIR and reuses it
+#                     (lme4 is deterministic: a second run, e.g. of another
+#                     lmmr, then costs only lmm's fits)
 #
 # See bench/fuzz/README.md. One long-lived process loads both packages; every
 # fit runs in a fork of it (parallel::mcparallel), killed after --timeout
@@ -9,7 +12,7 @@
 
 h_args <- function(argv) {
   out <- list(seed = 1L, n = 100L, out = NULL, case = NULL, timeout = 20,
-              budget = Inf, from = 1L, quiet = FALSE)
+              budget = Inf, from = 1L, quiet = FALSE, cache = NULL)
   i <- 1L
   while (i <= length(argv)) {
     key <- sub("^--", "", argv[i])
@@ -20,7 +23,7 @@ h_args <- function(argv) {
     }
     if (!key %in% names(out) || i == length(argv)) stop("unknown or incomplete argument: ", argv[i])
     val <- argv[i + 1L]
-    out[[key]] <- switch(key, out = val,
+    out[[key]] <- switch(key, out = , cache = val,
                          case = as.integer(strsplit(val, ",")[[1L]]),
                          timeout = , budget = as.numeric(val),
                          as.integer(val))
@@ -92,11 +95,9 @@ h_materialise <- function(cs) {
   cs
 }
 
-# Fit one case with one package; runs inside the child. For lme4,
-# `theta_lmm` (lmm's estimate, named, its criterion as attribute "crit")
-# gets the dense referee's criterion at both estimates when the reported
-# criteria differ by more than 1e-7 and n <= 1500.
-h_fit_one <- function(cs, fun, theta_lmm = NULL) {
+# Fit one case with one package; runs inside the child. For lme4 the
+# result carries what the dense referee needs (n <= 1500).
+h_fit_one <- function(cs, fun) {
   d <- cs$data
   if (fun == "lme4::lmer" && cs$weights && any(d$w == 0, na.rm = TRUE)) {
     # lme4 1.1-31 keeps zero-weight rows in its criterion (log(0) gives a REML
@@ -128,19 +129,11 @@ h_fit_one <- function(cs, fun, theta_lmm = NULL) {
   crit <- tryCatch(-2 * as.numeric(logLik(fit)), error = function(e) NA_real_)
   conv <- if (fun == "lmmr::lmm") isTRUE(fit$optinfo$converged) else NA
   lmm <- fun == "lmmr::lmm"
-  ref <- c(NA_real_, NA_real_)
-  crit_lmm <- attr(theta_lmm, "crit")
-  if (!lmm && !is.null(theta_lmm) && is.finite(crit) && nrow(d) <= 1500 &&
-      isTRUE(abs(crit_lmm - crit) > 1e-7 * max(1, abs(crit)))) {
-    th4 <- lme4::getME(fit, "theta")
-    if (length(th4) == length(theta_lmm) && !anyDuplicated(names(th4)) &&
-        setequal(names(th4), names(theta_lmm))) {
-      ref <- tryCatch(c(dense_criterion(fit, theta_lmm[names(th4)]), dense_criterion(fit, th4)),
-                      error = function(e) c(NA_real_, NA_real_))
-    }
+  parts <- if (!lmm && is.finite(crit) && nrow(d) <= 1500) {
+    tryCatch(dense_parts(fit), error = function(e) NULL)
   }
   list(ok = TRUE, crit = crit, converged = conv, warns = warns, wclass = wclass, time = tm,
-       theta = if (lmm) fit$theta, ref_lmm = ref[1L], ref_lme4 = ref[2L],
+       theta = if (lmm) fit$theta else lme4::getME(fit, "theta"), parts = parts,
        npar = length(if (lmm) fit$theta else lme4::getME(fit, "theta")),
        p = if (lmm) length(fit$beta) else ncol(lme4::getME(fit, "X")),
        time_budget = lmm && isTRUE(fit$optinfo$time_budget_spent))
@@ -203,12 +196,37 @@ h_row <- function(cs, a, b, outcome, args) {
   )
 }
 
+# The dense referee's criterion at both estimates (into b's value as
+# ref_lmm, ref_lme4), where the reported criteria differ by more than 1e-7.
+h_referee <- function(a, b) {
+  if (a$status != "ok" || !isTRUE(a$value$ok) || b$status != "ok" || !isTRUE(b$value$ok)) return(b)
+  bv <- b$value
+  th <- a$value$theta
+  th4 <- bv$theta
+  bv$ref_lmm <- bv$ref_lme4 <- NA_real_
+  if (!is.null(bv$parts) && isTRUE(abs(a$value$crit - bv$crit) > 1e-7 * max(1, abs(bv$crit))) &&
+      length(th4) == length(th) && !anyDuplicated(names(th4)) && setequal(names(th4), names(th))) {
+    ref <- tryCatch(c(dense_criterion(bv$parts, th[names(th4)]), dense_criterion(bv$parts, th4)),
+                    error = function(e) c(NA_real_, NA_real_))
+    bv$ref_lmm <- ref[1L]
+    bv$ref_lme4 <- ref[2L]
+  }
+  b$value <- bv
+  b
+}
+
 h_run_case <- function(seed, id, args) {
   cs <- tryCatch(fuzz_case(seed, id), error = function(e) NULL)
   if (is.null(cs)) stop("case generation failed for case ", id)
   a <- h_in_child(h_fit_one(cs, "lmmr::lmm"), args$timeout)
-  th <- if (a$status == "ok" && isTRUE(a$value$ok)) structure(a$value$theta, crit = a$value$crit)
-  b <- h_in_child(h_fit_one(cs, "lme4::lmer", th), args$timeout)
+  cf <- if (!is.null(args$cache)) file.path(args$cache, sprintf("lme4-%d-%d.rds", seed, id))
+  if (!is.null(cf) && file.exists(cf)) {
+    b <- readRDS(cf)
+  } else {
+    b <- h_in_child(h_fit_one(cs, "lme4::lmer"), args$timeout)
+    if (!is.null(cf)) saveRDS(b, cf)
+  }
+  b <- h_referee(a, b)
   list(cs = cs, row = h_row(cs, a, b, h_classify(a, b), args))
 }
 
@@ -229,6 +247,7 @@ h_replay <- function(seed, ids, args) {
 
 h_main <- function() {
   args <- h_args(commandArgs(TRUE))
+  if (!is.null(args$cache)) dir.create(args$cache, showWarnings = FALSE, recursive = TRUE)
   if (!is.null(args$case)) return(invisible(h_replay(args$seed, args$case, args)))
   t0 <- Sys.time()
   rows <- list()

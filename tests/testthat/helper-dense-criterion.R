@@ -10,12 +10,13 @@
 # I + Z Lambda Lambda' Z' is too ill-conditioned to factorise. X's columns
 # are scaled for its QR and the scales added back to log |R_X|^2.
 dense_criterion <- function(fit, theta) {
-  X <- lme4::getME(fit, "X")
-  y <- lme4::getME(fit, "y") - lme4::getME(fit, "offset")
-  sw <- sqrt(stats::weights(fit))
-  Lt <- lme4::getME(fit, "Lambdat")
-  Lt@x <- theta[lme4::getME(fit, "Lind")]
-  ZL <- as.matrix(Matrix::crossprod(lme4::getME(fit, "Zt"), Matrix::t(Lt)))
+  pt <- if (inherits(fit, "merMod")) dense_parts(fit) else fit
+  X <- pt$X
+  y <- pt$y
+  sw <- sqrt(pt$w)
+  Lt <- pt$Lambdat
+  Lt@x <- theta[pt$Lind]
+  ZL <- as.matrix(Matrix::crossprod(pt$Zt, Matrix::t(Lt)))
   n <- length(y)
   p <- ncol(X)
   q <- ncol(ZL)
@@ -38,9 +39,18 @@ dense_criterion <- function(fit, theta) {
     r <- qr.qty(qx, r)[-seq_len(p)]
   }
   pwrss <- sum(r^2)
-  reml <- lme4::isREML(fit)
+  reml <- pt$REML
   nn <- if (reml) n - p else n
   out <- ld_l2 + nn * (1 + log(2 * pi * pwrss / nn)) - 2 * sum(log(sw))
   if (reml) out <- out + ld_rx2
   out
+}
+
+# What dense_criterion() needs of an lme4 fit (the fuzz harness caches it).
+dense_parts <- function(fit) {
+  list(X = lme4::getME(fit, "X"),
+       y = lme4::getME(fit, "y") - lme4::getME(fit, "offset"),
+       w = stats::weights(fit), Zt = lme4::getME(fit, "Zt"),
+       Lambdat = lme4::getME(fit, "Lambdat"), Lind = lme4::getME(fit, "Lind"),
+       REML = lme4::isREML(fit))
 }
