@@ -339,6 +339,24 @@ test_that("the optimiser finds the basins the fuzz harness showed it missing", {
   expect_lt(-2 * as.numeric(logLik(r$res$fit)), -2 * as.numeric(logLik(r$ref)))
   r <- fz_run_case(cases$case_5060)
   expect_lt(-2 * as.numeric(logLik(r$res$fit)), -2 * as.numeric(logLik(r$ref)))
+  # seed 1 case 3504 (ML, `(x1 + z1 || x5) - 1`, z1 near 1000, so the z1
+  # term carries the random intercept): lmm stopped at x1's variance 0
+  # (2857.719, "converged") where the curvature in x1 is negative but small
+  # next to a noise-level negative one in the intercept; every direction
+  # of negative curvature is now searched, with steps growing to 1e3 of the
+  # scale. lme4 1.1-31: 2857.38155641
+  r <- fz_run_case(cases$case_3504)
+  expect_lt(-2 * as.numeric(logLik(r$res$fit)), 2857.38155641 + 1e-6)
+  expect_true(r$res$fit$optinfo$converged)
+  # seed 1 case 3920 (REML, `(x1 + z1 + x2 + 0 | g1)`, x2 = 2 x1 + 1, rms
+  # 1e6): the random intercept is a difference of two huge entries of theta.
+  # In the coordinates of ThetaMap (the term's covariates orthonormalised)
+  # lmm reaches a criterion the dense referee puts below lme4 1.1-31's
+  # (2082.96076781 there), warning that the cross-products lost accuracy
+  # (the response is near 1e6); before: theta = 0, 2124.151, silent
+  r <- fz_run_case(cases$case_3920)
+  th4 <- lme4::getME(r$ref, "theta")
+  expect_lt(dense_criterion(r$ref, r$res$fit$theta[names(th4)]), 2082.96076781)
   # seed 1 case 627: lme4 stops at theta = 1.6e6 (criterion 281.5953);
   # the criterion keeps decreasing: lmm goes further and says so
   r <- fz_run_case(cases$case_627)

@@ -196,41 +196,256 @@ pub(crate) fn lower_bounds(input: &FitInput) -> Vec<f64> {
     lb
 }
 
-/// Scale of each theta coordinate for the optimiser: the root mean square
-/// (over the contributing rows) of the covariate of the entry's row of
-/// Lambda_t. Entry (r, c) of Lambda_t multiplies covariate r's random
-/// effects, so on a covariate in the thousands a change of 1e-3 in theta
-/// does what a change of 1 does on an intercept; the optimiser works on
-/// `theta * scale`, where all coordinates act on the same scale. Zero or
-/// non-finite scales (an all-zero column) are 1.
-pub(crate) fn theta_scales(input: &FitInput) -> Vec<f64> {
-    let mut out = Vec::with_capacity(total_theta(input));
-    for t in &input.terms {
-        let rms: Vec<f64> = (0..t.k)
-            .map(|r| {
-                let col = &t.z[r * input.n..(r + 1) * input.n];
-                let (mut ss, mut cnt) = (0.0, 0usize);
-                for (i, v) in col.iter().enumerate() {
-                    if contributes(input.weights, i) {
-                        ss += v * v;
-                        cnt += 1;
+/// The optimiser's coordinates `x = A theta`, a linear map that is block
+/// diagonal over the terms. For a term with covariates `z_1..z_k` (the
+/// columns of Z_t before expansion by levels) and their second moments
+/// `M = Z_t' Z_t / n` over the contributing rows, `A` maps every column of
+/// Lambda_t by the lower-triangular `T` with `T' T = M`: then
+/// `Z_t Lambda_t = (Z_t T^-1)(T Lambda_t)` and the columns of `Z_t T^-1` are
+/// orthonormal, so in `x` every direction acts on the same scale, also when
+/// a covariate is in the millions or two covariates are nearly collinear
+/// (an uncentred slope next to an intercept, or `x2 = 2 x1 + 1`, where a
+/// random intercept is a difference of two huge entries of theta). `T` is
+/// lower triangular, so `T Lambda_t` is again lower triangular with the
+/// diagonal's sign kept: the bounds `diag >= 0` stay bounds on `x`. Where
+/// `M` is singular to working precision (exactly collinear or zero columns)
+/// or the bounds are not the standard ones, `T` is the diagonal of root mean
+/// squares (zero or non-finite ones replaced by 1).
+pub(crate) struct ThetaMap {
+    /// Per term: offset of its entries in theta, k, `T` (k x k,
+    /// column-major, lower triangular).
+    blocks: Vec<(usize, usize, Vec<f64>)>,
+}
+
+impl ThetaMap {
+    pub(crate) fn new(input: &FitInput, lower: &[f64]) -> ThetaMap {
+        let standard = lower == lower_bounds(input).as_slice();
+        let mut blocks = Vec::with_capacity(input.terms.len());
+        let mut off = 0;
+        for t in &input.terms {
+            let k = t.k;
+            let n = input.n;
+            let mut m = vec![0.0; k * k];
+            let mut cnt = 0usize;
+            for i in 0..n {
+                if !contributes(input.weights, i) {
+                    continue;
+                }
+                cnt += 1;
+                for c in 0..k {
+                    let zc = t.z[c * n + i];
+                    for r in c..k {
+                        m[c * k + r] += t.z[r * n + i] * zc;
                     }
                 }
-                let s = (ss / cnt.max(1) as f64).sqrt();
-                if s.is_finite() && s > 0.0 {
-                    s.clamp(1e-8, 1e8)
-                } else {
-                    1.0
+            }
+            let cnt = cnt.max(1) as f64;
+            for c in 0..k {
+                for r in c..k {
+                    m[c * k + r] /= cnt;
+                    m[r * k + c] = m[c * k + r];
                 }
+            }
+            let tri = if standard && k > 1 {
+                reverse_cholesky(&m, k)
+            } else {
+                None
+            };
+            let tm = tri.unwrap_or_else(|| {
+                let mut d = vec![0.0; k * k];
+                for r in 0..k {
+                    let s = m[r * k + r].sqrt();
+                    d[r * k + r] = if s.is_finite() && s > 0.0 {
+                        s.clamp(1e-8, 1e8)
+                    } else {
+                        1.0
+                    };
+                }
+                d
+            });
+            blocks.push((off, k, tm));
+            off += n_theta(k);
+        }
+        ThetaMap { blocks }
+    }
+
+    /// `x = A theta`.
+    pub(crate) fn to_x(&self, theta: &[f64]) -> Vec<f64> {
+        let mut x = theta.to_vec();
+        self.each_column(
+            |t, k, c, th, xs| {
+                for r in c..k {
+                    xs[r - c] = (c..=r).map(|l| t[l * k + r] * th[l - c]).sum();
+                }
+            },
+            theta,
+            &mut x,
+        );
+        x
+    }
+
+    /// `theta = A^-1 x` (forward substitution per column).
+    pub(crate) fn to_theta(&self, x: &[f64]) -> Vec<f64> {
+        let mut th = x.to_vec();
+        self.each_column(
+            |t, k, c, xs, out| {
+                for r in c..k {
+                    let s: f64 = (c..r).map(|l| t[l * k + r] * out[l - c]).sum();
+                    out[r - c] = (xs[r - c] - s) / t[r * k + r];
+                }
+            },
+            x,
+            &mut th,
+        );
+        th
+    }
+
+    /// The gradient in `x` from the gradient in theta: `A^-T g`.
+    pub(crate) fn grad_to_x(&self, g: &[f64]) -> Vec<f64> {
+        let mut out = g.to_vec();
+        self.each_column(
+            |t, k, c, gs, o| {
+                for r in (c..k).rev() {
+                    let s: f64 = ((r + 1)..k).map(|l| t[r * k + l] * o[l - c]).sum();
+                    o[r - c] = (gs[r - c] - s) / t[r * k + r];
+                }
+            },
+            g,
+            &mut out,
+        );
+        out
+    }
+
+    /// The gradient in theta from the gradient in `x`: `A' g`.
+    pub(crate) fn grad_to_theta(&self, g: &[f64]) -> Vec<f64> {
+        let mut out = g.to_vec();
+        self.each_column(
+            |t, k, c, gs, o| {
+                for r in c..k {
+                    o[r - c] = (r..k).map(|l| t[r * k + l] * gs[l - c]).sum();
+                }
+            },
+            g,
+            &mut out,
+        );
+        out
+    }
+
+    /// The bounds in `x`: a diagonal bound `b` becomes `T_cc b`, an
+    /// unbounded entry stays unbounded.
+    pub(crate) fn bounds_to_x(&self, lower: &[f64]) -> Vec<f64> {
+        let mut out = lower.to_vec();
+        for (off, k, t) in &self.blocks {
+            let mut j = *off;
+            for c in 0..*k {
+                for r in c..*k {
+                    if lower[j].is_finite() {
+                        // finite bounds only on the diagonal, or T diagonal
+                        out[j] = lower[j] * t[r * k + r];
+                    }
+                    j += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// True when some term's map is far from the identity: a covariate
+    /// scale beyond 10 or below 0.1, or strongly correlated covariates.
+    pub(crate) fn extreme(&self) -> bool {
+        self.blocks.iter().any(|(_, k, t)| {
+            (0..*k).any(|c| {
+                (c..*k).any(|r| {
+                    let v = t[c * k + r];
+                    if r == c {
+                        v.log10().abs() > 1.0
+                    } else {
+                        v.abs() > 10.0 * t[r * k + r].min(t[c * k + c])
+                    }
+                })
             })
-            .collect();
-        for c in 0..t.k {
-            for r in rms.iter().skip(c) {
-                out.push(*r);
+        })
+    }
+
+    /// False when `A` is within 0.5 of the identity everywhere (its
+    /// default start is lme4's).
+    pub(crate) fn differs_from_identity(&self) -> bool {
+        self.blocks.iter().any(|(_, k, t)| {
+            (0..*k).any(|c| {
+                (c..*k).any(|r| {
+                    let id = if r == c { 1.0 } else { 0.0 };
+                    (t[c * k + r] - id).abs() > 0.5
+                })
+            })
+        })
+    }
+
+    /// Applies `f(T, k, c, input column c, output column c)` to the
+    /// entries `c..k` of every column `c` of every term.
+    fn each_column<F>(&self, mut f: F, input: &[f64], out: &mut [f64])
+    where
+        F: FnMut(&[f64], usize, usize, &[f64], &mut [f64]),
+    {
+        for (off, k, t) in &self.blocks {
+            let mut j = *off;
+            for c in 0..*k {
+                let len = k - c;
+                f(t, *k, c, &input[j..j + len], &mut out[j..j + len]);
+                j += len;
             }
         }
     }
-    out
+}
+
+/// Lower-triangular `T` with `T' T = m` (k x k, column-major), or `None`
+/// where `m` is not positive definite to working precision (a pivot below
+/// 1e-13 of its diagonal entry) or `T`'s diagonal is beyond 1e-8..1e8.
+fn reverse_cholesky(m: &[f64], k: usize) -> Option<Vec<f64>> {
+    // T' T = m with T lower triangular is the Cholesky factorisation of m in
+    // reverse order: with P the reversal, P m P = L L', T = P L' P.
+    let mut a = vec![0.0; k * k];
+    for c in 0..k {
+        for r in 0..k {
+            a[c * k + r] = m[(k - 1 - c) * k + (k - 1 - r)];
+        }
+    }
+    for j in 0..k {
+        let orig = a[j * k + j];
+        let mut d = orig;
+        for l in 0..j {
+            d -= a[l * k + j] * a[l * k + j];
+        }
+        if !(orig.is_finite() && orig > 0.0 && d > 1e-13 * orig) {
+            return None;
+        }
+        let dj = d.sqrt();
+        a[j * k + j] = dj;
+        for i in (j + 1)..k {
+            let mut s = a[j * k + i];
+            for l in 0..j {
+                s -= a[l * k + i] * a[l * k + j];
+            }
+            a[j * k + i] = s / dj;
+        }
+        for i in 0..j {
+            a[j * k + i] = 0.0;
+        }
+    }
+    // T[r, c] = L'[k-1-r, k-1-c] = L[k-1-c, k-1-r]
+    let mut t = vec![0.0; k * k];
+    for c in 0..k {
+        for r in c..k {
+            t[c * k + r] = a[(k - 1 - r) * k + (k - 1 - c)];
+        }
+    }
+    if (0..k).all(|r| {
+        let v = t[r * k + r];
+        v.is_finite() && (1e-8..=1e8).contains(&v)
+    }) {
+        Some(t)
+    } else {
+        None
+    }
 }
 
 /// lme4's default start: 1 on the diagonals, 0 elsewhere.
@@ -357,6 +572,98 @@ pub(crate) fn term_zero_restarts(input: &FitInput, theta: &[f64]) -> Vec<Vec<f64
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn theta_map_orthonormalises_and_round_trips() {
+        // one term (1 + x + w | g), x uncentred (mean 100), w = 2 x + noise
+        let n = 40;
+        let codes: Vec<i32> = (0..n).map(|i| (i % 4) as i32).collect();
+        let xs: Vec<f64> = (0..n).map(|i| 100.0 + (i as f64 * 0.7).sin()).collect();
+        let ws: Vec<f64> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| 2.0 * v + 0.01 * (i as f64).cos())
+            .collect();
+        let mut z = vec![1.0; n];
+        z.extend(&xs);
+        z.extend(&ws);
+        let ones = vec![1.0; n];
+        let y: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let input = FitInput {
+            n,
+            p: 1,
+            x: &ones,
+            y: &y,
+            weights: &[],
+            terms: vec![ReTermInput {
+                codes: &codes,
+                n_levels: 4,
+                z: &z,
+                k: 3,
+                factor_id: 0,
+            }],
+        };
+        let lower = lower_bounds(&input);
+        let map = ThetaMap::new(&input, &lower);
+        let t = &map.blocks[0].2;
+        // T lower triangular, positive diagonal, T'T = M = Z'Z / n
+        for c in 0..3 {
+            assert!(t[c * 3 + c] > 0.0);
+            for r in 0..c {
+                assert_eq!(t[c * 3 + r], 0.0);
+            }
+        }
+        for a in 0..3 {
+            for b in 0..3 {
+                let tt: f64 = (0..3).map(|l| t[a * 3 + l] * t[b * 3 + l]).sum();
+                let m: f64 = (0..n).map(|i| z[a * n + i] * z[b * n + i]).sum::<f64>() / n as f64;
+                assert!(
+                    (tt - m).abs() <= 1e-9 * m.abs().max(1.0),
+                    "{a} {b}: {tt} vs {m}"
+                );
+            }
+        }
+        assert!(map.extreme() && map.differs_from_identity());
+        let theta = [0.7, -0.2, 0.05, 1.3, 0.4, 0.9];
+        let x = map.to_x(&theta);
+        let back = map.to_theta(&x);
+        for (a, b) in theta.iter().zip(&back) {
+            assert!((a - b).abs() < 1e-9, "{theta:?} vs {back:?}");
+        }
+        // gradients: A^-T then A' is the identity, and g_x . x = g . theta
+        let g = [0.3, -1.1, 0.6, 0.2, -0.4, 2.0];
+        let gx = map.grad_to_x(&g);
+        let gb = map.grad_to_theta(&gx);
+        for (a, b) in g.iter().zip(&gb) {
+            assert!((a - b).abs() < 1e-9, "{g:?} vs {gb:?}");
+        }
+        let lhs: f64 = gx.iter().zip(&x).map(|(a, b)| a * b).sum();
+        let rhs: f64 = g.iter().zip(&theta).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-9 * rhs.abs().max(1.0));
+        // bounds: the diagonals stay bounded at 0, the rest unbounded
+        assert_eq!(map.bounds_to_x(&lower), lower);
+        // exactly collinear columns: the diagonal map of root mean squares
+        let mut z2 = vec![1.0; n];
+        z2.extend(&xs);
+        z2.extend(xs.iter().map(|v| 2.0 * v));
+        let input2 = FitInput {
+            terms: vec![ReTermInput {
+                codes: &codes,
+                n_levels: 4,
+                z: &z2,
+                k: 3,
+                factor_id: 0,
+            }],
+            ..input.clone()
+        };
+        let map2 = ThetaMap::new(&input2, &lower);
+        let t2 = &map2.blocks[0].2;
+        assert_eq!(t2[1], 0.0);
+        assert_eq!(t2[2], 0.0);
+        assert!((t2[8] - 2.0 * t2[4]).abs() < 1e-9 * t2[8]);
+    }
+
     #[test]
     fn sign_flips_mirror_columns_with_a_zero_diagonal() {
         let codes = [0, 1, 0, 1];
@@ -387,8 +694,6 @@ mod tests {
         assert!(column_sign_flips(&input, &[0.3, -0.5, 0.0], &g, 1e-9).is_empty());
         assert!(column_sign_flips(&input, &[0.0, 0.0, 0.2], &g, 1e-9).is_empty());
     }
-
-    use super::*;
 
     fn base<'a>(codes: &'a [i32], z: &'a [f64], x: &'a [f64], y: &'a [f64]) -> FitInput<'a> {
         FitInput {

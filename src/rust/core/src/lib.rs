@@ -266,20 +266,14 @@ pub fn evaluate_criterion(input: &FitInput, theta: &[f64], reml: bool) -> Result
 }
 
 /// The profiled criterion of a prepared model as an optimiser objective, in
-/// the scaled coordinates `x = theta * scale` (see [`input::theta_scales`]).
+/// the coordinates `x = A theta` of [`input::ThetaMap`].
 struct PreparedObjective<'a> {
     prep: &'a mut Prepared,
     reml: bool,
-    scale: Vec<f64>,
+    map: input::ThetaMap,
 }
 
 impl PreparedObjective<'_> {
-    fn theta(&self, x: &[f64]) -> Vec<f64> {
-        x.iter().zip(&self.scale).map(|(a, s)| a / s).collect()
-    }
-    fn to_x(&self, theta: &[f64]) -> Vec<f64> {
-        theta.iter().zip(&self.scale).map(|(a, s)| a * s).collect()
-    }
     /// [`optim::minimize`] from `theta0`, with the result in theta.
     fn minimize(
         &mut self,
@@ -289,28 +283,30 @@ impl PreparedObjective<'_> {
         tol: f64,
         check: bool,
     ) -> Result<OptResult, LmmError> {
-        let x0 = self.to_x(theta0);
-        let lx = self.to_x(lower);
+        let x0 = self.map.to_x(theta0);
+        let lx = self.map.bounds_to_x(lower);
         let mut r = optim::minimize(self, &x0, &lx, max_iter, tol, check)?;
-        r.x = self.theta(&r.x);
-        r.grad
-            .iter_mut()
-            .zip(&self.scale)
-            .for_each(|(g, s)| *g *= s);
+        r.x = self.map.to_theta(&r.x);
+        // entries numerically at their bound after the back-transformation
+        for (v, l) in r.x.iter_mut().zip(lower) {
+            if *v < *l {
+                *v = *l;
+            }
+        }
+        r.grad = self.map.grad_to_theta(&r.grad);
         Ok(r)
     }
 }
 
 impl Objective for PreparedObjective<'_> {
     fn value(&mut self, x: &[f64]) -> Result<f64, LmmError> {
-        let theta = self.theta(x);
+        let theta = self.map.to_theta(x);
         self.prep.eval(&theta, self.reml).map(|c| c.value)
     }
     fn value_grad(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), LmmError> {
-        let theta = self.theta(x);
-        let (c, mut g) = self.prep.eval_grad(&theta, self.reml)?;
-        g.iter_mut().zip(&self.scale).for_each(|(g, s)| *g /= s);
-        Ok((c.value, g))
+        let theta = self.map.to_theta(x);
+        let (c, g) = self.prep.eval_grad(&theta, self.reml)?;
+        Ok((c.value, self.map.grad_to_x(&g)))
     }
 }
 
@@ -332,7 +328,7 @@ pub(crate) fn optimize_theta(
     let mut obj = PreparedObjective {
         prep,
         reml: control.reml,
-        scale: input::theta_scales(input),
+        map: input::ThetaMap::new(input, lower),
     };
     let (max_iter, tol) = (control.max_iter, control.tol);
     let mut best = obj.minimize(start, lower, max_iter, tol, true)?;
@@ -381,16 +377,17 @@ pub(crate) fn optimize_theta(
             extra.push(input::asymmetric_start(input, start));
         }
     }
-    // The default start in the optimiser's scaled coordinates: each
-    // covariate's random effects start at one residual sd of contribution,
+    // The default start in the optimiser's coordinates: each term's
+    // orthonormalised covariates start at one residual sd of contribution,
     // not at one residual sd per unit of the covariate (a different basin
     // when a covariate is in the thousands). For small models, for any model
-    // whose first run could not be confirmed, and for any model with a
-    // covariate scale beyond 10 or below 0.1 (where the two starts differ
-    // by orders of magnitude).
-    let extreme = obj.scale.iter().any(|s| s.log10().abs() > 1.0);
-    if (small || !best.converged || extreme) && obj.scale.iter().any(|s| (s - 1.0).abs() > 0.5) {
-        extra.push(start.iter().zip(&obj.scale).map(|(t, s)| t / s).collect());
+    // whose first run could not be confirmed, and for any model whose map is
+    // far from the identity (a covariate scale beyond 10 or below 0.1, or
+    // strongly correlated covariates, where the two starts differ by orders
+    // of magnitude).
+    let extreme = obj.map.extreme();
+    if (small || !best.converged || extreme) && obj.map.differs_from_identity() {
+        extra.push(obj.map.to_theta(start));
     }
     for _round in 0..4 {
         let mut improved = false;

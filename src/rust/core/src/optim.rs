@@ -419,7 +419,11 @@ where
     Ok(h)
 }
 
-/// Searches `x + t v` (projected) for a decrease, for growing `t`.
+/// Searches `x + t v` (projected) for a decrease, for growing `t`: steps
+/// doubling from `1e-3` of the scale of `x` while they keep decreasing the
+/// criterion; until the first decrease, steps growing fourfold up to `1e3`
+/// of the scale (where the curvature is small, the decrease of a small
+/// step is below rounding and shows only further out: harness case 3504).
 fn curvature_escape<O: Objective>(
     obj: &mut Counted<O>,
     x: &[f64],
@@ -432,18 +436,28 @@ fn curvature_escape<O: Objective>(
     for sign in [1.0, -1.0] {
         let mut t = 1e-3 * scale;
         let mut fbest = fx;
-        for _ in 0..30 {
+        let mut found = false;
+        let mut last: Option<Vec<f64>> = None;
+        for _ in 0..40 {
             let mut xn: Vec<f64> = x.iter().zip(v).map(|(a, b)| a + sign * t * b).collect();
             project(&mut xn, lb);
+            if last.as_ref() == Some(&xn) || xn == x {
+                // the projection pins the step: nothing further this way
+                break;
+            }
             let fnew = obj.f(&xn);
+            last = Some(xn.clone());
             if fnew < fbest - 1e-12 * (1.0 + fx.abs()) {
                 fbest = fnew;
+                found = true;
                 if best.as_ref().is_none_or(|b| fnew < b.1) {
                     best = Some((xn, fnew));
                 }
                 t *= 2.0;
-            } else {
+            } else if found || t > 1e3 * scale || !fnew.is_finite() {
                 break;
+            } else {
+                t *= 4.0;
             }
         }
     }
@@ -537,22 +551,23 @@ pub(crate) fn minimize<O: Objective>(
         }
         let (ev, evec) = sym_eigen(&hf, nf);
         let lmax = ev.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        let (kmin, lmin) =
-            ev.iter().enumerate().fold(
-                (0, f64::INFINITY),
-                |a, (k, &v)| if v < a.1 { (k, v) } else { a },
-            );
         if std::env::var_os("LMMR_OPTIM_TRACE").is_some() {
             eprintln!(
                 "[optim] check: f = {fx:.12}, x = {x:?}, g = {g:?}, free = {free:?}, scaled eigen = {ev:?}"
             );
         }
         let mut moved = false;
-        if nf > 0 && lmin < -1e-5 * lmax.max(1e-8) {
+        // Every direction of negative curvature, most negative first (where
+        // two are about equal the smallest may be a noise-level one while
+        // the other leads down: harness case 3504).
+        let thr = -1e-5 * lmax.max(1e-8);
+        let mut negs: Vec<usize> = (0..nf).filter(|&k| ev[k] < thr).collect();
+        negs.sort_by(|&a, &b| ev[a].total_cmp(&ev[b]));
+        for kk in negs {
             // back to the original coordinates, largest component 1
             let mut v = vec![0.0; m];
             for (a, &i) in fi.iter().enumerate() {
-                v[i] = evec[kmin * nf + a] * dsc[a];
+                v[i] = evec[kk * nf + a] * dsc[a];
             }
             let vmax = v.iter().fold(0.0f64, |a, b| a.max(b.abs()));
             if vmax > 0.0 && vmax.is_finite() {
@@ -566,6 +581,7 @@ pub(crate) fn minimize<O: Objective>(
                 let r = bfgs(&mut obj, &xn, lb, None, &mut budget, tol)?;
                 (x, fx, g, ok, message) = r;
                 moved = true;
+                break;
             }
         }
         if moved {
@@ -577,6 +593,12 @@ pub(crate) fn minimize<O: Objective>(
             // of theta where the criterion is flat.
             let mut xn: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + b).collect();
             project(&mut xn, lb);
+            // a coordinate on its bound stays there for a rounding-level step
+            for i in 0..m {
+                if x[i] == lb[i] && xn[i] - lb[i] < 1e-10 {
+                    xn[i] = lb[i];
+                }
+            }
             if xn != x {
                 if let Ok((fnew, gnew)) = obj.fg(&xn) {
                     if fnew <= fx {

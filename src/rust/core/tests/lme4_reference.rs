@@ -546,7 +546,7 @@ fn sim_singular_slope() {
     let out = fit_lmm(&input, &ctl(true)).unwrap();
     check_objective(&out, 743.23268472584948);
     assert!(out.theta[2].abs() <= 1e-8, "{:?}", out.theta);
-    assert!(out.at_bound[2]);
+    assert!(out.at_bound[2], "{:?} {:?}", out.theta, out.at_bound);
     assert!((out.theta[0] - 1.0470041501729221).abs() < 1e-4);
     assert!((out.theta[1] - 0.034977451923891352).abs() < 1e-4);
 }
