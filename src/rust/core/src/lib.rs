@@ -271,6 +271,9 @@ struct PreparedObjective<'a> {
     prep: &'a mut Prepared,
     reml: bool,
     map: input::ThetaMap,
+    /// Checked runs start from the Hessian by differences (see
+    /// [`optim::minimize`]).
+    initial_hessian: bool,
 }
 
 impl PreparedObjective<'_> {
@@ -285,7 +288,8 @@ impl PreparedObjective<'_> {
     ) -> Result<OptResult, LmmError> {
         let x0 = self.map.to_x(theta0);
         let lx = self.map.bounds_to_x(lower);
-        let mut r = optim::minimize(self, &x0, &lx, max_iter, tol, check)?;
+        let h0 = check && self.initial_hessian;
+        let mut r = optim::minimize(self, &x0, &lx, max_iter, tol, check, h0)?;
         r.x = self.map.to_theta(&r.x);
         // entries numerically at their bound after the back-transformation
         for (v, l) in r.x.iter_mut().zip(lower) {
@@ -329,6 +333,7 @@ pub(crate) fn optimize_theta(
         prep,
         reml: control.reml,
         map: input::ThetaMap::new(input, lower),
+        initial_hessian: true,
     };
     let (max_iter, tol) = (control.max_iter, control.tol);
     let mut best = obj.minimize(start, lower, max_iter, tol, true)?;
@@ -475,6 +480,18 @@ pub(crate) fn optimize_theta(
                 );
             }
             if (b < 0.05 * a && a < 1e-8 * c) || a < 1e-16 * c {
+                if best_finite.is_none() {
+                    // The Newton-like first steps may have left the basin
+                    // of a local optimum at finite theta that unit steps
+                    // from the start find (what lme4 returns; harness case
+                    // 398): one plain run from the start.
+                    obj.initial_hessian = false;
+                    if let Ok(r) = obj.minimize(start, lower, max_iter, tol, true) {
+                        if finite(&r) {
+                            best_finite = Some(r);
+                        }
+                    }
+                }
                 if let Some(mut local) = best_finite {
                     local.n_eval = best.n_eval;
                     local.n_grad = best.n_grad;

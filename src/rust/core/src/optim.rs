@@ -379,6 +379,10 @@ fn bfgs<O: Objective>(
 
 const CAP_MESSAGE: &str = "maximum number of iterations reached";
 
+/// Largest number of parameters whose first quasi-Newton metric is the
+/// Hessian by differences at the start.
+const INITIAL_HESSIAN_MAX: usize = 12;
+
 /// Hessian by differences of the analytic gradient (symmetrised):
 /// central differences if `central`, else forward differences (steps into
 /// the feasible side of a bound).
@@ -477,6 +481,7 @@ pub(crate) fn minimize<O: Objective>(
     max_iter: usize,
     tol: f64,
     check: bool,
+    initial_hessian: bool,
 ) -> Result<OptResult, LmmError> {
     let m = x0.len();
     let tol = if tol > 0.0 && tol.is_finite() {
@@ -491,8 +496,25 @@ pub(crate) fn minimize<O: Objective>(
     };
     // One iteration budget for all quasi-Newton runs of this minimisation.
     let mut budget = max_iter;
+    // For a few parameters the first metric is the (positive part of the)
+    // Hessian by differences of the gradient at the start, m gradients: the
+    // first steps are then Newton steps rather than unit steps along the
+    // gradient, which overshoot onto a bound where the scales differ.
+    let b0 = if initial_hessian && m > 0 && m <= INITIAL_HESSIAN_MAX {
+        let mut xs = x0.to_vec();
+        project(&mut xs, lb);
+        match obj.fg(&xs) {
+            Ok((_, g0)) => fd_hessian(|t: &[f64]| obj.fg(t).map(|(_, gg)| gg), &xs, &g0, false)
+                .ok()
+                .filter(|h| h.iter().all(|v| v.is_finite()))
+                .map(|h| positive_part(&h, m)),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     let (mut x, mut fx, mut g, mut ok, mut message) =
-        bfgs(&mut obj, x0, lb, None, &mut budget, tol)?;
+        bfgs(&mut obj, x0, lb, b0.as_deref(), &mut budget, tol)?;
     let mut confirmed = false;
     let rounds = if check { 6 } else { 0 };
     if !check {
@@ -752,6 +774,7 @@ mod tests {
             200,
             1e-14,
             true,
+            false,
         )
         .unwrap();
         assert!(r.converged, "{}", r.message);
@@ -778,6 +801,7 @@ mod tests {
             100,
             1e-12,
             true,
+            false,
         )
         .unwrap();
         assert!(r.converged, "{}", r.message);
@@ -798,7 +822,7 @@ mod tests {
                 vec![-2.0 * x[0] + 4.0 * x[0].powi(3)],
             )
         };
-        let r = minimize(&mut Fun(f), &[0.0], &[0.0], 100, 1e-12, true).unwrap();
+        let r = minimize(&mut Fun(f), &[0.0], &[0.0], 100, 1e-12, true, false).unwrap();
         assert!(r.converged, "{}", r.message);
         assert!((r.x[0] - 0.5f64.sqrt()).abs() < 1e-6, "{:?}", r.x);
     }
@@ -816,7 +840,16 @@ mod tests {
                 vec![-2.0 * x[0] + 4.0 * x[0].powi(3), 2e14 * x[1]],
             )
         };
-        let r = minimize(&mut Fun(f), &[0.0, 0.0], &[0.0, 0.0], 100, 1e-12, true).unwrap();
+        let r = minimize(
+            &mut Fun(f),
+            &[0.0, 0.0],
+            &[0.0, 0.0],
+            100,
+            1e-12,
+            true,
+            false,
+        )
+        .unwrap();
         assert!(r.converged, "{}", r.message);
         assert!((r.x[0] - 0.5f64.sqrt()).abs() < 1e-6, "{:?}", r.x);
         assert!(r.x[1].abs() < 1e-9, "{:?}", r.x);
@@ -832,7 +865,16 @@ mod tests {
             )
         };
         let ninf = f64::NEG_INFINITY;
-        let r = minimize(&mut Fun(f), &[1.0, 0.0], &[ninf, ninf], 100, 1e-12, true).unwrap();
+        let r = minimize(
+            &mut Fun(f),
+            &[1.0, 0.0],
+            &[ninf, ninf],
+            100,
+            1e-12,
+            true,
+            false,
+        )
+        .unwrap();
         assert!(r.converged, "{}", r.message);
         assert!((r.x[1].abs() - 2f64.sqrt()).abs() < 1e-6, "{:?}", r.x);
     }
@@ -842,7 +884,16 @@ mod tests {
         // Two BFGS iterations are not enough; the check continues and
         // either confirms the optimum or says it could not.
         let ninf = f64::NEG_INFINITY;
-        let r = minimize(&mut Fun(rosen), &[-1.2, 1.0], &[ninf, ninf], 2, 1e-14, true).unwrap();
+        let r = minimize(
+            &mut Fun(rosen),
+            &[-1.2, 1.0],
+            &[ninf, ninf],
+            2,
+            1e-14,
+            true,
+            false,
+        )
+        .unwrap();
         if r.converged {
             assert!((r.x[0] - 1.0).abs() < 1e-5, "{:?}", r);
         } else {
@@ -868,7 +919,7 @@ mod tests {
         let lb: Vec<f64> = (0..m)
             .map(|i| if i % 2 == 0 { 0.0 } else { f64::NEG_INFINITY })
             .collect();
-        let r = minimize(&mut Fun(f), &vec![0.5; m], &lb, 500, 1e-14, true).unwrap();
+        let r = minimize(&mut Fun(f), &vec![0.5; m], &lb, 500, 1e-14, true, false).unwrap();
         assert!(r.converged, "{}", r.message);
         for i in 0..m {
             let c: f64 = if i % 3 == 0 { -1.0 } else { 1.0 };
