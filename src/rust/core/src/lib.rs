@@ -272,7 +272,7 @@ struct PreparedObjective<'a> {
     reml: bool,
     map: input::ThetaMap,
     /// Checked runs start from the Hessian by differences (see
-    /// [`optim::minimize`]).
+    /// [`optim::minimize`]) where an evaluation is expensive.
     initial_hessian: bool,
 }
 
@@ -333,8 +333,15 @@ pub(crate) fn optimize_theta(
         prep,
         reml: control.reml,
         map: input::ThetaMap::new(input, lower),
-        initial_hessian: true,
+        initial_hessian: false,
     };
+    // Where one evaluation costs more than ~1e8 flops (a dense block of the
+    // later factors beyond ~700 columns, e.g. InstEval's lecturers) the
+    // first run starts from the Hessian by differences: fewer, Newton-like
+    // iterations. Not for cheap models: from lme4's start its first steps
+    // can lead into a direction where the criterion is unbounded and past a
+    // finite local optimum that unit steps find (harness cases 1460, 1199).
+    obj.initial_hessian = obj.prep.eval_cost() > 1e8;
     let (max_iter, tol) = (control.max_iter, control.tol);
     let mut best = obj.minimize(start, lower, max_iter, tol, true)?;
     // The best confirmed optimum at finite theta: where the criterion turns
@@ -392,8 +399,16 @@ pub(crate) fn optimize_theta(
     // of magnitude).
     let extreme = obj.map.extreme();
     if (small || !best.converged || extreme) && obj.map.differs_from_identity() {
-        extra.push(obj.map.to_theta(start));
+        // first: where it finds the better basin, the mirror images of the
+        // next round start from there
+        extra.insert(0, obj.map.to_theta(start));
     }
+    // Each restart gets at most three times the first run's iterations (at
+    // least 100): a restart that wanders on a criterion flat to rounding
+    // (a random slope on a covariate in the millions started at theta = 1,
+    // harness case 960: 47,668 evaluations) is cut short; one that ends
+    // better is continued with the full budget by the check below.
+    let restart_iter = max_iter.min((3 * best.n_grad).max(100));
     for _round in 0..4 {
         let mut improved = false;
         let gtol = 1e-9 * (1.0 + best.f.abs());
@@ -401,7 +416,7 @@ pub(crate) fn optimize_theta(
         alts.append(&mut extra);
         for alt in alts {
             // A restart whose start cannot be evaluated is skipped.
-            let Ok(mut cand) = obj.minimize(&alt, lower, max_iter, tol, false) else {
+            let Ok(mut cand) = obj.minimize(&alt, lower, restart_iter, tol, false) else {
                 continue;
             };
             if trace {

@@ -231,7 +231,13 @@ fn arc_search<O: Objective>(
     d: &[f64],
     lb: &[f64],
 ) -> Result<Option<Point>, LmmError> {
-    let mut alpha = 1.0;
+    // The first trial moves no coordinate by more than 10 (1 + max |x|): a
+    // badly scaled quasi-Newton step (1e7 where the criterion is flat)
+    // would otherwise cost tens of halvings, each an evaluation.
+    let xmax = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let dmax = d.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let cap = 10.0 * (1.0 + xmax);
+    let mut alpha = if dmax > cap { cap / dmax } else { 1.0 };
     for it in 0..50 {
         let mut xn: Vec<f64> = x.iter().zip(d).map(|(a, b)| a + alpha * b).collect();
         project(&mut xn, lb);
@@ -247,7 +253,7 @@ fn arc_search<O: Objective>(
                 // Quadratic interpolation of the step length.
                 if fnew.is_finite() && slope < 0.0 {
                     let a = -slope / (2.0 * (fnew - fx - slope));
-                    alpha = a.clamp(0.1, 0.5);
+                    alpha *= a.clamp(0.1, 0.5);
                     continue;
                 }
             }
@@ -339,6 +345,12 @@ fn bfgs<O: Objective>(
         x = xn;
         fx = fnew;
         g = gnew;
+        if x.iter().any(|v| v.abs() > RUNAWAY) {
+            // The criterion keeps decreasing as a coordinate grows without
+            // bound: no optimum this way, and each further iteration costs
+            // line-search evaluations on a criterion flat to rounding.
+            return Ok((x, fx, g, false, RUNAWAY_MESSAGE.into()));
+        }
         let sy = dot(&s, &yv);
         if !scaled && sy > 0.0 {
             let yy = dot(&yv, &yv);
@@ -378,6 +390,10 @@ fn bfgs<O: Objective>(
 }
 
 const CAP_MESSAGE: &str = "maximum number of iterations reached";
+
+/// A quasi-Newton run stops once a coordinate passes this size.
+const RUNAWAY: f64 = 1e8;
+const RUNAWAY_MESSAGE: &str = "the quasi-Newton search stopped where a coordinate passed 1e8";
 
 /// Largest number of parameters whose first quasi-Newton metric is the
 /// Hessian by differences at the start.
