@@ -357,6 +357,12 @@ test_that("the optimiser finds the basins the fuzz harness showed it missing", {
   r <- fz_run_case(cases$case_3920)
   th4 <- lme4::getME(r$ref, "theta")
   expect_lt(dense_criterion(r$ref, r$res$fit$theta[names(th4)]), 2082.96076781)
+  # seed 1 case 1426 (REML, an uncentred `(x2 | g2)` next to `(0 + f1 |
+  # g1:g3)`): from lme4's start in the orthonormalised coordinates lmm ends
+  # at 523.0979 (confirmed, a local optimum); the restart from lme4's start
+  # in per-entry scaled coordinates reaches lme4 1.1-31's 522.7286562
+  r <- fz_run_case(cases$case_1426)
+  expect_lt(-2 * as.numeric(logLik(r$res$fit)), 522.7286562 + 1e-6)
   # seed 1 case 627: lme4 stops at theta = 1.6e6 (criterion 281.5953);
   # the criterion keeps decreasing: lmm goes further and says so
   r <- fz_run_case(cases$case_627)

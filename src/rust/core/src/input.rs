@@ -211,6 +211,7 @@ pub(crate) fn lower_bounds(input: &FitInput) -> Vec<f64> {
 /// `M` is singular to working precision (exactly collinear or zero columns)
 /// or the bounds are not the standard ones, `T` is the diagonal of root mean
 /// squares (zero or non-finite ones replaced by 1).
+#[derive(Clone)]
 pub(crate) struct ThetaMap {
     /// Per term: offset of its entries in theta, k, `T` (k x k,
     /// column-major, lower triangular).
@@ -220,6 +221,22 @@ pub(crate) struct ThetaMap {
 impl ThetaMap {
     pub(crate) fn new(input: &FitInput, lower: &[f64]) -> ThetaMap {
         let standard = lower == lower_bounds(input).as_slice();
+        Self::build(input, standard)
+    }
+
+    /// The diagonal map of root mean squares (per-entry scaling).
+    pub(crate) fn new_diagonal(input: &FitInput) -> ThetaMap {
+        Self::build(input, false)
+    }
+
+    /// True when some term's `T` has an off-diagonal entry.
+    pub(crate) fn is_triangular(&self) -> bool {
+        self.blocks
+            .iter()
+            .any(|(_, k, t)| (0..*k).any(|c| ((c + 1)..*k).any(|r| t[c * k + r] != 0.0)))
+    }
+
+    fn build(input: &FitInput, standard: bool) -> ThetaMap {
         let mut blocks = Vec::with_capacity(input.terms.len());
         let mut off = 0;
         for t in &input.terms {
