@@ -231,13 +231,27 @@ fn arc_search<O: Objective>(
     d: &[f64],
     lb: &[f64],
 ) -> Result<Option<Point>, LmmError> {
+    arc_search_from(obj, x, fx, g, d, lb, 1.0).map(|r| r.map(|(p, _)| p))
+}
+
+/// [`arc_search`] with the first trial at `alpha0` (at most 1); also
+/// returns the accepted step length.
+fn arc_search_from<O: Objective>(
+    obj: &mut Counted<O>,
+    x: &[f64],
+    fx: f64,
+    g: &[f64],
+    d: &[f64],
+    lb: &[f64],
+    alpha0: f64,
+) -> Result<Option<(Point, f64)>, LmmError> {
     // The first trial moves no coordinate by more than 10 (1 + max |x|): a
     // badly scaled quasi-Newton step (1e7 where the criterion is flat)
     // would otherwise cost tens of halvings, each an evaluation.
     let xmax = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     let dmax = d.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     let cap = 10.0 * (1.0 + xmax);
-    let mut alpha = if dmax > cap { cap / dmax } else { 1.0 };
+    let mut alpha = if dmax > cap { cap / dmax } else { 1.0 }.min(alpha0);
     for it in 0..50 {
         let mut xn: Vec<f64> = x.iter().zip(d).map(|(a, b)| a + alpha * b).collect();
         project(&mut xn, lb);
@@ -248,7 +262,7 @@ fn arc_search<O: Objective>(
         if it == 0 {
             if let Ok((fnew, gnew)) = obj.fg(&xn) {
                 if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
-                    return Ok(Some((xn, fnew, gnew)));
+                    return Ok(Some(((xn, fnew, gnew), alpha)));
                 }
                 // Quadratic interpolation of the step length.
                 if fnew.is_finite() && slope < 0.0 {
@@ -261,7 +275,7 @@ fn arc_search<O: Objective>(
             let fnew = obj.f(&xn);
             if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
                 if let Ok((fnew, gnew)) = obj.fg(&xn) {
-                    return Ok(Some((xn, fnew, gnew)));
+                    return Ok(Some(((xn, fnew, gnew), alpha)));
                 }
             }
         }
@@ -294,6 +308,7 @@ fn bfgs<O: Objective>(
         None => (0..m).for_each(|i| bm[i * m + i] = 1.0),
     }
     let mut resets = 0;
+    let mut alpha0 = 1.0;
     while *budget > 0 {
         *budget -= 1;
         // Epsilon-active set (Bertsekas): near the bound with the gradient
@@ -317,8 +332,9 @@ fn bfgs<O: Objective>(
                 d.iter_mut().for_each(|v| *v /= dmax);
             }
         }
-        let step = arc_search(obj, &x, fx, &g, &d, lb)?;
-        let Some((xn, fnew, gnew)) = step else {
+        let step = arc_search_from(obj, &x, fx, &g, &d, lb, alpha0)?;
+        let Some(((xn, fnew, gnew), acc)) = step else {
+            alpha0 = 1.0;
             if dec <= 1e-8 * (1.0 + fx.abs()) {
                 return Ok((x, fx, g, true, "converged".into()));
             }
@@ -339,6 +355,11 @@ fn bfgs<O: Objective>(
                 "line search failed to reduce the criterion".into(),
             ));
         };
+        // Where the last search cut the step far back, the next one starts
+        // near that length (the metric adapts slowly when the steps it
+        // proposes are orders of magnitude too long: each halving is an
+        // evaluation; harness case 444: 22 per iteration).
+        alpha0 = if acc < 0.25 { 4.0 * acc } else { 1.0 };
         let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
         let yv: Vec<f64> = gnew.iter().zip(&g).map(|(a, b)| a - b).collect();
         let change = fx - fnew;
