@@ -363,6 +363,14 @@ test_that("the optimiser finds the basins the fuzz harness showed it missing", {
   # in per-entry scaled coordinates reaches lme4 1.1-31's 522.7286562
   r <- fz_run_case(cases$case_1426)
   expect_lt(-2 * as.numeric(logLik(r$res$fit)), 522.7286562 + 1e-6)
+  # seed 1 case 444 (REML, 80 rows, `(x1 + z1 + x2 + 0 | g)` with x1 on a
+  # large scale): the first run from lme4's start proposed steps orders of
+  # magnitude too long for hundreds of iterations, one evaluation per
+  # halving: 43,691 evaluations (6.9 s); each line search now starts near
+  # the last accepted step length
+  r <- fz_run_case(cases$case_444)
+  expect_lt(r$res$fit$optinfo$n_eval, 15000)
+  fz_expect_not_worse(r$res, r$ref)
   # seed 1 case 627: lme4 stops at theta = 1.6e6 (criterion 281.5953);
   # the criterion keeps decreasing: lmm goes further and says so
   r <- fz_run_case(cases$case_627)
