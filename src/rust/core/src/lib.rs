@@ -374,6 +374,9 @@ pub(crate) fn optimize_theta(
     }
     // The scaled restarts are full optimisations: only for small models,
     // where they cost milliseconds.
+    // Restarts run with the end-point check (which escapes saddle points on
+    // the way, as the first run does).
+    let mut checked_runs: Vec<Vec<f64>> = Vec::new();
     let mut extra = if (control.restarts && on_boundary) || !best.converged || small {
         let mut r = input::boundary_restarts(&best.x, lower, start);
         if lower.len() > 8 && best.converged {
@@ -387,6 +390,22 @@ pub(crate) fn optimize_theta(
         extra.extend(input::term_zero_restarts(input, &best.x));
         if input.terms.len() > 1 {
             extra.push(input::asymmetric_start(input, start));
+        }
+        // lme4's start with every off-diagonal entry at +0.5 and at -0.5:
+        // from the uncorrelated start the search can stay near zero
+        // correlations and end in a worse basin (harness cases 8018, 6743:
+        // 1.1e-5 and 1.4e-3 above lme4, "converged"; from these starts
+        // below lme4)
+        if lower.iter().any(|l| !l.is_finite()) {
+            for v in [0.5, -0.5] {
+                checked_runs.push(
+                    start
+                        .iter()
+                        .zip(lower)
+                        .map(|(s, l)| if l.is_finite() { *s } else { v })
+                        .collect(),
+                );
+            }
         }
     }
     // The default start in the optimiser's coordinates: each term's
@@ -423,14 +442,16 @@ pub(crate) fn optimize_theta(
     for _round in 0..4 {
         let mut improved = false;
         let gtol = 1e-9 * (1.0 + best.f.abs());
-        let mut alts: Vec<(Vec<f64>, bool)> =
+        // (start, diagonal map, checked)
+        let mut alts: Vec<(Vec<f64>, bool, bool)> =
             input::column_sign_flips(input, &best.x, &best.grad, gtol)
                 .into_iter()
-                .map(|a| (a, false))
+                .map(|a| (a, false, false))
                 .collect();
-        alts.extend(extra.drain(..).map(|a| (a, false)));
-        alts.extend(diag_runs.drain(..).map(|a| (a, true)));
-        for (alt, diagonal) in alts {
+        alts.extend(extra.drain(..).map(|a| (a, false, false)));
+        alts.extend(diag_runs.drain(..).map(|a| (a, true, false)));
+        alts.extend(checked_runs.drain(..).map(|a| (a, false, true)));
+        for (alt, diagonal, checked) in alts {
             // A restart whose start cannot be evaluated is skipped.
             let res = if let (true, Some(dm)) = (diagonal, diag_map.as_ref()) {
                 let main = std::mem::replace(&mut obj.map, dm.clone());
@@ -438,7 +459,7 @@ pub(crate) fn optimize_theta(
                 obj.map = main;
                 r
             } else {
-                obj.minimize(&alt, lower, restart_iter, tol, false)
+                obj.minimize(&alt, lower, restart_iter, tol, checked)
             };
             let Ok(mut cand) = res else {
                 continue;
