@@ -371,6 +371,12 @@ test_that("the optimiser finds the basins the fuzz harness showed it missing", {
   r <- fz_run_case(cases$case_444)
   expect_lt(r$res$fit$optinfo$n_eval, 15000)
   fz_expect_not_worse(r$res, r$ref)
+  # seed 1 case 8018 (REML, `(x3 | g1) + (0 + x1 | g1)`): from lme4's
+  # uncorrelated start lmm ended at 4471.278538 ("converged"), lme4 1.1-31
+  # at 4471.230177; from the start with the correlation entry at +-0.5 the
+  # search reaches 4471.152618
+  r <- fz_run_case(cases$case_8018)
+  expect_lt(-2 * as.numeric(logLik(r$res$fit)), 4471.230177)
   # seed 1 case 627: lme4 stops at theta = 1.6e6 (criterion 281.5953);
   # the criterion keeps decreasing: lmm goes further and says so
   r <- fz_run_case(cases$case_627)
