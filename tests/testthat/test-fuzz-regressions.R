@@ -377,6 +377,12 @@ test_that("the optimiser finds the basins the fuzz harness showed it missing", {
   # search reaches 4471.152618
   r <- fz_run_case(cases$case_8018)
   expect_lt(-2 * as.numeric(logLik(r$res$fit)), 4471.230177)
+  # seed 1 case 6743 (ML, weights, `(scale(x1) | gc) + (f1 | x5)`): lmm
+  # ended at -445.1705583 ("converged"), lme4 1.1-31 at -445.7917470; a
+  # mirror image of the end point of the run from the correlated start
+  # reaches -445.7924
+  r <- fz_run_case(cases$case_6743)
+  expect_lt(-2 * as.numeric(logLik(r$res$fit)), -445.7917470)
   # seed 1 case 627: lme4 stops at theta = 1.6e6 (criterion 281.5953);
   # the criterion keeps decreasing: lmm goes further and says so
   r <- fz_run_case(cases$case_627)

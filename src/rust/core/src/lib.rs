@@ -377,6 +377,7 @@ pub(crate) fn optimize_theta(
     // Restarts run with the end-point check (which escapes saddle points on
     // the way, as the first run does).
     let mut checked_runs: Vec<Vec<f64>> = Vec::new();
+    let mut secondary: Vec<Vec<f64>> = Vec::new();
     let mut extra = if (control.restarts && on_boundary) || !best.converged || small {
         let mut r = input::boundary_restarts(&best.x, lower, start);
         if lower.len() > 8 && best.converged {
@@ -496,12 +497,24 @@ pub(crate) fn optimize_theta(
                 // new best point (the next round adds its mirror images)
                 continue;
             }
+            if checked && cand.converged {
+                // the end point of a checked run from a correlated start:
+                // its mirror images and its zero diagonals restarted at 1
+                // (case 6743: from there lmm reaches below lme4's optimum)
+                // and its mirror images
+                secondary.extend(input::column_sign_flips(input, &cand.x, &cand.grad, gtol));
+                let reset = input::boundary_restarts(&cand.x, lower, start).swap_remove(0);
+                if reset != cand.x {
+                    secondary.push(reset);
+                }
+            }
             best.n_eval += cand.n_eval;
             best.n_grad += cand.n_grad;
         }
-        if !improved {
+        if !improved && secondary.is_empty() {
             break;
         }
+        extra.append(&mut secondary);
     }
     // theta beyond 1e6 (random-effect sd a million times the residual sd)
     // cannot be confirmed as an optimum: the criterion keeps decreasing as a
