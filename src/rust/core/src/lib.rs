@@ -314,6 +314,17 @@ impl Objective for PreparedObjective<'_> {
     }
 }
 
+/// How a restart of [`optimize_theta`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// Quasi-Newton only, in the model's coordinates.
+    Plain,
+    /// Quasi-Newton only, in the per-entry scaled (diagonal) coordinates.
+    DiagonalMap,
+    /// With the end-point check.
+    Checked,
+}
+
 /// Optimises theta from `start` over `theta >= lower`, with the restarts
 /// that guard against local and mirror-image optima:
 /// * a fit that ends on the boundary (or whose optimum could not be
@@ -373,9 +384,9 @@ pub(crate) fn optimize_theta(
         );
     }
     // The scaled restarts are full optimisations: only for small models,
-    // where they cost milliseconds.
-    // Restarts run with the end-point check (which escapes saddle points on
-    // the way, as the first run does).
+    // where they cost milliseconds. `checked_runs` run with the end-point
+    // check (which escapes saddle points on the way, as the first run does);
+    // `secondary` holds restarts from their end points.
     let mut checked_runs: Vec<Vec<f64>> = Vec::new();
     let mut secondary: Vec<Vec<f64>> = Vec::new();
     let mut extra = if (control.restarts && on_boundary) || !best.converged || small {
@@ -443,24 +454,24 @@ pub(crate) fn optimize_theta(
     for _round in 0..4 {
         let mut improved = false;
         let gtol = 1e-9 * (1.0 + best.f.abs());
-        // (start, diagonal map, checked)
-        let mut alts: Vec<(Vec<f64>, bool, bool)> =
+        let mut alts: Vec<(Vec<f64>, Restart)> =
             input::column_sign_flips(input, &best.x, &best.grad, gtol)
                 .into_iter()
-                .map(|a| (a, false, false))
+                .map(|a| (a, Restart::Plain))
                 .collect();
-        alts.extend(extra.drain(..).map(|a| (a, false, false)));
-        alts.extend(diag_runs.drain(..).map(|a| (a, true, false)));
-        alts.extend(checked_runs.drain(..).map(|a| (a, false, true)));
-        for (alt, diagonal, checked) in alts {
+        alts.extend(extra.drain(..).map(|a| (a, Restart::Plain)));
+        alts.extend(diag_runs.drain(..).map(|a| (a, Restart::DiagonalMap)));
+        alts.extend(checked_runs.drain(..).map(|a| (a, Restart::Checked)));
+        for (alt, kind) in alts {
             // A restart whose start cannot be evaluated is skipped.
-            let res = if let (true, Some(dm)) = (diagonal, diag_map.as_ref()) {
-                let main = std::mem::replace(&mut obj.map, dm.clone());
-                let r = obj.minimize(&alt, lower, restart_iter, tol, false);
-                obj.map = main;
-                r
-            } else {
-                obj.minimize(&alt, lower, restart_iter, tol, checked)
+            let res = match (kind, diag_map.as_ref()) {
+                (Restart::DiagonalMap, Some(dm)) => {
+                    let main = std::mem::replace(&mut obj.map, dm.clone());
+                    let r = obj.minimize(&alt, lower, restart_iter, tol, false);
+                    obj.map = main;
+                    r
+                }
+                _ => obj.minimize(&alt, lower, restart_iter, tol, kind == Restart::Checked),
             };
             let Ok(mut cand) = res else {
                 continue;
@@ -497,11 +508,10 @@ pub(crate) fn optimize_theta(
                 // new best point (the next round adds its mirror images)
                 continue;
             }
-            if checked && cand.converged {
+            if kind == Restart::Checked && cand.converged {
                 // the end point of a checked run from a correlated start:
                 // its mirror images and its zero diagonals restarted at 1
                 // (case 6743: from there lmm reaches below lme4's optimum)
-                // and its mirror images
                 secondary.extend(input::column_sign_flips(input, &cand.x, &cand.grad, gtol));
                 let reset = input::boundary_restarts(&cand.x, lower, start).swap_remove(0);
                 if reset != cand.x {
@@ -553,11 +563,13 @@ pub(crate) fn optimize_theta(
                 );
             }
             if (b < 0.05 * a && a < 1e-8 * c) || a < 1e-16 * c {
-                if best_finite.is_none() {
+                if best_finite.is_none() && obj.initial_hessian {
                     // The Newton-like first steps may have left the basin
                     // of a local optimum at finite theta that unit steps
                     // from the start find (what lme4 returns; harness case
-                    // 398): one plain run from the start.
+                    // 398 while the initial Hessian applied to every fit):
+                    // one plain run from the start. (Without the initial
+                    // Hessian that run would repeat the first.)
                     obj.initial_hessian = false;
                     if let Ok(r) = obj.minimize(start, lower, max_iter, tol, true) {
                         if finite(&r) {
