@@ -4,6 +4,7 @@
 use crate::blocks::Blocks;
 use crate::chunk::{Chunk, MAX_UNION};
 use crate::error::LmmError;
+use crate::scatter::Scatter;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
@@ -47,9 +48,25 @@ pub(crate) struct Workspace {
     stack: MemBuffer,
     /// Groups of levels for the stacked updates.
     pub chunk: Chunk,
+    /// Column-oriented updates where the levels touch scattered columns.
+    pub scatter: Option<Scatter>,
+    /// The gradient's dense inverse and the inverse of its factor, kept
+    /// between evaluations (allocated at the first gradient).
+    pub kd: faer::Mat<f64>,
+    pub linv: faer::Mat<f64>,
 }
 
 impl Workspace {
+    /// Buffers for `bl`, with the column-oriented updates (where they apply)
+    /// shared out between `threads` threads (0: all cores; the results do
+    /// not depend on it).
+    pub fn with_threads(bl: &Blocks, threads: usize) -> Workspace {
+        let mut ws = Workspace::new(bl);
+        ws.scatter = Scatter::plan(bl, crate::pass::resolve_threads(threads));
+        ws
+    }
+
+    /// Buffers for `bl` with the grouped updates only.
     pub fn new(bl: &Blocks) -> Workspace {
         let mut lam_off = Vec::with_capacity(bl.terms.len());
         let mut tot = 0;
@@ -72,6 +89,9 @@ impl Workspace {
             xdiag: vec![0.0; bl.p],
             stack: MemBuffer::new(req),
             chunk: Chunk::new(bl.k1, d),
+            scatter: None,
+            kd: faer::Mat::zeros(0, 0),
+            linv: faer::Mat::zeros(0, 0),
         }
     }
 
@@ -327,17 +347,23 @@ pub(crate) fn evaluate(bl: &Blocks, ws: &mut Workspace, reml: bool) -> Result<Cr
     fill_dense(bl, ws);
     let mut ldl2 = 0.0;
     let k1 = bl.k1;
-    ws.chunk.clear();
-    for j in 0..bl.g1 {
-        let (m, ld) = level_block(bl, ws, j)?;
-        ldl2 += ld;
-        if !ws.chunk.accepts(&ws.idx[..m]) {
-            flush_update(d, ws);
+    if let Some(mut sc) = ws.scatter.take() {
+        let res = scatter_levels(bl, ws, &mut sc);
+        ws.scatter = Some(sc);
+        ldl2 = res?;
+    } else {
+        ws.chunk.clear();
+        for j in 0..bl.g1 {
+            let (m, ld) = level_block(bl, ws, j)?;
+            ldl2 += ld;
+            if !ws.chunk.accepts(&ws.idx[..m]) {
+                flush_update(d, ws);
+            }
+            let kk = k1 * k1;
+            ws.chunk.push(j, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
         }
-        let kk = k1 * k1;
-        ws.chunk.push(j, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
+        flush_update(d, ws);
     }
-    flush_update(d, ws);
     // Keep the diagonal of the X part to detect rank deficiency.
     for i in 0..p {
         ws.xdiag[i] = ws.s[(q2 + i) * d + q2 + i];
@@ -404,6 +430,49 @@ pub(crate) fn evaluate(bl: &Blocks, ws: &mut Workspace, reml: bool) -> Result<Cr
         pwrss,
         value,
     })
+}
+
+/// The levels' part of [`evaluate`] by columns (see [`Scatter`]): every
+/// `L_j` and `C_j` into `sc`, then `S -= sum_j C_j' C_j`. Returns
+/// `sum_j log|L_j|^2`.
+fn scatter_levels(bl: &Blocks, ws: &mut Workspace, sc: &mut Scatter) -> Result<f64, LmmError> {
+    let k1 = bl.k1;
+    let kk = k1 * k1;
+    let d = bl.d();
+    let q2 = bl.q2;
+    let p1 = bl.p + 1;
+    let g1 = bl.g1;
+    let mut ldl2 = 0.0;
+    // X and y columns of every level, stacked: (k1 g1) x (p + 1).
+    let rows = k1 * g1;
+    let mut gxy = vec![0.0; rows * p1];
+    for j in 0..g1 {
+        let (m, ld) = level_block(bl, ws, j)?;
+        ldl2 += ld;
+        let o = k1 * sc.off[j];
+        sc.c[o..o + k1 * m].copy_from_slice(&ws.c[..k1 * m]);
+        sc.l[j * kk..(j + 1) * kk].copy_from_slice(&ws.m[..kk]);
+        let nc = m - p1;
+        for c in 0..p1 {
+            gxy[c * rows + j * k1..c * rows + (j + 1) * k1]
+                .copy_from_slice(&ws.c[(nc + c) * k1..(nc + c + 1) * k1]);
+        }
+    }
+    sc.update_rest(bl, &mut ws.s);
+    let sm = MatMut::from_column_major_slice_mut(&mut ws.s, d, d);
+    let g = MatRef::from_column_major_slice(&gxy, rows, p1);
+    tri_matmul(
+        sm.submatrix_mut(q2, q2, p1, p1),
+        BlockStructure::TriangularLower,
+        Accum::Add,
+        g.transpose(),
+        BlockStructure::Rectangular,
+        g,
+        BlockStructure::Rectangular,
+        -1.0,
+        Par::Seq,
+    );
+    Ok(ldl2)
 }
 
 /// `S[idx, idx] -= C' C` for one level (lower triangle; idx increasing).

@@ -64,6 +64,224 @@ fn upper_t_solve(l: &[f64], k: usize, b: &mut [f64]) {
     }
 }
 
+/// What the per-level part of the gradient reads.
+struct Ctx<'a> {
+    bl: &'a Blocks,
+    lam: &'a [f64],
+    lam_off: &'a [usize],
+    lam1: &'a [f64],
+    /// `[u2; beta]`.
+    x: &'a [f64],
+    b_rest: &'a [f64],
+    reml: bool,
+}
+
+/// The per-level sums of the gradient and their scratch buffers.
+struct LevelAcc {
+    /// Per term: sum over levels of the diagonal blocks of F (k x k).
+    f_term: Vec<Vec<f64>>,
+    /// Per term: sum over levels of (Z'W rho)_(l,r) u_(l,c), k x k (r + c k).
+    ru_term: Vec<Vec<f64>>,
+    f_prim: Vec<f64>,
+    /// Z_r' W rho, accumulated: - sum_j A_1r,j' b_j first.
+    zr_rest: Vec<f64>,
+    u1: Vec<f64>,
+    b1: Vec<f64>,
+    zr1: Vec<f64>,
+    gmat: Vec<f64>,
+    bmat: Vec<f64>,
+    w1: Vec<f64>,
+    y: Vec<f64>,
+    zz: Vec<f64>,
+}
+
+impl LevelAcc {
+    fn new(bl: &Blocks) -> LevelAcc {
+        let k1 = bl.k1;
+        let kk = k1 * k1;
+        LevelAcc {
+            f_term: bl.terms.iter().map(|t| vec![0.0; t.k * t.k]).collect(),
+            ru_term: bl.terms.iter().map(|t| vec![0.0; t.k * t.k]).collect(),
+            f_prim: vec![0.0; kk],
+            zr_rest: vec![0.0; bl.q2],
+            u1: vec![0.0; k1],
+            b1: vec![0.0; k1],
+            zr1: vec![0.0; k1],
+            gmat: Vec::new(),
+            bmat: Vec::new(),
+            w1: vec![0.0; kk],
+            y: vec![0.0; kk],
+            zz: vec![0.0; kk],
+        }
+    }
+
+    /// Adds primary level `j`: its factor `lj`, `C_j` (`cj`, k1 x m), its
+    /// columns `idx` in the dense system and `E_j = C_j[:, :mm] K_D[idx,
+    /// idx]` (`e`, k1 x mm).
+    fn add_level(&mut self, cx: &Ctx, j: usize, lj: &[f64], cj: &[f64], idx: &[usize], e: &[f64]) {
+        let bl = cx.bl;
+        let (k1, p, q2) = (bl.k1, bl.p, bl.q2);
+        let kk = k1 * k1;
+        let m = idx.len();
+        let nc = m - p - 1;
+        let mm = nc + if cx.reml { p } else { 0 };
+        let x = cx.x;
+        let beta = &x[q2..q2 + p];
+        let lam1 = cx.lam1;
+        let LevelAcc {
+            f_term,
+            ru_term,
+            f_prim,
+            zr_rest,
+            u1,
+            b1,
+            zr1,
+            gmat,
+            bmat,
+            w1,
+            y,
+            zz,
+        } = self;
+        // u1_j = L_j^{-T} (c_y - C_j x[idx]).
+        u1.copy_from_slice(&cj[(m - 1) * k1..m * k1]);
+        for cc in 0..m - 1 {
+            axpy(u1, -x[idx[cc]], &cj[cc * k1..(cc + 1) * k1]);
+        }
+        upper_t_solve(lj, k1, u1);
+        for r in 0..k1 {
+            let mut v = 0.0;
+            for c in 0..=r {
+                v += lam1[c * k1 + r] * u1[c];
+            }
+            b1[r] = v;
+        }
+        // Raw coupling and X blocks of level j.
+        let r0 = bl.r_ptr[j];
+        let a11 = &bl.a11[j * kk..(j + 1) * kk];
+        let rdat = &bl.r_dat[r0 * k1..(r0 + nc) * k1];
+        let a1x = &bl.a1x[j * k1 * p..(j + 1) * k1 * p];
+        // Z_1j' W rho.
+        zr1.copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
+        for c in 0..k1 {
+            axpy(zr1, -b1[c], &a11[c * k1..(c + 1) * k1]);
+        }
+        for cc in 0..nc {
+            axpy(zr1, -cx.b_rest[idx[cc]], &rdat[cc * k1..(cc + 1) * k1]);
+        }
+        for c in 0..p {
+            axpy(zr1, -beta[c], &a1x[c * k1..(c + 1) * k1]);
+        }
+        for cc in 0..nc {
+            let mut v = 0.0;
+            for a in 0..k1 {
+                v += rdat[cc * k1 + a] * b1[a];
+            }
+            zr_rest[idx[cc]] -= v;
+        }
+        for &t in &bl.prim_terms {
+            let ti = &bl.terms[t];
+            let o = ti.prim_offset.unwrap_or(0);
+            let k = ti.k;
+            let ru = &mut ru_term[t];
+            for c in 0..k {
+                for r in c..k {
+                    ru[c * k + r] += zr1[o + r] * u1[o + c];
+                }
+            }
+        }
+        // W1 = I + E C[:, :mm]'.
+        w1.fill(0.0);
+        for a in 0..k1 {
+            w1[a * k1 + a] = 1.0;
+        }
+        if mm > 0 {
+            matmul(
+                MatMut::from_column_major_slice_mut(w1, k1, k1),
+                Accum::Add,
+                MatRef::from_column_major_slice(e, k1, mm),
+                MatRef::from_column_major_slice(&cj[..k1 * mm], k1, mm).transpose(),
+                1.0,
+                Par::Seq,
+            );
+        }
+        // B_j[:, :mm] (k1 x mm): rest columns times Lambda_r, then X columns.
+        bmat.clear();
+        bmat.resize(k1 * mm, 0.0);
+        for cc in 0..nc {
+            let colr = idx[cc];
+            let (t, ci) = bl.rest_col_term[colr];
+            let k = bl.terms[t].k;
+            let lt = &cx.lam[cx.lam_off[t]..cx.lam_off[t] + k * k];
+            let dst = &mut bmat[cc * k1..(cc + 1) * k1];
+            for c2 in ci..k {
+                let src = (cc - ci + c2) * k1;
+                axpy(dst, lt[ci * k + c2], &rdat[src..src + k1]);
+            }
+        }
+        if cx.reml {
+            bmat[nc * k1..(nc + p) * k1].copy_from_slice(a1x);
+        }
+        // Y = L^{-1} Lambda_1' A_11,j.
+        for c in 0..k1 {
+            for r in 0..k1 {
+                let mut v = 0.0;
+                for l in r..k1 {
+                    v += lam1[r * k1 + l] * a11[c * k1 + l];
+                }
+                y[c * k1 + r] = v;
+            }
+            lower_solve(lj, k1, &mut y[c * k1..(c + 1) * k1]);
+        }
+        // Z = W1 Y - E B'; F_jj = L^{-T} Z.
+        matmul(
+            MatMut::from_column_major_slice_mut(zz, k1, k1),
+            Accum::Replace,
+            MatRef::from_column_major_slice(w1, k1, k1),
+            MatRef::from_column_major_slice(y, k1, k1),
+            1.0,
+            Par::Seq,
+        );
+        if mm > 0 {
+            matmul(
+                MatMut::from_column_major_slice_mut(zz, k1, k1),
+                Accum::Add,
+                MatRef::from_column_major_slice(e, k1, mm),
+                MatRef::from_column_major_slice(bmat, k1, mm).transpose(),
+                -1.0,
+                Par::Seq,
+            );
+        }
+        for c in 0..k1 {
+            upper_t_solve(lj, k1, &mut zz[c * k1..(c + 1) * k1]);
+        }
+        for (fp, z) in f_prim.iter_mut().zip(zz.iter()) {
+            *fp += z;
+        }
+        // Rest blocks coupled to level j: -E[:, R]' G[:, R], G = L^{-1} Lambda_1' A_1R,j.
+        if nc > 0 {
+            gmat.clear();
+            gmat.resize(k1 * nc, 0.0);
+            lambda_t_solve(lam1, lj, k1, rdat, gmat);
+            let mut cc = 0;
+            while cc < nc {
+                let (t, _) = bl.rest_col_term[idx[cc]];
+                let k = bl.terms[t].k;
+                let ft = &mut f_term[t];
+                for b in 0..k {
+                    for a in 0..k {
+                        let mut v = 0.0;
+                        for r in 0..k1 {
+                            v += e[(cc + a) * k1 + r] * gmat[(cc + b) * k1 + r];
+                        }
+                        ft[b * k + a] -= v;
+                    }
+                }
+                cc += k;
+            }
+        }
+    }
+}
+
 /// Gradient of the criterion at the theta for which `evaluate` was the last
 /// call on `ws` (so `ws.s` holds the dense factor and `ws.lam` Lambda).
 pub(crate) fn gradient(
@@ -92,11 +310,15 @@ pub(crate) fn gradient(
     let beta = &x[q2..mdim];
 
     // K_D = (L_dd L_dd')^{-1}, the leading dd block of the dense factor.
-    let mut kd = Mat::<f64>::zeros(dd, dd);
+    if ws.kd.nrows() != dd {
+        ws.kd = Mat::<f64>::zeros(dd, dd);
+        ws.linv = Mat::<f64>::zeros(dd, dd);
+    }
+    let mut kd = std::mem::replace(&mut ws.kd, Mat::zeros(0, 0));
     if dd > 0 {
         let par = if dd >= 384 { Par::rayon(0) } else { Par::Seq };
         let sm = MatRef::from_column_major_slice(&ws.s, d, d);
-        let mut linv = Mat::<f64>::zeros(dd, dd);
+        let linv = &mut ws.linv;
         invert_lower_triangular(linv.as_mut(), sm.submatrix(0, 0, dd, dd), par);
         // K = Linv' Linv, lower triangle, then mirrored.
         tri_matmul(
@@ -135,245 +357,144 @@ pub(crate) fn gradient(
     }
 
     let nt = bl.terms.len();
-    // Per term: sum over levels of the diagonal blocks of F (k x k).
-    let mut f_term: Vec<Vec<f64>> = bl.terms.iter().map(|t| vec![0.0; t.k * t.k]).collect();
-    // Per term: sum over levels of (Z'W rho)_(l,r) u_(l,c), k x k (r + c k).
-    let mut ru_term: Vec<Vec<f64>> = bl.terms.iter().map(|t| vec![0.0; t.k * t.k]).collect();
-    let mut f_prim = vec![0.0; k1 * k1];
-    // Z_r' W rho, accumulated: - sum_j A_1r,j' b_j first.
-    let mut zr_rest = vec![0.0; q2];
-
+    let mut acc = LevelAcc::new(bl);
+    let cx = Ctx {
+        bl,
+        lam: &ws.lam,
+        lam_off: &ws.lam_off,
+        lam1: &ws.lam1,
+        x: &x,
+        b_rest: &b_rest,
+        reml,
+    };
     let kk = k1 * k1;
-    let mut u1 = vec![0.0; k1];
-    let mut b1 = vec![0.0; k1];
-    let mut zr1 = vec![0.0; k1];
     let mut e = Vec::new();
-    let mut gmat = Vec::new();
-    let mut bmat = Vec::new();
-    let mut w1 = vec![0.0; kk];
-    let mut y = vec![0.0; kk];
-    let mut zz = vec![0.0; kk];
-    let mut lam1 = vec![0.0; kk];
-    lam1.copy_from_slice(&ws.lam1);
-    let mut chunk = std::mem::replace(&mut ws.chunk, Chunk::new(0, 0));
-    chunk.clear();
-    let mut kg = Vec::new();
-    let mut ec = Vec::new();
-    let mut next = 0;
-    let mut pending = false;
-    while next < bl.g1 || !chunk.is_empty() {
-        if next < bl.g1 {
-            let (m, _) = level_block(bl, ws, next)?;
-            if chunk.accepts(&ws.idx[..m]) {
-                chunk.push(next, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
-                next += 1;
-                continue;
-            }
-            pending = true;
-        }
-        // E_j = C_j K_D[idx, idx] for the whole group by one product.
-        let nu = chunk.sort_union(dd);
-        let rows = chunk.rows;
-        let stacked = chunk.levels.len() > 1 && nu > 0 && nu <= MAX_UNION;
-        if stacked {
-            kg.clear();
-            kg.resize(nu * nu, 0.0);
-            for (b, &cb) in chunk.sorted.iter().enumerate() {
-                for (a, &ca) in chunk.sorted.iter().enumerate() {
-                    kg[b * nu + a] = kd[(ca, cb)];
-                }
-            }
-            ec.clear();
-            ec.resize(rows * nu, 0.0);
-            matmul(
-                MatMut::from_column_major_slice_mut(&mut ec, rows, nu),
-                Accum::Replace,
-                MatRef::from_column_major_slice(&chunk.cs, rows, nu),
-                MatRef::from_column_major_slice(&kg, nu, nu),
-                1.0,
-                Par::Seq,
-            );
-        }
-        for (li, &(j, m, off)) in chunk.levels.iter().enumerate() {
-            let nc = m - p - 1;
-            let mm = nc + if reml { p } else { 0 };
-            let lj = &chunk.lm[li * kk..(li + 1) * kk];
-            let cj = &chunk.lc[off * k1..(off + m) * k1];
-            let idx = &chunk.li[off..off + m];
-            // u1_j = L_j^{-T} (c_y - C_j x[idx]).
-            u1.copy_from_slice(&cj[(m - 1) * k1..m * k1]);
-            for cc in 0..m - 1 {
-                axpy(&mut u1, -x[idx[cc]], &cj[cc * k1..(cc + 1) * k1]);
-            }
-            upper_t_solve(lj, k1, &mut u1);
-            for r in 0..k1 {
-                let mut v = 0.0;
-                for c in 0..=r {
-                    v += lam1[c * k1 + r] * u1[c];
-                }
-                b1[r] = v;
-            }
-            // Raw coupling and X blocks of level j.
+    if let Some(mut sc) = ws.scatter.take() {
+        // Column-oriented: the evaluation's C_j and L_j, E by columns of K_D.
+        sc.gather_e(bl, reml, |b| kd.col_as_slice(b));
+        let mut idx = Vec::new();
+        for j in 0..bl.g1 {
             let r0 = bl.r_ptr[j];
-            let a11 = &bl.a11[j * kk..(j + 1) * kk];
-            let rdat = &bl.r_dat[r0 * k1..(r0 + nc) * k1];
-            let a1x = &bl.a1x[j * k1 * p..(j + 1) * k1 * p];
-            // Z_1j' W rho.
-            zr1.copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
-            for c in 0..k1 {
-                axpy(&mut zr1, -b1[c], &a11[c * k1..(c + 1) * k1]);
-            }
-            for cc in 0..nc {
-                axpy(&mut zr1, -b_rest[idx[cc]], &rdat[cc * k1..(cc + 1) * k1]);
-            }
-            for c in 0..p {
-                axpy(&mut zr1, -beta[c], &a1x[c * k1..(c + 1) * k1]);
-            }
-            for cc in 0..nc {
-                let mut v = 0.0;
-                for a in 0..k1 {
-                    v += rdat[cc * k1 + a] * b1[a];
-                }
-                zr_rest[idx[cc]] -= v;
-            }
-            for &t in &bl.prim_terms {
-                let ti = &bl.terms[t];
-                let o = ti.prim_offset.unwrap_or(0);
-                let k = ti.k;
-                let ru = &mut ru_term[t];
-                for c in 0..k {
-                    for r in c..k {
-                        ru[c * k + r] += zr1[o + r] * u1[o + c];
-                    }
-                }
-            }
-            // E = C[:, :mm] K_D[idx, idx] (k1 x mm).
+            let nc = bl.r_ptr[j + 1] - r0;
+            let m = nc + p + 1;
+            let mm = nc + if reml { p } else { 0 };
+            idx.clear();
+            idx.extend((0..m).map(|a| crate::scatter::level_col(bl, j, a)));
+            let cj = &sc.c[k1 * sc.off[j]..k1 * sc.off[j + 1]];
             e.clear();
             e.resize(k1 * mm, 0.0);
-            if stacked {
-                for b in 0..mm {
-                    let src = chunk.spos[idx[b]] * rows + li * k1;
-                    e[b * k1..(b + 1) * k1].copy_from_slice(&ec[src..src + k1]);
+            for cc in 0..nc {
+                let t = sc.csr_to_csc[r0 + cc];
+                e[cc * k1..(cc + 1) * k1].copy_from_slice(&sc.e[t * k1..(t + 1) * k1]);
+            }
+            for c in nc..mm {
+                let kb = kd.col_as_slice(q2 + c - nc);
+                let eb = &mut e[c * k1..(c + 1) * k1];
+                for a in 0..mm {
+                    axpy(eb, kb[idx[a]], &cj[a * k1..(a + 1) * k1]);
                 }
-            } else {
-                for b in 0..mm {
-                    let kb = idx[b];
-                    let eb = &mut e[b * k1..(b + 1) * k1];
-                    for a in 0..mm {
-                        let kab = kd[(idx[a], kb)];
-                        if kab == 0.0 {
-                            continue;
-                        }
-                        let ca = &cj[a * k1..(a + 1) * k1];
-                        for r in 0..k1 {
-                            eb[r] += ca[r] * kab;
-                        }
+            }
+            acc.add_level(&cx, j, &sc.l[j * kk..(j + 1) * kk], cj, &idx, &e);
+        }
+        ws.scatter = Some(sc);
+    } else {
+        let mut chunk = std::mem::replace(&mut ws.chunk, Chunk::new(0, 0));
+        chunk.clear();
+        let mut kg = Vec::new();
+        let mut ec = Vec::new();
+        let mut next = 0;
+        let mut pending = false;
+        while next < bl.g1 || !chunk.is_empty() {
+            if next < bl.g1 {
+                let (m, _) = level_block(bl, ws, next)?;
+                if chunk.accepts(&ws.idx[..m]) {
+                    chunk.push(next, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
+                    next += 1;
+                    continue;
+                }
+                pending = true;
+            }
+            // E_j = C_j K_D[idx, idx] for the whole group by one product.
+            let nu = chunk.sort_union(dd);
+            let rows = chunk.rows;
+            let stacked = chunk.levels.len() > 1 && nu > 0 && nu <= MAX_UNION;
+            if stacked {
+                kg.clear();
+                kg.resize(nu * nu, 0.0);
+                for (b, &cb) in chunk.sorted.iter().enumerate() {
+                    for (a, &ca) in chunk.sorted.iter().enumerate() {
+                        kg[b * nu + a] = kd[(ca, cb)];
                     }
                 }
-            }
-            // W1 = I + E C[:, :mm]'.
-            w1.fill(0.0);
-            for a in 0..k1 {
-                w1[a * k1 + a] = 1.0;
-            }
-            if mm > 0 {
+                ec.clear();
+                ec.resize(rows * nu, 0.0);
                 matmul(
-                    MatMut::from_column_major_slice_mut(&mut w1, k1, k1),
-                    Accum::Add,
-                    MatRef::from_column_major_slice(&e, k1, mm),
-                    MatRef::from_column_major_slice(&cj[..k1 * mm], k1, mm).transpose(),
+                    MatMut::from_column_major_slice_mut(&mut ec, rows, nu),
+                    Accum::Replace,
+                    MatRef::from_column_major_slice(&chunk.cs, rows, nu),
+                    MatRef::from_column_major_slice(&kg, nu, nu),
                     1.0,
                     Par::Seq,
                 );
             }
-            // B_j[:, :mm] (k1 x mm): rest columns times Lambda_r, then X columns.
-            bmat.clear();
-            bmat.resize(k1 * mm, 0.0);
-            for cc in 0..nc {
-                let colr = idx[cc];
-                let (t, ci) = bl.rest_col_term[colr];
-                let k = bl.terms[t].k;
-                let lt = &ws.lam[ws.lam_off[t]..ws.lam_off[t] + k * k];
-                let dst = &mut bmat[cc * k1..(cc + 1) * k1];
-                for c2 in ci..k {
-                    let src = (cc - ci + c2) * k1;
-                    axpy(dst, lt[ci * k + c2], &rdat[src..src + k1]);
-                }
-            }
-            if reml {
-                bmat[nc * k1..(nc + p) * k1].copy_from_slice(a1x);
-            }
-            // Y = L^{-1} Lambda_1' A_11,j.
-            for c in 0..k1 {
-                for r in 0..k1 {
-                    let mut v = 0.0;
-                    for l in r..k1 {
-                        v += lam1[r * k1 + l] * a11[c * k1 + l];
+            let cx = Ctx {
+                bl,
+                lam: &ws.lam,
+                lam_off: &ws.lam_off,
+                lam1: &ws.lam1,
+                x: &x,
+                b_rest: &b_rest,
+                reml,
+            };
+            for (li, &(j, m, off)) in chunk.levels.iter().enumerate() {
+                let nc = m - p - 1;
+                let mm = nc + if reml { p } else { 0 };
+                let lj = &chunk.lm[li * kk..(li + 1) * kk];
+                let cj = &chunk.lc[off * k1..(off + m) * k1];
+                let idx = &chunk.li[off..off + m];
+                // E = C[:, :mm] K_D[idx, idx] (k1 x mm).
+                e.clear();
+                e.resize(k1 * mm, 0.0);
+                if stacked {
+                    for b in 0..mm {
+                        let src = chunk.spos[idx[b]] * rows + li * k1;
+                        e[b * k1..(b + 1) * k1].copy_from_slice(&ec[src..src + k1]);
                     }
-                    y[c * k1 + r] = v;
-                }
-                lower_solve(lj, k1, &mut y[c * k1..(c + 1) * k1]);
-            }
-            // Z = W1 Y - E B'; F_jj = L^{-T} Z.
-            matmul(
-                MatMut::from_column_major_slice_mut(&mut zz, k1, k1),
-                Accum::Replace,
-                MatRef::from_column_major_slice(&w1, k1, k1),
-                MatRef::from_column_major_slice(&y, k1, k1),
-                1.0,
-                Par::Seq,
-            );
-            if mm > 0 {
-                matmul(
-                    MatMut::from_column_major_slice_mut(&mut zz, k1, k1),
-                    Accum::Add,
-                    MatRef::from_column_major_slice(&e, k1, mm),
-                    MatRef::from_column_major_slice(&bmat, k1, mm).transpose(),
-                    -1.0,
-                    Par::Seq,
-                );
-            }
-            for c in 0..k1 {
-                upper_t_solve(lj, k1, &mut zz[c * k1..(c + 1) * k1]);
-            }
-            for (fp, z) in f_prim.iter_mut().zip(&zz) {
-                *fp += z;
-            }
-            // Rest blocks coupled to level j: -E[:, R]' G[:, R], G = L^{-1} Lambda_1' A_1R,j.
-            if nc > 0 {
-                gmat.clear();
-                gmat.resize(k1 * nc, 0.0);
-                lambda_t_solve(&lam1, lj, k1, rdat, &mut gmat);
-                let mut cc = 0;
-                while cc < nc {
-                    let (t, _) = bl.rest_col_term[idx[cc]];
-                    let k = bl.terms[t].k;
-                    let ft = &mut f_term[t];
-                    for b in 0..k {
-                        for a in 0..k {
-                            let mut v = 0.0;
-                            for r in 0..k1 {
-                                v += e[(cc + a) * k1 + r] * gmat[(cc + b) * k1 + r];
+                } else {
+                    for b in 0..mm {
+                        let kb = idx[b];
+                        let eb = &mut e[b * k1..(b + 1) * k1];
+                        for a in 0..mm {
+                            let kab = kd[(idx[a], kb)];
+                            if kab == 0.0 {
+                                continue;
                             }
-                            ft[b * k + a] -= v;
+                            axpy(eb, kab, &cj[a * k1..(a + 1) * k1]);
                         }
                     }
-                    cc += k;
                 }
+                acc.add_level(&cx, j, lj, cj, idx, &e);
+            }
+            chunk.clear();
+            if pending {
+                let m = ws
+                    .idx
+                    .len()
+                    .min(bl.r_ptr[next + 1] - bl.r_ptr[next] + p + 1);
+                chunk.push(next, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
+                next += 1;
+                pending = false;
             }
         }
-        chunk.clear();
-        if pending {
-            let m = ws
-                .idx
-                .len()
-                .min(bl.r_ptr[next + 1] - bl.r_ptr[next] + p + 1);
-            chunk.push(next, &ws.m[..kk], &ws.c[..k1 * m], &ws.idx[..m]);
-            next += 1;
-            pending = false;
-        }
+        ws.chunk = chunk;
     }
-    ws.chunk = chunk;
+    let LevelAcc {
+        mut f_term,
+        mut ru_term,
+        f_prim,
+        mut zr_rest,
+        ..
+    } = acc;
     for &t in &bl.prim_terms {
         let ti = &bl.terms[t];
         let o = ti.prim_offset.unwrap_or(0);
@@ -444,6 +565,7 @@ pub(crate) fn gradient(
         col += k;
     }
 
+    ws.kd = kd;
     // Assemble: 2 F[c, r] + dof * (-2 sum_l rho_(l,r) u_(l,c)) / r2.
     let n = bl.n as f64;
     let dof = if reml { n - p as f64 } else { n };

@@ -31,6 +31,7 @@ mod pass;
 mod precondition;
 mod rcov;
 mod refit;
+mod scatter;
 mod solve;
 
 #[cfg(test)]
@@ -151,6 +152,18 @@ pub(crate) struct Prepared {
     /// Time budget and best point of the optimisation under way (see
     /// [`Prepared::eval`]); `None` outside an optimisation.
     budget: Option<budget::Budget>,
+    /// The theta (and REML flag) whose factorisation `ws` holds, its
+    /// criterion and, once computed, its gradient: a gradient asked for at
+    /// the point just evaluated (a line search accepting a trial point)
+    /// reuses the factorisation. Cleared by [`Prepared::invalidate`].
+    at: Option<At>,
+}
+
+struct At {
+    theta: Vec<f64>,
+    reml: bool,
+    crit: factor::Criterion,
+    grad: Option<Vec<f64>>,
 }
 
 impl Prepared {
@@ -169,14 +182,22 @@ impl Prepared {
         // leave no trace in later results; the fused pass sums in another
         // order).
         blocks.set_response_threads(input, threads)?;
-        let ws = Workspace::new(&blocks);
+        let ws = Workspace::with_threads(&blocks, threads);
         Ok(Prepared {
             blocks,
             ws,
             interrupt: None,
             last_check: std::time::Instant::now(),
             budget: None,
+            at: None,
         })
+    }
+
+    /// Forgets which theta the workspace was factorised at: to be called
+    /// whenever the blocks change or code outside [`Prepared::eval`] and
+    /// [`Prepared::eval_grad`] works in the workspace.
+    pub(crate) fn invalidate(&mut self) {
+        self.at = None;
     }
 
     pub(crate) fn set_interrupt(&mut self, check: Option<InterruptCheck>) {
@@ -225,8 +246,21 @@ impl Prepared {
         if let Some(b) = &self.budget {
             b.check()?;
         }
-        self.ws.set_theta(&self.blocks, theta);
-        let crit = evaluate(&self.blocks, &mut self.ws, reml)?;
+        let crit = match &self.at {
+            Some(at) if at.reml == reml && at.theta == theta => at.crit,
+            _ => {
+                self.at = None;
+                self.ws.set_theta(&self.blocks, theta);
+                let crit = evaluate(&self.blocks, &mut self.ws, reml)?;
+                self.at = Some(At {
+                    theta: theta.to_vec(),
+                    reml,
+                    crit,
+                    grad: None,
+                });
+                crit
+            }
+        };
         if let Some(b) = &mut self.budget {
             b.record(crit.value, theta);
         }
@@ -253,7 +287,13 @@ impl Prepared {
         reml: bool,
     ) -> Result<(factor::Criterion, Vec<f64>), LmmError> {
         let crit = self.eval(theta, reml)?;
+        if let Some(At { grad: Some(g), .. }) = &self.at {
+            return Ok((crit, g.clone()));
+        }
         let g = grad::gradient(&self.blocks, &mut self.ws, &crit, reml)?;
+        if let Some(at) = &mut self.at {
+            at.grad = Some(g.clone());
+        }
         Ok((crit, g))
     }
 }
@@ -352,7 +392,7 @@ pub(crate) fn optimize_theta(
     // iterations. Not for cheap models: from lme4's start its first steps
     // can lead into a direction where the criterion is unbounded and past a
     // finite local optimum that unit steps find (harness cases 1460, 1199).
-    obj.initial_hessian = obj.prep.eval_cost() > 1e8;
+    obj.initial_hessian = obj.prep.eval_cost() > 1e8 && std::env::var_os("LMMR_NO_H0").is_none();
     let (max_iter, tol) = (control.max_iter, control.tol);
     let mut best = obj.minimize(start, lower, max_iter, tol, true)?;
     // The best confirmed optimum at finite theta: where the criterion turns
@@ -644,11 +684,13 @@ pub fn time_prepared(
     let (_, mut prep) = prepare_preconditioned(input)?;
     let t0 = std::time::Instant::now();
     for _ in 0..reps {
+        prep.invalidate();
         prep.eval(theta, reml)?;
     }
     let te = t0.elapsed().as_secs_f64() / reps as f64;
     let t0 = std::time::Instant::now();
     for _ in 0..reps {
+        prep.invalidate();
         prep.eval_grad(theta, reml)?;
     }
     let tg = t0.elapsed().as_secs_f64() / reps as f64;

@@ -214,6 +214,7 @@ impl Model {
         )?;
         let old_y = std::mem::replace(&mut self.pre.y, resp.y);
         let tr = transformed(&self.design, &self.pre);
+        self.prep.invalidate();
         if let Err(e) = self.prep.blocks.set_response_threads(&tr, self.threads) {
             self.pre.y = old_y;
             return Err(e);
@@ -239,6 +240,7 @@ impl Model {
                 self.design.p
             )));
         }
+        self.prep.invalidate();
         self.prep.blocks.n = n;
         self.prep.blocks.ldw = match log_w_sum {
             Some(l) => l,
@@ -317,7 +319,9 @@ impl Model {
     pub fn inference_moments(&mut self, theta: &[f64]) -> Result<InferenceMoments, LmmError> {
         self.check_theta(theta)?;
         let crit = self.prep.eval(theta, true)?;
-        crate::moments::moments(&self.prep.blocks, &mut self.prep.ws, &self.pre, &crit)
+        let out = crate::moments::moments(&self.prep.blocks, &mut self.prep.ws, &self.pre, &crit);
+        self.prep.invalidate();
+        out
     }
 
     /// Fits the model (optimises over theta unless `control.optimize` is
@@ -386,7 +390,9 @@ impl Model {
             }
         };
         let mut crit = prep.eval(&opt.x, reml)?;
-        let mut sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml)?;
+        let sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml);
+        prep.invalidate();
+        let mut sol = sol?;
         let shift = criterion_shift(n_obs, original.p, pre, reml);
         let mut opt = opt;
         // The criterion from the cross-products against the penalised

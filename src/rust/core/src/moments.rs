@@ -577,6 +577,126 @@ pub(crate) fn moments(
     Ok(out)
 }
 
+/// `S^-1 = L^-T L^-1` (full storage) by a triangular inverse and a
+/// triangular product.
+fn schur_inverse(l22: MatRef<f64>, par: Par) -> Mat<f64> {
+    let q2 = l22.nrows();
+    let mut linv = Mat::<f64>::zeros(q2, q2);
+    invert_lower_triangular(linv.as_mut(), l22, par);
+    let mut sinv = Mat::<f64>::zeros(q2, q2);
+    tri_matmul(
+        sinv.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        linv.transpose(),
+        BlockStructure::TriangularUpper,
+        linv.as_ref(),
+        BlockStructure::TriangularLower,
+        1.0,
+        par,
+    );
+    for c in 0..q2 {
+        for r in (c + 1)..q2 {
+            sinv[(c, r)] = sinv[(r, c)];
+        }
+    }
+    sinv
+}
+
+/// `W'`, `S^-1` and `M_rr` from `S^-1` (see `traces`): `T = Lambda_r^-T (I -
+/// S^-1)`, `W' = -T`, `M_rr = T Lambda_r^-1`.
+fn rest_via_sinv(f: &Factor, l22: MatRef<f64>) -> (Mat<f64>, Mat<f64>, Mat<f64>) {
+    let bl = f.bl;
+    let q2 = bl.q2;
+    let sinv = schur_inverse(l22, f.par);
+    let mut t = Mat::<f64>::from_fn(q2, q2, |r, c| {
+        if r == c {
+            1.0 - sinv[(r, c)]
+        } else {
+            -sinv[(r, c)]
+        }
+    });
+    // Rows: T[B, :] = Lambda_t^-T T[B, :] per rest block B.
+    let mut col = 0;
+    while col < q2 {
+        let (tt, _) = bl.rest_col_term[col];
+        let k = bl.terms[tt].k;
+        let lt = &f.lam[tt];
+        for c in 0..q2 {
+            let x = &mut t.col_as_slice_mut(c)[col..col + k];
+            for r in (0..k).rev() {
+                let mut v = x[r];
+                for c2 in (r + 1)..k {
+                    v -= lt[r * k + c2] * x[c2];
+                }
+                x[r] = v / lt[r * k + r];
+            }
+        }
+        col += k;
+    }
+    let wt = Mat::<f64>::from_fn(q2, q2, |r, c| -t[(r, c)]);
+    // Columns: M_rr[:, B] = T[:, B] Lambda_t^-1.
+    let mut mrr = t;
+    let mut col = 0;
+    while col < q2 {
+        let (tt, _) = bl.rest_col_term[col];
+        let k = bl.terms[tt].k;
+        let lt = &f.lam[tt];
+        for r in 0..q2 {
+            for c in (0..k).rev() {
+                let mut v = mrr[(r, col + c)];
+                for r2 in (c + 1)..k {
+                    v -= mrr[(r, col + r2)] * lt[c * k + r2];
+                }
+                mrr[(r, col + c)] = v / lt[c * k + c];
+            }
+        }
+        col += k;
+    }
+    (wt, sinv, mrr)
+}
+
+/// `W'`, `S^-1` and `M_rr` by triangular solves with the rest factor from
+/// `M0_rr` (any Lambda_r, singular included).
+fn rest_via_solves(f: &Factor, l22: MatRef<f64>, m0rr: Mat<f64>) -> (Mat<f64>, Mat<f64>, Mat<f64>) {
+    let bl = f.bl;
+    let q2 = bl.q2;
+    let mut u2t = Mat::<f64>::zeros(q2, q2);
+    for col in 0..q2 {
+        let (t, ci) = bl.rest_col_term[col];
+        let k = bl.terms[t].k;
+        let lt = &f.lam[t];
+        for r in 0..q2 {
+            let mut v = 0.0;
+            for c2 in ci..k {
+                v += m0rr[(r, col - ci + c2)] * lt[ci * k + c2];
+            }
+            u2t[(col, r)] = -v;
+        }
+    }
+    let mut z2 = u2t;
+    let (mut wt, mut sinv) = (Mat::zeros(0, 0), Mat::zeros(0, 0));
+    let mut mrr = m0rr;
+    if q2 > 0 {
+        solve_lower_triangular_in_place(l22, z2.as_mut(), f.par);
+        // M_rr = M0_rr - Z2' Z2, in place.
+        matmul(
+            mrr.as_mut(),
+            Accum::Add,
+            z2.transpose(),
+            z2.as_ref(),
+            -1.0,
+            f.par,
+        );
+        // W = L^-T Z2 = S^-1 U2', kept transposed (rows of W contiguous).
+        solve_upper_triangular_in_place(l22.transpose(), z2.as_mut(), f.par);
+        wt = z2.transpose().to_owned();
+        drop(z2);
+        sinv = schur_inverse(l22, f.par);
+    }
+    (wt, sinv, mrr)
+}
+
 /// `(a, b)` and, off the diagonal, `(b, a)`: the non-zero entries of a basis
 /// element's `k x k` block.
 fn sym_pairs(a: usize, b: usize) -> ([(usize, usize); 2], usize) {
@@ -615,6 +735,15 @@ fn pair_trace(
 /// coupling rows of `M` are formed one primary level at a time and the rest
 /// block densely.
 fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<f64>), LmmError> {
+    traces_with(f, basis, true)
+}
+
+/// [`traces`], with the shortcut through `S^-1` allowed or not.
+fn traces_with(
+    f: &Factor,
+    basis: &[(usize, usize, usize)],
+    allow_sinv: bool,
+) -> Result<(Vec<f64>, Mat<f64>), LmmError> {
     let bl = f.bl;
     let (k1, q2, d) = (bl.k1, bl.q2, bl.d());
     let kk = k1 * k1;
@@ -641,11 +770,41 @@ fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<
             }
         }
     };
+    // With Lambda_r invertible, S = Lambda_r' M0_rr Lambda_r + I gives
+    // M_rr = Lambda_r^-T (I - S^-1) Lambda_r^-1 and W = S^-1 U2' = -(I -
+    // S^-1) Lambda_r^-1 from S^-1 alone (three q2^3 products fewer, and no
+    // M0_rr). Used where every diagonal entry of Lambda_r' M0_rr Lambda_r
+    // (S_cc - 1) is at least 1e-4, so that forming I - S^-1 loses at most
+    // about 1e-12 relative.
+    let l22 = f.l22.as_ref();
+    let via_sinv = allow_sinv && q2 > 0 && {
+        let mut diag = vec![0.0; q2];
+        for c in 0..q2 {
+            for r in c..q2 {
+                let v = l22[(r, c)];
+                diag[r] += v * v;
+            }
+        }
+        // and every rest Lambda_t with a diagonal far from singular
+        let lam_ok = bl.terms.iter().enumerate().all(|(t, ti)| {
+            if ti.prim_offset.is_some() {
+                return true;
+            }
+            let lt = &f.lam[t];
+            let big = lt.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            (0..ti.k).all(|c| lt[c * ti.k + c].abs() >= 1e-6 * big && big > 0.0)
+        });
+        lam_ok && diag.iter().all(|s| s - 1.0 >= 1e-4)
+    };
     // Per level: M0_jj, M0_1r,j, U1_j; the dense M0_rr.
     let mut m0jj = vec![0.0; bl.g1 * kk];
     let mut m01r = vec![0.0; bl.r_dat.len()];
     let mut u1 = vec![0.0; bl.r_dat.len()];
-    let mut m0rr = Mat::<f64>::from_fn(q2, q2, |r, c| bl.dense[c * d + r]);
+    let mut m0rr = if via_sinv {
+        Mat::<f64>::zeros(0, 0)
+    } else {
+        Mat::<f64>::from_fn(q2, q2, |r, c| bl.dense[c * d + r])
+    };
     let mut pa = vec![0.0; kk];
     let mut pb = Vec::new();
     for j in 0..bl.g1 {
@@ -686,13 +845,15 @@ fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<
                 m1[cc * k1 + r] = v;
             }
         }
-        for c2 in 0..nc {
-            for c1 in 0..nc {
-                let mut v = 0.0;
-                for a in 0..k1 {
-                    v += pb[c1 * k1 + a] * pb[c2 * k1 + a];
+        if !via_sinv {
+            for c2 in 0..nc {
+                for c1 in 0..nc {
+                    let mut v = 0.0;
+                    for a in 0..k1 {
+                        v += pb[c1 * k1 + a] * pb[c2 * k1 + a];
+                    }
+                    m0rr[(cols[c1], cols[c2])] -= v;
                 }
-                m0rr[(cols[c1], cols[c2])] -= v;
             }
         }
         // U1_j = -M0_1r,j Lambda_r (whole rest blocks).
@@ -714,59 +875,11 @@ fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<
     let mut tr_mm = Mat::<f64>::zeros(nb, nb);
     // Dense rest quantities: U2 = -M0_rr Lambda_r, Z2 = L^-1 U2',
     // W = S^-1 U2', Omega_22 = U2 S^-1 U2', S^-1.
-    let l22 = f.l22.as_ref();
-    let mut u2t = Mat::<f64>::zeros(q2, q2);
-    for col in 0..q2 {
-        let (t, ci) = bl.rest_col_term[col];
-        let k = bl.terms[t].k;
-        let lt = &f.lam[t];
-        for r in 0..q2 {
-            let mut v = 0.0;
-            for c2 in ci..k {
-                v += m0rr[(r, col - ci + c2)] * lt[ci * k + c2];
-            }
-            u2t[(col, r)] = -v;
-        }
-    }
-    let mut z2 = u2t;
-    let (mut wt, mut sinv) = (Mat::zeros(0, 0), Mat::zeros(0, 0));
-    let mut mrr = m0rr;
-    if q2 > 0 {
-        solve_lower_triangular_in_place(l22, z2.as_mut(), f.par);
-        // M_rr = M0_rr - Z2' Z2, in place.
-        matmul(
-            mrr.as_mut(),
-            Accum::Add,
-            z2.transpose(),
-            z2.as_ref(),
-            -1.0,
-            f.par,
-        );
-        // W = L^-T Z2 = S^-1 U2', kept transposed (rows of W contiguous).
-        solve_upper_triangular_in_place(l22.transpose(), z2.as_mut(), f.par);
-        wt = z2.transpose().to_owned();
-        drop(z2);
-        // S^-1 = L^-T L^-1 by a triangular inverse and a triangular product.
-        let mut linv = Mat::<f64>::zeros(q2, q2);
-        invert_lower_triangular(linv.as_mut(), l22, f.par);
-        sinv = Mat::<f64>::zeros(q2, q2);
-        tri_matmul(
-            sinv.as_mut(),
-            BlockStructure::TriangularLower,
-            Accum::Replace,
-            linv.transpose(),
-            BlockStructure::TriangularUpper,
-            linv.as_ref(),
-            BlockStructure::TriangularLower,
-            1.0,
-            f.par,
-        );
-        for c in 0..q2 {
-            for r in (c + 1)..q2 {
-                sinv[(c, r)] = sinv[(r, c)];
-            }
-        }
-    }
+    let (wt, sinv, mrr) = if via_sinv {
+        rest_via_sinv(f, l22)
+    } else {
+        rest_via_solves(f, l22, m0rr)
+    };
     // Rest-rest traces and tr(E_i M) of rest terms, from M_rr.
     for &i in &rest {
         let (ti, ai, bi) = basis[i];
@@ -941,4 +1054,88 @@ fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<
         }
     }
     Ok((tr_m, tr_mm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::factor::evaluate;
+    use crate::input::{FitInput, ReTermInput};
+
+    /// The traces through `S^-1` equal those by solves with the rest
+    /// factor, on a crossed design with a correlated rest term.
+    #[test]
+    fn traces_through_the_inverse_equal_the_solves() {
+        let mut s = 11u64;
+        let mut unif = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let n = 900;
+        let ca: Vec<i32> = (0..n).map(|_| (unif() * 40.0) as i32).collect();
+        let cb: Vec<i32> = (0..n).map(|_| (unif() * 12.0) as i32).collect();
+        let cc: Vec<i32> = (0..n).map(|_| (unif() * 5.0) as i32).collect();
+        let xc: Vec<f64> = (0..n).map(|_| unif() - 0.5).collect();
+        let mut x = vec![1.0; n];
+        x.extend_from_slice(&xc);
+        let z = x.clone();
+        let ones = vec![1.0; n];
+        let y: Vec<f64> = (0..n).map(|i| xc[i] + unif() + cb[i] as f64 * 0.1).collect();
+        let input = FitInput {
+            n,
+            p: 2,
+            x: &x,
+            y: &y,
+            weights: &[],
+            terms: vec![
+                ReTermInput {
+                    codes: &ca,
+                    n_levels: 40,
+                    z: &ones,
+                    k: 1,
+                    factor_id: 0,
+                },
+                ReTermInput {
+                    codes: &cb,
+                    n_levels: 12,
+                    z: &z,
+                    k: 2,
+                    factor_id: 1,
+                },
+                ReTermInput {
+                    codes: &cc,
+                    n_levels: 5,
+                    z: &ones,
+                    k: 1,
+                    factor_id: 2,
+                },
+            ],
+        };
+        let bl = Blocks::build(&input).unwrap();
+        let mut ws = Workspace::new(&bl);
+        ws.set_theta(&bl, &[0.7, 0.9, -0.3, 0.5, 1.1]);
+        evaluate(&bl, &mut ws, true).unwrap();
+        let f = Factor::new(&bl, &mut ws).unwrap();
+        let mut basis = Vec::new();
+        for (t, ti) in bl.terms.iter().enumerate() {
+            for c in 0..ti.k {
+                for r in c..ti.k {
+                    basis.push((t, r, c));
+                }
+            }
+        }
+        let (a1, b1) = traces_with(&f, &basis, true).unwrap();
+        let (a2, b2) = traces_with(&f, &basis, false).unwrap();
+        for (u, v) in a1.iter().zip(&a2) {
+            assert!((u - v).abs() <= 1e-10 * (1.0 + v.abs()), "{a1:?} vs {a2:?}");
+        }
+        for i in 0..basis.len() {
+            for j in 0..basis.len() {
+                let (u, v) = (b1[(i, j)], b2[(i, j)]);
+                assert!((u - v).abs() <= 1e-10 * (1.0 + v.abs()), "({i}, {j}): {u} vs {v}");
+            }
+        }
+    }
 }

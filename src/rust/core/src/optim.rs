@@ -36,20 +36,64 @@ pub(crate) struct Counted<'a, O: Objective> {
     pub obj: &'a mut O,
     pub n_eval: usize,
     pub n_grad: usize,
+    /// The point of the last criterion-only call: a gradient asked for
+    /// there reuses its factorisation (no new evaluation is counted).
+    pub last_f: Option<Vec<f64>>,
+    /// The last few points with their criterion and gradient (a run
+    /// starting where the previous computation ended repeats nothing).
+    pub recent: Vec<(Vec<f64>, f64, Vec<f64>)>,
 }
 
-impl<O: Objective> Counted<'_, O> {
+/// Points kept in [`Counted::recent`].
+const RECENT: usize = 4;
+
+impl<'a, O: Objective> Counted<'a, O> {
+    pub(crate) fn new(obj: &'a mut O) -> Counted<'a, O> {
+        Counted {
+            obj,
+            n_eval: 0,
+            n_grad: 0,
+            last_f: None,
+            recent: Vec::new(),
+        }
+    }
+
     fn f(&mut self, x: &[f64]) -> f64 {
+        if let Some((_, f, _)) = self.recent.iter().find(|r| r.0 == x) {
+            return *f;
+        }
+        self.last_f = Some(x.to_vec());
         self.n_eval += 1;
+        if std::env::var_os("LMMR_EVAL_TRACE").is_some() {
+            eprintln!("[eval] f x = {x:?}");
+        }
         match self.obj.value(x) {
             Ok(v) if v.is_finite() => v,
             _ => f64::INFINITY,
         }
     }
     fn fg(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>), LmmError> {
-        self.n_eval += 1;
+        if let Some((_, f, g)) = self.recent.iter().find(|r| r.0 == x) {
+            return Ok((*f, g.clone()));
+        }
+        if self.last_f.as_deref() != Some(x) {
+            self.n_eval += 1;
+        }
+        self.last_f = None;
         self.n_grad += 1;
-        self.obj.value_grad(x)
+        let r = self.obj.value_grad(x);
+        if std::env::var_os("LMMR_EVAL_TRACE").is_some() {
+            if let Ok((f, g)) = &r {
+                eprintln!("[eval] fg x = {x:?} f = {f:.10} g = {g:?}");
+            }
+        }
+        if let Ok((f, g)) = &r {
+            if self.recent.len() == RECENT {
+                self.recent.remove(0);
+            }
+            self.recent.push((x.to_vec(), *f, g.clone()));
+        }
+        r
     }
 }
 
@@ -259,17 +303,20 @@ fn arc_search_from<O: Objective>(
             return Ok(None);
         }
         let slope: f64 = (0..x.len()).map(|i| g[i] * (xn[i] - x[i])).sum();
+        // The gradient only at an accepted point (it reuses the point's
+        // factorisation): where a gradient costs more than the criterion
+        // (a large dense block) a rejected trial costs only its criterion.
         if it == 0 {
-            if let Ok((fnew, gnew)) = obj.fg(&xn) {
-                if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
+            let fnew = obj.f(&xn);
+            if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
+                if let Ok((fnew, gnew)) = obj.fg(&xn) {
                     return Ok(Some(((xn, fnew, gnew), alpha)));
                 }
+            } else if fnew.is_finite() && slope < 0.0 {
                 // Quadratic interpolation of the step length.
-                if fnew.is_finite() && slope < 0.0 {
-                    let a = -slope / (2.0 * (fnew - fx - slope));
-                    alpha *= a.clamp(0.1, 0.5);
-                    continue;
-                }
+                let a = -slope / (2.0 * (fnew - fx - slope));
+                alpha *= a.clamp(0.1, 0.5);
+                continue;
             }
         } else {
             let fnew = obj.f(&xn);
@@ -526,11 +573,7 @@ pub(crate) fn minimize<O: Objective>(
     } else {
         1e-12
     };
-    let mut obj = Counted {
-        obj,
-        n_eval: 0,
-        n_grad: 0,
-    };
+    let mut obj = Counted::new(obj);
     // One iteration budget for all quasi-Newton runs of this minimisation.
     let mut budget = max_iter;
     // For a few parameters the first metric is the (positive part of the)
