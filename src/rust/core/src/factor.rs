@@ -8,8 +8,9 @@ use crate::scatter::Scatter;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
+use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 /// Dense size above which faer's blocked Cholesky is used.
 const FAER_CHOL_MIN: usize = 48;
@@ -473,6 +474,32 @@ fn scatter_levels(bl: &Blocks, ws: &mut Workspace, sc: &mut Scatter) -> Result<f
         Par::Seq,
     );
     Ok(ldl2)
+}
+
+/// `S^-1 = L^-T L^-1` (full storage) by a triangular inverse and a
+/// triangular product.
+pub(crate) fn schur_inverse(l22: MatRef<f64>, par: Par) -> Mat<f64> {
+    let q2 = l22.nrows();
+    let mut linv = Mat::<f64>::zeros(q2, q2);
+    invert_lower_triangular(linv.as_mut(), l22, par);
+    let mut sinv = Mat::<f64>::zeros(q2, q2);
+    tri_matmul(
+        sinv.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        linv.transpose(),
+        BlockStructure::TriangularUpper,
+        linv.as_ref(),
+        BlockStructure::TriangularLower,
+        1.0,
+        par,
+    );
+    for c in 0..q2 {
+        for r in (c + 1)..q2 {
+            sinv[(c, r)] = sinv[(r, c)];
+        }
+    }
+    sinv
 }
 
 /// `S[idx, idx] -= C' C` for one level (lower triangle; idx increasing).

@@ -392,7 +392,7 @@ pub(crate) fn optimize_theta(
     // iterations. Not for cheap models: from lme4's start its first steps
     // can lead into a direction where the criterion is unbounded and past a
     // finite local optimum that unit steps find (harness cases 1460, 1199).
-    obj.initial_hessian = obj.prep.eval_cost() > 1e8 && std::env::var_os("LMMR_NO_H0").is_none();
+    obj.initial_hessian = obj.prep.eval_cost() > 1e8;
     let (max_iter, tol) = (control.max_iter, control.tol);
     let mut best = obj.minimize(start, lower, max_iter, tol, true)?;
     // The best confirmed optimum at finite theta: where the criterion turns

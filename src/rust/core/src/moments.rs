@@ -28,11 +28,10 @@
 use crate::blocks::Blocks;
 use crate::error::LmmError;
 use crate::factor::{level_block, Criterion, Workspace};
+use crate::scatter::Scatter;
 use crate::precondition::{solve_upper, Preconditioned};
 use crate::solve::dense_solution;
 use faer::linalg::matmul::matmul;
-use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
-use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::linalg::triangular_solve::{
     solve_lower_triangular_in_place, solve_upper_triangular_in_place,
 };
@@ -541,7 +540,10 @@ pub(crate) fn moments(
     }
 
     // tr(E_i M) and tr(E_i M E_j M) through the Schur complement.
-    let (tr_m, tr_mm) = traces(&f, &basis)?;
+    let mut scat = ws.scatter.take();
+    let tr = traces(&f, &basis, scat.as_mut());
+    ws.scatter = scat;
+    let (tr_m, tr_mm) = tr?;
     let lambda = bl
         .terms
         .iter()
@@ -577,30 +579,124 @@ pub(crate) fn moments(
     Ok(out)
 }
 
-/// `S^-1 = L^-T L^-1` (full storage) by a triangular inverse and a
-/// triangular product.
-fn schur_inverse(l22: MatRef<f64>, par: Par) -> Mat<f64> {
-    let q2 = l22.nrows();
-    let mut linv = Mat::<f64>::zeros(q2, q2);
-    invert_lower_triangular(linv.as_mut(), l22, par);
-    let mut sinv = Mat::<f64>::zeros(q2, q2);
-    tri_matmul(
-        sinv.as_mut(),
-        BlockStructure::TriangularLower,
-        Accum::Replace,
-        linv.transpose(),
-        BlockStructure::TriangularUpper,
-        linv.as_ref(),
-        BlockStructure::TriangularLower,
-        1.0,
-        par,
-    );
+/// The primary-level part of [`traces`] for one scalar primary term on a
+/// design whose levels touch scattered rest columns (see [`Scatter`]), with
+/// `M_rr` through `S^-1`: `Omega_11,jj = u_j S^-1[cols, cols] u_j'` by
+/// columns of `S^-1`; the coupling rows `M_1r,j = -u_j S^-1[cols, :]
+/// Lambda_r^-1` are never formed: with `H = sum_j u_j' u_j` (sparse, by
+/// columns) and `P = S^-1 H`, the primary-rest traces are the diagonal
+/// blocks of `Lambda_r^-T P S^-1 Lambda_r^-1` and `tr(E Omega_11 E
+/// Omega_11) = <P, P'>`: one product instead of a pass over `S^-1` per level.
+#[allow(clippy::too_many_arguments)]
+fn scattered_primary(
+    f: &Factor,
+    basis: &[(usize, usize, usize)],
+    i: usize,
+    rest: &[usize],
+    sc: &mut Scatter,
+    sinv: &Mat<f64>,
+    m0jj: &[f64],
+    u1: &[f64],
+    tr_m: &mut [f64],
+    tr_mm: &mut Mat<f64>,
+) {
+    let bl = f.bl;
+    let (q2, d) = (bl.q2, bl.d());
+    // u_j into the scatter's level buffers (rest columns; X, y zero).
+    sc.c.fill(0.0);
+    for j in 0..bl.g1 {
+        let r0 = bl.r_ptr[j];
+        let nc = bl.r_ptr[j + 1] - r0;
+        let o = sc.off[j];
+        sc.c[o..o + nc].copy_from_slice(&u1[r0..r0 + nc]);
+    }
+    sc.gather_e(bl, false, |b| sinv.col_as_slice(b));
+    let (mut t1, mut t2) = (0.0, 0.0);
+    for j in 0..bl.g1 {
+        let r0 = bl.r_ptr[j];
+        let nc = bl.r_ptr[j + 1] - r0;
+        let mut om = 0.0;
+        for cc in 0..nc {
+            om += sc.e[sc.csr_to_csc[r0 + cc]] * u1[r0 + cc];
+        }
+        let m0 = m0jj[j];
+        t1 += m0 - om;
+        t2 += m0 * m0 - 2.0 * m0 * om;
+    }
+    tr_m[i] += t1;
+    tr_mm[(i, i)] += t2;
+    // H = sum_j u_j' u_j (update_rest subtracts: start from zero, negate).
+    let mut hbuf = vec![0.0; d * d];
+    sc.update_rest(bl, &mut hbuf);
+    let h = Mat::<f64>::from_fn(q2, q2, |r, c| {
+        if r >= c {
+            -hbuf[c * d + r]
+        } else {
+            -hbuf[r * d + c]
+        }
+    });
+    drop(hbuf);
+    let mut pm = Mat::<f64>::zeros(q2, q2);
+    matmul(pm.as_mut(), Accum::Replace, sinv.as_ref(), h.as_ref(), 1.0, f.par);
+    drop(h);
+    let mut pp = 0.0;
     for c in 0..q2 {
-        for r in (c + 1)..q2 {
-            sinv[(c, r)] = sinv[(r, c)];
+        for r in 0..q2 {
+            pp += pm[(r, c)] * pm[(c, r)];
         }
     }
-    sinv
+    tr_mm[(i, i)] += pp;
+    // P S^-1 = S^-1 H S^-1 (symmetric): entry (r, c) = P[r, :] . S^-1[:, c].
+    let pt = pm.transpose().to_owned();
+    drop(pm);
+    let psp = |r: usize, c: usize| -> f64 {
+        pt.col_as_slice(r)
+            .iter()
+            .zip(sinv.col_as_slice(c))
+            .map(|(a, b)| a * b)
+            .sum()
+    };
+    for &jr in rest {
+        let (tj, aj, bj) = basis[jr];
+        let k = bl.terms[tj].k;
+        let lt = &f.lam[tj];
+        let off = bl.terms[tj].rest_offset.unwrap_or(0);
+        let (sj, nj) = sym_pairs(aj, bj);
+        let mut v = 0.0;
+        let mut blk = vec![0.0; k * k];
+        for l in 0..bl.terms[tj].n_levels {
+            let s0 = off + l * k;
+            for c in 0..k {
+                for r in 0..k {
+                    blk[c * k + r] = psp(s0 + r, s0 + c);
+                }
+            }
+            // Q = Lambda_t^-T B Lambda_t^-1: columns, then rows.
+            for r in 0..k {
+                for c in (0..k).rev() {
+                    let mut x = blk[c * k + r];
+                    for r2 in (c + 1)..k {
+                        x -= blk[r2 * k + r] * lt[c * k + r2];
+                    }
+                    blk[c * k + r] = x / lt[c * k + c];
+                }
+            }
+            for c in 0..k {
+                for r in (0..k).rev() {
+                    let mut x = blk[c * k + r];
+                    for c2 in (r + 1)..k {
+                        x -= lt[r * k + c2] * blk[c * k + c2];
+                    }
+                    blk[c * k + r] = x / lt[r * k + r];
+                }
+            }
+            for &(c, dd) in &sj[..nj] {
+                v += blk[dd * k + c];
+            }
+        }
+        tr_mm[(i, jr)] += v;
+        tr_mm[(jr, i)] += v;
+    }
 }
 
 /// `W'`, `S^-1` and `M_rr` from `S^-1` (see `traces`): `T = Lambda_r^-T (I -
@@ -608,7 +704,7 @@ fn schur_inverse(l22: MatRef<f64>, par: Par) -> Mat<f64> {
 fn rest_via_sinv(f: &Factor, l22: MatRef<f64>) -> (Mat<f64>, Mat<f64>, Mat<f64>) {
     let bl = f.bl;
     let q2 = bl.q2;
-    let sinv = schur_inverse(l22, f.par);
+    let sinv = crate::factor::schur_inverse(l22, f.par);
     let mut t = Mat::<f64>::from_fn(q2, q2, |r, c| {
         if r == c {
             1.0 - sinv[(r, c)]
@@ -692,7 +788,7 @@ fn rest_via_solves(f: &Factor, l22: MatRef<f64>, m0rr: Mat<f64>) -> (Mat<f64>, M
         solve_upper_triangular_in_place(l22.transpose(), z2.as_mut(), f.par);
         wt = z2.transpose().to_owned();
         drop(z2);
-        sinv = schur_inverse(l22, f.par);
+        sinv = crate::factor::schur_inverse(l22, f.par);
     }
     (wt, sinv, mrr)
 }
@@ -734,8 +830,12 @@ fn pair_trace(
 /// `tr(E_i Omega_11 E_j Omega_11) = tr(L^-1 G_i L^-T L^-1 G_j L^-T)`; the
 /// coupling rows of `M` are formed one primary level at a time and the rest
 /// block densely.
-fn traces(f: &Factor, basis: &[(usize, usize, usize)]) -> Result<(Vec<f64>, Mat<f64>), LmmError> {
-    traces_with(f, basis, true)
+fn traces(
+    f: &Factor,
+    basis: &[(usize, usize, usize)],
+    sc: Option<&mut Scatter>,
+) -> Result<(Vec<f64>, Mat<f64>), LmmError> {
+    traces_with(f, basis, true, sc)
 }
 
 /// [`traces`], with the shortcut through `S^-1` allowed or not.
@@ -743,6 +843,7 @@ fn traces_with(
     f: &Factor,
     basis: &[(usize, usize, usize)],
     allow_sinv: bool,
+    sc: Option<&mut Scatter>,
 ) -> Result<(Vec<f64>, Mat<f64>), LmmError> {
     let bl = f.bl;
     let (k1, q2, d) = (bl.k1, bl.q2, bl.d());
@@ -910,6 +1011,12 @@ fn traces_with(
             tr_mm[(i, j)] = v;
         }
     }
+    if let (true, 1, Some(sc)) = (via_sinv, k1, sc) {
+        if prim.len() == 1 {
+            scattered_primary(f, basis, prim[0], &rest, sc, &sinv, &m0jj, &u1, &mut tr_m, &mut tr_mm);
+            return Ok((tr_m, tr_mm));
+        }
+    }
     // Per primary level: M_jj, the coupling row block M_1r,j (dense over
     // the rest columns), their traces, and G_i = U_1' E_i U_1.
     let mut g: Vec<Mat<f64>> = prim.iter().map(|_| Mat::zeros(q2, q2)).collect();
@@ -1062,8 +1169,9 @@ mod tests {
     use crate::factor::evaluate;
     use crate::input::{FitInput, ReTermInput};
 
-    /// The traces through `S^-1` equal those by solves with the rest
-    /// factor, on a crossed design with a correlated rest term.
+    /// The traces through `S^-1` (with and without the column-oriented
+    /// primary part) equal those by solves with the rest factor, on a
+    /// crossed design with a correlated rest term.
     #[test]
     fn traces_through_the_inverse_equal_the_solves() {
         let mut s = 11u64;
@@ -1126,15 +1234,19 @@ mod tests {
                 }
             }
         }
-        let (a1, b1) = traces_with(&f, &basis, true).unwrap();
-        let (a2, b2) = traces_with(&f, &basis, false).unwrap();
-        for (u, v) in a1.iter().zip(&a2) {
-            assert!((u - v).abs() <= 1e-10 * (1.0 + v.abs()), "{a1:?} vs {a2:?}");
-        }
-        for i in 0..basis.len() {
-            for j in 0..basis.len() {
-                let (u, v) = (b1[(i, j)], b2[(i, j)]);
-                assert!((u - v).abs() <= 1e-10 * (1.0 + v.abs()), "({i}, {j}): {u} vs {v}");
+        let (a1, b1) = traces_with(&f, &basis, true, None).unwrap();
+        let (a2, b2) = traces_with(&f, &basis, false, None).unwrap();
+        let mut sc = Scatter::build(&bl, 2);
+        let (a3, b3) = traces_with(&f, &basis, true, Some(&mut sc)).unwrap();
+        for (a, b) in [(&a1, &b1), (&a3, &b3)] {
+            for (u, v) in a.iter().zip(&a2) {
+                assert!((u - v).abs() <= 1e-10 * (1.0 + v.abs()), "{a:?} vs {a2:?}");
+            }
+            for i in 0..basis.len() {
+                for j in 0..basis.len() {
+                    let (u, v) = (b[(i, j)], b2[(i, j)]);
+                    assert!((u - v).abs() <= 1e-10 * (1.0 + v.abs()), "({i}, {j}): {u} vs {v}");
+                }
             }
         }
     }

@@ -44,6 +44,12 @@ pub(crate) struct Counted<'a, O: Objective> {
     pub recent: Vec<(Vec<f64>, f64, Vec<f64>)>,
 }
 
+/// Whether every evaluation is printed (`LMMR_EVAL_TRACE` set).
+fn eval_trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("LMMR_EVAL_TRACE").is_some())
+}
+
 /// Points kept in [`Counted::recent`].
 const RECENT: usize = 4;
 
@@ -64,7 +70,7 @@ impl<'a, O: Objective> Counted<'a, O> {
         }
         self.last_f = Some(x.to_vec());
         self.n_eval += 1;
-        if std::env::var_os("LMMR_EVAL_TRACE").is_some() {
+        if eval_trace() {
             eprintln!("[eval] f x = {x:?}");
         }
         match self.obj.value(x) {
@@ -82,7 +88,7 @@ impl<'a, O: Objective> Counted<'a, O> {
         self.last_f = None;
         self.n_grad += 1;
         let r = self.obj.value_grad(x);
-        if std::env::var_os("LMMR_EVAL_TRACE").is_some() {
+        if eval_trace() {
             if let Ok((f, g)) = &r {
                 eprintln!("[eval] fg x = {x:?} f = {f:.10} g = {g:?}");
             }

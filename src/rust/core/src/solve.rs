@@ -6,7 +6,6 @@ use crate::error::LmmError;
 use crate::factor::{level_block, Workspace};
 use crate::input::{self, FitInput};
 use faer::linalg::matmul::matmul;
-use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, Mat, MatRef, Par};
 
 /// Everything derived from the factorisation at the final theta.
@@ -142,22 +141,9 @@ pub(crate) fn solve(
     // P = (L22 L22')^{-1}.
     let mut pmat = Mat::<f64>::zeros(q2, q2);
     if q2 > 0 {
-        let mut l22 = Mat::<f64>::zeros(q2, q2);
-        for c in 0..q2 {
-            for r in c..q2 {
-                l22[(r, c)] = ws.s[c * d + r];
-            }
-        }
-        let mut linv = Mat::<f64>::identity(q2, q2);
-        solve_lower_triangular_in_place(l22.as_ref(), linv.as_mut(), Par::Seq);
-        matmul(
-            pmat.as_mut(),
-            Accum::Replace,
-            linv.transpose(),
-            linv.as_ref(),
-            1.0,
-            Par::Seq,
-        );
+        let l22 = MatRef::from_column_major_slice_with_stride(&ws.s, q2, q2, d);
+        let par = if q2 >= 384 { Par::rayon(0) } else { Par::Seq };
+        pmat = crate::factor::schur_inverse(l22, par);
     }
 
     // Spherical random effects u (internal layout) and conditional variances.
