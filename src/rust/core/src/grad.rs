@@ -509,16 +509,23 @@ pub(crate) fn gradient(
     // Rest blocks: Z_r' W rho and the dense part K_D[R, :] (T_D' A_D)[:, R].
     let a = MatRef::from_column_major_slice(&bl.dense, d, d);
     let mut at = vec![0.0; dd];
+    // Lambda_r's diagonal where every rest term is scalar.
+    let lam_diag: Vec<f64> = if bl.rest_all_k1 {
+        (0..q2)
+            .map(|m| ws.lam[ws.lam_off[bl.rest_col_term[m].0]])
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut col = 0;
     while col < q2 {
         let (t, _) = bl.rest_col_term[col];
         let k = bl.terms[t].k;
         for c in 0..k {
             let cr = col + c;
+            let acol = &bl.dense[cr * d..cr * d + q2];
             let mut v = a[(q2 + p, cr)];
-            for m in 0..q2 {
-                v -= a[(m, cr)] * b_rest[m];
-            }
+            v -= acol.iter().zip(&b_rest).map(|(u, w)| u * w).sum::<f64>();
             for c2 in 0..p {
                 v -= a[(q2 + c2, cr)] * beta[c2];
             }
@@ -535,7 +542,14 @@ pub(crate) fn gradient(
         for b in 0..k {
             let cb = col + b;
             // at = (T_D' A_D)[:dd, cb]
+            let acol = &bl.dense[cb * d..cb * d + dd];
             let mut m = 0;
+            if bl.rest_all_k1 {
+                for (m, (o, av)) in at[..q2].iter_mut().zip(acol).enumerate() {
+                    *o = lam_diag[m] * av;
+                }
+                m = q2;
+            }
             while m < q2 {
                 let (t2, _) = bl.rest_col_term[m];
                 let k2 = bl.terms[t2].k;
@@ -555,10 +569,11 @@ pub(crate) fn gradient(
             let ft = &mut f_term[t];
             for aa in 0..k {
                 let ra = col + aa;
-                let mut v = 0.0;
-                for m in 0..dd {
-                    v += kd[(m, ra)] * at[m];
-                }
+                let v: f64 = kd.col_as_slice(ra)[..dd]
+                    .iter()
+                    .zip(&at)
+                    .map(|(u, w)| u * w)
+                    .sum();
                 ft[b * k + aa] += v;
             }
         }

@@ -398,6 +398,15 @@ mod tests {
             for (a, b) in g1.iter().zip(&g2) {
                 assert!((a - b).abs() < 1e-8 * (1.0 + a.abs()), "{g1:?} vs {g2:?}");
             }
+            // the solution's conditional variances by columns of P
+            let s1 = crate::solve::solve(&input, &bl, &mut plain, c1.pwrss, reml).unwrap();
+            let s2 = crate::solve::solve(&input, &bl, &mut sc, c2.pwrss, reml).unwrap();
+            for (u, v) in s1.cond_var.iter().flatten().zip(s2.cond_var.iter().flatten()) {
+                assert!((u - v).abs() < 1e-10 * (1.0 + u.abs()));
+            }
+            for (u, v) in s1.b.iter().zip(&s2.b) {
+                assert!((u - v).abs() < 1e-10 * (1.0 + u.abs()));
+            }
         }
     }
 

@@ -153,7 +153,13 @@ pub(crate) fn solve(
     let mut rhs = vec![0.0; k1];
     let mut tmp = Vec::new();
     let mut g = vec![0.0; k1 * k1];
-    for j in 0..bl.g1 {
+    // Scattered designs: the levels' C_r P[idx, idx] by columns of P, from
+    // the C_j the evaluation at this theta left in the scatter buffers.
+    let mut scat = ws.scatter.take();
+    if let Some(sc) = &mut scat {
+        sc.gather_e(bl, false, |b| pmat.col_as_slice(b));
+    }
+    let levels = (0..bl.g1).try_for_each(|j| -> Result<(), LmmError> {
         let (m, _) = level_block(bl, ws, j)?;
         let nc = m - p - 1;
         for (a, r) in rhs.iter_mut().enumerate() {
@@ -173,7 +179,19 @@ pub(crate) fn solve(
         }
         // G = C_r P_sub C_r'
         g.iter_mut().for_each(|v| *v = 0.0);
-        if nc > 0 {
+        if let (Some(sc), true) = (&scat, nc > 0) {
+            // E = C_r P[:, idx] gathered by columns of P.
+            let r0 = bl.r_ptr[j];
+            for b in 0..nc {
+                let t = sc.csr_to_csc[r0 + b];
+                let e = &sc.e[t * k1..(t + 1) * k1];
+                for c in 0..k1 {
+                    for r in 0..k1 {
+                        g[c * k1 + r] += e[r] * ws.c[b * k1 + c];
+                    }
+                }
+            }
+        } else if nc > 0 {
             tmp.clear();
             tmp.resize(k1 * nc, 0.0);
             for b in 0..nc {
@@ -201,7 +219,10 @@ pub(crate) fn solve(
         let linv = lower_inverse(&ws.m, k1, k1);
         let q = sandwich_t(&linv, &g, k1);
         cv1[j * k1 * k1..(j + 1) * k1 * k1].copy_from_slice(&q);
-    }
+        Ok(())
+    });
+    ws.scatter = scat;
+    levels?;
 
     // u2 = x[..q2]; b = Lambda u in the user's layout; conditional variances.
     let mut b = vec![0.0; bl.q];
