@@ -231,7 +231,11 @@ h_check_scale_x <- function(X, tol = 1000, s1 = NULL, s2 = NULL) {
     continuous[maybe_binary[asg[maybe_binary] == 0L]] <- FALSE
     maybe_binary <- maybe_binary[asg[maybe_binary] != 0L]
   }
-  for (j in maybe_binary) continuous[j] <- !all(X[, j] == 0 | X[, j] == 1)
+  # x is 0 or 1 exactly when x (x - 1) == 0 (one vectorised pass)
+  if (length(maybe_binary)) {
+    sub <- X[, maybe_binary, drop = FALSE]
+    continuous[maybe_binary] <- colSums(abs(sub * (sub - 1))) != 0
+  }
   if (!any(continuous)) return(invisible(FALSE))
   means <- s1[continuous] / n
   sds <- sqrt(pmax(s2[continuous] - n * means^2, 0) / (n - 1))

@@ -389,6 +389,10 @@ pub(crate) fn gradient(
             }
             for c in nc..mm {
                 let kb = kd.col_as_slice(q2 + c - nc);
+                if k1 == 1 {
+                    e[c] = idx[..mm].iter().zip(cj).map(|(&i, v)| kb[i] * v).sum();
+                    continue;
+                }
                 let eb = &mut e[c * k1..(c + 1) * k1];
                 for a in 0..mm {
                     axpy(eb, kb[idx[a]], &cj[a * k1..(a + 1) * k1]);
