@@ -529,7 +529,9 @@ pub(crate) fn gradient(
             let cr = col + c;
             let acol = &bl.dense[cr * d..cr * d + q2];
             let mut v = a[(q2 + p, cr)];
-            v -= acol.iter().zip(&b_rest).map(|(u, w)| u * w).sum::<f64>();
+            for (u, w) in acol.iter().zip(&b_rest) {
+                v -= u * w;
+            }
             for c2 in 0..p {
                 v -= a[(q2 + c2, cr)] * beta[c2];
             }

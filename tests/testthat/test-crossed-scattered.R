@@ -1,0 +1,57 @@
+# Crossed designs whose primary levels touch scattered levels of the second
+# factor (ratings: each user rates a few of many items). These fits take the
+# column-oriented updates of the Rust core (core/src/scatter.rs) in the
+# evaluation, the gradient, the conditional variances and the inference
+# moments; here they are compared with lme4 1.1-31 and lmerTest 3.1-3.
+
+h_ratings <- function(n_user = 900, n_item = 400, per_user = 40, seed = 3) {
+  set.seed(seed)
+  pop <- 1 / seq_len(n_item)^0.8
+  d <- do.call(rbind, lapply(seq_len(n_user), function(u) {
+    m <- max(2L, rpois(1, per_user))
+    data.frame(user = u, item = sample.int(n_item, m, prob = pop))
+  }))
+  d$x <- rnorm(nrow(d))
+  d$rating <- 3 + 0.2 * d$x + rnorm(n_user, sd = 0.5)[d$user] +
+    rnorm(n_item, sd = 0.4)[d$item] + rnorm(nrow(d), sd = 0.8)
+  d$user <- factor(d$user)
+  d$item <- factor(d$item)
+  d
+}
+
+test_that("a scattered crossed fit equals lme4's (criterion, theta, beta, conditional variances)", {
+  skip_if_not_installed("lme4")
+  d <- h_ratings()
+  f <- rating ~ x + (1 | user) + (1 | item)
+  for (reml in c(TRUE, FALSE)) {
+    a <- lmm(f, data = d, REML = reml)
+    b <- lme4::lmer(f, data = d, REML = reml)
+    # lmm's optimum is at least as good as lme4's
+    expect_lte(-2 * as.numeric(logLik(a)), -2 * as.numeric(logLik(b)) + 1e-6)
+    expect_equal(unname(a$theta), unname(lme4::getME(b, "theta")), tolerance = 1e-4)
+    expect_equal(unname(fixef(a)), unname(lme4::fixef(b)), tolerance = 1e-6)
+    ra <- ranef(a, condVar = TRUE)
+    rb <- lme4::ranef(b, condVar = TRUE)
+    for (g in c("user", "item")) {
+      expect_equal(ra[[g]][[1]], rb[[g]][[1]], tolerance = 1e-4)
+      expect_equal(as.numeric(attr(ra[[g]], "postVar")), as.numeric(attr(rb[[g]], "postVar")),
+                   tolerance = 1e-4)
+    }
+  }
+})
+
+test_that("Satterthwaite and Kenward-Roger on a scattered crossed fit equal lmerTest's", {
+  skip_if_not_installed("lmerTest")
+  skip_if_not_installed("pbkrtest")
+  d <- h_ratings(n_user = 700, n_item = 300, per_user = 35, seed = 5)
+  f <- rating ~ x + (1 | user) + (1 | item)
+  a <- lmm(f, data = d)
+  b <- suppressMessages(lmerTest::lmer(f, data = d))
+  for (ddf in c("Satterthwaite", "Kenward-Roger")) {
+    ca <- coef(summary(a, ddf = ddf))
+    cb <- coef(summary(b, ddf = ddf))
+    expect_equal(unname(ca[, "Std. Error"]), unname(cb[, "Std. Error"]), tolerance = 1e-5)
+    # lmerTest's Satterthwaite df rest on a numerical Hessian
+    expect_equal(unname(ca[, "df"]), unname(cb[, "df"]), tolerance = 1e-3)
+  }
+})
