@@ -40,13 +40,20 @@ test_that("a scattered crossed fit equals lme4's (criterion, theta, beta, condit
   }
 })
 
-test_that("Satterthwaite and Kenward-Roger on a scattered crossed fit equal lmerTest's", {
+test_that("Satterthwaite and Kenward-Roger on the column-oriented path equal lmerTest's", {
   skip_if_not_installed("lmerTest")
   skip_if_not_installed("pbkrtest")
-  d <- h_ratings(n_user = 700, n_item = 300, per_user = 35, seed = 5)
+  # pbkrtest forms n x n matrices: a small design, with the column-oriented
+  # path forced (LMMR_FORCE_SCATTER is read when the kept model is built)
+  d <- h_ratings(n_user = 60, n_item = 40, per_user = 8, seed = 5)
   f <- rating ~ x + (1 | user) + (1 | item)
+  old <- Sys.getenv("LMMR_FORCE_SCATTER", unset = NA)
+  Sys.setenv(LMMR_FORCE_SCATTER = "1")
+  on.exit(if (is.na(old)) Sys.unsetenv("LMMR_FORCE_SCATTER") else
+    Sys.setenv(LMMR_FORCE_SCATTER = old))
   a <- lmm(f, data = d)
   b <- suppressMessages(lmerTest::lmer(f, data = d))
+  expect_equal(unname(a$theta), unname(lme4::getME(b, "theta")), tolerance = 1e-4)
   for (ddf in c("Satterthwaite", "Kenward-Roger")) {
     ca <- coef(summary(a, ddf = ddf))
     cb <- coef(summary(b, ddf = ddf))
@@ -54,4 +61,8 @@ test_that("Satterthwaite and Kenward-Roger on a scattered crossed fit equal lmer
     # lmerTest's Satterthwaite df rest on a numerical Hessian
     expect_equal(unname(ca[, "df"]), unname(cb[, "df"]), tolerance = 1e-3)
   }
+  ra <- ranef(a, condVar = TRUE)
+  rb <- lme4::ranef(b, condVar = TRUE)
+  expect_equal(as.numeric(attr(ra$user, "postVar")), as.numeric(attr(rb$user, "postVar")),
+               tolerance = 1e-4)
 })

@@ -52,7 +52,11 @@ fn main() {
     let mut u = vec![0i32; n];
     let mut it = vec![0i32; n];
     for k in 0..n {
-        u[k] = if k < nu { k as i32 } else { draw(&cu, &mut r) as i32 };
+        u[k] = if k < nu {
+            k as i32
+        } else {
+            draw(&cu, &mut r) as i32
+        };
         it[k] = if k >= nu && k < nu + ni {
             (k - nu) as i32
         } else {

@@ -28,8 +28,8 @@
 use crate::blocks::Blocks;
 use crate::error::LmmError;
 use crate::factor::{level_block, Criterion, Workspace};
-use crate::scatter::Scatter;
 use crate::precondition::{solve_upper, Preconditioned};
+use crate::scatter::Scatter;
 use crate::solve::dense_solution;
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::{
@@ -637,7 +637,14 @@ fn scattered_primary(
     });
     drop(hbuf);
     let mut pm = Mat::<f64>::zeros(q2, q2);
-    matmul(pm.as_mut(), Accum::Replace, sinv.as_ref(), h.as_ref(), 1.0, f.par);
+    matmul(
+        pm.as_mut(),
+        Accum::Replace,
+        sinv.as_ref(),
+        h.as_ref(),
+        1.0,
+        f.par,
+    );
     drop(h);
     let mut pp = 0.0;
     for c in 0..q2 {
@@ -1013,7 +1020,9 @@ fn traces_with(
     }
     if let (true, 1, Some(sc)) = (via_sinv, k1, sc) {
         if prim.len() == 1 {
-            scattered_primary(f, basis, prim[0], &rest, sc, &sinv, &m0jj, &u1, &mut tr_m, &mut tr_mm);
+            scattered_primary(
+                f, basis, prim[0], &rest, sc, &sinv, &m0jj, &u1, &mut tr_m, &mut tr_mm,
+            );
             return Ok((tr_m, tr_mm));
         }
     }
@@ -1190,7 +1199,9 @@ mod tests {
         x.extend_from_slice(&xc);
         let z = x.clone();
         let ones = vec![1.0; n];
-        let y: Vec<f64> = (0..n).map(|i| xc[i] + unif() + cb[i] as f64 * 0.1).collect();
+        let y: Vec<f64> = (0..n)
+            .map(|i| xc[i] + unif() + cb[i] as f64 * 0.1)
+            .collect();
         let input = FitInput {
             n,
             p: 2,
@@ -1245,7 +1256,10 @@ mod tests {
             for i in 0..basis.len() {
                 for j in 0..basis.len() {
                     let (u, v) = (b[(i, j)], b2[(i, j)]);
-                    assert!((u - v).abs() <= 1e-10 * (1.0 + v.abs()), "({i}, {j}): {u} vs {v}");
+                    assert!(
+                        (u - v).abs() <= 1e-10 * (1.0 + v.abs()),
+                        "({i}, {j}): {u} vs {v}"
+                    );
                 }
             }
         }
