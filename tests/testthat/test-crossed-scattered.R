@@ -66,3 +66,22 @@ test_that("Satterthwaite and Kenward-Roger on the column-oriented path equal lme
   expect_equal(as.numeric(attr(ra$user, "postVar")), as.numeric(attr(rb$user, "postVar")),
                tolerance = 1e-4)
 })
+
+test_that("the column-oriented path gives the same fit whatever the number of threads", {
+  d <- h_ratings(n_user = 300, n_item = 150, per_user = 12, seed = 9)
+  f <- rating ~ x + (1 | user) + (1 | item)
+  old <- Sys.getenv("LMMR_FORCE_SCATTER", unset = NA)
+  Sys.setenv(LMMR_FORCE_SCATTER = "1")
+  on.exit(if (is.na(old)) Sys.unsetenv("LMMR_FORCE_SCATTER") else
+    Sys.setenv(LMMR_FORCE_SCATTER = old))
+  a1 <- lmm(f, data = d, control = lmm_control(threads = 1))
+  a3 <- lmm(f, data = d, control = lmm_control(threads = 3))
+  expect_identical(a1$theta, a3$theta)
+  expect_identical(fixef(a1), fixef(a3))
+  expect_identical(as.numeric(logLik(a1)), as.numeric(logLik(a3)))
+  Sys.unsetenv("LMMR_FORCE_SCATTER")
+  # and the same estimates as the grouped path
+  b <- lmm(f, data = d)
+  expect_equal(a1$theta, b$theta, tolerance = 1e-6)
+  expect_equal(as.numeric(logLik(a1)), as.numeric(logLik(b)), tolerance = 1e-10)
+})

@@ -67,6 +67,17 @@ impl Workspace {
         ws
     }
 
+    /// Releases the gradient's kept inverse buffers where they are large
+    /// (before the solution, which forms its own inverse of the rest block:
+    /// the peak memory of a fit with a large dense block stays at about
+    /// four copies of it).
+    pub fn release_large_buffers(&mut self) {
+        if self.kd.nrows() > 2048 {
+            self.kd = faer::Mat::zeros(0, 0);
+            self.linv = faer::Mat::zeros(0, 0);
+        }
+    }
+
     /// Buffers for `bl` with the grouped updates only.
     pub fn new(bl: &Blocks) -> Workspace {
         let mut lam_off = Vec::with_capacity(bl.terms.len());

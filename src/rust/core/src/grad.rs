@@ -26,6 +26,10 @@
 //! `F_jj = K_jj Lambda_1' A_11,j - L_j^{-T} E_j B_j'`, and a rest block `R`
 //! receives `-sum_j E_j[:, R]' L_j^{-1} Lambda_1' A_1R,j` plus its dense part
 //! `K_D[R, :] (T_D' A_D)[:, R]`.
+//!
+//! `E_j` comes from stacked products over groups of levels, or, for designs
+//! whose levels touch scattered rest columns, from the evaluation's kept
+//! `C_j` gathered by columns of `K_D` (see [`crate::scatter`]).
 
 use crate::blocks::Blocks;
 use crate::chunk::{Chunk, MAX_UNION};

@@ -390,6 +390,7 @@ impl Model {
             }
         };
         let mut crit = prep.eval(&opt.x, reml)?;
+        prep.ws.release_large_buffers();
         let sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml);
         prep.invalidate();
         let mut sol = sol?;
