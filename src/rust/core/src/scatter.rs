@@ -20,6 +20,9 @@ use crate::chunk::Chunk;
 /// path is considered.
 const MIN_COST: f64 = 1e6;
 
+/// Largest number of kept `C_j` entries (see [`Scatter::plan`]).
+const MAX_KEPT: usize = 100_000_000;
+
 pub(crate) struct Scatter {
     /// `off[j]`: first column of level `j`'s `C_j` in `c` (`m_j = off[j+1] -
     /// off[j]` columns: its rest columns, then X, then y).
@@ -98,6 +101,13 @@ impl Scatter {
             return Some(Scatter::build(bl, threads));
         }
         if total < MIN_COST {
+            return None;
+        }
+        // The kept blocks take k1 (sum_j m_j) numbers (twice: C and E); not
+        // beyond 1e8 of them (0.8 GB each), e.g. many fixed effects times
+        // many levels.
+        let kept = k1 * (bl.r_cols.len() + bl.g1 * p1);
+        if kept > MAX_KEPT {
             return None;
         }
         // The grouping of the evaluation, on the pattern only.
