@@ -492,10 +492,23 @@ fn scatter_levels(bl: &Blocks, ws: &mut Workspace, sc: &mut Scatter) -> Result<f
 pub(crate) fn schur_inverse(l22: MatRef<f64>, par: Par) -> Mat<f64> {
     let q2 = l22.nrows();
     let mut linv = Mat::<f64>::zeros(q2, q2);
-    invert_lower_triangular(linv.as_mut(), l22, par);
     let mut sinv = Mat::<f64>::zeros(q2, q2);
+    inverse_from_factor(l22, &mut linv, &mut sinv, par);
+    sinv
+}
+
+/// `out = L^-T L^-1` (full storage) for lower-triangular `l`, with `linv`
+/// (same size) as the buffer of `L^-1`.
+pub(crate) fn inverse_from_factor(
+    l: MatRef<f64>,
+    linv: &mut Mat<f64>,
+    out: &mut Mat<f64>,
+    par: Par,
+) {
+    let n = l.nrows();
+    invert_lower_triangular(linv.as_mut(), l, par);
     tri_matmul(
-        sinv.as_mut(),
+        out.as_mut(),
         BlockStructure::TriangularLower,
         Accum::Replace,
         linv.transpose(),
@@ -505,12 +518,11 @@ pub(crate) fn schur_inverse(l22: MatRef<f64>, par: Par) -> Mat<f64> {
         1.0,
         par,
     );
-    for c in 0..q2 {
-        for r in (c + 1)..q2 {
-            sinv[(c, r)] = sinv[(r, c)];
+    for c in 0..n {
+        for r in (c + 1)..n {
+            out[(c, r)] = out[(r, c)];
         }
     }
-    sinv
 }
 
 /// `S[idx, idx] -= C' C` for one level (lower triangle; idx increasing).

@@ -36,8 +36,6 @@ use crate::chunk::{Chunk, MAX_UNION};
 use crate::error::LmmError;
 use crate::factor::{lambda_t_solve, level_block, Criterion, Workspace};
 use faer::linalg::matmul::matmul;
-use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
-use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 /// Forward solve `L x = b` in place (`L` lower, `k x k` column-major).
@@ -71,9 +69,8 @@ fn upper_t_solve(l: &[f64], k: usize, b: &mut [f64]) {
 /// What the per-level part of the gradient reads.
 struct Ctx<'a> {
     bl: &'a Blocks,
-    lam: &'a [f64],
-    lam_off: &'a [usize],
-    lam1: &'a [f64],
+    /// Lambda (`lam`, `lam_off`, `lam1`) at the evaluated theta.
+    ws: &'a Workspace,
     /// `[u2; beta]`.
     x: &'a [f64],
     b_rest: &'a [f64],
@@ -131,7 +128,7 @@ impl LevelAcc {
         let mm = nc + if cx.reml { p } else { 0 };
         let x = cx.x;
         let beta = &x[q2..q2 + p];
-        let lam1 = cx.lam1;
+        let lam1 = &cx.ws.lam1[..];
         let LevelAcc {
             f_term,
             ru_term,
@@ -215,7 +212,7 @@ impl LevelAcc {
             let colr = idx[cc];
             let (t, ci) = bl.rest_col_term[colr];
             let k = bl.terms[t].k;
-            let lt = &cx.lam[cx.lam_off[t]..cx.lam_off[t] + k * k];
+            let lt = &cx.ws.lam[cx.ws.lam_off[t]..cx.ws.lam_off[t] + k * k];
             let dst = &mut bmat[cc * k1..(cc + 1) * k1];
             for c2 in ci..k {
                 let src = (cc - ci + c2) * k1;
@@ -322,25 +319,7 @@ pub(crate) fn gradient(
     if dd > 0 {
         let par = if dd >= 384 { Par::rayon(0) } else { Par::Seq };
         let sm = MatRef::from_column_major_slice(&ws.s, d, d);
-        let linv = &mut ws.linv;
-        invert_lower_triangular(linv.as_mut(), sm.submatrix(0, 0, dd, dd), par);
-        // K = Linv' Linv, lower triangle, then mirrored.
-        tri_matmul(
-            kd.as_mut(),
-            BlockStructure::TriangularLower,
-            Accum::Replace,
-            linv.transpose(),
-            BlockStructure::TriangularUpper,
-            linv.as_ref(),
-            BlockStructure::TriangularLower,
-            1.0,
-            par,
-        );
-        for c in 0..dd {
-            for r in (c + 1)..dd {
-                kd[(c, r)] = kd[(r, c)];
-            }
-        }
+        crate::factor::inverse_from_factor(sm.submatrix(0, 0, dd, dd), &mut ws.linv, &mut kd, par);
     }
 
     // Rest random effects b_r = Lambda_r u2 (internal rest layout).
@@ -362,19 +341,17 @@ pub(crate) fn gradient(
 
     let nt = bl.terms.len();
     let mut acc = LevelAcc::new(bl);
-    let cx = Ctx {
-        bl,
-        lam: &ws.lam,
-        lam_off: &ws.lam_off,
-        lam1: &ws.lam1,
-        x: &x,
-        b_rest: &b_rest,
-        reml,
-    };
     let kk = k1 * k1;
     let mut e = Vec::new();
     if let Some(mut sc) = ws.scatter.take() {
         // Column-oriented: the evaluation's C_j and L_j, E by columns of K_D.
+        let cx = Ctx {
+            bl,
+            ws,
+            x: &x,
+            b_rest: &b_rest,
+            reml,
+        };
         sc.gather_e(bl, reml, |b| kd.col_as_slice(b));
         let mut idx = Vec::new();
         for j in 0..bl.g1 {
@@ -447,9 +424,7 @@ pub(crate) fn gradient(
             }
             let cx = Ctx {
                 bl,
-                lam: &ws.lam,
-                lam_off: &ws.lam_off,
-                lam1: &ws.lam1,
+                ws,
                 x: &x,
                 b_rest: &b_rest,
                 reml,

@@ -312,25 +312,16 @@ fn arc_search_from<O: Objective>(
         // The gradient only at an accepted point (it reuses the point's
         // factorisation): where a gradient costs more than the criterion
         // (a large dense block) a rejected trial costs only its criterion.
-        if it == 0 {
-            let fnew = obj.f(&xn);
-            if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
-                if let Ok((fnew, gnew)) = obj.fg(&xn) {
-                    return Ok(Some(((xn, fnew, gnew), alpha)));
-                }
-            } else if fnew.is_finite() && slope < 0.0 {
-                // Quadratic interpolation of the step length.
-                let a = -slope / (2.0 * (fnew - fx - slope));
-                alpha *= a.clamp(0.1, 0.5);
-                continue;
+        let fnew = obj.f(&xn);
+        if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
+            if let Ok((fnew, gnew)) = obj.fg(&xn) {
+                return Ok(Some(((xn, fnew, gnew), alpha)));
             }
-        } else {
-            let fnew = obj.f(&xn);
-            if fnew.is_finite() && fnew <= fx + 1e-4 * slope.min(0.0) {
-                if let Ok((fnew, gnew)) = obj.fg(&xn) {
-                    return Ok(Some(((xn, fnew, gnew), alpha)));
-                }
-            }
+        } else if it == 0 && fnew.is_finite() && slope < 0.0 {
+            // Quadratic interpolation of the first step length.
+            let a = -slope / (2.0 * (fnew - fx - slope));
+            alpha *= a.clamp(0.1, 0.5);
+            continue;
         }
         alpha *= 0.5;
     }
