@@ -55,6 +55,11 @@ pub(crate) struct Workspace {
     /// between evaluations (allocated at the first gradient).
     pub kd: faer::Mat<f64>,
     pub linv: faer::Mat<f64>,
+    /// One grouping factor (no rest block): the last evaluation's `C_j`
+    /// stacked, `(k1 g1) x (p + 1)`, and its `L_j`, `g1` blocks of
+    /// `k1 x k1` (see [`evaluate`]); read by the gradient.
+    pub stacked_c: Vec<f64>,
+    pub stacked_l: Vec<f64>,
 }
 
 impl Workspace {
@@ -104,6 +109,8 @@ impl Workspace {
             scatter: None,
             kd: faer::Mat::zeros(0, 0),
             linv: faer::Mat::zeros(0, 0),
+            stacked_c: Vec::new(),
+            stacked_l: Vec::new(),
         }
     }
 
@@ -363,6 +370,8 @@ pub(crate) fn evaluate(bl: &Blocks, ws: &mut Workspace, reml: bool) -> Result<Cr
         let res = scatter_levels(bl, ws, &mut sc);
         ws.scatter = Some(sc);
         ldl2 = res?;
+    } else if q2 == 0 {
+        ldl2 = stacked_levels(bl, ws)?;
     } else {
         ws.chunk.clear();
         for j in 0..bl.g1 {
@@ -484,6 +493,50 @@ fn scatter_levels(bl: &Blocks, ws: &mut Workspace, sc: &mut Scatter) -> Result<f
         -1.0,
         Par::Seq,
     );
+    Ok(ldl2)
+}
+
+/// The levels' part of [`evaluate`] for one grouping factor (no rest
+/// block): every level updates the same `(X, y)` columns, so the levels'
+/// `C_j` are stacked into `G` (`(k1 g1) x (p + 1)`, kept with the `L_j` in
+/// the workspace for the gradient) and `S -= G'G` is one product. Returns
+/// `sum_j log|L_j|^2`.
+fn stacked_levels(bl: &Blocks, ws: &mut Workspace) -> Result<f64, LmmError> {
+    let k1 = bl.k1;
+    let kk = k1 * k1;
+    let p1 = bl.p + 1;
+    let g1 = bl.g1;
+    let rows = k1 * g1;
+    let mut g = std::mem::take(&mut ws.stacked_c);
+    let mut ls = std::mem::take(&mut ws.stacked_l);
+    g.resize(rows * p1, 0.0);
+    ls.resize(g1 * kk, 0.0);
+    let mut ldl2 = 0.0;
+    for j in 0..g1 {
+        let (m, ld) = level_block(bl, ws, j)?;
+        debug_assert_eq!(m, p1);
+        ldl2 += ld;
+        ls[j * kk..(j + 1) * kk].copy_from_slice(&ws.m[..kk]);
+        for c in 0..p1 {
+            g[c * rows + j * k1..c * rows + (j + 1) * k1]
+                .copy_from_slice(&ws.c[c * k1..(c + 1) * k1]);
+        }
+    }
+    let sm = MatMut::from_column_major_slice_mut(&mut ws.s, p1, p1);
+    let gm = MatRef::from_column_major_slice(&g, rows, p1);
+    tri_matmul(
+        sm,
+        BlockStructure::TriangularLower,
+        Accum::Add,
+        gm.transpose(),
+        BlockStructure::Rectangular,
+        gm,
+        BlockStructure::Rectangular,
+        -1.0,
+        Par::Seq,
+    );
+    ws.stacked_c = g;
+    ws.stacked_l = ls;
     Ok(ldl2)
 }
 

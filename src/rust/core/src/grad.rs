@@ -195,7 +195,14 @@ impl LevelAcc {
         for a in 0..k1 {
             w1[a * k1 + a] = 1.0;
         }
-        if mm > 0 {
+        if k1 == 1 {
+            // the products below are dot products (no matmul calls per level)
+            w1[0] += e[..mm]
+                .iter()
+                .zip(&cj[..mm])
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
+        } else if mm > 0 {
             matmul(
                 MatMut::from_column_major_slice_mut(w1, k1, k1),
                 Accum::Add,
@@ -234,29 +241,35 @@ impl LevelAcc {
             lower_solve(lj, k1, &mut y[c * k1..(c + 1) * k1]);
         }
         // Z = W1 Y - E B'; F_jj = L^{-T} Z.
-        matmul(
-            MatMut::from_column_major_slice_mut(zz, k1, k1),
-            Accum::Replace,
-            MatRef::from_column_major_slice(w1, k1, k1),
-            MatRef::from_column_major_slice(y, k1, k1),
-            1.0,
-            Par::Seq,
-        );
-        if mm > 0 {
+        if k1 == 1 {
+            let eb: f64 = e[..mm].iter().zip(&bmat[..mm]).map(|(a, b)| a * b).sum();
+            let z = (w1[0] * y[0] - eb) / lj[0];
+            f_prim[0] += z;
+        } else {
             matmul(
                 MatMut::from_column_major_slice_mut(zz, k1, k1),
-                Accum::Add,
-                MatRef::from_column_major_slice(e, k1, mm),
-                MatRef::from_column_major_slice(bmat, k1, mm).transpose(),
-                -1.0,
+                Accum::Replace,
+                MatRef::from_column_major_slice(w1, k1, k1),
+                MatRef::from_column_major_slice(y, k1, k1),
+                1.0,
                 Par::Seq,
             );
-        }
-        for c in 0..k1 {
-            upper_t_solve(lj, k1, &mut zz[c * k1..(c + 1) * k1]);
-        }
-        for (fp, z) in f_prim.iter_mut().zip(zz.iter()) {
-            *fp += z;
+            if mm > 0 {
+                matmul(
+                    MatMut::from_column_major_slice_mut(zz, k1, k1),
+                    Accum::Add,
+                    MatRef::from_column_major_slice(e, k1, mm),
+                    MatRef::from_column_major_slice(bmat, k1, mm).transpose(),
+                    -1.0,
+                    Par::Seq,
+                );
+            }
+            for c in 0..k1 {
+                upper_t_solve(lj, k1, &mut zz[c * k1..(c + 1) * k1]);
+            }
+            for (fp, z) in f_prim.iter_mut().zip(zz.iter()) {
+                *fp += z;
+            }
         }
         // Rest blocks coupled to level j: -E[:, R]' G[:, R], G = L^{-1} Lambda_1' A_1R,j.
         if nc > 0 {
@@ -382,6 +395,44 @@ pub(crate) fn gradient(
             acc.add_level(&cx, j, &sc.l[j * kk..(j + 1) * kk], cj, &idx, &e);
         }
         ws.scatter = Some(sc);
+    } else if q2 == 0 {
+        // One grouping factor: the evaluation's stacked C_j and L_j, and
+        // E = G[:, :mm] K_D for all levels by one product.
+        let rows = k1 * bl.g1;
+        let p1 = p + 1;
+        let mm = if reml { p } else { 0 };
+        let g = &ws.stacked_c;
+        let mut eg = vec![0.0; rows * mm];
+        if mm > 0 {
+            matmul(
+                MatMut::from_column_major_slice_mut(&mut eg, rows, mm),
+                Accum::Replace,
+                MatRef::from_column_major_slice(&g[..rows * mm], rows, mm),
+                kd.as_ref(),
+                1.0,
+                Par::Seq,
+            );
+        }
+        let cx = Ctx {
+            bl,
+            ws,
+            x: &x,
+            b_rest: &b_rest,
+            reml,
+        };
+        let idx: Vec<usize> = (0..p1).collect();
+        let mut cj = vec![0.0; k1 * p1];
+        e.resize(k1 * mm, 0.0);
+        for j in 0..bl.g1 {
+            let o = j * k1;
+            for c in 0..p1 {
+                cj[c * k1..(c + 1) * k1].copy_from_slice(&g[c * rows + o..c * rows + o + k1]);
+            }
+            for c in 0..mm {
+                e[c * k1..(c + 1) * k1].copy_from_slice(&eg[c * rows + o..c * rows + o + k1]);
+            }
+            acc.add_level(&cx, j, &ws.stacked_l[j * kk..(j + 1) * kk], &cj, &idx, &e);
+        }
     } else {
         let mut chunk = std::mem::replace(&mut ws.chunk, Chunk::new(0, 0));
         chunk.clear();
