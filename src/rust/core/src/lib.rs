@@ -763,7 +763,22 @@ pub(crate) fn usable_default_start(
 ) -> Result<Vec<f64>, LmmError> {
     let start = input::default_start(input);
     let first = match prep.eval(&start, reml) {
-        Ok(_) => return Ok(start),
+        Ok(c) => {
+            // Where an evaluation is expensive (the same threshold as the
+            // initial Hessian by differences) and every term is scalar, the
+            // variance components' moment estimates are tried as well; the
+            // start with the lower criterion is kept (one evaluation more).
+            if prep.eval_cost() > 1e8 {
+                if let Some(m) = moment_start(&prep.blocks) {
+                    if let Ok(cm) = prep.eval(&m, reml) {
+                        if cm.value < c.value {
+                            return Ok(m);
+                        }
+                    }
+                }
+            }
+            return Ok(start);
+        }
         Err(e @ (LmmError::NotPositiveDefinite(_) | LmmError::NonFinite(_))) => e,
         Err(e) => return Err(e),
     };
@@ -775,6 +790,64 @@ pub(crate) fn usable_default_start(
         }
     }
     Err(first)
+}
+
+/// Moment estimates of the relative standard deviations of scalar terms
+/// (every term `k = 1`), or `None`. For term `t` with level sums `a_l =
+/// z_l'Wz_l` and `r_l = z_l'W r` of the least-squares residual `r` (the
+/// preconditioned response), one-way analysis of variance on `t` alone:
+/// `SSB = sum_l r_l^2 / a_l`, `sigma^2 = (r'Wr - SSB) / (n - p - G)`,
+/// `sigma_t^2 = (SSB - (G - 1) sigma^2) / (A - sum_l a_l^2 / A)` with
+/// `A = sum_l a_l`; theta_t = `sigma_t / sigma`, kept within `[0.01, 100]`.
+/// In crossed designs each factor's sums carry part of the other factors'
+/// variance: a start, not an estimate.
+fn moment_start(bl: &blocks::Blocks) -> Option<Vec<f64>> {
+    if bl.terms.iter().any(|t| t.k != 1) {
+        return None;
+    }
+    let d = bl.d();
+    let k1 = bl.k1;
+    let kk = k1 * k1;
+    let sst = bl.dense[d * d - 1];
+    let mut theta = Vec::with_capacity(bl.terms.len());
+    for ti in &bl.terms {
+        let (mut ssb, mut a_sum, mut a2, mut g) = (0.0, 0.0, 0.0, 0usize);
+        let mut add = |a: f64, r: f64| {
+            if a > 0.0 {
+                ssb += r * r / a;
+                a_sum += a;
+                a2 += a * a;
+                g += 1;
+            }
+        };
+        if let Some(o) = ti.prim_offset {
+            for j in 0..bl.g1 {
+                add(bl.a11[j * kk + o * k1 + o], bl.a1y[j * k1 + o]);
+            }
+        } else {
+            let off = ti.rest_offset?;
+            for l in 0..ti.n_levels {
+                let c = off + l;
+                add(bl.dense[c * d + c], bl.dense[(d - 1) * d + c]);
+            }
+        }
+        let dof = bl.n as f64 - bl.p as f64 - g as f64;
+        if g < 2 || dof <= 0.0 || a_sum <= 0.0 {
+            return None;
+        }
+        let s2 = (sst - ssb) / dof;
+        let denom = a_sum - a2 / a_sum;
+        if !(s2 > 0.0 && denom > 0.0) {
+            return None;
+        }
+        let sb2 = (ssb - (g - 1) as f64 * s2) / denom;
+        let t = (sb2.max(0.0) / s2).sqrt().clamp(0.01, 100.0);
+        if !t.is_finite() {
+            return None;
+        }
+        theta.push(t);
+    }
+    Some(theta)
 }
 
 /// The result of an optimisation whose time budget was spent: the best

@@ -566,6 +566,33 @@ mod tests {
     }
 
     #[test]
+    fn moment_start_is_near_the_estimates() {
+        // one factor, crossed, weighted: the moment start within a factor
+        // of two of the fitted theta (the random effects have sd ~0.7)
+        for (seed, factors, terms, weighted) in [
+            (21u64, vec![40usize], vec![(0usize, 1usize)], false),
+            (22, vec![40, 25], vec![(0, 1), (1, 1)], false),
+            (23, vec![30, 20], vec![(0, 1), (1, 1)], true),
+        ] {
+            let d = make(seed, 2000, 2, &factors, &terms, weighted, false);
+            let mut m = crate::Model::from_input(&d.input(), 1).unwrap();
+            let start = crate::moment_start(&m.prep.blocks).unwrap();
+            let fit = m.fit(&crate::FitControl::default()).unwrap();
+            for (a, b) in start.iter().zip(&fit.theta) {
+                assert!(
+                    *a > 0.5 * b && *a < 2.0 * b,
+                    "start {start:?}, fit {:?}",
+                    fit.theta
+                );
+            }
+        }
+        // not for vector-valued terms
+        let d = make(2, 60, 2, &[6], &[(0, 2)], false, false);
+        let m = crate::Model::from_input(&d.input(), 1).unwrap();
+        assert!(crate::moment_start(&m.prep.blocks).is_none());
+    }
+
+    #[test]
     fn hessian_matches_second_differences() {
         let d = make(10, 80, 2, &[8, 3], &[(0, 2), (1, 1)], true, false);
         let input = d.input();
