@@ -13,6 +13,12 @@ rs_model_new <- function(x, y, weights, codes, n_levels, z, k, factor_id,
 }
 
 #' @noRd
+rs_cross_products <- function(x, threads = NULL) {
+  .Call(wrap__rs_cross_products, x, as.numeric(nrow(x)), as.numeric(ncol(x)),
+        if (!is.null(threads)) as.numeric(threads))
+}
+
+#' @noRd
 rs_model_is_live <- function(ptr) .Call(wrap__rs_model_is_live, ptr)
 
 #' @noRd

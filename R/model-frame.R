@@ -269,9 +269,10 @@ h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
   h_fixed_matrix_sums(fixed_terms, frame, contrasts)$X
 }
 
-#' [h_fixed_matrix()] with the column sums it computes for its finiteness
-#' check (reused by the rank screen and the scale check).
-#' @return list(X = model matrix, s1 = column sums).
+#' [h_fixed_matrix()] with its cross-products, computed once for the
+#' finiteness check, the rank screen and the scale check.
+#' @return list(X = model matrix, s1 = column sums, xtx = crossprod(X)); s1
+#'   and xtx are NULL for a matrix without columns.
 #' @noRd
 h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
   X <- if (is.null(contrasts)) h_numeric_model_matrix(fixed_terms, frame)
@@ -280,13 +281,13 @@ h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
                                "fixed-effects")
     rownames(X) <- NULL
   }
-  # NA/NaN/Inf make their column's sum non-finite: only then (or when finite
+  xs <- h_x_summaries(X)
+  # NA/NaN/Inf make their column's sums non-finite: only then (or when finite
   # values overflow) look at the elements (no n x p temporaries otherwise)
-  s1 <- colSums(X)
-  if (!all(is.finite(s1)) && any(!is.finite(X))) {
+  if (!is.null(xs) && !all(is.finite(c(xs$s1, diag(xs$xtx)))) && any(!is.finite(X))) {
     h_abort("Non-finite values (NA/NaN/Inf) in the fixed-effects model matrix.", "non_finite")
   }
-  list(X = X, s1 = s1)
+  list(X = X, s1 = xs$s1, xtx = xs$xtx)
 }
 
 #' The fixed-effects model matrix of a formula whose terms are all plain
@@ -372,14 +373,19 @@ h_numeric_model_matrix <- function(fixed_terms, frame) {
   X
 }
 
-#' Column sums (given, or computed) and cross-product of a model matrix,
-#' computed once for the rank screen and the scale check (one BLAS pass).
+#' Column sums and cross-product of a model matrix, from one multithreaded
+#' pass in Rust (`[X 1]'[X 1]`, `rs_cross_products()`).
 #' @return list(s1 = column sums, xtx = crossprod(X)), or NULL for no columns.
 #' @noRd
-h_x_summaries <- function(X, s1 = NULL) {
-  if (!ncol(X)) return(NULL)
-  if (is.null(s1)) s1 <- colSums(X)
-  list(s1 = s1, xtx = crossprod(X))
+h_x_summaries <- function(X) {
+  p <- ncol(X)
+  if (!p) return(NULL)
+  if (typeof(X) != "double") storage.mode(X) <- "double"
+  g <- rs_cross_products(X)
+  if (is.list(g)) h_check_rust_result(g)
+  xtx <- g[seq_len(p), seq_len(p), drop = FALSE]
+  dimnames(xtx) <- list(colnames(X), colnames(X))
+  list(s1 = stats::setNames(g[seq_len(p), p + 1L], colnames(X)), xtx = xtx)
 }
 
 #' Weights from the model frame (1s if none).
@@ -449,14 +455,13 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   re <- if (length(bars) || is.null(cov_term)) h_re_terms(bars, frame, env = environment(formula))
   fixed_formula <- h_no_bars(formula)
   fixed_terms <- h_attach_predvars(h_fixed_terms(fixed_formula, data), h_predvars_map(attr(frame, "terms")))
-  fm <- h_fixed_matrix_sums(fixed_terms, frame, contrasts)
-  X_full <- fm$X
+  xs <- h_fixed_matrix_sums(fixed_terms, frame, contrasts)
+  X_full <- xs$X
+  xs$X <- NULL
   weights <- h_frame_weights(frame)
   n_pos <- attr(weights, "n_positive")
-  xs <- h_x_summaries(X_full, fm$s1)
-  rm(fm)
   reduced <- h_drop_rank_deficient(X_full, rows = if (n_pos < n) weights > 0, xtx = xs$xtx)
-  if (!is.null(xs)) {
+  if (!is.null(xs$xtx)) {
     kept <- match(colnames(reduced$X), colnames(X_full))
     h_check_scale_x(reduced$X, s1 = xs$s1[kept], s2 = diag(xs$xtx)[kept])
   }

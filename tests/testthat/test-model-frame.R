@@ -434,3 +434,29 @@ test_that("fits with X bound from the columns equal model.matrix()-based fits", 
   expect_identical(fixef(bound), fixef(ref))
   expect_identical(model.matrix(bound), model.matrix(ref))
 })
+
+test_that("the model matrix's cross-products come from one pass in Rust", {
+  set.seed(3)
+  X <- cbind(1, matrix(rnorm(3 * 70000), ncol = 3) * c(1, 1e3, 1e-3))
+  colnames(X) <- c("(Intercept)", "a", "b", "c")
+  xs <- lmmr:::h_x_summaries(X)
+  ref <- crossprod(X)
+  # to rounding, relative to the columns' norms (sums of signed terms cancel)
+  scale <- sqrt(outer(diag(ref), diag(ref)))
+  expect_lt(max(abs(xs$xtx - ref) / scale), 1e-11)
+  expect_identical(dimnames(xs$xtx), dimnames(ref))
+  expect_lt(max(abs(xs$s1 - colSums(X)) / sqrt(nrow(X) * diag(ref))), 1e-11)
+  expect_identical(names(xs$s1), colnames(X))
+  # whatever the number of threads
+  g1 <- lmmr:::rs_cross_products(X, threads = 1)
+  expect_identical(lmmr:::rs_cross_products(X, threads = 2), g1)
+  expect_identical(lmmr:::rs_cross_products(X, threads = 3), g1)
+  expect_equal(g1[5, 5], nrow(X))
+  expect_null(lmmr:::h_x_summaries(X[, 0, drop = FALSE]))
+  # non-finite values are found and named
+  d <- data.frame(y = rnorm(40), x = c(Inf, rnorm(39)), g = gl(8, 5))
+  expect_error(lmm(y ~ x + (1 | g), d), class = "lmmr_error_non_finite")
+  # a bad shape is an error list, not a crash
+  bad <- lmmr:::rs_cross_products(structure(1:3 + 0.5, dim = c(3L, 1L)), threads = -1)
+  expect_identical(bad$error_kind, "invalid_input")
+})

@@ -271,8 +271,40 @@ fn rs_check_weights(weights: Robj) -> List {
     }
 }
 
+/// `[X 1]'[X 1]` of a numeric matrix (X'X, its column sums and n) in one
+/// multithreaded pass, or an error list. Internal; see `h_x_summaries()`.
+/// @noRd
+#[extendr]
+fn rs_cross_products(x: Robj, nrow: Robj, ncol: Robj, threads: Robj) -> Robj {
+    let result = (|| {
+        let dim = |v: &Robj, what: &str| match reals(v, what).map_err(bad)? {
+            [d] if d.is_finite() && *d >= 0.0 && d.fract() == 0.0 => Ok(*d as usize),
+            _ => Err(bad(format!(
+                "`{what}` must be one non-negative whole number"
+            ))),
+        };
+        let (n, p) = (dim(&nrow, "nrow")?, dim(&ncol, "ncol")?);
+        let xs = reals(&x, "x").map_err(bad)?;
+        let threads = if threads.is_null() {
+            0
+        } else {
+            match reals(&threads, "threads").map_err(bad)? {
+                [t] if t.is_finite() && *t >= 0.0 && t.fract() == 0.0 => *t as usize,
+                _ => return Err(bad("`threads` must be one non-negative whole number")),
+            }
+        };
+        let g = lmmr_core::cross_products(xs, n, p, threads)?;
+        Ok::<Robj, LmmError>(r_matrix(&g, p + 1, p + 1))
+    })();
+    match result {
+        Ok(m) => m,
+        Err(e) => error_list(&e).into(),
+    }
+}
+
 extendr_module! {
     mod lmmr;
+    fn rs_cross_products;
     use inference_glue;
     fn rs_model_new;
     fn rs_model_is_live;

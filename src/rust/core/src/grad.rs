@@ -195,7 +195,7 @@ impl LevelAcc {
         for a in 0..k1 {
             w1[a * k1 + a] = 1.0;
         }
-        if k1 == 1 {
+        if k1 == 1 && q2 == 0 {
             // the products below are dot products (no matmul calls per level)
             w1[0] += e[..mm]
                 .iter()
@@ -241,7 +241,7 @@ impl LevelAcc {
             lower_solve(lj, k1, &mut y[c * k1..(c + 1) * k1]);
         }
         // Z = W1 Y - E B'; F_jj = L^{-T} Z.
-        if k1 == 1 {
+        if k1 == 1 && q2 == 0 {
             let eb: f64 = e[..mm].iter().zip(&bmat[..mm]).map(|(a, b)| a * b).sum();
             let z = (w1[0] * y[0] - eb) / lj[0];
             f_prim[0] += z;

@@ -42,6 +42,7 @@ pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
 pub use moments::InferenceMoments;
+pub use precondition::cross_products;
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, rcov_inference, CovType, RcovControl,
     RcovInference, RcovInput, RcovModel, RcovOutput, RcovTerm,
@@ -503,6 +504,11 @@ pub(crate) fn optimize_theta(
         alts.extend(diag_runs.drain(..).map(|a| (a, Restart::DiagonalMap)));
         alts.extend(checked_runs.drain(..).map(|a| (a, Restart::Checked)));
         for (alt, kind) in alts {
+            // The boundary reset of a point off the boundary is the point
+            // itself: a plain run from the best point ends where it starts.
+            if kind == Restart::Plain && alt == best.x {
+                continue;
+            }
             // A restart whose start cannot be evaluated is skipped.
             let res = match (kind, diag_map.as_ref()) {
                 (Restart::DiagonalMap, Some(dm)) => {

@@ -238,8 +238,27 @@ fn perfect_fit() -> LmmError {
     )
 }
 
+/// `[X 1]'[X 1]` (`(p + 1) x (p + 1)`, full, column-major) of the
+/// column-major `n x p` matrix `x`: `X'X`, the column sums and `n`, in one
+/// deterministic multithreaded pass on `threads` threads (0: all cores).
+/// What R's checks of a model matrix (finiteness, rank screen, scales) read.
+pub fn cross_products(x: &[f64], n: usize, p: usize, threads: usize) -> Result<Vec<f64>, LmmError> {
+    if x.len() != n * p {
+        return Err(LmmError::InvalidInput(format!(
+            "x has length {} but n * p = {}",
+            x.len(),
+            n * p
+        )));
+    }
+    if n == 0 {
+        return Ok(vec![0.0; (p + 1) * (p + 1)]);
+    }
+    gram(x, &[], &[], n, p, threads)
+}
+
 /// `[A b]' W [A b]` (`(p + 1) x (p + 1)`, full) of column-major `a` (`n x p`)
-/// and `b`, in one deterministic multithreaded pass.
+/// and `b` (a column of ones where `b` is empty), in one deterministic
+/// multithreaded pass.
 fn gram(
     a: &[f64],
     b: &[f64],
@@ -259,12 +278,19 @@ fn gram(
         let mut acc = vec![0.0; m * m];
         let mut xa = vec![0.0; chunk * m];
         let mut wxa = vec![0.0; chunk * m];
+        let ones = if b.is_empty() {
+            vec![1.0; chunk]
+        } else {
+            Vec::new()
+        };
         let mut start = lo;
         while start < hi {
             let len = chunk.min(hi - start);
             for c in 0..m {
                 let src = if c < p {
                     &a[c * n + start..c * n + start + len]
+                } else if b.is_empty() {
+                    &ones[..len]
                 } else {
                     &b[start..start + len]
                 };
