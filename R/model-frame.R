@@ -215,26 +215,32 @@ h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL, xtx = NULL) {
 
 #' Warn, as lme4, if the continuous predictors are on very different scales.
 #' @noRd
-h_check_scale_x <- function(X, tol = 1000, s1 = NULL, s2 = NULL) {
+h_check_scale_x <- function(X, tol = 1000, s1 = NULL, s2 = NULL, binary = NULL) {
   if (!ncol(X) || nrow(X) < 2L) return(invisible(FALSE))
-  # a column is binary (0/1) when sum(x^2) == sum(x) and every x is 0 or 1;
-  # only columns passing the cheap first test get the full check. The column
-  # sums and sums of squares may be given (from one pass made anyway).
+  # binary (0/1) columns are left out. The column sums, sums of squares and
+  # binary flags may be given (from the one pass made anyway,
+  # h_x_summaries()); otherwise a column is binary when sum(x^2) == sum(x)
+  # and every x is 0 or 1, and only columns passing the cheap first test get
+  # the full check.
   n <- nrow(X)
   if (is.null(s1)) s1 <- colSums(X)
   if (is.null(s2)) s2 <- colSums(X^2)
-  maybe_binary <- which(abs(s2 - s1) <= 1e-8 * pmax(1, s2))
-  continuous <- rep(TRUE, ncol(X))
-  # model.matrix()'s intercept column (assign 0) is all ones by construction
-  asg <- attr(X, "assign")
-  if (length(asg) == ncol(X)) {
-    continuous[maybe_binary[asg[maybe_binary] == 0L]] <- FALSE
-    maybe_binary <- maybe_binary[asg[maybe_binary] != 0L]
-  }
-  # x is 0 or 1 exactly when x (x - 1) == 0 (one vectorised pass)
-  if (length(maybe_binary)) {
-    sub <- X[, maybe_binary, drop = FALSE]
-    continuous[maybe_binary] <- colSums(abs(sub * (sub - 1))) != 0
+  if (!is.null(binary)) {
+    continuous <- !binary
+  } else {
+    maybe_binary <- which(abs(s2 - s1) <= 1e-8 * pmax(1, s2))
+    continuous <- rep(TRUE, ncol(X))
+    # model.matrix()'s intercept column (assign 0) is all ones by construction
+    asg <- attr(X, "assign")
+    if (length(asg) == ncol(X)) {
+      continuous[maybe_binary[asg[maybe_binary] == 0L]] <- FALSE
+      maybe_binary <- maybe_binary[asg[maybe_binary] != 0L]
+    }
+    # x is 0 or 1 exactly when x (x - 1) == 0 (one vectorised pass)
+    if (length(maybe_binary)) {
+      sub <- X[, maybe_binary, drop = FALSE]
+      continuous[maybe_binary] <- colSums(abs(sub * (sub - 1))) != 0
+    }
   }
   if (!any(continuous)) return(invisible(FALSE))
   means <- s1[continuous] / n
@@ -271,8 +277,9 @@ h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
 
 #' [h_fixed_matrix()] with its cross-products, computed once for the
 #' finiteness check, the rank screen and the scale check.
-#' @return list(X = model matrix, s1 = column sums, xtx = crossprod(X)); s1
-#'   and xtx are NULL for a matrix without columns.
+#' @return list(X = model matrix, s1 = column sums, xtx = crossprod(X),
+#'   binary = which columns are 0/1); all but X are NULL for a matrix without
+#'   columns.
 #' @noRd
 h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
   X <- if (is.null(contrasts)) h_numeric_model_matrix(fixed_terms, frame)
@@ -287,7 +294,7 @@ h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
   if (!is.null(xs) && !all(is.finite(c(xs$s1, diag(xs$xtx)))) && any(!is.finite(X))) {
     h_abort("Non-finite values (NA/NaN/Inf) in the fixed-effects model matrix.", "non_finite")
   }
-  list(X = X, s1 = xs$s1, xtx = xs$xtx)
+  list(X = X, s1 = xs$s1, xtx = xs$xtx, binary = xs$binary)
 }
 
 #' The fixed-effects model matrix of a formula whose terms are all plain
@@ -374,18 +381,21 @@ h_numeric_model_matrix <- function(fixed_terms, frame) {
 }
 
 #' Column sums and cross-product of a model matrix, from one multithreaded
-#' pass in Rust (`[X 1]'[X 1]`, `rs_cross_products()`).
-#' @return list(s1 = column sums, xtx = crossprod(X)), or NULL for no columns.
+#' pass in Rust (`[X 1]'[X 1]`, `rs_cross_products()`), and which columns
+#' hold only 0s and 1s.
+#' @return list(s1 = column sums, xtx = crossprod(X), binary = logical), or
+#'   NULL for no columns.
 #' @noRd
 h_x_summaries <- function(X) {
   p <- ncol(X)
   if (!p) return(NULL)
   if (typeof(X) != "double") storage.mode(X) <- "double"
-  g <- rs_cross_products(X)
-  if (is.list(g)) h_check_rust_result(g)
+  res <- h_check_rust_result(rs_cross_products(X))
+  g <- res$gram
   xtx <- g[seq_len(p), seq_len(p), drop = FALSE]
   dimnames(xtx) <- list(colnames(X), colnames(X))
-  list(s1 = stats::setNames(g[seq_len(p), p + 1L], colnames(X)), xtx = xtx)
+  list(s1 = stats::setNames(g[seq_len(p), p + 1L], colnames(X)), xtx = xtx,
+       binary = res$binary)
 }
 
 #' Weights from the model frame (1s if none).
@@ -463,7 +473,8 @@ h_model_design <- function(formula, data = NULL, subset = NULL, weights = NULL,
   reduced <- h_drop_rank_deficient(X_full, rows = if (n_pos < n) weights > 0, xtx = xs$xtx)
   if (!is.null(xs$xtx)) {
     kept <- match(colnames(reduced$X), colnames(X_full))
-    h_check_scale_x(reduced$X, s1 = xs$s1[kept], s2 = diag(xs$xtx)[kept])
+    h_check_scale_x(reduced$X, s1 = xs$s1[kept], s2 = diag(xs$xtx)[kept],
+                    binary = xs$binary[kept])
   }
   weights <- as.numeric(weights)
   attr(fixed_terms, "lmmr_kept_columns") <- colnames(reduced$X)

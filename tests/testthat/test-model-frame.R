@@ -451,7 +451,11 @@ test_that("the model matrix's cross-products come from one pass in Rust", {
   g1 <- lmmr:::rs_cross_products(X, threads = 1)
   expect_identical(lmmr:::rs_cross_products(X, threads = 2), g1)
   expect_identical(lmmr:::rs_cross_products(X, threads = 3), g1)
-  expect_equal(g1[5, 5], nrow(X))
+  expect_equal(g1$gram[5, 5], nrow(X))
+  # which columns are dummies (0/1 only): the intercept here
+  expect_identical(xs$binary, c(TRUE, FALSE, FALSE, FALSE))
+  Xb <- cbind(X, d = rep(0:1, length.out = nrow(X)), z = 0, h = c(0.5, rep(1, nrow(X) - 1)))
+  expect_identical(lmmr:::h_x_summaries(Xb)$binary, c(TRUE, FALSE, FALSE, FALSE, TRUE, TRUE, FALSE))
   expect_null(lmmr:::h_x_summaries(X[, 0, drop = FALSE]))
   # non-finite values are found and named
   d <- data.frame(y = rnorm(40), x = c(Inf, rnorm(39)), g = gl(8, 5))

@@ -272,7 +272,9 @@ fn rs_check_weights(weights: Robj) -> List {
 }
 
 /// `[X 1]'[X 1]` of a numeric matrix (X'X, its column sums and n) in one
-/// multithreaded pass, or an error list. Internal; see `h_x_summaries()`.
+/// multithreaded pass, and which columns hold only 0s and 1s:
+/// `list(gram =, binary =)`, or an error list. Internal; see
+/// `h_x_summaries()`.
 /// @noRd
 #[extendr]
 fn rs_cross_products(x: Robj, nrow: Robj, ncol: Robj, threads: Robj) -> Robj {
@@ -294,7 +296,8 @@ fn rs_cross_products(x: Robj, nrow: Robj, ncol: Robj, threads: Robj) -> Robj {
             }
         };
         let g = lmmr_core::cross_products(xs, n, p, threads)?;
-        Ok::<Robj, LmmError>(r_matrix(&g, p + 1, p + 1))
+        let binary = lmmr_core::binary_columns(xs, n, p);
+        Ok::<Robj, LmmError>(list!(gram = r_matrix(&g, p + 1, p + 1), binary = binary).into())
     })();
     match result {
         Ok(m) => m,

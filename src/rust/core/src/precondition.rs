@@ -256,6 +256,18 @@ pub fn cross_products(x: &[f64], n: usize, p: usize, threads: usize) -> Result<V
     gram(x, &[], &[], n, p, threads)
 }
 
+/// For each column of the column-major `n x p` matrix `x`: whether every
+/// value is 0 or 1 (a dummy variable; R's scale check leaves those out).
+/// A column stops being read at its first other value.
+pub fn binary_columns(x: &[f64], n: usize, p: usize) -> Vec<bool> {
+    (0..p)
+        .map(|c| {
+            x.get(c * n..(c + 1) * n)
+                .is_some_and(|col| col.iter().all(|v| *v == 0.0 || *v == 1.0))
+        })
+        .collect()
+}
+
 /// `[A b]' W [A b]` (`(p + 1) x (p + 1)`, full) of column-major `a` (`n x p`)
 /// and `b` (a column of ones where `b` is empty), in one deterministic
 /// multithreaded pass.
