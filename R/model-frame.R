@@ -282,7 +282,9 @@ h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
 #'   columns.
 #' @noRd
 h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
-  X <- if (is.null(contrasts)) h_numeric_model_matrix(fixed_terms, frame)
+  X <- if (!isFALSE(getOption("lmmr.rust_model_matrix"))) {
+    h_columns_model_matrix(fixed_terms, frame, contrasts)
+  }
   if (is.null(X)) {
     X <- h_model_matrix_safely(stats::model.matrix(fixed_terms, frame, contrasts.arg = contrasts),
                                "fixed-effects")
@@ -297,86 +299,129 @@ h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
   list(X = X, s1 = xs$s1, xtx = xs$xtx, binary = xs$binary)
 }
 
-#' The fixed-effects model matrix of a formula whose terms are all plain
-#' numeric variables or unordered factors with the default treatment
-#' contrasts (and an intercept when there is a factor), built from the
-#' columns and the factors' integer codes: the same matrix as
-#' `model.matrix()` (column names, order, "assign", "contrasts") without its
-#' n row names, whose removal makes R wrap `X` and copy it at the next read
-#' of its data. NULL for anything else (interactions, matrix columns such as
-#' `poly()`, logical or ordered or single-level factors, factors with their
-#' own contrasts, classed columns other than `I()`), which `model.matrix()`
-#' handles.
+#' The fixed-effects model matrix built in Rust from the frame's columns
+#'
+#' Numeric variables (vectors, and matrices such as the `poly()`, `ns()` or
+#' `scale()` columns that `model.frame()` has evaluated) are used as they
+#' are; factors (logical variables as factors with levels FALSE, TRUE, as
+#' `model.matrix()` takes them) are expanded from their integer codes
+#' through their contrast matrices (the factor's "contrasts" attribute, the
+#' `contrasts` argument, or `getOption("contrasts")`, as `model.matrix()`
+#' resolves them), or through indicator columns where the terms code a
+#' factor by dummies (a term without its margin, e.g. `0 + f` or `f:g`
+#' alone); interactions are the products of their variables' columns, taken
+#' left to right with the first variable varying fastest, as
+#' `model.matrix()` forms them. Rust fills the columns (`rs_fill_columns()`,
+#' multithreaded), so the values are those of `model.matrix()`; the column
+#' names, order, "assign" and "contrasts" come from `model.matrix()` on the
+#' frame's first two rows (they depend only on the terms, the levels, the
+#' variables' column names and the contrasts). The result is identical to
+#' `model.matrix()` without its n row names.
+#' @return the matrix, or NULL (then `model.matrix()` builds it) for a frame
+#'   of fewer than two rows, a formula without terms, variables of other
+#'   types, or where the template call warns or fails (so that the full call
+#'   gives its messages).
 #' @noRd
-h_numeric_model_matrix <- function(fixed_terms, frame) {
-  labs <- attr(fixed_terms, "term.labels")
-  intercept <- isTRUE(attr(fixed_terms, "intercept") == 1L)
-  if (!length(labs) || any(attr(fixed_terms, "order") != 1L) ||
-      !all(labs %in% names(frame)) || anyDuplicated(labs)) {
-    return(NULL)
-  }
-  cols <- lapply(labs, function(v) frame[[v]])
-  kind <- vapply(cols, function(x) {
-    if (typeof(x) %in% c("double", "integer") && is.null(dim(x)) &&
-        (!is.object(x) || identical(class(x), "AsIs")) && is.null(attr(x, "levels"))) {
-      "numeric"
-    } else if (identical(class(x), "factor") && is.null(attr(x, "contrasts")) &&
-               nlevels(x) >= 2L && !anyNA(levels(x))) {
-      "factor"
-    } else {
-      "other"
-    }
-  }, "")
-  if (any(kind == "other")) return(NULL)
-  is_f <- kind == "factor"
-  if (any(is_f) && (!intercept ||
-      !identical(as.character(getOption("contrasts"))[1L], "contr.treatment"))) {
-    return(NULL)
-  }
-  if (!any(is_f)) {
-    # one pass: bind the columns
-    cols <- lapply(cols, function(x) if (is.object(x)) unclass(x) else x)
-    names(cols) <- labs
-    X <- do.call(cbind, c(if (intercept) list(`(Intercept)` = 1), cols))
-    if (typeof(X) != "double") storage.mode(X) <- "double"
-    attributes(X) <- list(dim = dim(X), dimnames = list(NULL, colnames(X)),
-                          assign = c(if (intercept) 0L, seq_along(labs)))
-    return(X)
-  }
+h_columns_model_matrix <- function(fixed_terms, frame, contrasts) {
   n <- nrow(frame)
-  width <- ifelse(is_f, vapply(cols, nlevels, 1L) - 1L, 1L)
-  p <- intercept + sum(width)
-  X <- matrix(0, n, p)
-  cn <- character(p)
-  asg <- integer(p)
-  j <- 0L
-  if (intercept) {
-    X[, 1L] <- 1
-    cn[1L] <- "(Intercept)"
-    j <- 1L
+  fac <- attr(fixed_terms, "factors")
+  labs <- attr(fixed_terms, "term.labels")
+  if (n < 2L || !length(labs) || !is.matrix(fac) || !identical(colnames(fac), labs)) return(NULL)
+  # the frame's names of the variables (rownames(fac) may carry backticks)
+  vars <- vapply(as.list(attr(fixed_terms, "variables"))[-1L], function(e) {
+    paste(deparse(e, width.cutoff = 500L, backtick = FALSE), collapse = " ")
+  }, "")
+  if (length(vars) != nrow(fac) || !all(vars[rowSums(fac != 0L) > 0L] %in% names(frame))) {
+    return(NULL)
+  }
+  # without an intercept the first factor of the first term that has one is
+  # coded by indicators (as model.matrix()'s C code does)
+  if (!isTRUE(attr(fixed_terms, "intercept") == 1L)) {
+    nlev <- vapply(vars, function(v) {
+      x <- frame[[v]]
+      if (is.factor(x)) nlevels(x) else if (is.logical(x)) 2L else 0L
+    }, 0L)
+    resp <- attr(fixed_terms, "response")
+    first <- NULL
+    for (t in seq_len(ncol(fac))) {
+      i <- which(nlev > 1L & fac[, t] > 0L & seq_along(vars) > resp)
+      if (length(i)) {
+        first <- c(i[1L], t)
+        break
+      }
+    }
+    if (!is.null(first)) fac[first[1L], first[2L]] <- 2L
+  }
+  sub <- frame[1:2, , drop = FALSE]
+  attr(sub, "terms") <- attr(frame, "terms")
+  tmpl <- tryCatch(stats::model.matrix(fixed_terms, sub, contrasts.arg = contrasts),
+                   warning = function(w) NULL, error = function(e) NULL)
+  if (is.null(tmpl)) return(NULL)
+  # each variable's components: a numeric column, or a factor's codes with
+  # one column of its contrast (or indicator) matrix
+  default_contr <- as.character(getOption("contrasts"))
+  prepared <- list()
+  var_parts <- function(v, dummies) {
+    key <- paste0(v, if (dummies) "\r2" else "\r1")
+    if (!is.null(prepared[[key]])) return(prepared[[key]])
+    x <- frame[[v]]
+    if (is.logical(x) && is.null(dim(x))) x <- factor(x, levels = c(FALSE, TRUE))
+    out <- if (is.factor(x)) {
+      codes <- unclass(x)
+      attributes(codes) <- NULL
+      cm <- if (dummies) {
+        diag(nlevels(x))
+      } else {
+        if (is.null(attr(x, "contrasts"))) {
+          stats::contrasts(x) <- default_contr[1L + is.ordered(x)]
+        }
+        ca <- contrasts[[v]]
+        if (!is.null(ca)) {
+          if (is.matrix(ca)) stats::contrasts(x, ncol(ca)) <- ca else stats::contrasts(x) <- ca
+        }
+        stats::contrasts(x)
+      }
+      storage.mode(cm) <- "double"
+      lapply(seq_len(ncol(cm)), function(j) list(codes = codes, table = cm[, j]))
+    } else if (is.numeric(x) && is.null(dim(x)) && (!is.object(x) || identical(class(x), "AsIs"))) {
+      list(as.double(unclass(x)))
+    } else if (is.numeric(x) && is.matrix(x) && nrow(x) == n) {
+      x <- unclass(x)
+      lapply(seq_len(ncol(x)), function(j) as.double(x[, j]))
+    } else {
+      NULL
+    }
+    prepared[[key]] <<- out
+    out
+  }
+  comps <- list()
+  cols <- list()
+  col_term <- integer()
+  if (isTRUE(attr(fixed_terms, "intercept") == 1L)) {
+    cols[[1L]] <- integer()
+    col_term <- 0L
   }
   for (t in seq_along(labs)) {
-    x <- cols[[t]]
-    idx <- j + seq_len(width[t])
-    if (is_f[t]) {
-      # treatment contrasts: one 0/1 column per level after the first
-      k <- as.integer(x)
-      rows <- which(k > 1L)
-      X[cbind(rows, j + k[rows] - 1L)] <- 1
-      cn[idx] <- paste0(labs[t], levels(x)[-1L])
-    } else {
-      X[, idx] <- as.double(x)
-      cn[idx] <- labs[t]
+    in_term <- which(fac[, t] != 0L)
+    parts <- vector("list", length(in_term))
+    for (i in seq_along(in_term)) {
+      pv <- var_parts(vars[in_term[i]], fac[in_term[i], t] == 2L)
+      if (is.null(pv)) return(NULL)
+      parts[[i]] <- length(comps) + seq_along(pv)
+      comps <- c(comps, pv)
     }
-    asg[idx] <- t
-    j <- j + width[t]
+    # the term's columns: every combination, the first variable fastest
+    grid <- as.matrix(expand.grid(parts, KEEP.OUT.ATTRS = FALSE))
+    for (r in seq_len(nrow(grid))) cols[[length(cols) + 1L]] <- as.integer(grid[r, ])
+    col_term <- c(col_term, rep(t, nrow(grid)))
   }
-  attr(X, "dimnames") <- list(NULL, cn)
-  attr(X, "assign") <- asg
-  if (any(is_f)) {
-    attr(X, "contrasts") <- stats::setNames(rep(list("contr.treatment"), sum(is_f)),
-                                            labs[is_f])
-  }
+  if (!identical(col_term, as.integer(attr(tmpl, "assign")))) return(NULL)
+  X <- matrix(0, n, length(cols))
+  res <- rs_fill_columns(X, comps, cols)
+  if (!is.null(res)) h_check_rust_result(res)
+  attr(X, "dimnames") <- list(NULL, colnames(tmpl))
+  attr(X, "assign") <- attr(tmpl, "assign")
+  if (!is.null(attr(tmpl, "contrasts"))) attr(X, "contrasts") <- attr(tmpl, "contrasts")
   X
 }
 

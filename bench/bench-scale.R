@@ -91,8 +91,27 @@ Rprof(NULL)
 tot <- summaryRprof(prof)$by.total
 rownames(tot) <- gsub('"', "", rownames(tot))
 keep <- c("lmm", "h_model_design", "h_build_frame", "h_re_terms", "h_fixed_matrix_sums",
+          "h_columns_model_matrix", "rs_fill_columns", "rs_cross_products",
           "stats::model.matrix", "h_x_summaries", "h_drop_rank_deficient", "rs_model_new",
           "rs_model_fit", "h_build_lmm")
 tot <- tot[intersect(keep, rownames(tot)), c("total.time", "total.pct")]
 cat("\nwhere the time of one lmm() call goes (Rprof, seconds):\n")
 print(tot)
+
+# the fixed-effects matrix with interactions and factors: model.matrix()
+# against the matrix built in Rust from the columns (identical), and the fit
+d$f1 <- factor(sample(letters[1:5], n, TRUE))
+d$f2 <- factor(sample(LETTERS[1:3], n, TRUE))
+fi <- y ~ x1 * f1 + x2:f2 + x3 + (1 | g)
+ns <- asNamespace("lmmr")
+fr <- ns$h_build_frame(ns$h_frame_formula(fi), d, NULL, NULL, NULL, stats::na.omit)
+tt <- ns$h_attach_predvars(ns$h_fixed_terms(ns$h_no_bars(fi), d), ns$h_predvars_map(attr(fr, "terms")))
+t_mm <- time_it({ mm <- stats::model.matrix(tt, fr); rownames(mm) <- NULL }, reps)
+t_rs <- time_it(rs <- ns$h_columns_model_matrix(tt, fr, NULL), reps)
+t_fit <- time_it(lmm(fi, d, control = ctrl), reps)
+old <- options(lmmr.rust_model_matrix = FALSE)
+t_fit_mm <- time_it(lmm(fi, d, control = ctrl), reps)
+options(old)
+cat(sprintf("\n%s (p = %d): model.matrix() %.3f s elapsed (%.3f CPU), built in Rust %.3f s (%.3f CPU), identical: %s; lmm() %.3f s, with model.matrix() %.3f s\n",
+            deparse(fi), ncol(mm), t_mm[1], t_mm[2], t_rs[1], t_rs[2], identical(mm, rs),
+            t_fit[1], t_fit_mm[1]))

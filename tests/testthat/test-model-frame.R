@@ -384,7 +384,7 @@ test_that("the frame's terms keep the formula environment", {
   expect_identical(environment(des$fixed_terms), env)
 })
 
-test_that("numeric fixed effects are bound without model.matrix(), identically", {
+test_that("the fixed-effects matrix built in Rust is identical to model.matrix()", {
   set.seed(1)
   n <- 30
   d <- data.frame(y = rnorm(n), x = rnorm(n), z = rpois(n, 3),
@@ -394,45 +394,95 @@ test_that("numeric fixed effects are bound without model.matrix(), identically",
   d$o <- factor(sample(1:3, n, TRUE), ordered = TRUE)
   d$h <- factor(sample(c("u", "v"), n, TRUE))
   contrasts(d$h) <- contr.sum(2)
+  d$k <- factor(sample(c("p", "q", "r", "s"), n, TRUE))
+  d$w <- sample(c(TRUE, FALSE), n, TRUE)
+  d$s <- as.character(d$k)
+  d$dt <- as.Date("2020-01-01") + seq_len(n)
   forms <- list(y ~ x, y ~ x + z, y ~ 0 + x + z, y ~ z, y ~ log(z + 1) + I(x^2),
                 y ~ x + offset(z), y ~ x + f, y ~ f + x + g, y ~ g,
                 y ~ `my x` + x, y ~ x:z, y ~ poly(x, 2),
-                y ~ l, y ~ 1, y ~ scale(x), y ~ 0 + f, y ~ x + o, y ~ x + h, y ~ f * x)
-  bound <- logical(length(forms))
+                y ~ l, y ~ 1, y ~ scale(x), y ~ 0 + f, y ~ x + o, y ~ x + h, y ~ f * x,
+                # interactions of factors and numerics, any order and coding
+                y ~ f * g, y ~ f:g, y ~ 0 + f:x, y ~ x:f + z, y ~ f * x * z,
+                y ~ f * g * h, y ~ o * x + k, y ~ k / x, y ~ x %in% f,
+                y ~ poly(x, 3) * f, y ~ splines::ns(z, 3) + f:l, y ~ w * x,
+                y ~ s + x:s, y ~ f + I(x > 0):g, y ~ 0 + f + g:h, y ~ 0 + x + f,
+                y ~ 0 + x:f + g, y ~ 0 + l + f, y ~ dt + x)
+  built <- logical(length(forms))
   for (i in seq_along(forms)) {
     fr <- model.frame(forms[[i]], d)
+    fr <- lmmr:::h_factorize_characters(fr)
     tt <- attr(fr, "terms")
     ref <- model.matrix(tt, fr)
     rownames(ref) <- NULL
-    fast <- lmmr:::h_numeric_model_matrix(tt, fr)
-    bound[i] <- !is.null(fast)
-    if (bound[i]) expect_identical(fast, ref)
+    fast <- lmmr:::h_columns_model_matrix(tt, fr, NULL)
+    built[i] <- !is.null(fast)
+    if (built[i]) expect_identical(fast, ref, label = deparse(forms[[i]]))
     expect_identical(lmmr:::h_fixed_matrix(tt, fr, NULL), ref)
   }
-  # plain numeric terms and treatment-coded factors are bound; interactions,
-  # matrix, logical and ordered columns, factors with their own contrasts
-  # and factors without an intercept go through model.matrix()
-  expect_identical(bound, c(rep(TRUE, 9), rep(FALSE, 10)))
+  # everything but the intercept-only formula and a Date variable is built
+  # in Rust
+  expect_identical(which(!built), match(c("y ~ 1", "y ~ dt + x"),
+                                        vapply(forms, deparse, "")))
+  # the contrasts argument: names, functions and matrices, as model.matrix()
+  fr <- model.frame(y ~ f * x + g + o + h, d)
+  tt <- attr(fr, "terms")
+  for (ca in list(list(f = "contr.sum"), list(f = contr.helmert, o = "contr.treatment"),
+                  list(g = matrix(c(1, 0, -1, 0.5, -1, 0.5), 3), h = "contr.treatment"))) {
+    ref <- model.matrix(tt, fr, contrasts.arg = ca)
+    rownames(ref) <- NULL
+    fast <- lmmr:::h_columns_model_matrix(tt, fr, ca)
+    expect_false(is.null(fast))
+    expect_identical(fast, ref)
+  }
+  # a contrasts entry for a variable that is not there: model.matrix()'s
+  # warning, from the full call
+  expect_warning(lmmr:::h_fixed_matrix(tt, fr, list(nope = "contr.sum")), "nope")
+  # options(contrasts =)
+  old <- options(contrasts = c("contr.sum", "contr.poly"))
+  on.exit(options(old))
+  ref <- model.matrix(tt, fr)
+  rownames(ref) <- NULL
+  expect_identical(lmmr:::h_columns_model_matrix(tt, fr, NULL), ref)
 })
 
-test_that("fits with X bound from the columns equal model.matrix()-based fits", {
+test_that("model matrices filled in Rust: whatever the thread count, bad input is an error", {
+  x <- c(1.5, -2, 3, 0.25)
+  comps <- list(x, list(codes = c(1L, 3L, 2L, NA), table = c(0, 1, -0.5)))
+  X <- matrix(0, 4, 3)
+  expect_null(lmmr:::rs_fill_columns(X, comps, list(integer(), 1L, c(1L, 2L))))
+  expect_identical(X[, 1], rep(1, 4))
+  expect_identical(X[, 2], x)
+  expect_identical(X[1:3, 3], x[1:3] * c(0, -0.5, 1))
+  expect_true(is.na(X[4, 3]))
+  bad <- lmmr:::rs_fill_columns(matrix(0, 4, 1), comps, list(5L))
+  expect_identical(bad$error_kind, "invalid_input")
+  bad <- lmmr:::rs_fill_columns(matrix(0, 4, 1), list(1:3 + 0.5), list(1L))
+  expect_identical(bad$error_kind, "invalid_input")
+  bad <- lmmr:::rs_fill_columns(matrix(0, 4, 1), list("a"), list(1L))
+  expect_identical(bad$error_kind, "invalid_input")
+})
+
+test_that("fits with X built in Rust equal model.matrix()-based fits", {
   set.seed(2)
   n <- 200
   d <- data.frame(x = rnorm(n), f = factor(sample(c("a", "b", "c"), n, TRUE)),
                   g = factor(sample(12, n, TRUE)))
   d$f2 <- d$f # aliased with f
   d$y <- d$x + as.integer(d$f) + rnorm(12)[d$g] + rnorm(n)
-  f <- y ~ x + f + f2 + (1 | g)
-  # a contrasts argument sends X through model.matrix()
-  expect_message(bound <- lmm(f, d), class = "lmmr_message_rank_deficient")
-  expect_message(ref <- lmm(f, d, contrasts = list(f = "contr.treatment")),
-                 class = "lmmr_message_rank_deficient")
-  expect_identical(names(fixef(bound)), names(fixef(ref)))
-  expect_identical(bound$dropped, ref$dropped)
-  expect_identical(bound$X, ref$X)
-  expect_identical(bound$objective, ref$objective)
-  expect_identical(fixef(bound), fixef(ref))
-  expect_identical(model.matrix(bound), model.matrix(ref))
+  for (f in list(y ~ x + f + f2 + (1 | g), y ~ x * f + f2:x + (1 | g))) {
+    expect_message(built <- lmm(f, d), class = "lmmr_message_rank_deficient")
+    # options(lmmr.rust_model_matrix = FALSE): model.matrix() builds X
+    old <- options(lmmr.rust_model_matrix = FALSE)
+    expect_message(ref <- lmm(f, d), class = "lmmr_message_rank_deficient")
+    options(old)
+    expect_identical(names(fixef(built)), names(fixef(ref)))
+    expect_identical(built$dropped, ref$dropped)
+    expect_identical(built$X, ref$X)
+    expect_identical(built$objective, ref$objective)
+    expect_identical(fixef(built), fixef(ref))
+    expect_identical(model.matrix(built), model.matrix(ref))
+  }
 })
 
 test_that("the model matrix's cross-products come from one pass in Rust", {

@@ -305,9 +305,82 @@ fn rs_cross_products(x: Robj, nrow: Robj, ncol: Robj, threads: Robj) -> Robj {
     }
 }
 
+/// Fills the numeric matrix `x` in place with the model-matrix columns
+/// described by `comps` (a list of numeric vectors and of
+/// `list(codes =, table =)` factor components) and `cols` (per column, the
+/// 1-based indices of its components; empty for the intercept). `NULL`, or
+/// an error list. Internal; see `h_columns_model_matrix()`.
+/// @noRd
+#[extendr]
+fn rs_fill_columns(x: Robj, comps: List, cols: List) -> Robj {
+    let mut x = x;
+    let result = (|| {
+        // the R objects stay owned here while the slices into them are used
+        let objs: Vec<Robj> = comps.values().collect();
+        let mut pairs: Vec<Option<(Robj, Robj)>> = Vec::with_capacity(objs.len());
+        for c in &objs {
+            if c.as_real_slice().is_some() {
+                pairs.push(None);
+            } else if let Some(l) = c.as_list() {
+                let (Ok(codes), Ok(table)) = (l.elt(0), l.elt(1)) else {
+                    return Err(bad("a factor component needs `codes` and `table`"));
+                };
+                pairs.push(Some((codes, table)));
+            } else {
+                return Err(bad("a component must be a double vector or a factor list"));
+            }
+        }
+        let mut parts = Vec::with_capacity(objs.len());
+        for (c, pair) in objs.iter().zip(&pairs) {
+            match pair {
+                None => parts.push(lmmr_core::Component::Numeric(
+                    c.as_real_slice().unwrap_or_default(),
+                )),
+                Some((codes, table)) => {
+                    let codes = codes
+                        .as_integer_slice()
+                        .ok_or_else(|| bad("a factor component needs integer `codes`"))?;
+                    let table = table
+                        .as_real_slice()
+                        .ok_or_else(|| bad("a factor component needs a double `table`"))?;
+                    parts.push(lmmr_core::Component::Factor { codes, table });
+                }
+            }
+        }
+        let mut spec = Vec::with_capacity(cols.len());
+        for c in cols.values() {
+            let idx = c
+                .as_integer_slice()
+                .ok_or_else(|| bad("`cols` must hold integer vectors"))?;
+            let mut col = Vec::with_capacity(idx.len());
+            for &i in idx {
+                let k = usize::try_from(i)
+                    .ok()
+                    .filter(|k| *k >= 1 && *k <= parts.len())
+                    .ok_or_else(|| bad(format!("component index {i} out of range")))?;
+                col.push(parts[k - 1]);
+            }
+            spec.push(col);
+        }
+        let n = match (x.nrows(), spec.len()) {
+            (r, _) if r > 0 => r,
+            _ => 0,
+        };
+        let out = x
+            .as_real_slice_mut()
+            .ok_or_else(|| bad("`x` must be a double matrix"))?;
+        lmmr_core::fill_columns(out, n, &spec, 0)
+    })();
+    match result {
+        Ok(()) => ().into(),
+        Err(e) => error_list(&e).into(),
+    }
+}
+
 extendr_module! {
     mod lmmr;
     fn rs_cross_products;
+    fn rs_fill_columns;
     use inference_glue;
     fn rs_model_new;
     fn rs_model_is_live;

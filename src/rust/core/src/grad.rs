@@ -196,7 +196,10 @@ impl LevelAcc {
             w1[a * k1 + a] = 1.0;
         }
         if k1 == 1 && q2 == 0 {
-            // the products below are dot products (no matmul calls per level)
+            // One scalar grouping factor: the products below are dot
+            // products (no matmul calls per level). The other designs keep
+            // faer's products: a change of their summation order changed
+            // the path of ill-conditioned harness cases (414, 975).
             w1[0] += e[..mm]
                 .iter()
                 .zip(&cj[..mm])

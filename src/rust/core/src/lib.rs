@@ -20,6 +20,7 @@
 mod blocks;
 mod budget;
 mod chunk;
+mod columns;
 mod error;
 mod factor;
 mod grad;
@@ -38,6 +39,7 @@ mod solve;
 mod reference;
 
 pub use blocks::MAX_REST_COLUMNS;
+pub use columns::{fill_columns, Component};
 pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
