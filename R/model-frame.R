@@ -282,7 +282,9 @@ h_fixed_matrix <- function(fixed_terms, frame, contrasts) {
 #'   columns.
 #' @noRd
 h_fixed_matrix_sums <- function(fixed_terms, frame, contrasts) {
-  X <- if (!isFALSE(getOption("lmmr.rust_model_matrix"))) {
+  # below ~50,000 rows model.matrix() is faster than the fixed cost of
+  # working out the layout (~0.5-1 ms), and gives the same matrix
+  X <- if (nrow(frame) >= 50000L && !isFALSE(getOption("lmmr.rust_model_matrix"))) {
     h_columns_model_matrix(fixed_terms, frame, contrasts)
   }
   if (is.null(X)) {

@@ -465,7 +465,8 @@ test_that("model matrices filled in Rust: whatever the thread count, bad input i
 
 test_that("fits with X built in Rust equal model.matrix()-based fits", {
   set.seed(2)
-  n <- 200
+  # X is built in Rust from 50,000 rows on (model.matrix() below)
+  n <- 50000
   d <- data.frame(x = rnorm(n), f = factor(sample(c("a", "b", "c"), n, TRUE)),
                   g = factor(sample(12, n, TRUE)))
   d$f2 <- d$f # aliased with f
