@@ -19,7 +19,9 @@ rs_cross_products <- function(x, threads = NULL) {
 }
 
 #' @noRd
-rs_fill_columns <- function(x, comps, cols) .Call(wrap__rs_fill_columns, x, comps, cols)
+rs_fill_columns <- function(n, comps, cols) {
+  .Call(wrap__rs_fill_columns, as.numeric(n), comps, cols)
+}
 
 #' @noRd
 rs_model_is_live <- function(ptr) .Call(wrap__rs_model_is_live, ptr)

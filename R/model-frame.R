@@ -418,9 +418,8 @@ h_columns_model_matrix <- function(fixed_terms, frame, contrasts) {
     col_term <- c(col_term, rep(t, nrow(grid)))
   }
   if (!identical(col_term, as.integer(attr(tmpl, "assign")))) return(NULL)
-  X <- matrix(0, n, length(cols))
-  res <- rs_fill_columns(X, comps, cols)
-  if (!is.null(res)) h_check_rust_result(res)
+  X <- rs_fill_columns(n, comps, cols)
+  if (is.list(X)) h_check_rust_result(X)
   attr(X, "dimnames") <- list(NULL, colnames(tmpl))
   attr(X, "assign") <- attr(tmpl, "assign")
   if (!is.null(attr(tmpl, "contrasts"))) attr(X, "contrasts") <- attr(tmpl, "contrasts")

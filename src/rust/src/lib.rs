@@ -305,16 +305,20 @@ fn rs_cross_products(x: Robj, nrow: Robj, ncol: Robj, threads: Robj) -> Robj {
     }
 }
 
-/// Fills the numeric matrix `x` in place with the model-matrix columns
-/// described by `comps` (a list of numeric vectors and of
-/// `list(codes =, table =)` factor components) and `cols` (per column, the
-/// 1-based indices of its components; empty for the intercept). `NULL`, or
-/// an error list. Internal; see `h_columns_model_matrix()`.
+/// The `n x length(cols)` model matrix whose columns are described by
+/// `comps` (a list of numeric vectors and of `list(codes, table)` factor
+/// components) and `cols` (per column, the 1-based indices of its
+/// components; empty for the intercept): a new double matrix (allocated
+/// without zeroing; the threads that fill it touch its pages), or an error
+/// list. Internal; see `h_columns_model_matrix()`.
 /// @noRd
 #[extendr]
-fn rs_fill_columns(x: Robj, comps: List, cols: List) -> Robj {
-    let mut x = x;
+fn rs_fill_columns(n: Robj, comps: List, cols: List) -> Robj {
     let result = (|| {
+        let n = match reals(&n, "n").map_err(bad)? {
+            [v] if v.is_finite() && *v >= 0.0 && v.fract() == 0.0 => *v as usize,
+            _ => return Err(bad("`n` must be one non-negative whole number")),
+        };
         // the R objects stay owned here while the slices into them are used
         let objs: Vec<Robj> = comps.values().collect();
         let mut pairs: Vec<Option<(Robj, Robj)>> = Vec::with_capacity(objs.len());
@@ -362,17 +366,22 @@ fn rs_fill_columns(x: Robj, comps: List, cols: List) -> Robj {
             }
             spec.push(col);
         }
-        let n = match (x.nrows(), spec.len()) {
-            (r, _) if r > 0 => r,
-            _ => 0,
+        let len = n
+            .checked_mul(spec.len())
+            .ok_or_else(|| bad("the model matrix would be too large"))?;
+        let (Ok(nr), Ok(nc)) = (i32::try_from(n), i32::try_from(spec.len())) else {
+            return Err(bad("the model matrix would be too large"));
         };
+        let mut x = Robj::alloc_matrix(extendr_api::rtype_to_sxp(Rtype::Doubles), nr, nc);
         let out = x
             .as_real_slice_mut()
-            .ok_or_else(|| bad("`x` must be a double matrix"))?;
-        lmmr_core::fill_columns(out, n, &spec, 0)
+            .ok_or_else(|| bad("internal error: the matrix could not be allocated"))?;
+        debug_assert_eq!(out.len(), len);
+        lmmr_core::fill_columns(out, n, &spec, 0)?;
+        Ok::<Robj, LmmError>(x)
     })();
     match result {
-        Ok(()) => ().into(),
+        Ok(x) => x,
         Err(e) => error_list(&e).into(),
     }
 }
