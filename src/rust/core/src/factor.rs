@@ -244,14 +244,51 @@ pub(crate) fn level_block(
     ws.t[(nc + p) * k1..(nc + p + 1) * k1].copy_from_slice(&bl.a1y[j * k1..(j + 1) * k1]);
     ws.idx[nc + p] = q2 + p;
     // C = L^{-1} Lambda1' B
-    lambda_t_solve(
-        &ws.lam1,
-        &ws.m[..kk],
-        k1,
-        &ws.t[..k1 * m],
-        &mut ws.c[..k1 * m],
-    );
+    if k1 <= SMALL_K {
+        lambda_t_solve_small(
+            &ws.lam1,
+            &ws.m[..kk],
+            k1,
+            &ws.t[..k1 * m],
+            &mut ws.c[..k1 * m],
+        );
+    } else {
+        lambda_t_solve(
+            &ws.lam1,
+            &ws.m[..kk],
+            k1,
+            &ws.t[..k1 * m],
+            &mut ws.c[..k1 * m],
+        );
+    }
     Ok((m, ld))
+}
+
+/// Largest level block size whose `L^{-1} Lambda' B` is formed by plain
+/// loops: below it faer's setup per call costs more than the arithmetic
+/// (a profile of a `(x | g)` fit spent most of its evaluations there).
+const SMALL_K: usize = 4;
+
+/// [`lambda_t_solve`] by loops, for `k <= SMALL_K`: per column of `b`,
+/// `v = Lambda' b` (each entry summed from the diagonal down) and the
+/// forward solve `L out = v`.
+fn lambda_t_solve_small(lam: &[f64], l: &[f64], k: usize, b: &[f64], out: &mut [f64]) {
+    for (bc, oc) in b.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+        for r in 0..k {
+            let mut v = 0.0;
+            for q in r..k {
+                v += lam[r * k + q] * bc[q];
+            }
+            oc[r] = v;
+        }
+        for r in 0..k {
+            let mut v = oc[r];
+            for q in 0..r {
+                v -= l[q * k + r] * oc[q];
+            }
+            oc[r] = v / l[r * k + r];
+        }
+    }
 }
 
 /// `out = L^{-1} Lambda' b` for lower-triangular `k x k` `lam` and `l` and a
