@@ -53,7 +53,7 @@ rss_data <- status_mb("VmRSS")
 reset <- tryCatch({ writeLines("5", "/proc/self/clear_refs"); TRUE }, error = function(e) FALSE)
 fit <- lmm(f, d, control = ctrl) # warm-up (and the criterion)
 hwm <- status_mb("VmHWM")
-reps <- if (n > 5e6) 1 else 3
+reps <- if (n > 5e6) 1 else 5
 t_cp <- time_it(crossprod(cbind(1, X, y)), reps + 2)
 t_lmm <- time_it(lmm(f, d, control = ctrl), reps)
 t_lmer <- if (use_lme4) time_it(lme4::lmer(f, d), 1) else c(NA, NA)
@@ -108,10 +108,14 @@ fr <- ns$h_build_frame(ns$h_frame_formula(fi), d, NULL, NULL, NULL, stats::na.om
 tt <- ns$h_attach_predvars(ns$h_fixed_terms(ns$h_no_bars(fi), d), ns$h_predvars_map(attr(fr, "terms")))
 t_mm <- time_it({ mm <- stats::model.matrix(tt, fr); rownames(mm) <- NULL }, reps)
 t_rs <- time_it(rs <- ns$h_columns_model_matrix(tt, fr, NULL), reps)
-t_fit <- time_it(lmm(fi, d, control = ctrl), reps)
-old <- options(lmmr.rust_model_matrix = FALSE)
-t_fit_mm <- time_it(lmm(fi, d, control = ctrl), reps)
-options(old)
-cat(sprintf("\n%s (p = %d): model.matrix() %.3f s elapsed (%.3f CPU), built in Rust %.3f s (%.3f CPU), identical: %s; lmm() %.3f s, with model.matrix() %.3f s\n",
+# alternating, five of each (the order and R's heap growth otherwise decide)
+tt_fit <- vapply(1:10, function(i) {
+  old <- options(lmmr.rust_model_matrix = i %% 2 == 1)
+  on.exit(options(old))
+  time_it(lmm(fi, d, control = ctrl), 1)[1]
+}, 0)
+t_fit <- median(tt_fit[c(TRUE, FALSE)])
+t_fit_mm <- median(tt_fit[c(FALSE, TRUE)])
+cat(sprintf("\n%s (p = %d): model.matrix() %.3f s elapsed (%.3f CPU), built in Rust %.3f s (%.3f CPU), identical: %s; lmm() %.3f s, with model.matrix() %.3f s (medians of 5, alternating)\n",
             deparse(fi), ncol(mm), t_mm[1], t_mm[2], t_rs[1], t_rs[2], identical(mm, rs),
-            t_fit[1], t_fit_mm[1]))
+            t_fit, t_fit_mm))
