@@ -214,34 +214,14 @@ h_drop_rank_deficient <- function(X, tol = 1e-7, rows = NULL, xtx = NULL) {
 }
 
 #' Warn, as lme4, if the continuous predictors are on very different scales.
+#' @param s1,s2,binary the columns' sums, sums of squares and whether they
+#'   hold only 0s and 1s (from the one pass made anyway, h_x_summaries());
+#'   binary columns (the intercept, dummies) are left out.
 #' @noRd
-h_check_scale_x <- function(X, tol = 1000, s1 = NULL, s2 = NULL, binary = NULL) {
+h_check_scale_x <- function(X, s1, s2, binary, tol = 1000) {
   if (!ncol(X) || nrow(X) < 2L) return(invisible(FALSE))
-  # binary (0/1) columns are left out. The column sums, sums of squares and
-  # binary flags may be given (from the one pass made anyway,
-  # h_x_summaries()); otherwise a column is binary when sum(x^2) == sum(x)
-  # and every x is 0 or 1, and only columns passing the cheap first test get
-  # the full check.
   n <- nrow(X)
-  if (is.null(s1)) s1 <- colSums(X)
-  if (is.null(s2)) s2 <- colSums(X^2)
-  if (!is.null(binary)) {
-    continuous <- !binary
-  } else {
-    maybe_binary <- which(abs(s2 - s1) <= 1e-8 * pmax(1, s2))
-    continuous <- rep(TRUE, ncol(X))
-    # model.matrix()'s intercept column (assign 0) is all ones by construction
-    asg <- attr(X, "assign")
-    if (length(asg) == ncol(X)) {
-      continuous[maybe_binary[asg[maybe_binary] == 0L]] <- FALSE
-      maybe_binary <- maybe_binary[asg[maybe_binary] != 0L]
-    }
-    # x is 0 or 1 exactly when x (x - 1) == 0 (one vectorised pass)
-    if (length(maybe_binary)) {
-      sub <- X[, maybe_binary, drop = FALSE]
-      continuous[maybe_binary] <- colSums(abs(sub * (sub - 1))) != 0
-    }
-  }
+  continuous <- !binary
   if (!any(continuous)) return(invisible(FALSE))
   means <- s1[continuous] / n
   sds <- sqrt(pmax(s2[continuous] - n * means^2, 0) / (n - 1))

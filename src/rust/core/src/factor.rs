@@ -519,17 +519,7 @@ fn scatter_levels(bl: &Blocks, ws: &mut Workspace, sc: &mut Scatter) -> Result<f
     sc.update_rest(bl, &mut ws.s);
     let sm = MatMut::from_column_major_slice_mut(&mut ws.s, d, d);
     let g = MatRef::from_column_major_slice(&gxy, rows, p1);
-    tri_matmul(
-        sm.submatrix_mut(q2, q2, p1, p1),
-        BlockStructure::TriangularLower,
-        Accum::Add,
-        g.transpose(),
-        BlockStructure::Rectangular,
-        g,
-        BlockStructure::Rectangular,
-        -1.0,
-        Par::Seq,
-    );
+    sub_gram_lower(sm.submatrix_mut(q2, q2, p1, p1), g);
     Ok(ldl2)
 }
 
@@ -561,20 +551,25 @@ fn stacked_levels(bl: &Blocks, ws: &mut Workspace) -> Result<f64, LmmError> {
     }
     let sm = MatMut::from_column_major_slice_mut(&mut ws.s, p1, p1);
     let gm = MatRef::from_column_major_slice(&g, rows, p1);
+    sub_gram_lower(sm, gm);
+    ws.stacked_c = g;
+    ws.stacked_l = ls;
+    Ok(ldl2)
+}
+
+/// The lower triangle of `dst -= G'G` (one product, sequential).
+fn sub_gram_lower(dst: MatMut<f64>, g: MatRef<f64>) {
     tri_matmul(
-        sm,
+        dst,
         BlockStructure::TriangularLower,
         Accum::Add,
-        gm.transpose(),
+        g.transpose(),
         BlockStructure::Rectangular,
-        gm,
+        g,
         BlockStructure::Rectangular,
         -1.0,
         Par::Seq,
     );
-    ws.stacked_c = g;
-    ws.stacked_l = ls;
-    Ok(ldl2)
 }
 
 /// `S^-1 = L^-T L^-1` (full storage) by a triangular inverse and a
@@ -658,17 +653,7 @@ fn flush_update(d: usize, ws: &mut Workspace) {
     if ch.sorted[nu - 1] - lo + 1 == nu {
         let sm = MatMut::from_column_major_slice_mut(&mut ws.s, d, d);
         let dst = sm.submatrix_mut(lo, lo, nu, nu);
-        tri_matmul(
-            dst,
-            BlockStructure::TriangularLower,
-            Accum::Add,
-            cs.transpose(),
-            BlockStructure::Rectangular,
-            cs,
-            BlockStructure::Rectangular,
-            -1.0,
-            Par::Seq,
-        );
+        sub_gram_lower(dst, cs);
     } else {
         ch.tmp.clear();
         ch.tmp.resize(nu * nu, 0.0);
