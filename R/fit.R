@@ -65,7 +65,9 @@ h_model_engine <- function(design = NULL, threads = NULL, resp = NULL) {
 #' @noRd
 h_engine_build <- function(engine, design, resp = NULL) {
   x <- design$X
-  storage.mode(x) <- "double"
+  # the Rust model keeps this matrix (no copy of its own): the fit's own X,
+  # not a duplicate, where it is already double
+  if (!is.double(x)) storage.mode(x) <- "double"
   re <- h_rust_re_args(design$re$terms)
   if (is.null(resp)) resp <- as.numeric(design$y - design$offset)
   # no prior weights: an empty vector (Rust reads it as all ones, with the
@@ -202,7 +204,7 @@ h_rust_re_args <- function(terms) {
     n_levels = vapply(terms, function(t) as.integer(t$n_levels), integer(1)),
     z = lapply(terms, function(t) {
       z <- t$Z
-      storage.mode(z) <- "double"
+      if (!is.double(z)) storage.mode(z) <- "double"
       z
     }),
     k = vapply(terms, function(t) ncol(t$Z), integer(1)),

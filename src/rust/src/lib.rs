@@ -8,7 +8,7 @@ mod rcov_glue;
 mod refit_glue;
 
 use extendr_api::prelude::*;
-use lmmr_core::{FitControl, FitInput, FitOutput, LmmError, Model, ReTermInput};
+use lmmr_core::{FitControl, FitInput, FitOutput, KeptColumns, LmmError, Model, ReTermInput};
 
 mod convert;
 
@@ -72,6 +72,34 @@ fn r_interrupt_pending() -> bool {
     }
     // SAFETY: on R's main thread; the callback touches no Rust state.
     unsafe { R_ToplevelExec(Some(check), std::ptr::null_mut()) == 0 }
+}
+
+/// R's model matrix kept by a model (its values read from the passes'
+/// threads). Holding the `Robj` keeps it from R's garbage collector, and as
+/// a reference R counts it makes R copy the matrix before any change to it
+/// (copy-on-modify), so the values never change while the model lives. The
+/// model, and with it the `Robj`, is dropped on R's main thread (by the
+/// external pointer's finaliser or an error return).
+struct RColumns {
+    ptr: *const f64,
+    len: usize,
+    _keep: Robj,
+}
+
+// SAFETY: the values are only read, and the R object stays alive and
+// unmodified for as long as this value exists (see above); the `Robj` itself
+// is never used from other threads.
+unsafe impl Send for RColumns {}
+unsafe impl Sync for RColumns {}
+
+impl KeptColumns for RColumns {
+    fn values(&self) -> &[f64] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` points to `len` doubles owned by `_keep`
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 /// Builds a [`Model`] from the design passed from R and returns it behind an
@@ -153,8 +181,14 @@ fn rs_model_new(
                 _ => return Err(bad("`log_w_sum` must be one finite number")),
             }
         };
-        // the model copies what it keeps; X only as its Q (see lmmr_core::Model)
-        let mut model = Model::from_input(&input, threads)?;
+        // the model keeps R's X itself (no copy; Q = X R^-1 is formed where
+        // it is read) and copies the rest
+        let kept = RColumns {
+            ptr: d.x.as_ptr(),
+            len: d.x.len(),
+            _keep: x.clone(),
+        };
+        let mut model = Model::from_kept(&input, Box::new(kept), threads)?;
         model.set_counts(n_obs, log_w_sum)?;
         model.set_interrupt(Some(r_interrupt_pending));
         Ok::<Model, LmmError>(model)

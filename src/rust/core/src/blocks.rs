@@ -7,6 +7,7 @@
 
 use crate::error::LmmError;
 use crate::input::FitInput;
+use crate::precondition::{QRows, QView};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
@@ -84,6 +85,16 @@ impl Blocks {
     /// all cores); the result is bit-identical whatever `threads` (see
     /// `pass`). `input` must have been validated.
     pub fn build_threads(input: &FitInput, threads: usize) -> Result<Blocks, LmmError> {
+        Self::build_view(input, QView::Dense(input.x), threads)
+    }
+
+    /// [`Blocks::build_threads`] with the fixed-effects columns read from
+    /// `xq` (the `x` of `input` is not used).
+    pub(crate) fn build_view(
+        input: &FitInput,
+        xq: QView,
+        threads: usize,
+    ) -> Result<Blocks, LmmError> {
         let n = input.n;
         let p = input.p;
         let nt = input.terms.len();
@@ -214,6 +225,7 @@ impl Blocks {
             rest_terms: &rest_terms,
             terms: &terms,
             coupling: &coupling,
+            xq,
         };
         // One pass over the rows for every block (y included).
         let acc = full_pass(input, &layout, threads)?;
@@ -287,6 +299,17 @@ impl Blocks {
         input: &FitInput,
         threads: usize,
     ) -> Result<(), LmmError> {
+        self.set_response_view(input, QView::Dense(input.x), threads)
+    }
+
+    /// [`Blocks::set_response_threads`] with the fixed-effects columns read
+    /// from `xq` (the `x` of `input` is not used).
+    pub(crate) fn set_response_view(
+        &mut self,
+        input: &FitInput,
+        xq: QView,
+        threads: usize,
+    ) -> Result<(), LmmError> {
         let p = self.p;
         let q2 = self.q2;
         let d = self.d();
@@ -306,6 +329,7 @@ impl Blocks {
             rest_terms: &rest_terms,
             terms: &self.terms,
             coupling: &coupling,
+            xq,
         };
         let r = response_pass(input, &layout, threads)?;
         self.a1y = r.a1y;
@@ -359,6 +383,8 @@ struct Layout<'a> {
     rest_terms: &'a [usize],
     terms: &'a [TermInfo],
     coupling: &'a Coupling,
+    /// The fixed-effects columns.
+    xq: QView<'a>,
 }
 
 /// Partial sums of every block over some rows.
@@ -450,14 +476,17 @@ fn full_slab(input: &FitInput, l: &Layout, lo: usize, hi: usize) -> Result<Acc, 
     let krest: usize = l.rest_terms.iter().map(|&t| l.terms[t].k).sum();
     let mut cols = vec![0usize; krest];
     let mut vals = vec![0.0; krest];
+    let mut xr = QRows::new(l.xq, n, p, chunk);
     let mut start = lo;
     while start < hi {
         let len = chunk.min(hi - start);
         chunk_weights(input, start, len, &mut w);
+        xr.load(start, len);
+        let xcols: Vec<&[f64]> = (0..p).map(|c| xr.col(c)).collect();
         // [X y]' W [X y] with faer on the gathered chunk.
         for c in 0..m {
             let src = if c < p {
-                &input.x[c * n + start..c * n + start + len]
+                xcols[c]
             } else {
                 &y[start..start + len]
             };
@@ -487,8 +516,7 @@ fn full_slab(input: &FitInput, l: &Layout, lo: usize, hi: usize) -> Result<Acc, 
                 acc.a11[j] += wz[r] * z0[r];
                 acc.a1y[j] += wz[r] * ys[r];
             }
-            for c in 0..p {
-                let xc = &input.x[c * n + start..c * n + start + len];
+            for (c, xc) in xcols.iter().enumerate() {
                 for r in 0..len {
                     acc.a1x[codes[r] as usize * p + c] += wz[r] * xc[r];
                 }
@@ -508,8 +536,7 @@ fn full_slab(input: &FitInput, l: &Layout, lo: usize, hi: usize) -> Result<Acc, 
                     acc.a1y[j * k1 + b] += wzb * y[start + r];
                 }
             }
-            for c in 0..p {
-                let xc = &input.x[c * n + start..c * n + start + len];
+            for (c, xc) in xcols.iter().enumerate() {
                 for r in 0..len {
                     let base = codes[r] as usize * k1 * p + c * k1;
                     for a in 0..k1 {
@@ -549,8 +576,8 @@ fn full_slab(input: &FitInput, l: &Layout, lo: usize, hi: usize) -> Result<Acc, 
                     for a in 0..krest {
                         acc.dense[cb + cols[a]] += wv * vals[a];
                     }
-                    for c in 0..p {
-                        acc.dense[cb + q2 + c] += wv * input.x[c * n + i];
+                    for (c, xc) in xcols.iter().enumerate() {
+                        acc.dense[cb + q2 + c] += wv * xc[r];
                     }
                     acc.dense[cb + ycol] += wv * y[i];
                 }
@@ -587,6 +614,7 @@ fn response_slab(input: &FitInput, l: &Layout, lo: usize, hi: usize) -> RespAcc 
     let prim_codes = input.terms[l.prim_terms[0]].codes;
     let pz = primary_columns(input, l);
     let mut wy = vec![0.0; CHUNK.min(hi - lo)];
+    let mut xr = QRows::new(l.xq, n, p, wy.len());
     let mut start = lo;
     while start < hi {
         let len = wy.len().min(hi - start);
@@ -612,8 +640,9 @@ fn response_slab(input: &FitInput, l: &Layout, lo: usize, hi: usize) -> RespAcc 
                 }
             }
         }
+        xr.load(start, len);
         for c in 0..p {
-            let xc = &input.x[c * n + start..c * n + start + len];
+            let xc = xr.col(c);
             let mut s = 0.0;
             for r in 0..len {
                 s += wy[r] * xc[r];

@@ -44,7 +44,7 @@ pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
 pub use moments::InferenceMoments;
-pub use precondition::{binary_columns, cross_products};
+pub use precondition::{binary_columns, cross_products, KeptColumns};
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, rcov_inference, CovType, RcovControl,
     RcovInference, RcovInput, RcovModel, RcovOutput, RcovTerm,
@@ -170,21 +170,21 @@ struct At {
 }
 
 impl Prepared {
-    /// `input` must have been validated.
-    pub(crate) fn new(input: &FitInput) -> Result<Prepared, LmmError> {
-        Self::new_threads(input, 0)
-    }
-
-    /// As [`Prepared::new`], building the blocks on `threads` threads (0: all
-    /// cores; the blocks do not depend on it).
-    pub(crate) fn new_threads(input: &FitInput, threads: usize) -> Result<Prepared, LmmError> {
-        let mut blocks = Blocks::build_threads(input, threads)?;
+    /// The blocks of `input` (validated) with its fixed-effects columns read
+    /// from `xq` (the `x` of `input` is not used), built on `threads` threads
+    /// (0: all cores; the blocks do not depend on it).
+    pub(crate) fn new_view(
+        input: &FitInput,
+        xq: precondition::QView,
+        threads: usize,
+    ) -> Result<Prepared, LmmError> {
+        let mut blocks = Blocks::build_view(input, xq, threads)?;
         // The response parts again, by the code that replaces them for a
         // new response: a kept model whose response is set back to the
         // original is then bit-identical to the fresh one (refit loops
         // leave no trace in later results; the fused pass sums in another
         // order).
-        blocks.set_response_threads(input, threads)?;
+        blocks.set_response_view(input, xq, threads)?;
         let ws = Workspace::with_threads(&blocks, threads);
         Ok(Prepared {
             blocks,
@@ -656,11 +656,11 @@ fn prepare_preconditioned(
 ) -> Result<(precondition::Preconditioned, Prepared), LmmError> {
     let pre = precondition::precondition(input)?;
     let transformed = FitInput {
-        x: &pre.q,
+        x: &[],
         y: &pre.y,
         ..input.clone()
     };
-    let prep = Prepared::new(&transformed)?;
+    let prep = Prepared::new_view(&transformed, pre.q_view(), 0)?;
     Ok((pre, prep))
 }
 

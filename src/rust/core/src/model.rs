@@ -6,7 +6,7 @@
 
 use crate::error::LmmError;
 use crate::input::{self, FitInput, ReTermInput};
-use crate::precondition::{self, Preconditioned};
+use crate::precondition::{self, KeptColumns, Preconditioned};
 use crate::{at_trial_point, criterion_shift, optim, optimize_theta, solve};
 use crate::{stopped_at_best, usable_default_start};
 use crate::{FitControl, FitOutput, InferenceMoments, InterruptCheck, Prepared};
@@ -110,11 +110,12 @@ pub struct Model {
     pub(crate) threads: usize,
 }
 
-/// The preconditioned problem the blocks are built from: `Q` for `X` and the
-/// scaled residual for `y`.
+/// The preconditioned problem the blocks are built from: the scaled
+/// residual for `y`; its `x` is empty, `Q` (for `X`) is read through
+/// `pre.q_view()`.
 fn transformed<'a>(design: &'a Design, pre: &'a Preconditioned) -> FitInput<'a> {
     FitInput {
-        x: &pre.q,
+        x: &[],
         y: &pre.y,
         ..design.input()
     }
@@ -132,23 +133,32 @@ impl Model {
     /// results do not depend on `threads`.
     pub fn with_threads(design: Design, threads: usize) -> Result<Model, LmmError> {
         input::validate(&design.input())?;
-        // X = Q R: the preconditioned Q replaces X (in place) from here on.
+        // the model keeps X (and reads Q = X R^-1 from it)
         let mut design = design;
         let x = std::mem::take(&mut design.x);
-        let pre = precondition::precondition_owned(x, &design.input(), threads)?;
-        let prep = Prepared::new_threads(&transformed(&design, &pre), threads)?;
-        Ok(Model {
-            design,
-            pre,
-            prep,
-            threads,
-        })
+        Self::build(design, Box::new(x), threads)
     }
 
-    /// As [`Model::with_threads`] from borrowed data (e.g. R's memory),
-    /// without first copying `X`: the model's only copy of it is `Q`.
+    /// As [`Model::with_threads`] from borrowed data: the model keeps its own
+    /// copy of `X` (see [`Model::from_kept`] to share the caller's).
     pub fn from_input(input: &FitInput, threads: usize) -> Result<Model, LmmError> {
-        input::validate(input)?;
+        Self::from_kept(input, Box::new(input.x.to_vec()), threads)
+    }
+
+    /// As [`Model::from_input`], keeping `x` (the values of `input.x`, whose
+    /// owner keeps them alive and unchanged for as long as `x` lives, e.g. R's
+    /// model matrix) instead of a copy: when `X` is well conditioned the model
+    /// needs no `n x p` buffer of its own (it forms `Q = X R^-1` where it
+    /// reads it). `input.x` is not read; it may be empty.
+    pub fn from_kept(
+        input: &FitInput,
+        x: Box<dyn KeptColumns>,
+        threads: usize,
+    ) -> Result<Model, LmmError> {
+        input::validate(&FitInput {
+            x: x.values(),
+            ..input.clone()
+        })?;
         let design = Design {
             x: Vec::new(),
             ..Design::from_input(&FitInput {
@@ -156,8 +166,12 @@ impl Model {
                 ..input.clone()
             })
         };
-        let pre = precondition::precondition_copy(input.x, &design.input(), threads)?;
-        let prep = Prepared::new_threads(&transformed(&design, &pre), threads)?;
+        Self::build(design, x, threads)
+    }
+
+    fn build(design: Design, x: Box<dyn KeptColumns>, threads: usize) -> Result<Model, LmmError> {
+        let pre = precondition::precondition_kept(x, &design.input(), threads)?;
+        let prep = Prepared::new_view(&transformed(&design, &pre), pre.q_view(), threads)?;
         Ok(Model {
             design,
             pre,
@@ -205,7 +219,7 @@ impl Model {
             ));
         }
         let resp = precondition::response_part_fused(
-            &self.pre.q,
+            self.pre.q_view(),
             &self.pre.r,
             n,
             p,
@@ -215,7 +229,11 @@ impl Model {
         let old_y = std::mem::replace(&mut self.pre.y, resp.y);
         let tr = transformed(&self.design, &self.pre);
         self.prep.invalidate();
-        if let Err(e) = self.prep.blocks.set_response_threads(&tr, self.threads) {
+        let res = self
+            .prep
+            .blocks
+            .set_response_view(&tr, self.pre.q_view(), self.threads);
+        if let Err(e) = res {
             self.pre.y = old_y;
             return Err(e);
         }
@@ -391,7 +409,14 @@ impl Model {
         };
         let mut crit = prep.eval(&opt.x, reml)?;
         prep.ws.release_large_buffers();
-        let sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml);
+        let sol = solve::solve(
+            &input,
+            pre.q_view(),
+            &prep.blocks,
+            &mut prep.ws,
+            crit.pwrss,
+            reml,
+        );
         prep.invalidate();
         let mut sol = sol?;
         let shift = criterion_shift(n_obs, original.p, pre, reml);

@@ -19,8 +19,9 @@ use crate::solve::Solution;
 
 /// The transformed problem and what is needed to map results back.
 pub(crate) struct Preconditioned {
-    /// `n x p` column-major, orthonormal in the `W` metric.
-    pub q: Vec<f64>,
+    /// `Q` (`n x p`, orthonormal in the `W` metric), stored or formed from
+    /// the kept `X`.
+    pub q: QStore,
     /// `p x p` column-major upper-triangular factor, `X = Q R`.
     pub r: Vec<f64>,
     /// `(y - X beta0) / s`.
@@ -31,6 +32,135 @@ pub(crate) struct Preconditioned {
     pub scale: f64,
     /// `log |R|^2`.
     pub log_det_r2: f64,
+}
+
+/// A column-major matrix the model keeps for reading, owned by someone else
+/// (e.g. R's model matrix, kept alive and unmodified by its owner for as
+/// long as the model lives) or by the model itself (a `Vec`).
+pub trait KeptColumns: Send + Sync {
+    /// The values, column-major.
+    fn values(&self) -> &[f64];
+}
+
+impl KeptColumns for Vec<f64> {
+    fn values(&self) -> &[f64] {
+        self
+    }
+}
+
+/// Where the model reads `Q` from.
+pub(crate) enum QStore {
+    /// `Q` itself (`n x p`, column-major): the Gram-Schmidt path.
+    Dense(Vec<f64>),
+    /// `X`, with `Q = X R^-1` formed chunk by chunk where it is read: the
+    /// fast path, which needs no `n x p` buffer beyond `X`.
+    Implicit(Box<dyn KeptColumns>),
+}
+
+/// A borrowed [`QStore`] (with `R` for the implicit form).
+#[derive(Clone, Copy)]
+pub(crate) enum QView<'a> {
+    Dense(&'a [f64]),
+    Implicit { x: &'a [f64], r: &'a [f64] },
+}
+
+/// `Q`'s rows `start..start + len` formed from `X`'s (`out`: column-major,
+/// `len x p`): `q_j = (x_j - sum_{k<j} r_kj q_k) / r_jj`, the operations of
+/// the transforming pass in its order, so every value is the same wherever
+/// it is formed.
+#[allow(clippy::too_many_arguments)]
+fn q_rows(x: &[f64], n: usize, p: usize, r: &[f64], start: usize, len: usize, out: &mut [f64]) {
+    for j in 0..p {
+        let (done, cur) = out.split_at_mut(j * len);
+        let qj = &mut cur[..len];
+        qj.copy_from_slice(&x[j * n + start..j * n + start + len]);
+        for k in 0..j {
+            let rkj = r[j * p + k];
+            let qk = &done[k * len..(k + 1) * len];
+            for (a, b) in qj.iter_mut().zip(qk) {
+                *a -= rkj * b;
+            }
+        }
+        // a multiplication: divisions would dominate the pass
+        let inv = 1.0 / r[j * p + j];
+        for a in qj.iter_mut() {
+            *a *= inv;
+        }
+    }
+}
+
+/// Reads `Q` a chunk of rows at a time, whether it is stored or formed.
+pub(crate) struct QRows<'a> {
+    view: QView<'a>,
+    n: usize,
+    p: usize,
+    start: usize,
+    len: usize,
+    buf: Vec<f64>,
+}
+
+impl<'a> QRows<'a> {
+    /// For chunks of at most `max_len` rows.
+    pub(crate) fn new(view: QView<'a>, n: usize, p: usize, max_len: usize) -> QRows<'a> {
+        let buf = match view {
+            QView::Dense(_) => Vec::new(),
+            QView::Implicit { .. } => vec![0.0; max_len * p],
+        };
+        QRows {
+            view,
+            n,
+            p,
+            start: 0,
+            len: 0,
+            buf,
+        }
+    }
+
+    /// Makes rows `start..start + len` the current chunk.
+    pub(crate) fn load(&mut self, start: usize, len: usize) {
+        self.start = start;
+        self.len = len;
+        if let QView::Implicit { x, r } = self.view {
+            q_rows(
+                x,
+                self.n,
+                self.p,
+                r,
+                start,
+                len,
+                &mut self.buf[..len * self.p],
+            );
+        }
+    }
+
+    /// Column `c` of the current chunk.
+    pub(crate) fn col(&self, c: usize) -> &[f64] {
+        match self.view {
+            QView::Dense(q) => &q[c * self.n + self.start..c * self.n + self.start + self.len],
+            QView::Implicit { .. } => &self.buf[c * self.len..(c + 1) * self.len],
+        }
+    }
+}
+
+impl Preconditioned {
+    /// `Q` for reading by [`QRows`].
+    pub(crate) fn q_view(&self) -> QView<'_> {
+        match &self.q {
+            QStore::Dense(q) => QView::Dense(q),
+            QStore::Implicit(x) => QView::Implicit {
+                x: x.values(),
+                r: &self.r,
+            },
+        }
+    }
+
+    /// `Q` as one `n x p` matrix (tests).
+    #[cfg(test)]
+    pub(crate) fn q_full(&self, n: usize, p: usize) -> Vec<f64> {
+        let mut rows = QRows::new(self.q_view(), n, p, n);
+        rows.load(0, n);
+        (0..p).flat_map(|c| rows.col(c).to_vec()).collect()
+    }
 }
 
 fn wdot(a: &[f64], b: &[f64], w: &[f64]) -> f64 {
@@ -101,11 +231,11 @@ pub(crate) fn solve_upper(r: &[f64], p: usize, c: &[f64]) -> Vec<f64> {
 pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError> {
     let p = input.p;
     let (q, r) = orthonormalise(input)?;
-    let resp = response_part_fused(&q, &r, input.n, p, input.y, input.weights)?;
+    let resp = response_part_fused(QView::Dense(&q), &r, input.n, p, input.y, input.weights)?;
     let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
     Ok(Preconditioned {
         beta0: resp.beta0,
-        q,
+        q: QStore::Dense(q),
         r,
         y: resp.y,
         scale: resp.scale,
@@ -114,54 +244,36 @@ pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError>
 }
 
 /// Smallest diagonal entry of the Cholesky factor of the column-scaled
-/// `X'WX` for which [`precondition_owned`] takes its fast path (about
+/// `X'WX` for which [`precondition_kept`] takes its fast path (about
 /// `cond(X) <= 1e3`, where `Q = X R^-1` is orthonormal to ~1e-10); below it
 /// the Gram-Schmidt path is used.
 const FAST_MIN_PIVOT: f64 = 1e-3;
 
-/// As [`precondition`], on an owned `X` (`x`, column-major `n x p`; the
-/// `x` of `input` is not used) that becomes `Q` in place. When `X` is well
+/// As [`precondition`], keeping `X` (`kept`, column-major `n x p`; the `x`
+/// of `input` is not used) instead of a copy of it. When `X` is well
 /// conditioned, `R` comes from the Cholesky factor of `X'WX` (one pass over
-/// the rows), `Q = X R^-1` and the residual of `y` are formed in a second
-/// pass, and one step of iterative refinement (a third, light pass) makes
-/// the residual orthogonal to `Q`: three passes instead of the `~2 p^2`
-/// column passes of Gram-Schmidt. Otherwise Gram-Schmidt, as
-/// [`precondition`]. The passes run on `threads` threads (0: all cores) and
-/// do not depend on it.
-pub(crate) fn precondition_owned(
-    x: Vec<f64>,
-    input: &FitInput,
-    threads: usize,
-) -> Result<Preconditioned, LmmError> {
-    precondition_from(XSource::Owned(x), input, threads)
-}
-
-/// As [`precondition_owned`] from a borrowed `X` (e.g. R's memory): on the
-/// fast path the copy into `Q` is part of the second pass.
-pub(crate) fn precondition_copy(
-    x: &[f64],
-    input: &FitInput,
-    threads: usize,
-) -> Result<Preconditioned, LmmError> {
-    precondition_from(XSource::Borrowed(x), input, threads)
-}
-
-enum XSource<'a> {
-    Owned(Vec<f64>),
-    Borrowed(&'a [f64]),
-}
-
-fn precondition_from(
-    src: XSource,
+/// the rows), the residual of `y` is formed in a second pass and one step of
+/// iterative refinement (a third, light pass) makes it orthogonal to `Q`:
+/// three passes instead of the `~2 p^2` column passes of Gram-Schmidt, and
+/// `Q = X R^-1` is never stored but formed chunk by chunk where it is read
+/// (no `n x p` buffer beyond `X`). Otherwise Gram-Schmidt on a copy, as
+/// [`precondition`], and `kept` is released. The passes run on `threads`
+/// threads (0: all cores) and do not depend on it.
+pub(crate) fn precondition_kept(
+    kept: Box<dyn KeptColumns>,
     input: &FitInput,
     threads: usize,
 ) -> Result<Preconditioned, LmmError> {
     let (n, p) = (input.n, input.p);
     let w = input.weights;
-    let xs: &[f64] = match &src {
-        XSource::Owned(v) => v,
-        XSource::Borrowed(v) => v,
-    };
+    let xs = kept.values();
+    if xs.len() != n * p {
+        return Err(LmmError::InvalidInput(format!(
+            "x has length {} but n * p = {}",
+            xs.len(),
+            n * p
+        )));
+    }
     let fast = if p > 0 {
         let g = gram(xs, input.y, w, n, p, threads)?;
         fast_factor(&g, p)
@@ -169,40 +281,40 @@ fn precondition_from(
         None
     };
     let Some((r, beta_ne)) = fast else {
-        let x = match src {
-            XSource::Owned(v) => v,
-            XSource::Borrowed(v) => v.to_vec(),
-        };
-        let (q, r) = orthonormalise_owned(x, n, p, w)?;
-        let resp = response_part_fused(&q, &r, n, p, input.y, w)?;
+        let (q, r) = orthonormalise_owned(xs.to_vec(), n, p, w)?;
+        drop(kept);
+        let resp = response_part_fused(QView::Dense(&q), &r, n, p, input.y, w)?;
         let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
         return Ok(Preconditioned {
             beta0: resp.beta0,
-            q,
+            q: QStore::Dense(q),
             r,
             y: resp.y,
             scale: resp.scale,
             log_det_r2,
         });
     };
-    let (mut q, copy_from) = match src {
-        XSource::Owned(v) => (v, None),
-        // zeroed pages cost nothing until the pass writes them
-        XSource::Borrowed(v) => (vec![0.0; n * p], Some(v)),
-    };
     let mut res = vec![0.0; n];
-    let g2 = transform_in_place(
-        &mut q, copy_from, &mut res, input.y, w, n, p, &r, &beta_ne, threads,
-    )?;
+    let g2 = transform_pass(xs, &mut res, input.y, w, n, p, &r, &beta_ne, threads)?;
     // refinement: c = (Q'WQ)^-1 Q'W res, res -= Q c, beta0 += R^-1 c
     let m = p + 1;
     let qtq: Vec<f64> = (0..p * p).map(|i| g2[(i / p) * m + i % p]).collect();
     let qtr: Vec<f64> = (0..p).map(|c| g2[c * m + p]).collect();
     let c = spd_solve(&qtq, p, &qtr).unwrap_or(qtr);
-    for (k, ck) in c.iter().enumerate() {
-        let qk = &q[k * n..(k + 1) * n];
-        for (a, b) in res.iter_mut().zip(qk) {
-            *a -= ck * b;
+    {
+        let view = QView::Implicit { x: xs, r: &r };
+        let mut rows = QRows::new(view, n, p, TRANSFORM_CHUNK);
+        let mut start = 0;
+        while start < n {
+            let len = TRANSFORM_CHUNK.min(n - start);
+            rows.load(start, len);
+            let rs = &mut res[start..start + len];
+            for (k, ck) in c.iter().enumerate() {
+                for (a, b) in rs.iter_mut().zip(rows.col(k)) {
+                    *a -= ck * b;
+                }
+            }
+            start += len;
         }
     }
     let dc = solve_upper(&r, p, &c);
@@ -223,7 +335,7 @@ fn precondition_from(
     }
     let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
     Ok(Preconditioned {
-        q,
+        q: QStore::Implicit(kept),
         r,
         y: res,
         beta0,
@@ -432,17 +544,17 @@ fn spd_solve(a: &[f64], p: usize, b: &[f64]) -> Option<Vec<f64>> {
     Some(z)
 }
 
-/// Rows per chunk of [`transform_in_place`]: the `p + 1` columns of a chunk
-/// stay in the first-level caches while the triangular solve sweeps them.
+/// Rows per chunk of [`transform_pass`] and of the passes that form `Q` from
+/// `X`: the `p + 1` columns of a chunk stay in the first-level caches while
+/// the triangular solve sweeps them.
 const TRANSFORM_CHUNK: usize = 512;
 
-/// One pass over the rows: `res = y - X beta`, then `X` becomes `Q = X R^-1`
-/// in place (`q` holds `X`, or is first filled from `copy_from`); returns `[Q res]' W [Q res]`. Deterministic and multithreaded
-/// as [`gram`] (each slab owns its rows of `q` and `res`).
+/// One pass over the rows: `res = y - X beta` and `Q = X R^-1` (by chunks,
+/// not stored); returns `[Q res]' W [Q res]`. Deterministic and
+/// multithreaded as [`gram`] (each slab owns its rows of `res`).
 #[allow(clippy::too_many_arguments)]
-fn transform_in_place(
-    q: &mut [f64],
-    copy_from: Option<&[f64]>,
+fn transform_pass(
+    x: &[f64],
     res: &mut [f64],
     y: &[f64],
     w: &[f64],
@@ -459,70 +571,35 @@ fn transform_in_place(
     let m = p + 1;
     let slab = slab_rows(m * m);
     let n_slabs = n.div_ceil(slab);
-    // each slab's rows of every column of q, and of res
-    let mut per: Vec<Vec<&mut [f64]>> = (0..n_slabs).map(|_| Vec::with_capacity(m)).collect();
-    for col in q.chunks_mut(n) {
-        for (s, piece) in col.chunks_mut(slab).enumerate() {
-            per[s].push(piece);
-        }
-    }
-    for (s, piece) in res.chunks_mut(slab).enumerate() {
-        per[s].push(piece);
-    }
-    let cells: Vec<Mutex<Option<Vec<&mut [f64]>>>> =
-        per.into_iter().map(|v| Mutex::new(Some(v))).collect();
+    let cells: Vec<Mutex<Option<&mut [f64]>>> =
+        res.chunks_mut(slab).map(|v| Mutex::new(Some(v))).collect();
     let make = |s: usize| -> Result<Vec<f64>, LmmError> {
-        let mut pieces = cells[s]
+        let rs_all = cells[s]
             .lock()
             .ok()
             .and_then(|mut g| g.take())
             .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
         let lo = s * slab;
-        let rows = pieces[p].len();
+        let rows = rs_all.len();
         let chunk = TRANSFORM_CHUNK.min(rows);
         let mut acc = vec![0.0; m * m];
         let mut xa = vec![0.0; chunk * m];
         let mut wxa = vec![0.0; chunk * m];
+        let mut qr = QRows::new(QView::Implicit { x, r }, n, p, chunk);
         let mut start = 0;
         while start < rows {
             let len = chunk.min(rows - start);
-            let (cols, rest) = pieces.split_at_mut(p);
-            if let Some(x) = copy_from {
-                for (c, col) in cols.iter_mut().enumerate() {
-                    let o = c * n + lo + start;
-                    col[start..start + len].copy_from_slice(&x[o..o + len]);
-                }
-            }
-            let rs = &mut rest[0][start..start + len];
+            let rs = &mut rs_all[start..start + len];
             rs.copy_from_slice(&y[lo + start..lo + start + len]);
             for c in 0..p {
-                let xc = &cols[c][start..start + len];
+                let xc = &x[c * n + lo + start..c * n + lo + start + len];
                 for (a, b) in rs.iter_mut().zip(xc) {
                     *a -= beta[c] * b;
                 }
             }
-            for j in 0..p {
-                let (done, cur) = cols.split_at_mut(j);
-                let qj = &mut cur[0][start..start + len];
-                for k in 0..j {
-                    let rkj = r[j * p + k];
-                    let qk = &done[k][start..start + len];
-                    for (a, b) in qj.iter_mut().zip(qk) {
-                        *a -= rkj * b;
-                    }
-                }
-                // a multiplication: divisions would dominate the pass
-                let inv = 1.0 / r[j * p + j];
-                for a in qj.iter_mut() {
-                    *a *= inv;
-                }
-            }
+            qr.load(lo + start, len);
             for c in 0..m {
-                let src: &[f64] = if c < p {
-                    &cols[c][start..start + len]
-                } else {
-                    &rest[0][start..start + len]
-                };
+                let src: &[f64] = if c < p { qr.col(c) } else { rs };
                 xa[c * len..(c + 1) * len].copy_from_slice(src);
                 if w.is_empty() {
                     wxa[c * len..(c + 1) * len].copy_from_slice(src);
@@ -557,7 +634,7 @@ pub(crate) struct ResponsePart {
 /// accurate as the modified one for an orthonormal `Q`). Used for a new
 /// response of a kept model.
 pub(crate) fn response_part_fused(
-    q: &[f64],
+    q: QView,
     r: &[f64],
     n: usize,
     p: usize,
@@ -572,14 +649,21 @@ pub(crate) fn response_part_fused(
         wy = y.iter().zip(w).map(|(a, b)| a * b).collect();
         &wy
     };
-    // c = Q'W y
+    let mut rows = QRows::new(q, n, p, C);
+    // c = Q'W y, each a sum over the rows in their order
     let mut c = vec![0.0; p];
-    for (j, cj) in c.iter_mut().enumerate() {
-        *cj = q[j * n..(j + 1) * n]
-            .iter()
-            .zip(yw)
-            .map(|(a, b)| a * b)
-            .sum();
+    let mut start = 0;
+    while start < n {
+        let len = C.min(n - start);
+        rows.load(start, len);
+        for (j, cj) in c.iter_mut().enumerate() {
+            *cj = rows
+                .col(j)
+                .iter()
+                .zip(&yw[start..start + len])
+                .fold(*cj, |s, (a, b)| s + a * b);
+        }
+        start += len;
     }
     // res = y - Q c and d = Q'W res, chunk by chunk
     let mut res = y.to_vec();
@@ -587,15 +671,15 @@ pub(crate) fn response_part_fused(
     let mut start = 0;
     while start < n {
         let len = C.min(n - start);
+        rows.load(start, len);
         let rs = &mut res[start..start + len];
         for j in 0..p {
-            let qj = &q[j * n + start..j * n + start + len];
-            for (a, b) in rs.iter_mut().zip(qj) {
+            for (a, b) in rs.iter_mut().zip(rows.col(j)) {
                 *a -= c[j] * b;
             }
         }
         for j in 0..p {
-            let qj = &q[j * n + start..j * n + start + len];
+            let qj = rows.col(j);
             d[j] += if w.is_empty() {
                 qj.iter().zip(rs.iter()).map(|(a, b)| a * b).sum::<f64>()
             } else {
@@ -609,11 +693,17 @@ pub(crate) fn response_part_fused(
         start += len;
     }
     // res -= Q d
-    for j in 0..p {
-        let qj = &q[j * n..(j + 1) * n];
-        for (a, b) in res.iter_mut().zip(qj) {
-            *a -= d[j] * b;
+    let mut start = 0;
+    while start < n {
+        let len = C.min(n - start);
+        rows.load(start, len);
+        let rs = &mut res[start..start + len];
+        for j in 0..p {
+            for (a, b) in rs.iter_mut().zip(rows.col(j)) {
+                *a -= d[j] * b;
+            }
         }
+        start += len;
     }
     let coef: Vec<f64> = c.iter().zip(&d).map(|(a, b)| a + b).collect();
     finish_response(res, coef, r, p, y, w)
@@ -705,12 +795,20 @@ pub(crate) fn map_back(n: usize, p: usize, pre: &Preconditioned, sol: Solution) 
         }
     }
     let mut fitted: Vec<f64> = sol.fitted.iter().map(|f| s * f).collect();
-    for k in 0..p {
-        let c: f64 = (k..p).map(|j| pre.r[j * p + k] * pre.beta0[j]).sum();
-        let qk = &pre.q[k * n..(k + 1) * n];
-        for (f, q) in fitted.iter_mut().zip(qk) {
-            *f += c * q;
+    let rb: Vec<f64> = (0..p)
+        .map(|k| (k..p).map(|j| pre.r[j * p + k] * pre.beta0[j]).sum())
+        .collect();
+    let mut rows = QRows::new(pre.q_view(), n, p, TRANSFORM_CHUNK);
+    let mut start = 0;
+    while start < n {
+        let len = TRANSFORM_CHUNK.min(n - start);
+        rows.load(start, len);
+        for (k, c) in rb.iter().enumerate() {
+            for (f, q) in fitted[start..start + len].iter_mut().zip(rows.col(k)) {
+                *f += c * q;
+            }
         }
+        start += len;
     }
     Solution {
         beta,
@@ -755,13 +853,15 @@ mod tests {
         let pre = precondition(&input(&x, &y, &w, n, 3)).unwrap();
         for a in 0..3 {
             for b in 0..3 {
-                let d = wdot(&pre.q[a * n..(a + 1) * n], &pre.q[b * n..(b + 1) * n], &w);
+                let q = pre.q_full(n, 3);
+                let d = wdot(&q[a * n..(a + 1) * n], &q[b * n..(b + 1) * n], &w);
                 assert!((d - if a == b { 1.0 } else { 0.0 }).abs() < 1e-12);
             }
         }
         for j in 0..3 {
             for i in 0..n {
-                let xr: f64 = (0..3).map(|k| pre.q[k * n + i] * pre.r[j * 3 + k]).sum();
+                let q = pre.q_full(n, 3);
+                let xr: f64 = (0..3).map(|k| q[k * n + i] * pre.r[j * 3 + k]).sum();
                 assert!((xr - x[j * n + i]).abs() <= 1e-9 * x[j * n + i].abs().max(1.0));
             }
         }
@@ -829,11 +929,13 @@ mod tests {
             let inp = input(&x, &y, &w, n, p);
             let old = precondition(&inp).unwrap();
             assert!(fast_factor(&gram(&x, &y, &w, n, p, 1).unwrap(), p).is_some());
-            let new = precondition_owned(x.clone(), &inp, 2).unwrap();
-            let again = precondition_owned(x.clone(), &inp, 1).unwrap();
-            assert!(new.q == again.q && new.y == again.y && new.r == again.r);
-            let copied = precondition_copy(&x, &inp, 3).unwrap();
-            assert!(new.q == copied.q && new.y == copied.y && new.beta0 == copied.beta0);
+            let new = precondition_kept(Box::new(x.clone()), &inp, 2).unwrap();
+            assert!(matches!(new.q, QStore::Implicit(_)));
+            let again = precondition_kept(Box::new(x.clone()), &inp, 1).unwrap();
+            let (new_q, again_q) = (new.q_full(n, p), again.q_full(n, p));
+            assert!(new_q == again_q && new.y == again.y && new.r == again.r);
+            let three = precondition_kept(Box::new(x.clone()), &inp, 3).unwrap();
+            assert!(new_q == three.q_full(n, p) && new.y == three.y && new.beta0 == three.beta0);
             let close = |a: &[f64], b: &[f64], tol: f64| {
                 a.iter()
                     .zip(b)
@@ -841,7 +943,7 @@ mod tests {
             };
             assert!(close(&new.beta0, &old.beta0, 1e-12));
             assert!(close(&new.r, &old.r, 1e-10));
-            assert!(close(&new.q, &old.q, 1e-9));
+            assert!(close(&new_q, &old.q_full(n, p), 1e-9));
             assert!(close(&new.y, &old.y, 1e-9));
             assert!((new.scale - old.scale).abs() <= 1e-12 * old.scale);
             assert!((new.log_det_r2 - old.log_det_r2).abs() <= 1e-10 * old.log_det_r2.abs());
@@ -854,7 +956,7 @@ mod tests {
         // exact fits are still errors on the fast path
         let exact: Vec<f64> = (0..n).map(|i| 2.0 + 3.0 * x[n + i]).collect();
         assert!(matches!(
-            precondition_owned(x.clone(), &input(&x, &exact, &[], n, p), 1),
+            precondition_kept(Box::new(x.clone()), &input(&x, &exact, &[], n, p), 1),
             Err(LmmError::NonFinite(_))
         ));
     }
@@ -873,8 +975,9 @@ mod tests {
             (0..n).map(|i| (i % 4) as f64 * 0.5).collect::<Vec<f64>>(),
         ] {
             let pre = precondition(&input(&x, &y, &w, n, 3)).unwrap();
-            let a = response_part(&pre.q, &pre.r, n, 3, &y, &w).unwrap();
-            let b = response_part_fused(&pre.q, &pre.r, n, 3, &y, &w).unwrap();
+            let q = pre.q_full(n, 3);
+            let a = response_part(&q, &pre.r, n, 3, &y, &w).unwrap();
+            let b = response_part_fused(QView::Dense(&q), &pre.r, n, 3, &y, &w).unwrap();
             assert!((a.scale - b.scale).abs() <= 1e-12 * a.scale);
             for (u, v) in a.y.iter().zip(&b.y) {
                 assert!((u - v).abs() <= 1e-10);
@@ -885,6 +988,6 @@ mod tests {
         }
         let exact: Vec<f64> = (0..n).map(|i| 2.0 + 3.0 * x[n + i]).collect();
         let pre = precondition(&input(&x, &y, &[], n, 3)).unwrap();
-        assert!(response_part_fused(&pre.q, &pre.r, n, 3, &exact, &[]).is_err());
+        assert!(response_part_fused(pre.q_view(), &pre.r, n, 3, &exact, &[]).is_err());
     }
 }

@@ -414,8 +414,24 @@ mod tests {
                 assert!((a - b).abs() < 1e-8 * (1.0 + a.abs()), "{g1:?} vs {g2:?}");
             }
             // the solution's conditional variances by columns of P
-            let s1 = crate::solve::solve(&input, &bl, &mut plain, c1.pwrss, reml).unwrap();
-            let s2 = crate::solve::solve(&input, &bl, &mut sc, c2.pwrss, reml).unwrap();
+            let s1 = crate::solve::solve(
+                &input,
+                crate::precondition::QView::Dense(input.x),
+                &bl,
+                &mut plain,
+                c1.pwrss,
+                reml,
+            )
+            .unwrap();
+            let s2 = crate::solve::solve(
+                &input,
+                crate::precondition::QView::Dense(input.x),
+                &bl,
+                &mut sc,
+                c2.pwrss,
+                reml,
+            )
+            .unwrap();
             for (u, v) in s1
                 .cond_var
                 .iter()

@@ -5,6 +5,7 @@ use crate::blocks::Blocks;
 use crate::error::LmmError;
 use crate::factor::{level_block, Workspace};
 use crate::input::{self, FitInput};
+use crate::precondition::{QRows, QView};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 
@@ -104,6 +105,7 @@ pub(crate) fn dense_solution(bl: &Blocks, ws: &Workspace) -> Vec<f64> {
 /// (i.e. `evaluate` was the last call on it) and `ws.lam` that theta.
 pub(crate) fn solve(
     input: &FitInput,
+    xq: QView,
     bl: &Blocks,
     ws: &mut Workspace,
     pwrss: f64,
@@ -268,10 +270,20 @@ pub(crate) fn solve(
     let n = input.n;
     let mut fitted = vec![0.0; n];
     if p > 0 {
-        let xm = MatRef::from_column_major_slice(input.x, n, p);
+        const C: usize = 4096;
+        let mut rows = QRows::new(xq, n, p, C);
         let bm = MatRef::from_column_major_slice(&beta, p, 1);
-        let fm = faer::MatMut::from_column_major_slice_mut(&mut fitted, n, 1);
-        matmul(fm, Accum::Replace, xm, bm, 1.0, Par::Seq);
+        let mut start = 0;
+        while start < n {
+            let len = C.min(n - start);
+            rows.load(start, len);
+            let cols: Vec<f64> = (0..p).flat_map(|c| rows.col(c).iter().copied()).collect();
+            let xm = MatRef::from_column_major_slice(&cols, len, p);
+            let fm =
+                faer::MatMut::from_column_major_slice_mut(&mut fitted[start..start + len], len, 1);
+            matmul(fm, Accum::Replace, xm, bm, 1.0, Par::Seq);
+            start += len;
+        }
     }
     for (t, term) in input.terms.iter().enumerate() {
         let ti = &bl.terms[t];
