@@ -27,6 +27,47 @@ test_that("a fit keeps its model and a restored fit rebuilds it lazily", {
                tolerance = 1e-8)
 })
 
+test_that("the kept model reads the fit's own X, which R copies before any change", {
+  fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
+  y2 <- simulate(fit, seed = 4)[[1]]
+  before <- refit(fit, y2)
+  # changing the fit's X in place (and a copy of it, and garbage
+  # collections) leaves the matrix the model reads alone
+  x_kept <- fit$X
+  fit$X[, 2] <- 0
+  x_kept[1, 1] <- 1e6
+  rm(x_kept)
+  invisible(gc())
+  after <- refit(fit, y2)
+  expect_identical(fixef(after), fixef(before))
+  expect_identical(after$theta, before$theta)
+  ev <- lmmr:::h_check_rust_result(lmmr:::rs_model_evaluate(
+    lmmr:::h_model_ptr(fit), as.numeric(fit$theta), TRUE))
+  expect_equal(ev$objective, fit$objective, tolerance = 1e-12)
+  # a model built from a matrix that R then drops keeps it alive: a new
+  # response (which reads X again) after the matrix's memory could have been
+  # reused gives the numbers of a model built with that response
+  re <- lmmr:::h_rust_re_args(fit$re_terms)
+  build <- function(x, y) {
+    lmmr:::rs_model_new(x = x, y = y, weights = numeric(0),
+                        codes = re$codes, n_levels = re$n_levels, z = re$z,
+                        k = re$k, factor_id = re$factor_id, n_obs = NULL,
+                        log_w_sum = NULL, threads = NULL)
+  }
+  x <- model.matrix(~ Days, sleepstudy) + 0
+  ptr <- build(x, sleepstudy$Reaction)
+  len <- length(x)
+  rm(x)
+  invisible(gc())
+  junk <- lapply(1:50, function(i) rep(NaN, len))
+  lmmr:::h_check_rust_result(lmmr:::rs_model_set_response(ptr, y2))
+  ev1 <- lmmr:::h_check_rust_result(lmmr:::rs_model_evaluate(ptr, c(1, 0.1, 0.5), TRUE))
+  ev2 <- lmmr:::h_check_rust_result(lmmr:::rs_model_evaluate(
+    build(model.matrix(~ Days, sleepstudy) + 0, y2), c(1, 0.1, 0.5), TRUE))
+  expect_equal(ev1$objective, ev2$objective, tolerance = 1e-12)
+  expect_equal(ev1$beta, ev2$beta, tolerance = 1e-12)
+})
+
 test_that("refits share the kept model and each use loads its own response", {
   fit <- lmm(Reaction ~ Days + (Days | Subject), data = sleepstudy)
   y2 <- simulate(fit, seed = 1)[[1]]
