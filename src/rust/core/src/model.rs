@@ -353,7 +353,10 @@ impl Model {
         }
         let n_obs = self.n_obs();
         let Model {
-            design, pre, prep, ..
+            design,
+            pre,
+            prep,
+            threads,
         } = self;
         let original = design.input();
         let input = transformed(design, pre);
@@ -409,14 +412,14 @@ impl Model {
         };
         let mut crit = prep.eval(&opt.x, reml)?;
         prep.ws.release_large_buffers();
-        let sol = solve::solve(
-            &input,
-            pre.q_view(),
-            &prep.blocks,
-            &mut prep.ws,
-            crit.pwrss,
-            reml,
-        );
+        let rb = pre.rb();
+        let back = solve::Back {
+            xq: pre.q_view(),
+            scale: pre.scale,
+            rb: &rb,
+            threads: *threads,
+        };
+        let sol = solve::solve(&input, &prep.blocks, &mut prep.ws, crit.pwrss, reml, &back);
         prep.invalidate();
         let mut sol = sol?;
         let shift = criterion_shift(n_obs, original.p, pre, reml);
@@ -453,7 +456,7 @@ impl Model {
                 );
             }
         }
-        let back = precondition::map_back(original.n, original.p, pre, sol);
+        let back = precondition::map_back(original.p, pre, sol);
         Ok(FitOutput {
             theta: opt.x,
             lower,
@@ -589,6 +592,71 @@ mod tests {
                 // and back again
                 kept.set_response(&d1.y).unwrap();
                 assert_same_fit(&kept.fit(&control).unwrap(), &first);
+            }
+        }
+    }
+
+    #[test]
+    fn the_kept_x_path_agrees_with_a_stored_q_and_the_thread_count() {
+        use crate::precondition::QStore;
+        // 200,000 rows: several slabs in every pass; weights with zeros
+        let n = 200_000;
+        let mut st = 5u64;
+        let mut unif = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            (st >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let p = 4;
+        let mut x = vec![1.0; n];
+        for j in 1..p {
+            x.extend((0..n).map(|_| unif() * j as f64 + 0.2 * j as f64));
+        }
+        let g: Vec<i32> = (0..n).map(|_| (unif() * 500.0).min(499.0) as i32).collect();
+        let re: Vec<f64> = (0..500).map(|_| unif() - 0.5).collect();
+        let y: Vec<f64> = (0..n)
+            .map(|i| 2.0 + x[n + i] - 0.5 * x[3 * n + i] + re[g[i] as usize] + unif())
+            .collect();
+        for weights in [Vec::new(), (0..n).map(|i| (i % 4) as f64 * 0.5).collect()] {
+            let d = Design {
+                n,
+                p,
+                x: x.clone(),
+                y: y.clone(),
+                weights,
+                terms: vec![ReTerm {
+                    codes: g.clone(),
+                    n_levels: 500,
+                    z: vec![1.0; n],
+                    k: 1,
+                    factor_id: 0,
+                }],
+            };
+            let control = FitControl::default();
+            let mut one = Model::with_threads(d.clone(), 1).unwrap();
+            assert!(matches!(one.pre.q, QStore::Implicit(_)));
+            let a = one.fit(&control).unwrap();
+            let b = Model::with_threads(d.clone(), 3)
+                .unwrap()
+                .fit(&control)
+                .unwrap();
+            assert!(a.objective == b.objective && a.beta == b.beta && a.fitted == b.fitted);
+            // the same problem with Q stored (Gram-Schmidt, as the one-off
+            // evaluations build it)
+            let mut dense = Model::with_threads(d.clone(), 2).unwrap();
+            let pre = precondition::precondition(&d.input()).unwrap();
+            assert!(matches!(pre.q, QStore::Dense(_)));
+            dense.prep =
+                Prepared::new_view(&transformed(&dense.design, &pre), pre.q_view(), 2).unwrap();
+            dense.pre = pre;
+            let c = dense.fit(&control).unwrap();
+            assert_same_fit(&a, &c);
+            // fitted values are X beta + Z b
+            for i in (0..n).step_by(997) {
+                let f: f64 =
+                    (0..p).map(|c| x[c * n + i] * a.beta[c]).sum::<f64>() + a.b[g[i] as usize];
+                assert!((f - a.fitted[i]).abs() <= 1e-9 * (1.0 + f.abs()));
             }
         }
     }

@@ -64,28 +64,88 @@ pub(crate) enum QView<'a> {
     Implicit { x: &'a [f64], r: &'a [f64] },
 }
 
+/// Rows of a tile of [`q_rows`]: its `p` columns stay in registers and the
+/// first-level cache while the triangular solve sweeps them.
+const Q_TILE: usize = 16;
+
 /// `Q`'s rows `start..start + len` formed from `X`'s (`out`: column-major,
-/// `len x p`): `q_j = (x_j - sum_{k<j} r_kj q_k) / r_jj`, the operations of
-/// the transforming pass in its order, so every value is the same wherever
-/// it is formed.
+/// `len x p`): `q_j = (x_j - sum_{k<j} r_kj q_k) * (1 / r_jj)`, each value by
+/// the same operations in the same order wherever it is formed (the wide
+/// version below differs only in how many rows one instruction handles).
 #[allow(clippy::too_many_arguments)]
 fn q_rows(x: &[f64], n: usize, p: usize, r: &[f64], start: usize, len: usize, out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked just above)
+            unsafe { q_rows_avx(x, n, p, r, start, len, out) };
+            return;
+        }
+    }
+    q_rows_body(x, n, p, r, start, len, out);
+}
+
+/// [`q_rows`] compiled for AVX: separate multiplications and subtractions
+/// (no fused multiply-add), so every value is bit-identical to the baseline
+/// version's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn q_rows_avx(
+    x: &[f64],
+    n: usize,
+    p: usize,
+    r: &[f64],
+    start: usize,
+    len: usize,
+    out: &mut [f64],
+) {
+    q_rows_body(x, n, p, r, start, len, out);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn q_rows_body(
+    x: &[f64],
+    n: usize,
+    p: usize,
+    r: &[f64],
+    start: usize,
+    len: usize,
+    out: &mut [f64],
+) {
+    // the chunk's columns first (long sequential reads), then the solve on
+    // them in place, a tile of rows at a time
     for j in 0..p {
-        let (done, cur) = out.split_at_mut(j * len);
-        let qj = &mut cur[..len];
-        qj.copy_from_slice(&x[j * n + start..j * n + start + len]);
-        for k in 0..j {
-            let rkj = r[j * p + k];
-            let qk = &done[k * len..(k + 1) * len];
-            for (a, b) in qj.iter_mut().zip(qk) {
-                *a -= rkj * b;
+        out[j * len..(j + 1) * len].copy_from_slice(&x[j * n + start..j * n + start + len]);
+    }
+    let mut t0 = 0;
+    while t0 < len {
+        let tl = Q_TILE.min(len - t0);
+        for j in 0..p {
+            let mut v = [0.0f64; Q_TILE];
+            v[..tl].copy_from_slice(&out[j * len + t0..j * len + t0 + tl]);
+            for k in 0..j {
+                let rkj = r[j * p + k];
+                let qk = &out[k * len + t0..k * len + t0 + tl];
+                if tl == Q_TILE {
+                    for (a, b) in v.iter_mut().zip(qk) {
+                        *a -= rkj * b;
+                    }
+                } else {
+                    for (a, b) in v[..tl].iter_mut().zip(qk) {
+                        *a -= rkj * b;
+                    }
+                }
             }
+            // a multiplication: divisions would dominate the pass
+            let inv = 1.0 / r[j * p + j];
+            for a in v[..tl].iter_mut() {
+                *a *= inv;
+            }
+            out[j * len + t0..j * len + t0 + tl].copy_from_slice(&v[..tl]);
         }
-        // a multiplication: divisions would dominate the pass
-        let inv = 1.0 / r[j * p + j];
-        for a in qj.iter_mut() {
-            *a *= inv;
-        }
+        t0 += tl;
     }
 }
 
@@ -152,6 +212,14 @@ impl Preconditioned {
                 r: &self.r,
             },
         }
+    }
+
+    /// `R beta0`, with the scale: how `solve` maps fitted values back.
+    pub(crate) fn rb(&self) -> Vec<f64> {
+        let p = self.beta0.len();
+        (0..p)
+            .map(|k| (k..p).map(|j| self.r[j * p + k] * self.beta0[j]).sum())
+            .collect()
     }
 
     /// `Q` as one `n x p` matrix (tests).
@@ -301,22 +369,7 @@ pub(crate) fn precondition_kept(
     let qtq: Vec<f64> = (0..p * p).map(|i| g2[(i / p) * m + i % p]).collect();
     let qtr: Vec<f64> = (0..p).map(|c| g2[c * m + p]).collect();
     let c = spd_solve(&qtq, p, &qtr).unwrap_or(qtr);
-    {
-        let view = QView::Implicit { x: xs, r: &r };
-        let mut rows = QRows::new(view, n, p, TRANSFORM_CHUNK);
-        let mut start = 0;
-        while start < n {
-            let len = TRANSFORM_CHUNK.min(n - start);
-            rows.load(start, len);
-            let rs = &mut res[start..start + len];
-            for (k, ck) in c.iter().enumerate() {
-                for (a, b) in rs.iter_mut().zip(rows.col(k)) {
-                    *a -= ck * b;
-                }
-            }
-            start += len;
-        }
-    }
+    let res_max = refine_pass(xs, &mut res, w, n, p, &r, &c, threads)?;
     let dc = solve_upper(&r, p, &c);
     let beta0: Vec<f64> = beta_ne.iter().zip(&dc).map(|(a, b)| a + b).collect();
     let max_abs = |v: &[f64]| {
@@ -326,7 +379,7 @@ pub(crate) fn precondition_kept(
             .fold(0.0f64, |m, (_, x)| m.max(x.abs()))
     };
     let y_max = max_abs(input.y);
-    let scale = max_abs(&res);
+    let scale = res_max;
     if !(scale.is_finite() && scale > 1e-13 * y_max && scale > 0.0) {
         return Err(perfect_fit());
     }
@@ -542,6 +595,63 @@ fn spd_solve(a: &[f64], p: usize, b: &[f64]) -> Option<Vec<f64>> {
         z[i] = v / l[i * p + i];
     }
     Some(z)
+}
+
+/// The refinement `res -= Q c` (`Q = X R^-1` formed by chunks), returning
+/// the largest `|res_i|` of the observations with a positive weight. Each
+/// row's value depends only on that row, so the slabs run on `threads`
+/// threads with the same numbers whatever their number.
+#[allow(clippy::too_many_arguments)]
+fn refine_pass(
+    x: &[f64],
+    res: &mut [f64],
+    w: &[f64],
+    n: usize,
+    p: usize,
+    r: &[f64],
+    c: &[f64],
+    threads: usize,
+) -> Result<f64, LmmError> {
+    use crate::pass::{reduce_slabs, resolve_threads, slab_rows};
+    use std::sync::Mutex;
+    let slab = slab_rows(1);
+    let n_slabs = n.div_ceil(slab).max(1);
+    let cells: Vec<Mutex<Option<&mut [f64]>>> =
+        res.chunks_mut(slab).map(|v| Mutex::new(Some(v))).collect();
+    let make = |s: usize| -> Result<f64, LmmError> {
+        let Some(cell) = cells.get(s) else {
+            return Ok(0.0);
+        };
+        let rs_all = cell
+            .lock()
+            .ok()
+            .and_then(|mut g| g.take())
+            .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
+        let lo = s * slab;
+        let rows = rs_all.len();
+        let mut qr = QRows::new(QView::Implicit { x, r }, n, p, TRANSFORM_CHUNK.min(rows));
+        let mut m = 0.0f64;
+        let mut start = 0;
+        while start < rows {
+            let len = TRANSFORM_CHUNK.min(rows - start);
+            qr.load(lo + start, len);
+            let rs = &mut rs_all[start..start + len];
+            for (k, ck) in c.iter().enumerate() {
+                for (a, b) in rs.iter_mut().zip(qr.col(k)) {
+                    *a -= ck * b;
+                }
+            }
+            for (t, v) in rs.iter().enumerate() {
+                if crate::input::contributes(w, lo + start + t) {
+                    m = m.max(v.abs());
+                }
+            }
+            start += len;
+        }
+        Ok(m)
+    };
+    let add = |a: &mut f64, b: f64| *a = a.max(b);
+    reduce_slabs(n_slabs, resolve_threads(threads), &make, &add)
 }
 
 /// Rows per chunk of [`transform_pass`] and of the passes that form `Q` from
@@ -770,9 +880,10 @@ fn finish_response(
 
 /// Maps a solution of the transformed problem back to the original units:
 /// `beta = beta0 + s R^-1 beta~`, `Cov(beta) = s^2 R^-1 Cov(beta~) R^-T`,
-/// `b = s b~`, `sigma = s sigma~`, fitted `= X beta0 + s fitted~` (with
-/// `X beta0 = Q (R beta0)`, so `X` itself need not be kept).
-pub(crate) fn map_back(n: usize, p: usize, pre: &Preconditioned, sol: Solution) -> Solution {
+/// `b = s b~`, `sigma = s sigma~`; the fitted values (`X beta0 + s fitted~`,
+/// with `X beta0 = Q (R beta0)`) come mapped back from `solve` (see
+/// [`Preconditioned::back`]).
+pub(crate) fn map_back(p: usize, pre: &Preconditioned, sol: Solution) -> Solution {
     let s = pre.scale;
     let bt = solve_upper(&pre.r, p, &sol.beta);
     let beta: Vec<f64> = bt
@@ -794,22 +905,8 @@ pub(crate) fn map_back(n: usize, p: usize, pre: &Preconditioned, sol: Solution) 
             vcov[j * p + i] = s * s * col[j];
         }
     }
-    let mut fitted: Vec<f64> = sol.fitted.iter().map(|f| s * f).collect();
-    let rb: Vec<f64> = (0..p)
-        .map(|k| (k..p).map(|j| pre.r[j * p + k] * pre.beta0[j]).sum())
-        .collect();
-    let mut rows = QRows::new(pre.q_view(), n, p, TRANSFORM_CHUNK);
-    let mut start = 0;
-    while start < n {
-        let len = TRANSFORM_CHUNK.min(n - start);
-        rows.load(start, len);
-        for (k, c) in rb.iter().enumerate() {
-            for (f, q) in fitted[start..start + len].iter_mut().zip(rows.col(k)) {
-                *f += c * q;
-            }
-        }
-        start += len;
-    }
+    // the fitted values are mapped back by the pass that forms them
+    let fitted = sol.fitted;
     Solution {
         beta,
         sigma: s * sol.sigma,

@@ -416,20 +416,30 @@ mod tests {
             // the solution's conditional variances by columns of P
             let s1 = crate::solve::solve(
                 &input,
-                crate::precondition::QView::Dense(input.x),
                 &bl,
                 &mut plain,
                 c1.pwrss,
                 reml,
+                &crate::solve::Back {
+                    xq: crate::precondition::QView::Dense(input.x),
+                    scale: 1.0,
+                    rb: &[],
+                    threads: 1,
+                },
             )
             .unwrap();
             let s2 = crate::solve::solve(
                 &input,
-                crate::precondition::QView::Dense(input.x),
                 &bl,
                 &mut sc,
                 c2.pwrss,
                 reml,
+                &crate::solve::Back {
+                    xq: crate::precondition::QView::Dense(input.x),
+                    scale: 1.0,
+                    rb: &[],
+                    threads: 2,
+                },
             )
             .unwrap();
             for (u, v) in s1

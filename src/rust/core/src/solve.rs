@@ -6,8 +6,7 @@ use crate::error::LmmError;
 use crate::factor::{level_block, Workspace};
 use crate::input::{self, FitInput};
 use crate::precondition::{QRows, QView};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Mat, MatRef, Par};
 
 /// Everything derived from the factorisation at the final theta.
 #[derive(Debug, Clone)]
@@ -101,15 +100,114 @@ pub(crate) fn dense_solution(bl: &Blocks, ws: &Workspace) -> Vec<f64> {
     x
 }
 
+/// What the solution's pass over the rows reads besides the input: `Q`
+/// (`xq`), how fitted values on the transformed problem's scale map back to
+/// the data's (`fitted = scale * fitted~ + Q rb`, `rb = R beta0`, see
+/// `precondition::map_back`) and its threads (0: all cores).
+pub(crate) struct Back<'a> {
+    pub xq: QView<'a>,
+    pub scale: f64,
+    pub rb: &'a [f64],
+    pub threads: usize,
+}
+
+/// Rows per chunk of [`rows_pass`].
+const ROWS_CHUNK: usize = 1024;
+
+/// One pass over the rows, on `threads` threads (each row's values depend
+/// only on that row; the sum is taken along the fixed tree of `pass`): the
+/// fitted values in the data's units (`back`) and the weighted residual sum
+/// of squares `sum w (y~ - X~ beta~ - Z b~)^2` of the transformed problem.
+fn rows_pass(
+    input: &FitInput,
+    bl: &Blocks,
+    beta: &[f64],
+    b: &[f64],
+    back: &Back,
+) -> Result<(Vec<f64>, f64), LmmError> {
+    let (xq, threads) = (back.xq, back.threads);
+    use crate::pass::{reduce_slabs, resolve_threads, slab_rows};
+    use std::sync::Mutex;
+    let (n, p) = (input.n, bl.p);
+    let mut fitted = vec![0.0; n];
+    let slab = slab_rows(1);
+    let n_slabs = n.div_ceil(slab).max(1);
+    let cells: Vec<Mutex<Option<&mut [f64]>>> = fitted
+        .chunks_mut(slab)
+        .map(|v| Mutex::new(Some(v)))
+        .collect();
+    let make = |s: usize| -> Result<f64, LmmError> {
+        let Some(cell) = cells.get(s) else {
+            return Ok(0.0);
+        };
+        let f_all = cell
+            .lock()
+            .ok()
+            .and_then(|mut g| g.take())
+            .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
+        let lo = s * slab;
+        let rows = f_all.len();
+        let mut qr = QRows::new(xq, n, p, ROWS_CHUNK.min(rows));
+        let mut ss = 0.0;
+        let mut start = 0;
+        while start < rows {
+            let len = ROWS_CHUNK.min(rows - start);
+            let (a, e) = (lo + start, lo + start + len);
+            qr.load(a, len);
+            let f = &mut f_all[start..start + len];
+            f.fill(0.0);
+            for (c, bc) in beta.iter().enumerate() {
+                for (v, q) in f.iter_mut().zip(qr.col(c)) {
+                    *v += q * bc;
+                }
+            }
+            for (t, term) in input.terms.iter().enumerate() {
+                let ti = &bl.terms[t];
+                for c in 0..ti.k {
+                    let zc = &term.z[c * n + a..c * n + e];
+                    for ((v, z), code) in f.iter_mut().zip(zc).zip(&term.codes[a..e]) {
+                        *v += z * b[ti.b_offset + *code as usize * ti.k + c];
+                    }
+                }
+            }
+            for (t, v) in f.iter().enumerate() {
+                let i = a + t;
+                if input::contributes(input.weights, i) {
+                    let w = if input.weights.is_empty() {
+                        1.0
+                    } else {
+                        input.weights[i]
+                    };
+                    let r = input.y[i] - v;
+                    ss += w * r * r;
+                }
+            }
+            for v in f.iter_mut() {
+                *v *= back.scale;
+            }
+            for (k, c) in back.rb.iter().enumerate() {
+                for (v, q) in f.iter_mut().zip(qr.col(k)) {
+                    *v += c * q;
+                }
+            }
+            start += len;
+        }
+        Ok(ss)
+    };
+    let add = |a: &mut f64, b: f64| *a += b;
+    let ss = reduce_slabs(n_slabs, resolve_threads(threads), &make, &add)?;
+    Ok((fitted, ss))
+}
+
 /// Computes the solution. `ws` must hold the factorisation at the final theta
 /// (i.e. `evaluate` was the last call on it) and `ws.lam` that theta.
 pub(crate) fn solve(
     input: &FitInput,
-    xq: QView,
     bl: &Blocks,
     ws: &mut Workspace,
     pwrss: f64,
     reml: bool,
+    back: &Back,
 ) -> Result<Solution, LmmError> {
     let d = bl.d();
     let q2 = bl.q2;
@@ -267,45 +365,8 @@ pub(crate) fn solve(
 
     // Fitted values X beta + Z b, one per row of the input (which are
     // pseudo-rows for a fit from sufficient statistics: then n differs).
-    let n = input.n;
-    let mut fitted = vec![0.0; n];
-    if p > 0 {
-        const C: usize = 4096;
-        let mut rows = QRows::new(xq, n, p, C);
-        let bm = MatRef::from_column_major_slice(&beta, p, 1);
-        let mut start = 0;
-        while start < n {
-            let len = C.min(n - start);
-            rows.load(start, len);
-            let cols: Vec<f64> = (0..p).flat_map(|c| rows.col(c).iter().copied()).collect();
-            let xm = MatRef::from_column_major_slice(&cols, len, p);
-            let fm =
-                faer::MatMut::from_column_major_slice_mut(&mut fitted[start..start + len], len, 1);
-            matmul(fm, Accum::Replace, xm, bm, 1.0, Par::Seq);
-            start += len;
-        }
-    }
-    for (t, term) in input.terms.iter().enumerate() {
-        let ti = &bl.terms[t];
-        for c in 0..ti.k {
-            let zc = &term.z[c * n..(c + 1) * n];
-            for i in 0..n {
-                fitted[i] += zc[i] * b[ti.b_offset + term.codes[i] as usize * ti.k + c];
-            }
-        }
-    }
-    let mut pwrss_rows: f64 = u1.iter().chain(&x[..q2]).map(|v| v * v).sum();
-    for i in 0..n {
-        if input::contributes(input.weights, i) {
-            let w = if input.weights.is_empty() {
-                1.0
-            } else {
-                input.weights[i]
-            };
-            let r = input.y[i] - fitted[i];
-            pwrss_rows += w * r * r;
-        }
-    }
+    let (fitted, rows_ss) = rows_pass(input, bl, &beta, &b, back)?;
+    let pwrss_rows: f64 = u1.iter().chain(&x[..q2]).map(|v| v * v).sum::<f64>() + rows_ss;
     if !(sigma.is_finite() && beta.iter().all(|v| v.is_finite()) && b.iter().all(|v| v.is_finite()))
     {
         return Err(LmmError::NonFinite(
