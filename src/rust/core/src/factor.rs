@@ -539,7 +539,21 @@ fn stacked_levels(bl: &Blocks, ws: &mut Workspace) -> Result<f64, LmmError> {
     g.resize(rows * p1, 0.0);
     ls.resize(g1 * kk, 0.0);
     let mut ldl2 = 0.0;
-    for j in 0..g1 {
+    if k1 == 1 {
+        // level_block's scalar case, written straight into the stacks
+        let (p, lam) = (bl.p, ws.lam1[0]);
+        for j in 0..g1 {
+            let l = (lam * lam * bl.a11[j] + 1.0).sqrt();
+            ls[j] = l;
+            let f = lam / l;
+            for c in 0..p {
+                g[c * rows + j] = f * bl.a1x[j * p + c];
+            }
+            g[p * rows + j] = f * bl.a1y[j];
+            ldl2 += 2.0 * l.ln();
+        }
+    }
+    for j in (0..g1).filter(|_| k1 > 1) {
         let (m, ld) = level_block(bl, ws, j)?;
         debug_assert_eq!(m, p1);
         ldl2 += ld;

@@ -116,6 +116,49 @@ impl LevelAcc {
         }
     }
 
+    /// [`LevelAcc::add_level`] for every level of one scalar grouping factor
+    /// (`k1 == 1`, no other factor), reading `C_j` from the stacked `g`
+    /// (`g1 x (p + 1)`) and `E_j` from `eg` (`g1 x mm`) in place: the same
+    /// operations in the same order, without gathering each level's numbers
+    /// into buffers (a dozen one-number copies per level were most of its
+    /// time).
+    fn add_scalar_levels(&mut self, cx: &Ctx, g: &[f64], eg: &[f64], mm: usize) {
+        let bl = cx.bl;
+        let (g1, p) = (bl.g1, bl.p);
+        let m = p + 1;
+        let beta = &cx.x[..p];
+        let lam = cx.ws.lam1[0];
+        let prim = bl.prim_terms[0];
+        let (mut f_prim, mut ru) = (self.f_prim[0], self.ru_term[prim][0]);
+        for j in 0..g1 {
+            let cj = |c: usize| g[c * g1 + j];
+            let lj = cx.ws.stacked_l[j];
+            // u1_j = L_j^{-T} (c_y - C_j x)
+            let mut u1 = cj(m - 1);
+            for (c, bc) in beta.iter().enumerate() {
+                u1 += -bc * cj(c);
+            }
+            u1 /= lj;
+            let b1 = 0.0 + lam * u1;
+            // Z_1j' W rho
+            let a11 = bl.a11[j];
+            let a1x = &bl.a1x[j * p..(j + 1) * p];
+            let mut zr1 = bl.a1y[j];
+            zr1 += -b1 * a11;
+            for (bc, a) in beta.iter().zip(a1x) {
+                zr1 += -bc * a;
+            }
+            ru += zr1 * u1;
+            // W1 = 1 + E C[:, :mm]'; F_jj = (W1 Y - E B') / L_j
+            let w1 = 1.0 + (0..mm).map(|c| eg[c * g1 + j] * cj(c)).sum::<f64>();
+            let y = (0.0 + lam * a11) / lj;
+            let eb: f64 = (0..mm).map(|c| eg[c * g1 + j] * a1x[c]).sum();
+            f_prim += (w1 * y - eb) / lj;
+        }
+        self.f_prim[0] = f_prim;
+        self.ru_term[prim][0] = ru;
+    }
+
     /// Adds primary level `j`: its factor `lj`, `C_j` (`cj`, k1 x m), its
     /// columns `idx` in the dense system and `E_j = C_j[:, :mm] K_D[idx,
     /// idx]` (`e`, k1 x mm).
@@ -423,18 +466,22 @@ pub(crate) fn gradient(
             b_rest: &b_rest,
             reml,
         };
-        let idx: Vec<usize> = (0..p1).collect();
-        let mut cj = vec![0.0; k1 * p1];
-        e.resize(k1 * mm, 0.0);
-        for j in 0..bl.g1 {
-            let o = j * k1;
-            for c in 0..p1 {
-                cj[c * k1..(c + 1) * k1].copy_from_slice(&g[c * rows + o..c * rows + o + k1]);
+        if k1 == 1 {
+            acc.add_scalar_levels(&cx, g, &eg, mm);
+        } else {
+            let idx: Vec<usize> = (0..p1).collect();
+            let mut cj = vec![0.0; k1 * p1];
+            e.resize(k1 * mm, 0.0);
+            for j in 0..bl.g1 {
+                let o = j * k1;
+                for c in 0..p1 {
+                    cj[c * k1..(c + 1) * k1].copy_from_slice(&g[c * rows + o..c * rows + o + k1]);
+                }
+                for c in 0..mm {
+                    e[c * k1..(c + 1) * k1].copy_from_slice(&eg[c * rows + o..c * rows + o + k1]);
+                }
+                acc.add_level(&cx, j, &ws.stacked_l[j * kk..(j + 1) * kk], &cj, &idx, &e);
             }
-            for c in 0..mm {
-                e[c * k1..(c + 1) * k1].copy_from_slice(&eg[c * rows + o..c * rows + o + k1]);
-            }
-            acc.add_level(&cx, j, &ws.stacked_l[j * kk..(j + 1) * kk], &cj, &idx, &e);
         }
     } else {
         let mut chunk = std::mem::replace(&mut ws.chunk, Chunk::new(0, 0));
