@@ -427,12 +427,25 @@ pub(crate) fn gradient(
                 let t = sc.csr_to_csc[r0 + cc];
                 e[cc * k1..(cc + 1) * k1].copy_from_slice(&sc.e[t * k1..(t + 1) * k1]);
             }
+            if k1 == 1 && mm > nc {
+                // e[c] = sum_a K[idx_a, X_c] c_a for all X columns at once:
+                // by the exact symmetry of K, row idx_a of its X columns is
+                // a contiguous piece of column idx_a; every sum keeps its
+                // order (a = 0, 1, ...) and its first value
+                let ex = &mut e[nc..mm];
+                ex.fill(std::iter::empty::<f64>().sum());
+                for (&i, v) in idx[..mm].iter().zip(cj) {
+                    let krow = &kd.col_as_slice(i)[q2..q2 + ex.len()];
+                    for (acc, k) in ex.iter_mut().zip(krow) {
+                        *acc += k * v;
+                    }
+                }
+            }
             for c in nc..mm {
-                let kb = kd.col_as_slice(q2 + c - nc);
                 if k1 == 1 {
-                    e[c] = idx[..mm].iter().zip(cj).map(|(&i, v)| kb[i] * v).sum();
                     continue;
                 }
+                let kb = kd.col_as_slice(q2 + c - nc);
                 let eb = &mut e[c * k1..(c + 1) * k1];
                 for a in 0..mm {
                     axpy(eb, kb[idx[a]], &cj[a * k1..(a + 1) * k1]);

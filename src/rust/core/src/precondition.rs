@@ -76,12 +76,34 @@ const Q_TILE: usize = 16;
 fn q_rows(x: &[f64], n: usize, p: usize, r: &[f64], start: usize, len: usize, out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above)
+            unsafe { q_rows_avx512(x, n, p, r, start, len, out) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx") {
             // SAFETY: the CPU has AVX (checked just above)
             unsafe { q_rows_avx(x, n, p, r, start, len, out) };
             return;
         }
     }
+    q_rows_body(x, n, p, r, start, len, out);
+}
+
+/// [`q_rows`] compiled for AVX-512 (as [`q_rows_avx`]: no fused
+/// multiply-add, bit-identical).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn q_rows_avx512(
+    x: &[f64],
+    n: usize,
+    p: usize,
+    r: &[f64],
+    start: usize,
+    len: usize,
+    out: &mut [f64],
+) {
     q_rows_body(x, n, p, r, start, len, out);
 }
 

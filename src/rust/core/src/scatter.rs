@@ -229,8 +229,8 @@ impl Scatter {
                         for a in pos..nc {
                             col[bl.r_cols[r0 + a]] -= cj[a] * v;
                         }
-                        for a in nc..m {
-                            col[q2 + a - nc] -= cj[a] * v;
+                        for (dst, ca) in col[q2..q2 + m - nc].iter_mut().zip(&cj[nc..m]) {
+                            *dst -= ca * v;
                         }
                     } else {
                         for a in pos..m {
