@@ -26,7 +26,9 @@ h_fit_design <- function(design, REML, control, theta = NULL,
     }
     theta_start <- as.numeric(theta_start)
   }
-  resp <- as.numeric(design$y - design$offset)
+  # without an offset the response itself (no n-vector of y - 0)
+  resp <- if (isFALSE(design$has_offset)) as.numeric(design$y) else
+    as.numeric(design$y - design$offset)
   if (!is.environment(engine)) {
     engine <- h_model_engine(design, threads = control$threads, resp = resp)
   }
@@ -295,7 +297,8 @@ h_build_lmm <- function(design, res, REML, call, control) {
   terms <- h_term_results(design$re$terms, res)
   theta <- stats::setNames(as.numeric(res$theta), h_theta_names(design$re$terms))
   lower <- as.numeric(res$lower)
-  fitted <- as.numeric(res$fitted) + design$offset
+  fitted <- as.numeric(res$fitted)
+  if (!isFALSE(design$has_offset)) fitted <- fitted + design$offset
   singular <- any(theta[lower == 0] < control$singular_tol)
   fit <- structure(list(
     call = call,

@@ -8,7 +8,8 @@ mod rcov_glue;
 mod refit_glue;
 
 use extendr_api::prelude::*;
-use lmmr_core::{FitControl, FitInput, FitOutput, KeptColumns, LmmError, Model, ReTermInput};
+use lmmr_core::{Design, FitControl, FitOutput, Kept, LmmError, Model, ReTerm, Values};
+use std::sync::Arc;
 
 mod convert;
 
@@ -74,30 +75,41 @@ fn r_interrupt_pending() -> bool {
     unsafe { R_ToplevelExec(Some(check), std::ptr::null_mut()) == 0 }
 }
 
-/// R's model matrix kept by a model (its values read from the passes'
-/// threads). Holding the `Robj` keeps it from R's garbage collector, and as
-/// a reference R counts it makes R copy the matrix before any change to it
-/// (copy-on-modify), so the values never change while the model lives. The
-/// model, and with it the `Robj`, is dropped on R's main thread (by the
-/// external pointer's finaliser or an error return).
-struct RColumns {
-    ptr: *const f64,
+/// An R vector (or matrix) kept by a model, its values read from the
+/// passes' threads. Holding the `Robj` keeps it from R's garbage collector,
+/// and as a reference R counts it makes R copy the vector before any change
+/// to it (copy-on-modify), so the values never change while the model
+/// lives. The model, and with it the `Robj`, is dropped on R's main thread
+/// (by the external pointer's finaliser or an error return).
+struct RVector<T> {
+    ptr: *const T,
     len: usize,
     _keep: Robj,
+}
+
+impl<T> RVector<T> {
+    /// `values` must be the data of `robj`.
+    fn new(robj: &Robj, values: &[T]) -> RVector<T> {
+        RVector {
+            ptr: values.as_ptr(),
+            len: values.len(),
+            _keep: robj.clone(),
+        }
+    }
 }
 
 // SAFETY: the values are only read, and the R object stays alive and
 // unmodified for as long as this value exists (see above); the `Robj` itself
 // is never used from other threads.
-unsafe impl Send for RColumns {}
-unsafe impl Sync for RColumns {}
+unsafe impl<T> Send for RVector<T> {}
+unsafe impl<T> Sync for RVector<T> {}
 
-impl KeptColumns for RColumns {
-    fn values(&self) -> &[f64] {
+impl<T> Kept<T> for RVector<T> {
+    fn values(&self) -> &[T] {
         if self.len == 0 {
             return &[];
         }
-        // SAFETY: `ptr` points to `len` doubles owned by `_keep`
+        // SAFETY: `ptr` points to `len` values owned by `_keep`
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
@@ -138,24 +150,6 @@ fn rs_model_new(
             factor_id: &factor_id,
         })
         .map_err(bad)?;
-        let input = FitInput {
-            n: d.n,
-            p: d.p,
-            x: d.x,
-            y: d.y,
-            weights: d.weights,
-            terms: d
-                .terms
-                .iter()
-                .map(|t| ReTermInput {
-                    codes: t.codes,
-                    n_levels: t.n_levels,
-                    z: t.z,
-                    k: t.k,
-                    factor_id: t.factor_id,
-                })
-                .collect(),
-        };
         // threads of the passes over the rows; NULL or 0: all cores
         let threads = if threads.is_null() {
             0
@@ -181,14 +175,29 @@ fn rs_model_new(
                 _ => return Err(bad("`log_w_sum` must be one finite number")),
             }
         };
-        // the model keeps R's X itself (no copy; Q = X R^-1 is formed where
-        // it is read) and copies the rest
-        let kept = RColumns {
-            ptr: d.x.as_ptr(),
-            len: d.x.len(),
-            _keep: x.clone(),
+        // the model keeps R's X, level codes and random-effect columns
+        // themselves (no copies; Q = X R^-1 is formed where it is read)
+        let design = Design {
+            n: d.n,
+            p: d.p,
+            x: Vec::new(),
+            y: d.y.to_vec(),
+            weights: d.weights.to_vec(),
+            terms: d
+                .terms
+                .iter()
+                .enumerate()
+                .map(|(t, term)| ReTerm {
+                    codes: Values::Kept(Arc::new(RVector::new(&codes_v[t], term.codes))),
+                    n_levels: term.n_levels,
+                    z: Values::Kept(Arc::new(RVector::new(&z_v[t], term.z))),
+                    k: term.k,
+                    factor_id: term.factor_id,
+                })
+                .collect(),
         };
-        let mut model = Model::from_kept(&input, Box::new(kept), threads)?;
+        let kept_x = Values::Kept(Arc::new(RVector::new(&x, d.x)));
+        let mut model = Model::from_kept(design, kept_x, threads)?;
         model.set_counts(n_obs, log_w_sum)?;
         model.set_interrupt(Some(r_interrupt_pending));
         Ok::<Model, LmmError>(model)

@@ -44,7 +44,7 @@ pub use error::LmmError;
 pub use input::{check_weights, FitInput, ReTermInput};
 pub use model::{Design, Evaluation, Model, ReTerm};
 pub use moments::InferenceMoments;
-pub use precondition::{binary_columns, cross_products, KeptColumns};
+pub use precondition::{binary_columns, cross_products, Kept, Values};
 pub use rcov::{
     fit_rcov, rcov_criterion, rcov_criterion_gradient, rcov_inference, CovType, RcovControl,
     RcovInference, RcovInput, RcovModel, RcovOutput, RcovTerm,

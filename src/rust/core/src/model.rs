@@ -6,7 +6,7 @@
 
 use crate::error::LmmError;
 use crate::input::{self, FitInput, ReTermInput};
-use crate::precondition::{self, KeptColumns, Preconditioned};
+use crate::precondition::{self, Preconditioned, Values};
 use crate::{at_trial_point, criterion_shift, optim, optimize_theta, solve};
 use crate::{stopped_at_best, usable_default_start};
 use crate::{FitControl, FitOutput, InferenceMoments, InterruptCheck, Prepared};
@@ -15,10 +15,10 @@ use crate::{FitControl, FitOutput, InferenceMoments, InterruptCheck, Prepared};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReTerm {
     /// 0-based level codes of the grouping factor, length `n`.
-    pub codes: Vec<i32>,
+    pub codes: Values<i32>,
     pub n_levels: usize,
     /// `n x k` model matrix of the term, column-major.
-    pub z: Vec<f64>,
+    pub z: Values<f64>,
     pub k: usize,
     pub factor_id: usize,
 }
@@ -50,9 +50,9 @@ impl Design {
                 .terms
                 .iter()
                 .map(|t| ReTerm {
-                    codes: t.codes.to_vec(),
+                    codes: t.codes.to_vec().into(),
                     n_levels: t.n_levels,
-                    z: t.z.to_vec(),
+                    z: t.z.to_vec().into(),
                     k: t.k,
                     factor_id: t.factor_id,
                 })
@@ -136,29 +136,13 @@ impl Model {
         // the model keeps X (and reads Q = X R^-1 from it)
         let mut design = design;
         let x = std::mem::take(&mut design.x);
-        Self::build(design, Box::new(x), threads)
+        Self::build(design, x.into(), threads)
     }
 
     /// As [`Model::with_threads`] from borrowed data: the model keeps its own
-    /// copy of `X` (see [`Model::from_kept`] to share the caller's).
+    /// copy of `X`, and the rest (see [`Model::from_kept`] to share the
+    /// caller's).
     pub fn from_input(input: &FitInput, threads: usize) -> Result<Model, LmmError> {
-        Self::from_kept(input, Box::new(input.x.to_vec()), threads)
-    }
-
-    /// As [`Model::from_input`], keeping `x` (the values of `input.x`, whose
-    /// owner keeps them alive and unchanged for as long as `x` lives, e.g. R's
-    /// model matrix) instead of a copy: when `X` is well conditioned the model
-    /// needs no `n x p` buffer of its own (it forms `Q = X R^-1` where it
-    /// reads it). `input.x` is not read; it may be empty.
-    pub fn from_kept(
-        input: &FitInput,
-        x: Box<dyn KeptColumns>,
-        threads: usize,
-    ) -> Result<Model, LmmError> {
-        input::validate(&FitInput {
-            x: x.values(),
-            ..input.clone()
-        })?;
         let design = Design {
             x: Vec::new(),
             ..Design::from_input(&FitInput {
@@ -166,11 +150,33 @@ impl Model {
                 ..input.clone()
             })
         };
+        Self::from_kept(design, input.x.to_vec().into(), threads)
+    }
+
+    /// As [`Model::with_threads`], with `X` given as `x` (`design.x` is not
+    /// read; it may be empty). With kept values (e.g. R's model matrix, and
+    /// in `design` R's level codes and random-effect columns, whose owner
+    /// keeps them alive and unchanged while the model lives) the model holds
+    /// no copy of them: when `X` is well conditioned it needs no `n x p`
+    /// buffer of its own (it forms `Q = X R^-1` where it reads it).
+    pub fn from_kept(
+        mut design: Design,
+        x: Values<f64>,
+        threads: usize,
+    ) -> Result<Model, LmmError> {
+        design.x = Vec::new();
+        input::validate(&FitInput {
+            x: &x,
+            ..design.input()
+        })?;
         Self::build(design, x, threads)
     }
 
-    fn build(design: Design, x: Box<dyn KeptColumns>, threads: usize) -> Result<Model, LmmError> {
+    fn build(mut design: Design, x: Values<f64>, threads: usize) -> Result<Model, LmmError> {
         let pre = precondition::precondition_kept(x, &design.input(), threads)?;
+        // from here on the response is read only as its transformed
+        // residual (`pre.y`)
+        design.y = Vec::new();
         let prep = Prepared::new_view(&transformed(&design, &pre), pre.q_view(), threads)?;
         Ok(Model {
             design,
@@ -180,8 +186,9 @@ impl Model {
         })
     }
 
-    /// The data the model was built from (with the current response). Its
-    /// `x` is empty: the model keeps `X` only as `Q R` (see `precondition`).
+    /// The data the model was built from. Its `x` and `y` are empty: the
+    /// model keeps `X` as the caller's kept matrix or `Q` (see
+    /// `precondition`) and the response only as its transformed residual.
     pub fn design(&self) -> &Design {
         &self.design
     }
@@ -237,7 +244,6 @@ impl Model {
             self.pre.y = old_y;
             return Err(e);
         }
-        self.design.y.copy_from_slice(y);
         self.pre.beta0 = resp.beta0;
         self.pre.scale = resp.scale;
         Ok(())
@@ -524,16 +530,16 @@ mod tests {
             weights,
             terms: vec![
                 ReTerm {
-                    codes: g,
+                    codes: g.into(),
                     n_levels: 12,
-                    z: z1,
+                    z: z1.into(),
                     k: 2,
                     factor_id: 0,
                 },
                 ReTerm {
-                    codes: h,
+                    codes: h.into(),
                     n_levels: 5,
-                    z: vec![1.0; n],
+                    z: vec![1.0; n].into(),
                     k: 1,
                     factor_id: 1,
                 },
@@ -626,9 +632,9 @@ mod tests {
                 y: y.clone(),
                 weights,
                 terms: vec![ReTerm {
-                    codes: g.clone(),
+                    codes: g.clone().into(),
                     n_levels: 500,
-                    z: vec![1.0; n],
+                    z: vec![1.0; n].into(),
                     k: 1,
                     factor_id: 0,
                 }],

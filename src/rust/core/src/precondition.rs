@@ -34,17 +34,53 @@ pub(crate) struct Preconditioned {
     pub log_det_r2: f64,
 }
 
-/// A column-major matrix the model keeps for reading, owned by someone else
-/// (e.g. R's model matrix, kept alive and unmodified by its owner for as
-/// long as the model lives) or by the model itself (a `Vec`).
-pub trait KeptColumns: Send + Sync {
-    /// The values, column-major.
-    fn values(&self) -> &[f64];
+/// Values a model reads but does not own: a caller's (e.g. R's vectors,
+/// which the caller keeps alive and unchanged for as long as the model
+/// lives), or a `Vec`.
+pub trait Kept<T>: Send + Sync {
+    /// The values (a matrix column-major).
+    fn values(&self) -> &[T];
 }
 
-impl KeptColumns for Vec<f64> {
-    fn values(&self) -> &[f64] {
+impl<T: Send + Sync> Kept<T> for Vec<T> {
+    fn values(&self) -> &[T] {
         self
+    }
+}
+
+/// Values held by a model: its own, or kept (see [`Kept`]). Reads as a
+/// slice.
+#[derive(Clone)]
+pub enum Values<T: 'static> {
+    Owned(Vec<T>),
+    Kept(std::sync::Arc<dyn Kept<T>>),
+}
+
+impl<T> std::ops::Deref for Values<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Values::Owned(v) => v,
+            Values::Kept(k) => k.values(),
+        }
+    }
+}
+
+impl<T> From<Vec<T>> for Values<T> {
+    fn from(v: Vec<T>) -> Values<T> {
+        Values::Owned(v)
+    }
+}
+
+impl<T: PartialEq> PartialEq for Values<T> {
+    fn eq(&self, other: &Values<T>) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Values<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
     }
 }
 
@@ -54,7 +90,7 @@ pub(crate) enum QStore {
     Dense(Vec<f64>),
     /// `X`, with `Q = X R^-1` formed chunk by chunk where it is read: the
     /// fast path, which needs no `n x p` buffer beyond `X`.
-    Implicit(Box<dyn KeptColumns>),
+    Implicit(Values<f64>),
 }
 
 /// A borrowed [`QStore`] (with `R` for the implicit form).
@@ -229,10 +265,7 @@ impl Preconditioned {
     pub(crate) fn q_view(&self) -> QView<'_> {
         match &self.q {
             QStore::Dense(q) => QView::Dense(q),
-            QStore::Implicit(x) => QView::Implicit {
-                x: x.values(),
-                r: &self.r,
-            },
+            QStore::Implicit(x) => QView::Implicit { x, r: &self.r },
         }
     }
 
@@ -350,13 +383,13 @@ const FAST_MIN_PIVOT: f64 = 1e-3;
 /// [`precondition`], and `kept` is released. The passes run on `threads`
 /// threads (0: all cores) and do not depend on it.
 pub(crate) fn precondition_kept(
-    kept: Box<dyn KeptColumns>,
+    kept: Values<f64>,
     input: &FitInput,
     threads: usize,
 ) -> Result<Preconditioned, LmmError> {
     let (n, p) = (input.n, input.p);
     let w = input.weights;
-    let xs = kept.values();
+    let xs: &[f64] = &kept;
     if xs.len() != n * p {
         return Err(LmmError::InvalidInput(format!(
             "x has length {} but n * p = {}",
@@ -1048,12 +1081,12 @@ mod tests {
             let inp = input(&x, &y, &w, n, p);
             let old = precondition(&inp).unwrap();
             assert!(fast_factor(&gram(&x, &y, &w, n, p, 1).unwrap(), p).is_some());
-            let new = precondition_kept(Box::new(x.clone()), &inp, 2).unwrap();
+            let new = precondition_kept(x.clone().into(), &inp, 2).unwrap();
             assert!(matches!(new.q, QStore::Implicit(_)));
-            let again = precondition_kept(Box::new(x.clone()), &inp, 1).unwrap();
+            let again = precondition_kept(x.clone().into(), &inp, 1).unwrap();
             let (new_q, again_q) = (new.q_full(n, p), again.q_full(n, p));
             assert!(new_q == again_q && new.y == again.y && new.r == again.r);
-            let three = precondition_kept(Box::new(x.clone()), &inp, 3).unwrap();
+            let three = precondition_kept(x.clone().into(), &inp, 3).unwrap();
             assert!(new_q == three.q_full(n, p) && new.y == three.y && new.beta0 == three.beta0);
             let close = |a: &[f64], b: &[f64], tol: f64| {
                 a.iter()
@@ -1075,7 +1108,7 @@ mod tests {
         // exact fits are still errors on the fast path
         let exact: Vec<f64> = (0..n).map(|i| 2.0 + 3.0 * x[n + i]).collect();
         assert!(matches!(
-            precondition_kept(Box::new(x.clone()), &input(&x, &exact, &[], n, p), 1),
+            precondition_kept(x.clone().into(), &input(&x, &exact, &[], n, p), 1),
             Err(LmmError::NonFinite(_))
         ));
     }

@@ -525,9 +525,9 @@ mod tests {
             y,
             weights: Vec::new(),
             terms: vec![ReTerm {
-                codes,
+                codes: codes.into(),
                 n_levels: lev.len(),
-                z,
+                z: z.into(),
                 k,
                 factor_id: 0,
             }],
@@ -670,16 +670,16 @@ mod tests {
             weights,
             terms: vec![
                 ReTerm {
-                    codes: g,
+                    codes: g.into(),
                     n_levels: 12,
-                    z: x,
+                    z: x.into(),
                     k: 2,
                     factor_id: 0,
                 },
                 ReTerm {
-                    codes: h,
+                    codes: h.into(),
                     n_levels: 5,
-                    z: vec![1.0; n],
+                    z: vec![1.0; n].into(),
                     k: 1,
                     factor_id: 1,
                 },

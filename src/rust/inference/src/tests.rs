@@ -61,9 +61,9 @@ fn design(seed: u64, n: usize, specs: Vec<TermSpec>, weighted: bool, zero_w: boo
                 z.extend_from_slice(&xc);
             }
             ReTerm {
-                codes,
+                codes: codes.into(),
                 n_levels: g,
-                z,
+                z: z.into(),
                 k,
                 factor_id: fid,
             }

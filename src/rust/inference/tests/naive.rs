@@ -110,9 +110,9 @@ fn input(d: &Data, theta: &[f64], sigma: f64) -> Result<QSpace, LmmError> {
         weights: d.w.clone(),
         terms: (0..d.codes.len())
             .map(|t| ReTerm {
-                codes: d.codes[t].clone(),
+                codes: d.codes[t].clone().into(),
                 n_levels: d.nl[t],
-                z: d.z[t].clone(),
+                z: d.z[t].clone().into(),
                 k: d.k[t],
                 factor_id: d.fid[t],
             })
