@@ -466,7 +466,8 @@ h_frame_offset <- function(frame) {
 #' @param na.action `NULL`, a function or a function name.
 #' @param contrasts `NULL` or a list for `model.matrix(contrasts.arg = )`.
 #' @param env environment in which to evaluate the arguments.
-#' @return list(y, X, dropped, X_full_colnames, weights, offset, has_weights,
+#' @return list(y, X, dropped, X_full_colnames, weights, offset, has_offset,
+#'   has_weights (whether the call gave an offset or weights),
 #'   re, frame, fixed_formula, fixed_terms, xlevels, contrasts, formula,
 #'   na_action, n, n_obs = number of rows with a positive weight).
 #' @noRd

@@ -180,3 +180,22 @@ test_that("the data pass gives identical fits whatever the number of threads", {
   expect_error(lmm_control(threads = 1.5), class = "lmmr_error_argument")
   expect_error(lmm_control(threads = "a"), class = "lmmr_error_argument")
 })
+
+test_that("without an offset the fit is the one with a zero offset", {
+  d <- sleepstudy
+  d$zero <- 0
+  d$off <- d$Days * 3
+  f0 <- lmm(Reaction ~ Days + (Days | Subject), data = d)
+  fz <- lmm(Reaction ~ Days + (Days | Subject), data = d, offset = zero)
+  expect_identical(fixef(f0), fixef(fz))
+  expect_identical(fitted(f0), fitted(fz))
+  expect_identical(f0$offset, fz$offset)
+  # a real offset is in the fitted values, and refits keep it
+  fo <- lmm(Reaction ~ Days + (Days | Subject), data = d, offset = off)
+  b <- as.numeric(t(as.matrix(ranef(fo)$Subject))) # Z's column order
+  expect_equal(unname(fitted(fo) - fo$offset),
+               unname(drop(fo$X %*% fixef(fo)) +
+                        drop(as.matrix(lme4::getME(fo, "Z")) %*% b)),
+               tolerance = 1e-8)
+  expect_equal(fitted(refit(f0, d$Reaction)), fitted(f0), tolerance = 1e-10)
+})

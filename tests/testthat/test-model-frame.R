@@ -23,8 +23,8 @@ test_that("h_model_design() returns the documented structure", {
   expect_named(
     des,
     c(
-      "y", "X", "dropped", "X_full_colnames", "weights", "offset", "has_weights",
-      "re", "frame", "fixed_formula", "fixed_terms", "xlevels", "contrasts",
+      "y", "X", "dropped", "X_full_colnames", "weights", "offset", "has_offset",
+      "has_weights", "re", "frame", "fixed_formula", "fixed_terms", "xlevels", "contrasts",
       "formula", "na_action", "n", "n_obs"
     )
   )
