@@ -199,3 +199,25 @@ test_that("without an offset the fit is the one with a zero offset", {
                tolerance = 1e-8)
   expect_equal(fitted(refit(f0, d$Reaction)), fitted(f0), tolerance = 1e-10)
 })
+
+test_that("a design too large to store Q (formed from R's X where it is read) fits as lme4", {
+  skip_on_cran()
+  skip_if_not_installed("lme4")
+  set.seed(11)
+  n <- 430000 # n p = 4.3e6 > 2^22: Q is not stored
+  X <- matrix(rnorm(n * 9), n, 9, dimnames = list(NULL, paste0("x", 1:9)))
+  g <- sample.int(3000, n, replace = TRUE)
+  d <- data.frame(y = drop(X %*% seq(0.1, 0.9, by = 0.1)) + rnorm(3000)[g] + rnorm(n),
+                  X, g = factor(g))
+  f <- y ~ x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8 + x9 + (1 | g)
+  fit <- lmm(f, d)
+  ref <- lme4::lmer(f, d)
+  expect_equal(fit$objective, lme4::REMLcrit(ref), tolerance = 1e-10)
+  expect_equal(fixef(fit), lme4::fixef(ref), tolerance = 1e-7)
+  expect_equal(unname(fitted(fit)), unname(fitted(ref)), tolerance = 1e-7)
+  # a new response on the kept model equals a fresh fit
+  y2 <- simulate(fit, seed = 5)[[1]]
+  d2 <- d
+  d2$y <- y2
+  expect_equal(fixef(refit(fit, y2)), fixef(lmm(f, d2)), tolerance = 1e-8)
+})

@@ -172,8 +172,18 @@ impl Model {
         Self::build(design, x, threads)
     }
 
-    fn build(mut design: Design, x: Values<f64>, threads: usize) -> Result<Model, LmmError> {
-        let pre = precondition::precondition_kept(x, &design.input(), threads)?;
+    fn build(design: Design, x: Values<f64>, threads: usize) -> Result<Model, LmmError> {
+        Self::build_store(design, x, threads, precondition::SMALL_Q)
+    }
+
+    /// [`Model::build`], storing `Q` when `n p <= store` (tests use 0).
+    fn build_store(
+        mut design: Design,
+        x: Values<f64>,
+        threads: usize,
+        store: usize,
+    ) -> Result<Model, LmmError> {
+        let pre = precondition::precondition_kept_store(x, &design.input(), threads, store)?;
         // from here on the response is read only as its transformed
         // residual (`pre.y`)
         design.y = Vec::new();
@@ -640,14 +650,18 @@ mod tests {
                 }],
             };
             let control = FitControl::default();
-            let mut one = Model::with_threads(d.clone(), 1).unwrap();
+            let implicit =
+                |threads| Model::build_store(d.clone(), d.x.clone().into(), threads, 0).unwrap();
+            let mut one = implicit(1);
             assert!(matches!(one.pre.q, QStore::Implicit(_)));
             let a = one.fit(&control).unwrap();
-            let b = Model::with_threads(d.clone(), 3)
-                .unwrap()
-                .fit(&control)
-                .unwrap();
+            let b = implicit(3).fit(&control).unwrap();
             assert!(a.objective == b.objective && a.beta == b.beta && a.fitted == b.fitted);
+            // a Q this small is stored by default: the same numbers
+            let mut stored = Model::with_threads(d.clone(), 2).unwrap();
+            assert!(matches!(stored.pre.q, QStore::Dense(_)));
+            let s = stored.fit(&control).unwrap();
+            assert!(a.objective == s.objective && a.beta == s.beta && a.fitted == s.fitted);
             // the same problem with Q stored (Gram-Schmidt, as the one-off
             // evaluations build it)
             let mut dense = Model::with_threads(d.clone(), 2).unwrap();

@@ -367,10 +367,20 @@ pub(crate) fn precondition(input: &FitInput) -> Result<Preconditioned, LmmError>
 }
 
 /// Smallest diagonal entry of the Cholesky factor of the column-scaled
-/// `X'WX` for which [`precondition_kept`] takes its fast path (about
+/// `X'WX` for which [`precondition_kept_store`] takes its fast path (about
 /// `cond(X) <= 1e3`, where `Q = X R^-1` is orthonormal to ~1e-10); below it
 /// the Gram-Schmidt path is used.
 const FAST_MIN_PIVOT: f64 = 1e-3;
+
+/// [`precondition_kept_store`] with the default [`SMALL_Q`].
+#[cfg(test)]
+pub(crate) fn precondition_kept(
+    kept: Values<f64>,
+    input: &FitInput,
+    threads: usize,
+) -> Result<Preconditioned, LmmError> {
+    precondition_kept_store(kept, input, threads, SMALL_Q)
+}
 
 /// As [`precondition`], keeping `X` (`kept`, column-major `n x p`; the `x`
 /// of `input` is not used) instead of a copy of it. When `X` is well
@@ -378,14 +388,17 @@ const FAST_MIN_PIVOT: f64 = 1e-3;
 /// the rows), the residual of `y` is formed in a second pass and one step of
 /// iterative refinement (a third, light pass) makes it orthogonal to `Q`:
 /// three passes instead of the `~2 p^2` column passes of Gram-Schmidt, and
-/// `Q = X R^-1` is never stored but formed chunk by chunk where it is read
-/// (no `n x p` buffer beyond `X`). Otherwise Gram-Schmidt on a copy, as
-/// [`precondition`], and `kept` is released. The passes run on `threads`
-/// threads (0: all cores) and do not depend on it.
-pub(crate) fn precondition_kept(
+/// `Q = X R^-1` is not stored but formed chunk by chunk where it is read (no
+/// `n x p` buffer beyond `X`), unless `n p <= store` (the model passes
+/// [`SMALL_Q`]; tests 0): then it is formed once and stored, and `kept` is
+/// released. Otherwise Gram-Schmidt on a copy, as [`precondition`], and
+/// `kept` is released. The passes run on `threads` threads (0: all cores)
+/// and do not depend on it.
+pub(crate) fn precondition_kept_store(
     kept: Values<f64>,
     input: &FitInput,
     threads: usize,
+    store: usize,
 ) -> Result<Preconditioned, LmmError> {
     let (n, p) = (input.n, input.p);
     let w = input.weights;
@@ -417,14 +430,34 @@ pub(crate) fn precondition_kept(
             log_det_r2,
         });
     };
+    // a small Q is formed once and stored: the passes below and the
+    // model's then read it instead of forming it again (the same numbers)
+    let stored = (n * p <= store).then(|| {
+        let mut q = vec![0.0; n * p];
+        let mut rows = QRows::new(QView::Implicit { x: xs, r: &r }, n, p, TRANSFORM_CHUNK);
+        let mut start = 0;
+        while start < n {
+            let len = TRANSFORM_CHUNK.min(n - start);
+            rows.load(start, len);
+            for c in 0..p {
+                q[c * n + start..c * n + start + len].copy_from_slice(rows.col(c));
+            }
+            start += len;
+        }
+        q
+    });
+    let view = match &stored {
+        Some(q) => QView::Dense(q),
+        None => QView::Implicit { x: xs, r: &r },
+    };
     let mut res = vec![0.0; n];
-    let g2 = transform_pass(xs, &mut res, input.y, w, n, p, &r, &beta_ne, threads)?;
+    let g2 = transform_pass(xs, view, &mut res, input.y, w, n, p, &beta_ne, threads)?;
     // refinement: c = (Q'WQ)^-1 Q'W res, res -= Q c, beta0 += R^-1 c
     let m = p + 1;
     let qtq: Vec<f64> = (0..p * p).map(|i| g2[(i / p) * m + i % p]).collect();
     let qtr: Vec<f64> = (0..p).map(|c| g2[c * m + p]).collect();
     let c = spd_solve(&qtq, p, &qtr).unwrap_or(qtr);
-    let res_max = refine_pass(xs, &mut res, w, n, p, &r, &c, threads)?;
+    let res_max = refine_pass(view, &mut res, w, n, p, &c, threads)?;
     let dc = solve_upper(&r, p, &c);
     let beta0: Vec<f64> = beta_ne.iter().zip(&dc).map(|(a, b)| a + b).collect();
     let max_abs = |v: &[f64]| {
@@ -443,7 +476,10 @@ pub(crate) fn precondition_kept(
     }
     let log_det_r2 = (0..p).map(|j| 2.0 * r[j * p + j].ln()).sum();
     Ok(Preconditioned {
-        q: QStore::Implicit(kept),
+        q: match stored {
+            Some(q) => QStore::Dense(q),
+            None => QStore::Implicit(kept),
+        },
         r,
         y: res,
         beta0,
@@ -652,18 +688,17 @@ fn spd_solve(a: &[f64], p: usize, b: &[f64]) -> Option<Vec<f64>> {
     Some(z)
 }
 
-/// The refinement `res -= Q c` (`Q = X R^-1` formed by chunks), returning
+/// The refinement `res -= Q c` (`Q` read through `q`), returning
 /// the largest `|res_i|` of the observations with a positive weight. Each
 /// row's value depends only on that row, so the slabs run on `threads`
 /// threads with the same numbers whatever their number.
 #[allow(clippy::too_many_arguments)]
 fn refine_pass(
-    x: &[f64],
+    q: QView,
     res: &mut [f64],
     w: &[f64],
     n: usize,
     p: usize,
-    r: &[f64],
     c: &[f64],
     threads: usize,
 ) -> Result<f64, LmmError> {
@@ -684,7 +719,7 @@ fn refine_pass(
             .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
         let lo = s * slab;
         let rows = rs_all.len();
-        let mut qr = QRows::new(QView::Implicit { x, r }, n, p, TRANSFORM_CHUNK.min(rows));
+        let mut qr = QRows::new(q, n, p, TRANSFORM_CHUNK.min(rows));
         let mut m = 0.0f64;
         let mut start = 0;
         while start < rows {
@@ -709,23 +744,27 @@ fn refine_pass(
     reduce_slabs(n_slabs, resolve_threads(threads), &make, &add)
 }
 
+/// Largest `n p` for which the fast path stores `Q` (32 MB): below it
+/// forming `Q` in every pass costs more than keeping it.
+pub(crate) const SMALL_Q: usize = 1 << 22;
+
 /// Rows per chunk of [`transform_pass`] and of the passes that form `Q` from
 /// `X`: the `p + 1` columns of a chunk stay in the first-level caches while
 /// the triangular solve sweeps them.
 const TRANSFORM_CHUNK: usize = 512;
 
-/// One pass over the rows: `res = y - X beta` and `Q = X R^-1` (by chunks,
-/// not stored); returns `[Q res]' W [Q res]`. Deterministic and
+/// One pass over the rows: `res = y - X beta`, and `[Q res]' W [Q res]`
+/// with `Q` read through `q` (stored, or formed from `X` by chunks). Deterministic and
 /// multithreaded as [`gram`] (each slab owns its rows of `res`).
 #[allow(clippy::too_many_arguments)]
 fn transform_pass(
     x: &[f64],
+    q: QView,
     res: &mut [f64],
     y: &[f64],
     w: &[f64],
     n: usize,
     p: usize,
-    r: &[f64],
     beta: &[f64],
     threads: usize,
 ) -> Result<Vec<f64>, LmmError> {
@@ -750,7 +789,7 @@ fn transform_pass(
         let mut acc = vec![0.0; m * m];
         let mut xa = vec![0.0; chunk * m];
         let mut wxa = vec![0.0; chunk * m];
-        let mut qr = QRows::new(QView::Implicit { x, r }, n, p, chunk);
+        let mut qr = QRows::new(q, n, p, chunk);
         let mut start = 0;
         while start < rows {
             let len = chunk.min(rows - start);
@@ -1081,12 +1120,16 @@ mod tests {
             let inp = input(&x, &y, &w, n, p);
             let old = precondition(&inp).unwrap();
             assert!(fast_factor(&gram(&x, &y, &w, n, p, 1).unwrap(), p).is_some());
-            let new = precondition_kept(x.clone().into(), &inp, 2).unwrap();
+            let new = precondition_kept_store(x.clone().into(), &inp, 2, 0).unwrap();
             assert!(matches!(new.q, QStore::Implicit(_)));
-            let again = precondition_kept(x.clone().into(), &inp, 1).unwrap();
+            let again = precondition_kept_store(x.clone().into(), &inp, 1, 0).unwrap();
             let (new_q, again_q) = (new.q_full(n, p), again.q_full(n, p));
             assert!(new_q == again_q && new.y == again.y && new.r == again.r);
-            let three = precondition_kept(x.clone().into(), &inp, 3).unwrap();
+            let three = precondition_kept_store(x.clone().into(), &inp, 3, 0).unwrap();
+            // stored (the default for a Q this small): the same numbers
+            let small = precondition_kept(x.clone().into(), &inp, 2).unwrap();
+            assert!(matches!(small.q, QStore::Dense(_)));
+            assert!(new_q == small.q_full(n, p) && new.y == small.y && new.beta0 == small.beta0);
             assert!(new_q == three.q_full(n, p) && new.y == three.y && new.beta0 == three.beta0);
             let close = |a: &[f64], b: &[f64], tol: f64| {
                 a.iter()
