@@ -41,7 +41,12 @@ pub(crate) fn n_theta(k: usize) -> usize {
     k * (k + 1) / 2
 }
 
-fn all_finite(v: &[f64]) -> bool {
+/// The error for an `x` with a non-finite value.
+pub(crate) fn non_finite_x() -> LmmError {
+    LmmError::InvalidInput("x contains non-finite values".into())
+}
+
+pub(crate) fn all_finite(v: &[f64]) -> bool {
     v.iter().all(|x| x.is_finite())
 }
 
@@ -86,6 +91,13 @@ pub(crate) fn contributes(weights: &[f64], i: usize) -> bool {
 /// Checks lengths, codes, finiteness and shared factors. Returns nothing on
 /// success; every later stage may rely on these invariants.
 pub(crate) fn validate(input: &FitInput) -> Result<(), LmmError> {
+    validate_parts(input, true)
+}
+
+/// [`validate`], leaving out the scan of `x` for non-finite values when
+/// `check_x` is false (the model's first pass over `X` detects them, see
+/// `precondition::precondition_kept_store`).
+pub(crate) fn validate_parts(input: &FitInput, check_x: bool) -> Result<(), LmmError> {
     let n = input.n;
     let p = input.p;
     let bad = |m: String| Err(LmmError::InvalidInput(m));
@@ -108,8 +120,8 @@ pub(crate) fn validate(input: &FitInput) -> Result<(), LmmError> {
             input.weights.len()
         ));
     }
-    if !all_finite(input.x) {
-        return bad("x contains non-finite values".into());
+    if check_x && !all_finite(input.x) {
+        return Err(non_finite_x());
     }
     if !all_finite(input.y) {
         return bad("y contains non-finite values".into());

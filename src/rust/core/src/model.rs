@@ -132,7 +132,8 @@ impl Model {
     /// [`Model::set_response`]) on `threads` threads (0: all cores). The
     /// results do not depend on `threads`.
     pub fn with_threads(design: Design, threads: usize) -> Result<Model, LmmError> {
-        input::validate(&design.input())?;
+        // X's finiteness is checked by the build's first pass over it
+        input::validate_parts(&design.input(), false)?;
         // the model keeps X (and reads Q = X R^-1 from it)
         let mut design = design;
         let x = std::mem::take(&mut design.x);
@@ -165,10 +166,14 @@ impl Model {
         threads: usize,
     ) -> Result<Model, LmmError> {
         design.x = Vec::new();
-        input::validate(&FitInput {
-            x: &x,
-            ..design.input()
-        })?;
+        // X's finiteness is checked by the build's first pass over it
+        input::validate_parts(
+            &FitInput {
+                x: &x,
+                ..design.input()
+            },
+            false,
+        )?;
         Self::build(design, x, threads)
     }
 
@@ -739,6 +744,46 @@ mod tests {
         let exact: Vec<f64> = d.x[d.n..].iter().map(|x| 2.0 + 3.0 * x).collect();
         assert_eq!(m.set_response(&exact).unwrap_err().kind(), "non_finite");
         assert_eq!(m.fit(&FitControl::default()).unwrap(), before);
+    }
+
+    #[test]
+    fn a_non_finite_x_is_an_input_error() {
+        let huge = {
+            // finite, but its squares overflow: not an error
+            let mut d = design(5, false);
+            for v in &mut d.x[d.n..] {
+                *v *= 1e160;
+            }
+            d
+        };
+        if let Err(e) = Model::new(huge) {
+            assert!(!e.to_string().contains("non-finite"), "{e}");
+        }
+        for (row, value, weighted) in [
+            (3, f64::NAN, false),
+            (7, f64::INFINITY, false),
+            (0, f64::NEG_INFINITY, true),
+        ] {
+            let mut d = design(5, weighted);
+            if weighted {
+                // a zero weight does not hide it
+                d.weights[row] = 0.0;
+            }
+            d.x[d.n + row] = value;
+            for m in [
+                Model::new(d.clone()),
+                Model::from_input(&d.input(), 2),
+                Model::build_store(d.clone(), d.x.clone().into(), 1, 0),
+            ] {
+                match m {
+                    Err(e) => {
+                        assert_eq!(e.kind(), "invalid_input");
+                        assert!(e.to_string().contains("x contains non-finite values"));
+                    }
+                    Ok(_) => panic!("a non-finite x was accepted"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -412,6 +412,12 @@ pub(crate) fn precondition_kept_store(
     }
     let fast = if p > 0 {
         let g = gram(xs, input.y, w, n, p, threads)?;
+        // a non-finite value of X makes its column's sum of squares
+        // non-finite (weights are finite): only then is X scanned
+        let m = p + 1;
+        if (0..p).any(|j| !g[j * m + j].is_finite()) && !crate::input::all_finite(xs) {
+            return Err(crate::input::non_finite_x());
+        }
         fast_factor(&g, p)
     } else {
         None
