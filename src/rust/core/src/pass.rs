@@ -84,6 +84,42 @@ where
     Ok(left)
 }
 
+/// [`reduce_slabs`] over a buffer with one value per row (`out`, length
+/// `n`): `make(s, lo, piece)` gets slab `s`'s rows `lo..lo + piece.len()`
+/// of `out` to write (each slab owns its rows) and returns its partial.
+pub(crate) fn reduce_slabs_rows<T, M, A>(
+    out: &mut [f64],
+    slab: usize,
+    threads: usize,
+    make: &M,
+    add: &A,
+) -> Result<T, LmmError>
+where
+    T: Send,
+    M: Fn(usize, usize, &mut [f64]) -> Result<T, LmmError> + Sync,
+    A: Fn(&mut T, T) + Sync,
+{
+    use std::sync::Mutex;
+    let n_slabs = out.len().div_ceil(slab).max(1);
+    let cells: Vec<Mutex<Option<&mut [f64]>>> =
+        out.chunks_mut(slab).map(|v| Mutex::new(Some(v))).collect();
+    let run = |s: usize| -> Result<T, LmmError> {
+        let mut empty: [f64; 0] = [];
+        let mut taken = None;
+        if let Some(cell) = cells.get(s) {
+            taken = cell.lock().ok().and_then(|mut g| g.take());
+            if taken.is_none() {
+                return Err(LmmError::InvalidInput(
+                    "internal error in the data pass".into(),
+                ));
+            }
+        }
+        let piece = taken.unwrap_or(&mut empty);
+        make(s, s * slab, piece)
+    };
+    reduce_slabs(n_slabs, threads, &run, add)
+}
+
 /// Element-wise `a += b`.
 pub(crate) fn add_into(a: &mut [f64], b: &[f64]) {
     for (x, y) in a.iter_mut().zip(b) {

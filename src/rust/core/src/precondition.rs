@@ -708,22 +708,8 @@ fn refine_pass(
     c: &[f64],
     threads: usize,
 ) -> Result<f64, LmmError> {
-    use crate::pass::{reduce_slabs, resolve_threads, slab_rows};
-    use std::sync::Mutex;
-    let slab = slab_rows(1);
-    let n_slabs = n.div_ceil(slab).max(1);
-    let cells: Vec<Mutex<Option<&mut [f64]>>> =
-        res.chunks_mut(slab).map(|v| Mutex::new(Some(v))).collect();
-    let make = |s: usize| -> Result<f64, LmmError> {
-        let Some(cell) = cells.get(s) else {
-            return Ok(0.0);
-        };
-        let rs_all = cell
-            .lock()
-            .ok()
-            .and_then(|mut g| g.take())
-            .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
-        let lo = s * slab;
+    use crate::pass::{reduce_slabs_rows, resolve_threads, slab_rows};
+    let make = |_s: usize, lo: usize, rs_all: &mut [f64]| -> Result<f64, LmmError> {
         let rows = rs_all.len();
         let mut qr = QRows::new(q, n, p, TRANSFORM_CHUNK.min(rows));
         let mut m = 0.0f64;
@@ -747,7 +733,7 @@ fn refine_pass(
         Ok(m)
     };
     let add = |a: &mut f64, b: f64| *a = a.max(b);
-    reduce_slabs(n_slabs, resolve_threads(threads), &make, &add)
+    reduce_slabs_rows(res, slab_rows(1), resolve_threads(threads), &make, &add)
 }
 
 /// Largest `n p` for which the fast path stores `Q` (32 MB): below it
@@ -774,22 +760,11 @@ fn transform_pass(
     beta: &[f64],
     threads: usize,
 ) -> Result<Vec<f64>, LmmError> {
-    use crate::pass::{add_into, reduce_slabs, resolve_threads, slab_rows};
+    use crate::pass::{add_into, reduce_slabs_rows, resolve_threads, slab_rows};
     use faer::linalg::matmul::matmul;
     use faer::{Accum, MatMut, MatRef, Par};
-    use std::sync::Mutex;
     let m = p + 1;
-    let slab = slab_rows(m * m);
-    let n_slabs = n.div_ceil(slab);
-    let cells: Vec<Mutex<Option<&mut [f64]>>> =
-        res.chunks_mut(slab).map(|v| Mutex::new(Some(v))).collect();
-    let make = |s: usize| -> Result<Vec<f64>, LmmError> {
-        let rs_all = cells[s]
-            .lock()
-            .ok()
-            .and_then(|mut g| g.take())
-            .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
-        let lo = s * slab;
+    let make = |_s: usize, lo: usize, rs_all: &mut [f64]| -> Result<Vec<f64>, LmmError> {
         let rows = rs_all.len();
         let chunk = TRANSFORM_CHUNK.min(rows);
         let mut acc = vec![0.0; m * m];
@@ -828,7 +803,7 @@ fn transform_pass(
         Ok(acc)
     };
     let add = |x: &mut Vec<f64>, y: Vec<f64>| add_into(x, &y);
-    reduce_slabs(n_slabs, resolve_threads(threads), &make, &add)
+    reduce_slabs_rows(res, slab_rows(m * m), resolve_threads(threads), &make, &add)
 }
 
 /// The part of the preconditioning that depends on the response.

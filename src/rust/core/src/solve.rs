@@ -126,26 +126,10 @@ fn rows_pass(
     back: &Back,
 ) -> Result<(Vec<f64>, f64), LmmError> {
     let (xq, threads) = (back.xq, back.threads);
-    use crate::pass::{reduce_slabs, resolve_threads, slab_rows};
-    use std::sync::Mutex;
+    use crate::pass::{reduce_slabs_rows, resolve_threads, slab_rows};
     let (n, p) = (input.n, bl.p);
     let mut fitted = vec![0.0; n];
-    let slab = slab_rows(1);
-    let n_slabs = n.div_ceil(slab).max(1);
-    let cells: Vec<Mutex<Option<&mut [f64]>>> = fitted
-        .chunks_mut(slab)
-        .map(|v| Mutex::new(Some(v)))
-        .collect();
-    let make = |s: usize| -> Result<f64, LmmError> {
-        let Some(cell) = cells.get(s) else {
-            return Ok(0.0);
-        };
-        let f_all = cell
-            .lock()
-            .ok()
-            .and_then(|mut g| g.take())
-            .ok_or_else(|| LmmError::InvalidInput("internal error in the data pass".into()))?;
-        let lo = s * slab;
+    let make = |_s: usize, lo: usize, f_all: &mut [f64]| -> Result<f64, LmmError> {
         let rows = f_all.len();
         let mut qr = QRows::new(xq, n, p, ROWS_CHUNK.min(rows));
         let mut ss = 0.0;
@@ -195,7 +179,13 @@ fn rows_pass(
         Ok(ss)
     };
     let add = |a: &mut f64, b: f64| *a += b;
-    let ss = reduce_slabs(n_slabs, resolve_threads(threads), &make, &add)?;
+    let ss = reduce_slabs_rows(
+        &mut fitted,
+        slab_rows(1),
+        resolve_threads(threads),
+        &make,
+        &add,
+    )?;
     Ok((fitted, ss))
 }
 
